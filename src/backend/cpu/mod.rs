@@ -1,0 +1,5 @@
+//! CPU backends.
+
+mod reference;
+
+pub use reference::Reference;

@@ -1,0 +1,74 @@
+//! Columnar batches: the unit every backend scores.
+//!
+//! A [`Batch`] is feature-major: column `f` is `values[f * n_rows..(f + 1) * n_rows]`, ready for
+//! SIMD lanes across rows and for a single GPU upload.
+
+use crate::error::{Error, Result};
+
+/// A batch of rows stored column by column.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Batch {
+    n_rows: usize,
+    n_features: usize,
+    values: Vec<f32>,
+}
+
+impl Batch {
+    /// Builds a batch from row-major values (`n_features` per row).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let batch = streamscore::Batch::from_rows(&[1.0, 2.0, 3.0, 4.0], 2).unwrap();
+    /// assert_eq!(batch.column(1), &[2.0, 4.0]);
+    /// assert_eq!(batch.value(1, 0), 3.0);
+    /// ```
+    pub fn from_rows(rows: &[f32], n_features: usize) -> Result<Self> {
+        if n_features == 0 || rows.len() % n_features != 0 {
+            return Err(Error::WidthMismatch { expected: n_features, got: rows.len() });
+        }
+        let n_rows = rows.len() / n_features;
+        let mut values = vec![0.0; rows.len()];
+        for (r, row) in rows.chunks_exact(n_features).enumerate() {
+            for (f, &v) in row.iter().enumerate() {
+                values[f * n_rows + r] = v;
+            }
+        }
+        Ok(Batch { n_rows, n_features, values })
+    }
+
+    /// Builds a batch from feature-major values (`n_rows` per column).
+    pub fn from_columns(values: Vec<f32>, n_rows: usize, n_features: usize) -> Result<Self> {
+        if n_rows.checked_mul(n_features) != Some(values.len()) {
+            return Err(Error::WidthMismatch { expected: n_rows * n_features, got: values.len() });
+        }
+        Ok(Batch { n_rows, n_features, values })
+    }
+
+    /// Number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// Number of features per row.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Column `f` (all rows' values of feature `f`). Panics if `f >= n_features()`.
+    pub fn column(&self, f: usize) -> &[f32] {
+        &self.values[f * self.n_rows..(f + 1) * self.n_rows]
+    }
+
+    /// Row `r`'s value of feature `f`. Panics if either is out of range.
+    #[inline]
+    pub fn value(&self, r: usize, f: usize) -> f32 {
+        assert!(r < self.n_rows);
+        self.values[f * self.n_rows + r]
+    }
+
+    /// The whole feature-major buffer.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.values
+    }
+}

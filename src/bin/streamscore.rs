@@ -1,0 +1,151 @@
+//! The `streamscore` command line.
+//!
+//! `score` and `inspect` are a stable contract: scripts and later tools rely on their flags and
+//! output layout. Every error prints one `error:` line (with its causes) and exits with 1.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use streamscore::io::{Columns, read_rows, write_scores};
+use streamscore::model::gbdt::{Node, Test};
+use streamscore::{Backend, Error, Forest, Output, Reference, load_forest};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "streamscore",
+    version,
+    about = "Score events with tree ensembles and neural nets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score every row of an input file; one output line per row.
+    Score {
+        /// Model file: LightGBM text or XGBoost JSON.
+        #[arg(long)]
+        model: PathBuf,
+        /// Rows to score: CSV (header matched to feature names) or .npy (2-D f32/f64); `-` is stdin.
+        #[arg(long)]
+        input: String,
+        /// Where to write scores; `-` (the default) is stdout.
+        #[arg(long, default_value = "-")]
+        output: String,
+        /// Write raw margins instead of transformed predictions.
+        #[arg(long)]
+        raw: bool,
+        /// The CSV has no header line: columns are the model's features in order.
+        #[arg(long)]
+        no_header: bool,
+    },
+    /// Describe a model: format, objective, trees, classes, features, depth.
+    Inspect {
+        /// Model file: LightGBM text or XGBoost JSON.
+        #[arg(long)]
+        model: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Score { model, input, output, raw, no_header } => {
+            score(&model, &input, &output, raw, no_header)
+        }
+        Command::Inspect { model } => inspect(&model),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            if matches!(e, Error::MissingColumn { .. }) {
+                msg.push_str(" (pass --no-header for a CSV without a header line)");
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_input(input: &str) -> Result<Vec<u8>, Error> {
+    if input == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::io("-", e))?;
+        Ok(bytes)
+    } else {
+        std::fs::read(input).map_err(|e| Error::io(input, e))
+    }
+}
+
+fn score(model: &Path, input: &str, output: &str, raw: bool, no_header: bool) -> Result<(), Error> {
+    let forest = load_forest(model)?;
+    let bytes = read_input(input)?;
+    let columns = if no_header { Columns::Positional } else { Columns::ByName };
+    let batch = read_rows(&bytes, columns, &forest.feature_names, input)?;
+    let scorer = Reference::new(forest);
+    let kind = if raw { Output::Raw } else { Output::Transformed };
+    let width = scorer.output_width(kind);
+    let mut scores = vec![0.0; batch.n_rows() * width];
+    scorer.score_batch(&batch, kind, &mut scores)?;
+
+    let sink: Box<dyn Write> = if output == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
+    };
+    let mut w = BufWriter::new(sink);
+    write_scores(&mut w, &scores, width).and_then(|()| w.flush()).map_err(|e| Error::io(output, e))
+}
+
+fn inspect(model: &Path) -> Result<(), Error> {
+    let start = Instant::now();
+    let forest = load_forest(model)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    print!("{}", describe(&forest));
+    println!("load time: {load_ms:.3} ms");
+    Ok(())
+}
+
+/// The `inspect` report, one `key: value` per line.
+fn describe(forest: &Forest) -> String {
+    let depths: Vec<usize> = forest.trees.iter().map(|t| t.depth()).collect();
+    let nodes: usize = forest.trees.iter().map(|t| t.nodes.len()).sum();
+    let leaves: usize = forest.trees.iter().map(|t| t.leaves()).sum();
+    let categorical = forest
+        .trees
+        .iter()
+        .flat_map(|t| &t.nodes)
+        .filter(|n| matches!(n, Node::Split { test: Test::Categorical { .. }, .. }))
+        .count();
+    let mean_depth = depths.iter().sum::<usize>() as f64 / depths.len().max(1) as f64;
+    let names = forest.feature_names.join(" ");
+    let names = if names.len() > 200 {
+        format!("{}...", &names[..names.floor_char_boundary(200)])
+    } else {
+        names
+    };
+    let objective = if forest.objective.is_empty() { "(none)" } else { &forest.objective };
+    format!(
+        "format: {}\nobjective: {objective}\ntransform: {:?}\ntrees: {}\nclasses: {}\n\
+         features: {}\nfeature names: {names}\nnodes: {nodes}\nleaves: {leaves}\n\
+         categorical splits: {categorical}\ndepth: min {} mean {mean_depth:.2} max {}\n",
+        forest.format,
+        forest.transform,
+        forest.trees.len(),
+        forest.n_groups,
+        forest.n_features,
+        depths.iter().min().unwrap_or(&0),
+        depths.iter().max().unwrap_or(&0),
+    )
+}

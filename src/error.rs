@@ -1,0 +1,215 @@
+//! The one error type of the crate.
+//!
+//! Every failure a caller can cause (a malformed or hostile model file, an input of the wrong
+//! width, an unreadable file) is a variant here with enough context to find the fault: the file,
+//! the tree, the node. Nothing in the crate panics on bad input.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The model file formats streamscore reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelFormat {
+    /// LightGBM's text model format (`tree` / `version=v3` / `v4`), as written by `save_model`.
+    LightGbm,
+    /// XGBoost's JSON model format (1.x to 3.x), as written by `save_model("*.json")`.
+    XgboostJson,
+}
+
+impl fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModelFormat::LightGbm => "LightGBM text",
+            ModelFormat::XgboostJson => "XGBoost JSON",
+        })
+    }
+}
+
+/// What is structurally wrong with a tree, found by validation at load.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelProblem {
+    /// A child index points outside the tree's node array.
+    ChildOutOfRange {
+        /// The offending child index as written in the file.
+        child: i64,
+        /// How many nodes (or leaves) the index had to address.
+        len: usize,
+    },
+    /// A node is reached twice from the root: the "tree" has a cycle or a shared subtree.
+    Cycle {
+        /// The node (in the file's numbering) reached a second time.
+        node: usize,
+    },
+    /// The tree is deeper than [`MAX_DEPTH`](crate::model::gbdt::MAX_DEPTH).
+    TooDeep {
+        /// The depth limit that was exceeded.
+        max: usize,
+    },
+    /// A split tests a feature at or beyond the model's declared width.
+    FeatureOutOfRange {
+        /// The feature index in the file.
+        feature: i64,
+        /// The model's declared number of features.
+        n_features: usize,
+    },
+    /// A split threshold is NaN or infinite.
+    NonFiniteThreshold {
+        /// The value read.
+        value: f64,
+    },
+    /// A leaf value is NaN or infinite.
+    NonFiniteLeaf {
+        /// The value read.
+        value: f64,
+    },
+    /// A categorical split refers to a category set that does not exist or is malformed.
+    BadCategories {
+        /// What is wrong.
+        detail: String,
+    },
+    /// Two arrays that must have related lengths do not.
+    LengthMismatch {
+        /// The array that has the wrong length.
+        field: String,
+        /// The length implied by the rest of the tree.
+        expected: usize,
+        /// The length found.
+        found: usize,
+    },
+    /// The model holds no trees, or a tree holds no nodes.
+    Empty,
+    /// A count (trees, nodes, classes, features) is beyond what streamscore accepts.
+    TooLarge {
+        /// What is counted.
+        what: String,
+        /// The value in the file.
+        value: u64,
+        /// The accepted maximum.
+        max: u64,
+    },
+}
+
+impl fmt::Display for ModelProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelProblem::ChildOutOfRange { child, len } => {
+                write!(f, "child index {child} is out of range (0..{len})")
+            }
+            ModelProblem::Cycle { node } => {
+                write!(f, "node {node} is reached twice from the root (cycle or shared subtree)")
+            }
+            ModelProblem::TooDeep { max } => write!(f, "tree is deeper than {max} levels"),
+            ModelProblem::FeatureOutOfRange { feature, n_features } => {
+                write!(
+                    f,
+                    "split on feature {feature}, but the model declares {n_features} features"
+                )
+            }
+            ModelProblem::NonFiniteThreshold { value } => {
+                write!(f, "split threshold {value} is not finite")
+            }
+            ModelProblem::NonFiniteLeaf { value } => write!(f, "leaf value {value} is not finite"),
+            ModelProblem::BadCategories { detail } => write!(f, "categorical split: {detail}"),
+            ModelProblem::LengthMismatch { field, expected, found } => {
+                write!(f, "`{field}` has {found} entries, expected {expected}")
+            }
+            ModelProblem::Empty => f.write_str("no trees or no nodes"),
+            ModelProblem::TooLarge { what, value, max } => {
+                write!(f, "{what} = {value} exceeds the limit of {max}")
+            }
+        }
+    }
+}
+
+/// Every error streamscore returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved (`-` for stdin/stdout).
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model file could not be recognised as any supported format.
+    #[error("{path}: not a LightGBM text model or an XGBoost JSON model ({reason})")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// Why detection failed.
+        reason: String,
+    },
+    /// The model file is syntactically broken: truncated, a missing key, a number that is not one.
+    #[error("{format} model, {at}: {message}")]
+    Parse {
+        /// The format being read.
+        format: ModelFormat,
+        /// Where in the file (line, key, tree).
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The model parsed but is structurally invalid (found by validation at load).
+    #[error("{format} model, {at}: {problem}")]
+    InvalidModel {
+        /// The format being read.
+        format: ModelFormat,
+        /// Where (tree and node, in the file's numbering).
+        at: String,
+        /// What is wrong.
+        problem: ModelProblem,
+    },
+    /// The model uses a feature streamscore does not support; the message says which.
+    #[error("{format} model: unsupported: {what}")]
+    Unsupported {
+        /// The format being read.
+        format: ModelFormat,
+        /// The unsupported feature.
+        what: String,
+    },
+    /// Input rows have a different number of features than the model expects.
+    #[error("input has {got} features per row, the model expects {expected}")]
+    WidthMismatch {
+        /// The model's feature count.
+        expected: usize,
+        /// The input's feature count.
+        got: usize,
+    },
+    /// An output buffer has the wrong length for the batch.
+    #[error("output buffer holds {got} values, {expected} are needed")]
+    OutputLength {
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// A feature the model needs is not among the input's named columns.
+    #[error("input has no column named `{name}` (the model's feature {index})")]
+    MissingColumn {
+        /// The feature name.
+        name: String,
+        /// Its position in the model's feature order.
+        index: usize,
+    },
+    /// An input file is malformed (bad number, ragged rows, unsupported dtype).
+    #[error("input {at}: {message}")]
+    Input {
+        /// Where: file, line, column.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
