@@ -24,7 +24,7 @@ impl Batch {
     /// assert_eq!(batch.value(1, 0), 3.0);
     /// ```
     pub fn from_rows(rows: &[f32], n_features: usize) -> Result<Self> {
-        if n_features == 0 || rows.len() % n_features != 0 {
+        if n_features == 0 || !rows.len().is_multiple_of(n_features) {
             return Err(Error::WidthMismatch { expected: n_features, got: rows.len() });
         }
         let n_rows = rows.len() / n_features;

@@ -1,7 +1,7 @@
 //! The `streamscore` command line.
 //!
 //! `score` and `inspect` are a stable contract: scripts and later tools rely on their flags and
-//! output layout. Every error prints one `error:` line (with its causes) and exits with 1.
+//! output layout. Every error prints one `error:` line and exits with 1.
 
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -63,12 +63,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Every variant's message already names its cause.
             let mut msg = format!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
             if matches!(e, Error::MissingColumn { .. }) {
                 msg.push_str(" (pass --no-header for a CSV without a header line)");
             }

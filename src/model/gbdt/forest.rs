@@ -38,7 +38,7 @@ impl CategoryRule {
             CategoryRule::Xgboost => (0.0..16_777_216.0).contains(&x),
         };
         // The range test is false for NaN, and inside it truncation fits in u32.
-        valid.then(|| x as u32)
+        valid.then_some(x as u32)
     }
 }
 
@@ -84,10 +84,10 @@ impl Test {
                 if x.is_nan() {
                     return nan_left;
                 }
-                if let Some(zero_left) = zero_left {
-                    if x.abs() <= ZERO_BAND {
-                        return zero_left;
-                    }
+                if let Some(zero_left) = zero_left
+                    && x.abs() <= ZERO_BAND
+                {
+                    return zero_left;
                 }
                 x <= threshold
             }
@@ -268,6 +268,13 @@ pub(crate) enum RawNode {
     Split { feature: u32, test: Test, left: i64, right: i64 },
 }
 
+/// Which child pointer of an already placed split a pending node fills.
+#[derive(Debug, Clone, Copy)]
+struct ChildSlot {
+    parent: usize,
+    is_left: bool,
+}
+
 /// Validates one tree given in file numbering and returns it in pre-order.
 ///
 /// Errors carry the offending node's index in file numbering.
@@ -278,8 +285,8 @@ pub(crate) fn build_tree(raw: &[RawNode], group: u32) -> Result<Tree, (usize, Mo
     let n = raw.len();
     let mut seen = vec![false; n];
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
-    // (file index, depth, slot in `nodes` of the parent's child pointer to patch: (parent, is_left))
-    let mut stack: Vec<(usize, usize, Option<(usize, bool)>)> = vec![(0, 0, None)];
+    // (file index, depth, the parent's child pointer to patch once the node has its new index)
+    let mut stack: Vec<(usize, usize, Option<ChildSlot>)> = vec![(0, 0, None)];
     while let Some((idx, depth, parent)) = stack.pop() {
         if depth > MAX_DEPTH {
             return Err((idx, ModelProblem::TooDeep { max: MAX_DEPTH }));
@@ -288,10 +295,10 @@ pub(crate) fn build_tree(raw: &[RawNode], group: u32) -> Result<Tree, (usize, Mo
             return Err((idx, ModelProblem::Cycle { node: idx }));
         }
         let me = nodes.len() as u32;
-        if let Some((p, is_left)) = parent {
-            if let Node::Split { left, right, .. } = &mut nodes[p] {
-                *(if is_left { left } else { right }) = me;
-            }
+        if let Some(ChildSlot { parent, is_left }) = parent
+            && let Node::Split { left, right, .. } = &mut nodes[parent]
+        {
+            *(if is_left { left } else { right }) = me;
         }
         match raw[idx] {
             RawNode::Leaf(v) => {
@@ -309,8 +316,16 @@ pub(crate) fn build_tree(raw: &[RawNode], group: u32) -> Result<Tree, (usize, Mo
                 nodes.push(Node::Split { feature, test, left: 0, right: 0 });
                 let slot = nodes.len() - 1;
                 // Right pushed first so the left subtree is laid out right after its parent.
-                stack.push((right as usize, depth + 1, Some((slot, false))));
-                stack.push((left as usize, depth + 1, Some((slot, true))));
+                stack.push((
+                    right as usize,
+                    depth + 1,
+                    Some(ChildSlot { parent: slot, is_left: false }),
+                ));
+                stack.push((
+                    left as usize,
+                    depth + 1,
+                    Some(ChildSlot { parent: slot, is_left: true }),
+                ));
             }
         }
     }

@@ -82,10 +82,10 @@ fn build_forest(
     header: &HashMap<&str, &str>,
     blocks: &[(usize, HashMap<&str, &str>)],
 ) -> Result<Forest> {
-    if let Some(v) = header.get("version") {
-        if !matches!(*v, "v2" | "v3" | "v4") {
-            return Err(Error::Unsupported { format: FORMAT, what: format!("version={v}") });
-        }
+    if let Some(v) = header.get("version")
+        && !matches!(*v, "v2" | "v3" | "v4")
+    {
+        return Err(Error::Unsupported { format: FORMAT, what: format!("version={v}") });
     }
     let num: fn(&HashMap<&str, &str>, &str) -> Result<Option<i64>> = |h, k| {
         h.get(k)

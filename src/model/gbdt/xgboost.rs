@@ -222,7 +222,10 @@ fn objective_transform(name: &str) -> Result<(Transform, Link)> {
         "multi:softmax" => (Transform::ArgMax, Link::Identity),
         "rank:pairwise" | "rank:ndcg" | "rank:map" => (Transform::Identity, Link::Identity),
         other => {
-            return Err(Error::Unsupported { format: FORMAT, what: format!("objective `{other}`") });
+            return Err(Error::Unsupported {
+                format: FORMAT,
+                what: format!("objective `{other}`"),
+            });
         }
     })
 }
@@ -276,13 +279,11 @@ fn parse_tree(
     cat_words: &mut Vec<u32>,
 ) -> Result<Vec<RawNode>> {
     let at = format!("tree {t}");
-    if let Some(p) = tree.get("tree_param") {
-        if let Some(size) = p.get("size_leaf_vector") {
-            let size = int(size, &at)?;
-            if size > 1 {
-                let what = format!("vector-leaf trees (size_leaf_vector={size} in tree {t})");
-                return Err(Error::Unsupported { format: FORMAT, what });
-            }
+    if let Some(size) = tree.get("tree_param").and_then(|p| p.get("size_leaf_vector")) {
+        let size = int(size, &at)?;
+        if size > 1 {
+            let what = format!("vector-leaf trees (size_leaf_vector={size} in tree {t})");
+            return Err(Error::Unsupported { format: FORMAT, what });
         }
     }
     let left = ints(tree, "left_children", &at)?;

@@ -1,0 +1,298 @@
+//! Malformed and hostile model files and inputs: each gives a typed error, never a panic.
+//!
+//! Run in debug (overflow checks on) and in release by .ci/run.
+
+mod common;
+
+use streamscore::io::{Columns, read_rows};
+use streamscore::model::gbdt::MAX_DEPTH;
+use streamscore::{Backend, Batch, Error, Forest, ModelProblem, Output, Reference};
+
+fn golden(name: &str, file: &str) -> String {
+    std::fs::read_to_string(common::root().join("models/golden").join(name).join(file)).unwrap()
+}
+
+fn lgb() -> String {
+    golden("lgb_categorical", "model.txt")
+}
+
+fn xgb() -> serde_json::Value {
+    serde_json::from_str(&golden("xgb_categorical", "model.json")).unwrap()
+}
+
+fn xgb_err(edit: impl FnOnce(&mut serde_json::Value)) -> Error {
+    let mut v = xgb();
+    edit(&mut v);
+    Forest::from_text(&v.to_string()).unwrap_err()
+}
+
+/// Replaces the first occurrence of `key=...` after `Tree=<tree>` with `key=<value>`.
+fn lgb_edit(text: &str, tree: usize, key: &str, value: &str) -> String {
+    let start = text.find(&format!("\nTree={tree}\n")).unwrap();
+    let at = start + text[start..].find(&format!("\n{key}=")).unwrap() + 1;
+    let end = at + text[at..].find('\n').unwrap();
+    format!("{}{key}={value}{}", &text[..at], &text[end..])
+}
+
+/// Replaces element `index` of the whitespace-separated list `key` in tree `tree`.
+fn lgb_edit_item(text: &str, tree: usize, key: &str, index: usize, value: &str) -> String {
+    let start = text.find(&format!("\nTree={tree}\n")).unwrap();
+    let at = start + text[start..].find(&format!("\n{key}=")).unwrap() + key.len() + 2;
+    let end = at + text[at..].find('\n').unwrap();
+    let mut items: Vec<&str> = text[at..end].split(' ').collect();
+    items[index] = value;
+    format!("{}{}{}", &text[..at], items.join(" "), &text[end..])
+}
+
+fn problem(e: Error) -> ModelProblem {
+    match e {
+        Error::InvalidModel { problem, .. } => problem,
+        other => panic!("expected InvalidModel, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_files_are_parse_errors() {
+    let text = lgb();
+    let cut = &text[..text.find("end of trees").unwrap() - 10];
+    let e = Forest::from_text(cut).unwrap_err();
+    assert!(matches!(e, Error::Parse { .. }), "{e:?}");
+    assert!(e.to_string().contains("truncated"), "{e}");
+
+    let json = golden("xgb_binary", "model.json");
+    let e = Forest::from_text(&json[..json.len() / 2]).unwrap_err();
+    assert!(matches!(e, Error::Parse { .. }), "{e:?}");
+
+    // Every cut point of a small model: always an error or a valid model, never a panic.
+    for text in [golden("lgb_single_leaf", "model.txt"), golden("xgb_single_leaf", "model.json")] {
+        let n = text.len();
+        for cut in (0..n).step_by(n / 400 + 1) {
+            if let Some(prefix) = text.get(..cut) {
+                let _ = Forest::from_text(prefix);
+            }
+        }
+    }
+}
+
+#[test]
+fn child_index_out_of_range() {
+    let text = lgb_edit_item(&lgb(), 2, "left_child", 0, "9999");
+    let e = Forest::from_text(&text).unwrap_err();
+    assert!(e.to_string().contains("tree 2, node 0"), "{e}");
+    assert!(matches!(problem(e), ModelProblem::ChildOutOfRange { child: 9999, .. }));
+    let text = lgb_edit_item(&lgb(), 0, "right_child", 1, "-9999");
+    assert!(matches!(
+        problem(Forest::from_text(&text).unwrap_err()),
+        ModelProblem::ChildOutOfRange { .. }
+    ));
+
+    let e = xgb_err(|v| {
+        v["learner"]["gradient_booster"]["model"]["trees"][3]["left_children"][0] = 100000.into()
+    });
+    assert!(e.to_string().contains("tree 3, node 0"), "{e}");
+    assert!(matches!(problem(e), ModelProblem::ChildOutOfRange { child: 100000, .. }));
+}
+
+#[test]
+fn cycles_are_rejected() {
+    // Node 1's left child points back at the root.
+    let text = lgb_edit_item(&lgb(), 1, "left_child", 1, "0");
+    assert!(matches!(
+        problem(Forest::from_text(&text).unwrap_err()),
+        ModelProblem::Cycle { node: 0 }
+    ));
+    let e = xgb_err(|v| {
+        v["learner"]["gradient_booster"]["model"]["trees"][0]["right_children"][1] = 0.into()
+    });
+    assert!(matches!(problem(e), ModelProblem::Cycle { node: 0 }));
+    // A self-loop.
+    let e = xgb_err(|v| {
+        v["learner"]["gradient_booster"]["model"]["trees"][0]["left_children"][0] = 0.into()
+    });
+    assert!(matches!(problem(e), ModelProblem::Cycle { node: 0 }));
+}
+
+#[test]
+fn nan_and_infinite_thresholds() {
+    let text = lgb_edit_item(&lgb(), 0, "threshold", 0, "nan");
+    let e = Forest::from_text(&text).unwrap_err();
+    assert!(matches!(problem(e), ModelProblem::NonFiniteThreshold { value } if value.is_nan()));
+    // XGBoost thresholds are f32: 1e39 overflows to infinity.
+    let e = xgb_err(|v| {
+        v["learner"]["gradient_booster"]["model"]["trees"][0]["split_conditions"][0] = 1e39.into()
+    });
+    assert!(matches!(problem(e), ModelProblem::NonFiniteThreshold { .. }));
+    let text = lgb_edit_item(&lgb(), 0, "leaf_value", 0, "inf");
+    assert!(matches!(
+        problem(Forest::from_text(&text).unwrap_err()),
+        ModelProblem::NonFiniteLeaf { .. }
+    ));
+}
+
+#[test]
+fn feature_index_beyond_declared_width() {
+    let text = lgb_edit_item(&lgb(), 4, "split_feature", 0, "8");
+    let e = problem(Forest::from_text(&text).unwrap_err());
+    assert_eq!(e, ModelProblem::FeatureOutOfRange { feature: 8, n_features: 8 });
+    let e = xgb_err(|v| {
+        v["learner"]["gradient_booster"]["model"]["trees"][0]["split_indices"][0] = (-1).into()
+    });
+    assert!(matches!(problem(e), ModelProblem::FeatureOutOfRange { feature: -1, .. }));
+}
+
+/// A LightGBM model whose one tree is a chain of `k` splits, so `k` levels deep.
+fn chain_model(k: usize) -> String {
+    let list = |f: &dyn Fn(usize) -> String| (0..k).map(f).collect::<Vec<_>>().join(" ");
+    let tree = format!(
+        "Tree=0\nnum_leaves={}\nnum_cat=0\nsplit_feature={}\nthreshold={}\ndecision_type={}\n\
+         left_child={}\nright_child={}\nleaf_value={}\nshrinkage=1\n\n",
+        k + 1,
+        list(&|_| "0".into()),
+        list(&|i| format!("{i}")),
+        list(&|_| "2".into()),
+        list(&|i| format!("{}", -(i as i64) - 1)),
+        list(&|i| if i + 1 < k { format!("{}", i + 1) } else { format!("{}", -(k as i64) - 1) }),
+        (0..=k).map(|i| format!("{i}")).collect::<Vec<_>>().join(" "),
+    );
+    format!(
+        "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nmax_feature_idx=0\n\
+         objective=regression\n\n{tree}end of trees\n"
+    )
+}
+
+#[test]
+fn depth_cap() {
+    let deepest = Forest::from_text(&chain_model(MAX_DEPTH)).unwrap();
+    assert_eq!(deepest.max_depth(), MAX_DEPTH);
+    // x = 100.5 passes every split `x <= i` for i < 100 to the right, then goes left at 101.
+    let scorer = Reference::new(deepest);
+    let mut out = [0.0];
+    scorer.score_batch(&Batch::from_rows(&[100.5], 1).unwrap(), Output::Raw, &mut out).unwrap();
+    assert_eq!(out[0], 101.0);
+    let e = problem(Forest::from_text(&chain_model(MAX_DEPTH + 1)).unwrap_err());
+    assert_eq!(e, ModelProblem::TooDeep { max: MAX_DEPTH });
+}
+
+#[test]
+fn bad_category_sets() {
+    let text = lgb_edit(&lgb(), 0, "cat_boundaries", "0 5 2");
+    let e = Forest::from_text(&text).unwrap_err();
+    assert!(matches!(
+        problem(e),
+        ModelProblem::BadCategories { .. } | ModelProblem::LengthMismatch { .. }
+    ));
+    let e = xgb_err(|v| {
+        let t = &mut v["learner"]["gradient_booster"]["model"]["trees"][0];
+        t["categories_sizes"][0] = 100000.into();
+    });
+    assert!(matches!(problem(e), ModelProblem::BadCategories { .. }));
+    let e = xgb_err(|v| {
+        v["learner"]["gradient_booster"]["model"]["trees"][0]["categories"][0] = (-3).into()
+    });
+    assert!(matches!(problem(e), ModelProblem::BadCategories { .. }));
+}
+
+#[test]
+fn length_mismatches_and_missing_keys() {
+    let text = lgb_edit(&lgb(), 0, "leaf_value", "1 2 3");
+    assert!(matches!(
+        problem(Forest::from_text(&text).unwrap_err()),
+        ModelProblem::LengthMismatch { .. }
+    ));
+    let text = lgb_edit(&lgb(), 0, "threshold", "0.5 x");
+    assert!(matches!(Forest::from_text(&text).unwrap_err(), Error::Parse { .. }));
+    let e = xgb_err(|v| {
+        v["learner"]["gradient_booster"]["model"]["trees"][0]["split_conditions"] =
+            serde_json::json!([1.0])
+    });
+    assert!(matches!(problem(e), ModelProblem::LengthMismatch { .. }));
+    let e = xgb_err(|v| {
+        v["learner"].as_object_mut().unwrap().remove("objective");
+    });
+    assert!(matches!(e, Error::Parse { .. }), "{e:?}");
+    let e = xgb_err(|v| v["learner"]["gradient_booster"]["model"]["tree_info"][0] = 7.into());
+    assert!(matches!(e, Error::Parse { .. }), "{e:?}");
+}
+
+#[test]
+fn unsupported_features_are_named() {
+    let text = lgb_edit(&lgb(), 0, "is_linear", "1");
+    let e = Forest::from_text(&text).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }) && e.to_string().contains("linear"), "{e}");
+    let e = xgb_err(|v| v["learner"]["gradient_booster"]["name"] = "gblinear".into());
+    assert!(matches!(e, Error::Unsupported { .. }) && e.to_string().contains("gblinear"), "{e}");
+    let e = xgb_err(|v| v["learner"]["objective"]["name"] = "reg:mystery".into());
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    assert!(matches!(Forest::from_text("hello"), Err(Error::UnknownFormat { .. })));
+}
+
+/// Deterministic byte-level mutations of real model files: any outcome but a panic is fine.
+#[test]
+fn mutated_models_never_panic() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let noise = b"0123456789-.e []{},:\"=\n nanTree";
+    for text in
+        [lgb(), golden("xgb_categorical", "model.json"), golden("lgb_multiclass", "model.txt")]
+    {
+        let bytes = text.as_bytes();
+        for _ in 0..300 {
+            let mut m = bytes.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % m.len() as u64) as usize;
+                match next() % 3 {
+                    0 => m[at] = noise[(next() % noise.len() as u64) as usize],
+                    1 => {
+                        m.remove(at);
+                    }
+                    _ => m.insert(at, noise[(next() % noise.len() as u64) as usize]),
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&m) else { continue };
+            let Ok(forest) = Forest::from_text(text) else { continue };
+            // A model that still loads must also score without panicking.
+            let width = forest.n_features;
+            let rows: Vec<f32> = [f32::NAN, 0.0, 1.5, -3.0, 1e30, 40.0]
+                .iter()
+                .flat_map(|&v| std::iter::repeat_n(v, width))
+                .collect();
+            if let Ok(batch) = Batch::from_rows(&rows, width) {
+                let scorer = Reference::new(forest);
+                let mut out = vec![0.0; batch.n_rows() * scorer.output_width(Output::Transformed)];
+                scorer.score_batch(&batch, Output::Transformed, &mut out).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_feature_count_in_input() {
+    let forest = Forest::from_text(&lgb()).unwrap();
+    let names = forest.feature_names.clone();
+    let scorer = Reference::new(forest);
+    let batch = Batch::from_rows(&[0.0; 14], 7).unwrap();
+    let mut out = vec![0.0; 2];
+    let e = scorer.score_batch(&batch, Output::Raw, &mut out).unwrap_err();
+    assert!(matches!(e, Error::WidthMismatch { expected: 8, got: 7 }), "{e:?}");
+    let batch = Batch::from_rows(&[0.0; 16], 8).unwrap();
+    let e = scorer.score_batch(&batch, Output::Raw, &mut out[..1]).unwrap_err();
+    assert!(matches!(e, Error::OutputLength { expected: 2, got: 1 }), "{e:?}");
+
+    let e = read_rows(b"1,2,3\n", Columns::Positional, &names, "t").unwrap_err();
+    assert!(matches!(e, Error::WidthMismatch { expected: 8, got: 3 }), "{e:?}");
+    let e = read_rows(b"f0,f1\n1,2\n", Columns::ByName, &names, "t").unwrap_err();
+    assert!(matches!(e, Error::MissingColumn { ref name, index: 2 } if name == "f2"), "{e:?}");
+    let header = names.join(",");
+    let e =
+        read_rows(format!("{header}\n1,2,3,4,5,6,7,x\n").as_bytes(), Columns::ByName, &names, "t")
+            .unwrap_err();
+    assert!(matches!(e, Error::Input { .. }) && e.to_string().contains("f7"), "{e}");
+    let e =
+        read_rows(format!("{header}\n1,2\n").as_bytes(), Columns::ByName, &names, "t").unwrap_err();
+    assert!(matches!(e, Error::Input { .. }), "{e:?}");
+}
