@@ -35,3 +35,8 @@ pub use backend::{Backend, Output};
 pub use batch::Batch;
 pub use error::{Error, ModelFormat, ModelProblem, Result};
 pub use model::{Forest, load_forest};
+
+/// The README's Rust examples, compiled and run as doc tests so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
