@@ -13,13 +13,17 @@ from the trained model, the neighbouring float32 values on both sides, NaN, +-0,
 LightGBM's zero band (|x| <= 1e-35), negative, fractional and unseen categories.
 
 Run:  python3 -m pip install -r models/requirements.txt && python3 models/generate.py
+
+XGBoost 1.x wrote its JSON differently (scalar base_score, no categories in old files); the
+`xgb17_*` models come from XGBoost 1.7.6 in its own virtual environment:
+  python3 -m venv /tmp/xgb17 && /tmp/xgb17/bin/pip install "xgboost==1.7.6" "numpy<2"
+  /tmp/xgb17/bin/python models/generate.py --xgboost-legacy
 """
 import json
 import os
 import shutil
 import sys
 
-import lightgbm as lgb
 import numpy as np
 import xgboost as xgb
 
@@ -84,6 +88,13 @@ def adversarial_rows(rng, base, thresholds, cat_features, n):
                 row[j] = rng.choice(specials)
         rows.append(row)
     return np.asarray(rows, dtype=F32)
+
+
+def lgb():
+    """LightGBM, imported only where used (the XGBoost 1.x environment lacks it)."""
+    import lightgbm
+
+    return lightgbm
 
 
 def lgb_thresholds(booster):
@@ -166,11 +177,12 @@ def lightgbm_case(name, params, task, rounds=40, d=8, cat_features=(), n=3000, s
     n_train = int(n * 0.8)
     p = {"verbose": -1, "seed": seed, "deterministic": True, "num_threads": 1}
     p.update(params)
-    ds = lgb.Dataset(X[:n_train], y[:n_train], feature_name=names,
+    lgb_ = lgb()
+    ds = lgb_.Dataset(X[:n_train], y[:n_train], feature_name=names,
                      categorical_feature=list(cat_features) or "auto", free_raw_data=False)
     if group:
         ds.set_group([20] * (n_train // 20))
-    booster = lgb.train(p, ds, num_boost_round=rounds)
+    booster = lgb_.train(p, ds, num_boost_round=rounds)
     rng = np.random.default_rng(seed + 1)
     adv = adversarial_rows(rng, X[n_train:], lgb_thresholds(booster), set(cat_features), 200)
     Xt = np.vstack([X[n_train:n_train + 300], adv]).astype(F32)
@@ -178,7 +190,7 @@ def lightgbm_case(name, params, task, rounds=40, d=8, cat_features=(), n=3000, s
     booster.save_model(path)
     raw = booster.predict(Xt, raw_score=True)
     pred = booster.predict(Xt)
-    save(name, "lightgbm", f"lightgbm {lgb.__version__}", p.get("objective"), path, names, Xt,
+    save(name, "lightgbm", f"lightgbm {lgb_.__version__}", p.get("objective"), path, names, Xt,
          raw, pred, len(adv), {"params": {k: v for k, v in p.items() if k != "verbose"}})
 
 
@@ -210,10 +222,31 @@ def xgboost_case(name, params, task, rounds=40, d=8, cat_features=(), n=3000, gr
          raw, pred, len(adv), {"params": p})
 
 
+def legacy_main():
+    """Models written by XGBoost 1.x (run under XGBoost 1.7.6, see the module docs)."""
+    assert xgb.__version__.startswith("1."), f"needs XGBoost 1.x, found {xgb.__version__}"
+    for name in os.listdir(OUT):
+        if name.startswith("xgb17_"):
+            shutil.rmtree(os.path.join(OUT, name))
+    xgboost_case("xgb17_binary", {"objective": "binary:logistic", "max_depth": 5}, "binary",
+                 rounds=20)
+    xgboost_case("xgb17_multiclass", {"objective": "multi:softprob", "num_class": 3,
+                                      "max_depth": 4}, "multiclass", rounds=10)
+    xgboost_case("xgb17_categorical", {"objective": "reg:squarederror", "max_depth": 4,
+                                       "max_cat_to_onehot": 1}, "regression", rounds=15,
+                 cat_features=(2,))
+    xgboost_case("xgb17_poisson", {"objective": "count:poisson", "max_depth": 4}, "count",
+                 rounds=15)
+    print(f"wrote the XGBoost {xgb.__version__} models to {OUT}")
+
+
 def main():
-    if os.path.isdir(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
+    if "--xgboost-legacy" in sys.argv:
+        return legacy_main()
+    os.makedirs(OUT, exist_ok=True)
+    for name in os.listdir(OUT):
+        if not name.startswith("xgb17_"):
+            shutil.rmtree(os.path.join(OUT, name))
     # LightGBM: every objective family, missing types, categorical bitsets, deep and 1-leaf trees.
     lightgbm_case("lgb_binary", {"objective": "binary", "num_leaves": 31}, "binary")
     lightgbm_case("lgb_binary_sigmoid", {"objective": "binary", "sigmoid": 0.7}, "binary", rounds=25)

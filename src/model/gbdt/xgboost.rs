@@ -61,18 +61,51 @@ fn ints(v: &Value, key: &str, at: &str) -> Result<Vec<i64>> {
         .collect()
 }
 
+/// Numbers; `null` (a non-finite literal, see [`nonfinite_to_null`]) reads as NaN.
 fn floats(v: &Value, key: &str, at: &str) -> Result<Vec<f64>> {
     array(v, key, at)?
         .iter()
-        .map(|x| {
-            x.as_f64().ok_or_else(|| parse_err(at, format!("`{key}` holds {x}, not a number")))
+        .map(|x| match x {
+            Value::Null => Ok(f64::NAN),
+            _ => {
+                x.as_f64().ok_or_else(|| parse_err(at, format!("`{key}` holds {x}, not a number")))
+            }
         })
         .collect()
 }
 
+/// XGBoost writes `NaN` and `Infinity` literals (1.x puts `NaN` in the `split_conditions` of
+/// categorical nodes), which strict JSON forbids. Outside strings they become `null`, which
+/// [`floats`] reads as NaN: where a finite value is required, validation still rejects it.
+fn nonfinite_to_null(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(literal) =
+            ["NaN", "-Infinity", "Infinity"].into_iter().find(|l| rest.starts_with(l))
+        {
+            out.push_str("null");
+            rest = &rest[literal.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
+}
+
 /// Parses an XGBoost JSON model into a validated forest.
 pub fn parse(text: &str) -> Result<Forest> {
-    let root: Value = serde_json::from_str(text).map_err(|e| {
+    let root: Value = serde_json::from_str(&nonfinite_to_null(text)).map_err(|e| {
         let at = format!("line {}, column {}", e.line(), e.column());
         parse_err(at, format!("invalid JSON: {e}"))
     })?;
@@ -404,4 +437,17 @@ fn categorical_sets(
         sets.insert(node as usize, list);
     }
     Ok(sets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nonfinite_to_null;
+
+    #[test]
+    fn nonfinite_literals_become_null_outside_strings() {
+        let text = r#"{"a": [NaN, -Infinity, 1.5, Infinity], "NaN": "x\"NaN"}"#;
+        let fixed = nonfinite_to_null(text);
+        assert_eq!(fixed, r#"{"a": [null, null, 1.5, null], "NaN": "x\"NaN"}"#);
+        assert!(serde_json::from_str::<serde_json::Value>(&fixed).is_ok());
+    }
 }
