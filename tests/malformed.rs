@@ -190,6 +190,15 @@ fn bad_category_sets() {
         v["learner"]["gradient_booster"]["model"]["trees"][0]["categories"][0] = (-3).into()
     });
     assert!(matches!(problem(e), ModelProblem::BadCategories { .. }));
+    // Every categorical node naming the largest category: bitsets over the memory cap.
+    let e = xgb_err(|v| {
+        for tree in v["learner"]["gradient_booster"]["model"]["trees"].as_array_mut().unwrap() {
+            for c in tree["categories"].as_array_mut().unwrap() {
+                *c = ((1 << 24) - 1).into();
+            }
+        }
+    });
+    assert!(matches!(problem(e), ModelProblem::TooLarge { .. }), "bitset cap");
 }
 
 #[test]

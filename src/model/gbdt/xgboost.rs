@@ -23,6 +23,9 @@ const FORMAT: ModelFormat = ModelFormat::XgboostJson;
 /// Largest category XGBoost can represent exactly in f32 (2^24), so the largest bitset needed.
 const MAX_CATEGORY: i64 = 1 << 24;
 
+/// Most 32-bit bitset words all categorical splits of a model may take together (64 MiB).
+const MAX_CAT_WORDS: usize = 1 << 24;
+
 fn parse_err(at: impl Into<String>, message: impl Into<String>) -> Error {
     Error::Parse { format: FORMAT, at: at.into(), message: message.into() }
 }
@@ -377,6 +380,15 @@ fn parse_tree(
                 let max = cats.iter().copied().max().unwrap_or(0);
                 let words = (max / 32 + 1) as usize;
                 let offset = cat_words.len();
+                // A few large category numbers must not make the bitsets exhaust memory.
+                if offset + words > MAX_CAT_WORDS {
+                    let problem = ModelProblem::TooLarge {
+                        what: "category bitset words".into(),
+                        value: (offset + words) as u64,
+                        max: MAX_CAT_WORDS as u64,
+                    };
+                    return Err(invalid(at(), problem));
+                }
                 cat_words.resize(offset + words, 0);
                 for &c in cats {
                     cat_words[offset + (c / 32) as usize] |= 1 << (c % 32);
