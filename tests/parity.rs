@@ -9,12 +9,15 @@ mod common;
 use common::{Case, golden_cases, parity, real_cases};
 use streamscore::{Backend, Forest, Reference};
 
-fn run_suite(label: &str, cases: &[Case], make: &dyn Fn(Forest) -> Box<dyn Backend>) {
+/// Runs `make`'s backend over `cases`. With `exact`, every raw margin must also equal the
+/// library's value rounded to f32 (the reference scorer's promise: same branches, same sums).
+fn run_suite(label: &str, cases: &[Case], make: &dyn Fn(Forest) -> Box<dyn Backend>, exact: bool) {
     // One table per suite, printed at once so parallel tests do not interleave rows.
     let mut table = format!(
         "{:<28} {:>5} {:>12} {:>12} {:>10}\n",
         label, "rows", "max rel raw", "max rel out", "identical"
     );
+    let mut inexact = Vec::new();
     for case in cases {
         let forest = case.forest();
         let batch = case.batch(&forest);
@@ -28,24 +31,28 @@ fn run_suite(label: &str, cases: &[Case], make: &dyn Fn(Forest) -> Box<dyn Backe
             p.max_rel_pred,
             100.0 * p.identical_rows as f64 / p.rows as f64
         );
+        if p.identical_rows != p.rows {
+            inexact.push(case.name.clone());
+        }
     }
     eprint!("{table}");
+    assert!(!exact || inexact.is_empty(), "{label}: raw margins not bit-identical for {inexact:?}");
 }
 
 macro_rules! parity_suite {
-    ($($name:ident => $make:expr),* $(,)?) => {$(
+    ($($name:ident => $make:expr, exact: $exact:expr);* $(;)?) => {$(
         mod $name {
             use super::*;
 
             #[test]
             fn golden_files() {
-                run_suite(stringify!($name), &golden_cases(), &$make);
+                run_suite(stringify!($name), &golden_cases(), &$make, $exact);
             }
 
             #[test]
             fn real_models() {
                 if let Some(cases) = real_cases() {
-                    run_suite(stringify!($name), &cases, &$make);
+                    run_suite(stringify!($name), &cases, &$make, $exact);
                 }
             }
         }
@@ -53,7 +60,7 @@ macro_rules! parity_suite {
 }
 
 parity_suite! {
-    reference => |f: Forest| Box::new(Reference::new(f)) as Box<dyn Backend>,
+    reference => |f: Forest| Box::new(Reference::new(f)) as Box<dyn Backend>, exact: true;
 }
 
 /// The .npy copy of every input gives the same rows as the CSV (NaN included).

@@ -227,12 +227,14 @@ impl Forest {
                 }
             }
             Accumulation::F32 => {
-                let mut acc: Vec<f32> = self.base_margin.iter().map(|&b| b as f32).collect();
-                for tree in &self.trees {
-                    acc[tree.group as usize] += tree.leaf_value(&self.cat_words, value) as f32;
+                // `out` only ever holds f32 values, so each step is one f32 addition.
+                for (o, &b) in out.iter_mut().zip(&self.base_margin) {
+                    *o = f64::from(b as f32);
                 }
-                for (o, a) in out.iter_mut().zip(acc) {
-                    *o = f64::from(a);
+                for tree in &self.trees {
+                    let o = &mut out[tree.group as usize];
+                    let leaf = tree.leaf_value(&self.cat_words, value) as f32;
+                    *o = f64::from(*o as f32 + leaf);
                 }
             }
         }
