@@ -205,6 +205,46 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A named event field is not in the model's schema.
+    #[error("unknown field `{name}`: the model has no feature of that name")]
+    UnknownField {
+        /// The name given.
+        name: String,
+    },
+    /// An event holds NaN or an infinity and the runtime's policy rejects non-finite values.
+    #[error("feature {feature} is {value}, and the non-finite policy is `reject`")]
+    NonFinite {
+        /// Position of the offending feature.
+        feature: usize,
+        /// The value found.
+        value: f32,
+    },
+    /// The ingestion queue is full (overload); nothing was queued.
+    #[error("queue full: the runtime is overloaded")]
+    QueueFull,
+    /// The event was queued but displaced by a newer one under the `shed-oldest` policy.
+    #[error("shed: displaced from a full queue by a newer event")]
+    Shed,
+    /// The runtime is shut down (or shutting down) and accepts no new events.
+    #[error("the runtime is closed")]
+    Closed,
+    /// The event's deadline passed before it could be scored; no model time was spent on it.
+    #[error("deadline expired after {waited:?} in the runtime, before scoring")]
+    Expired {
+        /// Time from acceptance to the decision to give up.
+        waited: std::time::Duration,
+    },
+    /// A configuration value is invalid; found once, when the runtime is built.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The backend failed on the batch this event was in.
+    #[error("backend `{backend}` failed: {message}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// Its error, rendered.
+        message: String,
+    },
 }
 
 impl Error {

@@ -27,14 +27,24 @@
 pub mod backend;
 pub mod batch;
 pub mod error;
+pub mod event;
+pub mod ingest;
 pub mod io;
+pub mod metrics;
 pub mod model;
+pub mod runtime;
 
 pub use backend::cpu::Reference;
 pub use backend::{Backend, Output};
 pub use batch::Batch;
 pub use error::{Error, ModelFormat, ModelProblem, Result};
+pub use event::{Event, NonFinitePolicy, Schema};
+pub use ingest::Rejected;
+pub use ingest::reply::{Score, Ticket, Timing};
+pub use metrics::{MetricsSnapshot, Stage};
 pub use model::{Forest, load_forest};
+pub use runtime::Runtime;
+pub use runtime::config::{BackendChoice, Overload, RuntimeConfig};
 
 /// The README's Rust examples, compiled and run as doc tests so they cannot go stale.
 #[cfg(doctest)]

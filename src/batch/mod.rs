@@ -3,6 +3,8 @@
 //! A [`Batch`] is feature-major: column `f` is `values[f * n_rows..(f + 1) * n_rows]`, ready for
 //! SIMD lanes across rows and for a single GPU upload.
 
+pub mod batcher;
+
 use crate::error::{Error, Result};
 
 /// A batch of rows stored column by column.
@@ -70,5 +72,48 @@ impl Batch {
     /// The whole feature-major buffer.
     pub fn as_slice(&self) -> &[f32] {
         &self.values
+    }
+
+    /// The whole feature-major buffer as bytes, ready for a GPU upload.
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.values)
+    }
+
+    /// Gives the buffer back for reuse.
+    pub fn into_values(self) -> Vec<f32> {
+        self.values
+    }
+
+    /// Keeps only the rows whose `keep` entry is true, in order. Panics if `keep.len()` is not
+    /// `n_rows()`.
+    pub fn retain_rows(&mut self, keep: &[bool]) {
+        assert_eq!(keep.len(), self.n_rows);
+        let kept = keep.iter().filter(|&&k| k).count();
+        let mut out = 0;
+        for f in 0..self.n_features {
+            let start = f * self.n_rows;
+            for (r, &k) in keep.iter().enumerate() {
+                if k {
+                    // `out` never passes `start + r`: each column moves down, never up.
+                    self.values[out] = self.values[start + r];
+                    out += 1;
+                }
+            }
+        }
+        self.values.truncate(kept * self.n_features);
+        self.n_rows = kept;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retain_rows_keeps_columns_aligned() {
+        let mut b = Batch::from_rows(&[1.0, 10.0, 2.0, 20.0, 3.0, 30.0], 2).unwrap();
+        b.retain_rows(&[true, false, true]);
+        assert_eq!((b.n_rows(), b.column(0), b.column(1)), (2, &[1.0, 3.0][..], &[10.0, 30.0][..]));
+        assert_eq!(b.as_bytes().len(), 16);
     }
 }

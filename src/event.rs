@@ -1,0 +1,212 @@
+//! Events, the schema that names their fields, and the checks an event passes before it is
+//! queued.
+//!
+//! An [`Event`] is one row of f32 features in the model's feature order, with an optional key,
+//! event time and deadline. Its values are any `AsRef<[f32]>`: a `Vec<f32>` is simplest, while a
+//! borrowed `&[f32]` or an array lets a hot producer loop submit without allocating (the runtime
+//! copies the row into a recycled buffer).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// One row to score.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use streamscore::Event;
+///
+/// let row = [0.5_f32, 1.0, f32::NAN];
+/// let event = Event::new(&row[..]).with_key(42).with_timeout(Duration::from_millis(5));
+/// assert_eq!(event.values().len(), 3);
+/// assert_eq!(event.key, Some(42));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<R = Vec<f32>> {
+    /// Feature values in the model's order; NaN is a missing value.
+    pub values: R,
+    /// Optional entity key (card, user, camera); carried through for per-key features.
+    pub key: Option<u64>,
+    /// Optional event time in milliseconds since the Unix epoch.
+    pub timestamp_ms: Option<i64>,
+    /// When the answer stops being useful. An event still queued at its deadline is answered
+    /// with [`Error::Expired`] and never reaches the model.
+    pub deadline: Option<Instant>,
+}
+
+impl<R: AsRef<[f32]>> Event<R> {
+    /// An event with these values and no key, timestamp or deadline.
+    pub fn new(values: R) -> Self {
+        Event { values, key: None, timestamp_ms: None, deadline: None }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: u64) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Sets the event time (ms since the Unix epoch).
+    pub fn with_timestamp_ms(mut self, t: i64) -> Self {
+        self.timestamp_ms = Some(t);
+        self
+    }
+
+    /// Sets an absolute deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets the deadline to `timeout` from now.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.with_deadline(Instant::now() + timeout)
+    }
+
+    /// The feature values.
+    pub fn values(&self) -> &[f32] {
+        self.values.as_ref()
+    }
+}
+
+/// What the runtime does with NaN and infinite feature values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonFinitePolicy {
+    /// NaN is a missing value (the model's default direction); ±inf are ordinary values,
+    /// compared as the training library compares them, so scores match its `predict`.
+    #[default]
+    Missing,
+    /// NaN and ±inf are both missing values.
+    InfAsMissing,
+    /// Any NaN or infinity rejects the event with [`Error::NonFinite`].
+    Reject,
+}
+
+/// The model's feature names and their positions, for building events by name.
+///
+/// # Examples
+///
+/// ```
+/// use streamscore::Schema;
+///
+/// let schema = Schema::new(["amount", "age", "hour"]);
+/// let event = schema.event([("hour", 13.0), ("amount", 9.5)])?;
+/// assert_eq!(event.values()[0], 9.5);
+/// assert!(event.values()[1].is_nan()); // not given: missing
+/// assert!(schema.event([("colour", 1.0)]).is_err());
+/// # Ok::<(), streamscore::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl Schema {
+    /// A schema with these feature names, in the model's order.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        // The first occurrence wins if a model repeats a name; lookups stay deterministic.
+        let mut index = HashMap::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            index.entry(n.clone()).or_insert(i);
+        }
+        Schema { names, index }
+    }
+
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when the schema has no features.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Feature names in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Position of a feature, if the schema has it.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Writes named values into `row` (which must be `len()` long); unnamed features are left
+    /// as they are. Errors on the first unknown name.
+    pub fn fill<'a>(
+        &self,
+        fields: impl IntoIterator<Item = (&'a str, f32)>,
+        row: &mut [f32],
+    ) -> Result<()> {
+        if row.len() != self.len() {
+            return Err(Error::WidthMismatch { expected: self.len(), got: row.len() });
+        }
+        for (name, v) in fields {
+            let i = self
+                .position(name)
+                .ok_or_else(|| Error::UnknownField { name: name.to_string() })?;
+            row[i] = v;
+        }
+        Ok(())
+    }
+
+    /// An event from named values; features not named are missing (NaN).
+    pub fn event<'a>(&self, fields: impl IntoIterator<Item = (&'a str, f32)>) -> Result<Event> {
+        let mut row = vec![f32::NAN; self.len()];
+        self.fill(fields, &mut row)?;
+        Ok(Event::new(row))
+    }
+}
+
+/// Checks a row against the model's width and the non-finite policy, copying it into `dst`
+/// (cleared first). On error `dst` holds nothing useful and the caller hands the event back.
+pub(crate) fn copy_checked(
+    src: &[f32],
+    width: usize,
+    policy: NonFinitePolicy,
+    dst: &mut Vec<f32>,
+) -> Result<()> {
+    if src.len() != width {
+        return Err(Error::WidthMismatch { expected: width, got: src.len() });
+    }
+    dst.clear();
+    match policy {
+        NonFinitePolicy::Missing => dst.extend_from_slice(src),
+        NonFinitePolicy::InfAsMissing => {
+            dst.extend(src.iter().map(|&v| if v.is_infinite() { f32::NAN } else { v }))
+        }
+        NonFinitePolicy::Reject => {
+            if let Some((feature, &value)) = src.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(Error::NonFinite { feature, value });
+            }
+            dst.extend_from_slice(src);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies() {
+        let mut dst = Vec::new();
+        let row = [1.0, f32::INFINITY, f32::NAN];
+        copy_checked(&row, 3, NonFinitePolicy::Missing, &mut dst).unwrap();
+        assert_eq!(dst[0], 1.0);
+        assert!(dst[1] == f32::INFINITY && dst[2].is_nan());
+        copy_checked(&row, 3, NonFinitePolicy::InfAsMissing, &mut dst).unwrap();
+        assert!(dst[1].is_nan() && dst[2].is_nan());
+        let err = copy_checked(&row, 3, NonFinitePolicy::Reject, &mut dst).unwrap_err();
+        assert!(matches!(err, Error::NonFinite { feature: 1, .. }), "{err}");
+        let err = copy_checked(&row, 4, NonFinitePolicy::Missing, &mut dst).unwrap_err();
+        assert!(matches!(err, Error::WidthMismatch { expected: 4, got: 3 }));
+    }
+}

@@ -1,0 +1,265 @@
+//! Runtime metrics: event counters, HDR latency histograms per stage, the batch-size histogram,
+//! and their Prometheus text rendering.
+//!
+//! Each runtime thread records into its own histograms, locked once per batch (never per event)
+//! and only contended when a snapshot is taken. Counters are relaxed atomics.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+
+/// Latency histograms cover 1 ns to 1 hour at 3 significant digits; longer values saturate.
+const MAX_NS: u64 = 3_600_000_000_000;
+
+/// The latency stages an event passes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Acceptance until the batcher takes the event off the queue.
+    Queue,
+    /// Taken off the queue until its batch is handed to a scoring worker.
+    Batching,
+    /// Backend time per batch (one sample per batch).
+    Scoring,
+    /// Acceptance until the answer is written.
+    EndToEnd,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 4] = [Stage::Queue, Stage::Batching, Stage::Scoring, Stage::EndToEnd];
+
+    /// Label used in the Prometheus rendering.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Queue => "queue",
+            Stage::Batching => "batching",
+            Stage::Scoring => "scoring",
+            Stage::EndToEnd => "end_to_end",
+        }
+    }
+}
+
+pub(crate) struct Recorder {
+    hists: [Histogram<u64>; 4],
+    batch_rows: Histogram<u64>,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        let h = || Histogram::new_with_bounds(1, MAX_NS, 3).expect("valid static bounds");
+        Recorder {
+            hists: [h(), h(), h(), h()],
+            batch_rows: Histogram::new_with_bounds(1, 1 << 24, 3).expect("valid static bounds"),
+        }
+    }
+
+    pub(crate) fn record(&mut self, stage: Stage, d: Duration) {
+        let ns = (d.as_nanos() as u64).clamp(1, MAX_NS);
+        self.hists[stage as usize].saturating_record(ns);
+    }
+
+    pub(crate) fn record_batch(&mut self, rows: usize) {
+        self.batch_rows.saturating_record(rows.max(1) as u64);
+    }
+}
+
+/// Event counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub accepted: CachePadded<AtomicU64>,
+    pub rejected: CachePadded<AtomicU64>,
+    pub scored: AtomicU64,
+    pub expired: AtomicU64,
+    pub shed: AtomicU64,
+    pub errors: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+/// Shared by the runtime's threads.
+pub(crate) struct Metrics {
+    pub counters: Counters,
+    recorders: Vec<Mutex<Recorder>>,
+}
+
+impl Metrics {
+    /// Metrics with one recorder per recording thread.
+    pub(crate) fn new(recorders: usize) -> Self {
+        Metrics {
+            counters: Counters::default(),
+            recorders: (0..recorders).map(|_| Mutex::new(Recorder::new())).collect(),
+        }
+    }
+
+    /// Runs `f` on recorder `i` (one lock per call: call once per batch).
+    pub(crate) fn with<R>(&self, i: usize, f: impl FnOnce(&mut Recorder) -> R) -> R {
+        let mut r = self.recorders[i].lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut r)
+    }
+
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let mut all = Recorder::new();
+        for r in &self.recorders {
+            let r = r.lock().unwrap_or_else(PoisonError::into_inner);
+            for (into, from) in all.hists.iter_mut().zip(&r.hists) {
+                // Same bounds everywhere, so `add` cannot fail.
+                let _ = into.add(from);
+            }
+            let _ = all.batch_rows.add(&r.batch_rows);
+        }
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let summary = |h: &Histogram<u64>| Summary {
+            count: h.len(),
+            sum: h.mean() * h.len() as f64,
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        };
+        MetricsSnapshot {
+            accepted: get(&c.accepted),
+            rejected: get(&c.rejected),
+            scored: get(&c.scored),
+            expired: get(&c.expired),
+            shed: get(&c.shed),
+            errors: get(&c.errors),
+            batches: get(&c.batches),
+            stages: Stage::ALL.map(|s| summary(&all.hists[s as usize])),
+            batch_rows: summary(&all.batch_rows),
+        }
+    }
+}
+
+/// Count and quantiles of one histogram (nanoseconds for latencies, rows for batch sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Summary {
+    /// Samples recorded.
+    pub count: u64,
+    /// Sum of all samples (from the histogram: exact to 3 significant digits).
+    pub sum: f64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+/// A point-in-time copy of every metric.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricsSnapshot {
+    /// Events accepted into the queue.
+    pub accepted: u64,
+    /// Events refused at submission (full queue, closed runtime, invalid input).
+    pub rejected: u64,
+    /// Events answered with a score.
+    pub scored: u64,
+    /// Events answered with [`Error::Expired`](crate::Error::Expired).
+    pub expired: u64,
+    /// Events displaced from a full queue under the shed-oldest policy (answered with an error).
+    pub shed: u64,
+    /// Events answered with a backend error.
+    pub errors: u64,
+    /// Batches scored.
+    pub batches: u64,
+    /// Latency per stage in nanoseconds, indexed by `Stage as usize`.
+    pub stages: [Summary; 4],
+    /// Rows per scored batch.
+    pub batch_rows: Summary,
+}
+
+impl MetricsSnapshot {
+    /// Latency summary of one stage (nanoseconds).
+    pub fn stage(&self, stage: Stage) -> &Summary {
+        &self.stages[stage as usize]
+    }
+
+    /// Accepted events that have an answer of any kind.
+    pub fn answered(&self) -> u64 {
+        self.scored + self.expired + self.shed + self.errors
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4) of every metric.
+    pub fn prometheus(&self) -> String {
+        let mut s = String::new();
+        s.push_str("# HELP streamscore_events_total Events by outcome.\n");
+        s.push_str("# TYPE streamscore_events_total counter\n");
+        for (outcome, v) in [
+            ("accepted", self.accepted),
+            ("rejected", self.rejected),
+            ("scored", self.scored),
+            ("expired", self.expired),
+            ("shed", self.shed),
+            ("error", self.errors),
+        ] {
+            let _ = writeln!(s, "streamscore_events_total{{outcome=\"{outcome}\"}} {v}");
+        }
+        s.push_str("# HELP streamscore_batches_total Batches scored.\n");
+        s.push_str("# TYPE streamscore_batches_total counter\n");
+        let _ = writeln!(s, "streamscore_batches_total {}", self.batches);
+        s.push_str("# HELP streamscore_latency_seconds Latency per pipeline stage.\n");
+        s.push_str("# TYPE streamscore_latency_seconds summary\n");
+        for stage in Stage::ALL {
+            let m = self.stage(stage);
+            let l = stage.label();
+            for (q, v) in [("0.5", m.p50), ("0.99", m.p99), ("0.999", m.p999), ("1", m.max)] {
+                let _ = writeln!(
+                    s,
+                    "streamscore_latency_seconds{{stage=\"{l}\",quantile=\"{q}\"}} {:e}",
+                    v as f64 * 1e-9
+                );
+            }
+            let _ =
+                writeln!(s, "streamscore_latency_seconds_sum{{stage=\"{l}\"}} {:e}", m.sum * 1e-9);
+            let _ = writeln!(s, "streamscore_latency_seconds_count{{stage=\"{l}\"}} {}", m.count);
+        }
+        s.push_str("# HELP streamscore_batch_rows Rows per scored batch.\n");
+        s.push_str("# TYPE streamscore_batch_rows summary\n");
+        let b = &self.batch_rows;
+        for (q, v) in [("0.5", b.p50), ("0.99", b.p99), ("0.999", b.p999), ("1", b.max)] {
+            let _ = writeln!(s, "streamscore_batch_rows{{quantile=\"{q}\"}} {v}");
+        }
+        let _ = writeln!(s, "streamscore_batch_rows_sum {}", b.sum);
+        let _ = writeln!(s, "streamscore_batch_rows_count {}", b.count);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_merges_recorders_and_renders() {
+        let m = Metrics::new(2);
+        m.counters.accepted.fetch_add(3, Ordering::Relaxed);
+        m.counters.scored.fetch_add(3, Ordering::Relaxed);
+        m.with(0, |r| {
+            r.record(Stage::Queue, Duration::from_micros(10));
+            r.record(Stage::Queue, Duration::from_micros(20));
+        });
+        m.with(1, |r| {
+            r.record(Stage::Queue, Duration::from_micros(1000));
+            r.record_batch(3);
+        });
+        let s = m.snapshot();
+        let q = s.stage(Stage::Queue);
+        assert_eq!(q.count, 3);
+        assert!((19_980..=20_030).contains(&q.p50), "{}", q.p50);
+        assert!((999_000..=1_001_000).contains(&q.max), "{}", q.max);
+        assert_eq!(s.batch_rows.max, 3);
+        let text = s.prometheus();
+        assert!(text.contains("streamscore_events_total{outcome=\"scored\"} 3\n"), "{text}");
+        assert!(text.contains("streamscore_latency_seconds_count{stage=\"queue\"} 3\n"), "{text}");
+        // Every sample line is `name{labels} value` or `name value`: two fields.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert_eq!(line.split(' ').count(), 2, "{line}");
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The runtime's threads: one batcher (queue -> columnar batches) and N scoring workers
+//! (batch -> backend -> replies), joined by a small bounded channel so the next batch fills
+//! while the current one is scored.
+//!
+//! Invariant: every `Job` popped from the queue is answered exactly once, by one of `expire`,
+//! a worker's reply loop, or (if a worker panics) its `Responder`'s drop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::task::Waker;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_queue::{ArrayQueue, SegQueue};
+use crossbeam_utils::CachePadded;
+
+use crate::backend::{Backend, Output};
+use crate::batch::Batch;
+use crate::batch::batcher::Batcher;
+use crate::error::Error;
+use crate::event::NonFinitePolicy;
+use crate::ingest::Job;
+use crate::ingest::reply::{Score, SlotPool, Timing};
+use crate::metrics::{Metrics, Stage};
+
+use super::config::Overload;
+
+/// The batcher takes at most this many events per drain round before re-checking its flush
+/// deadline, so a flood cannot delay a due flush.
+const DRAIN_ROUND: usize = 4096;
+
+/// State shared by producers, the batcher and the workers.
+pub(crate) struct Shared {
+    pub tx: Sender<Option<Job>>,
+    /// Producers use it to shed the oldest event; the batcher holds a clone.
+    pub rx: Receiver<Option<Job>>,
+    pub slots: Arc<SlotPool>,
+    pub rows: ArrayQueue<Vec<f32>>,
+    pub spare_columns: ArrayQueue<Vec<f32>>,
+    pub spare_jobs: ArrayQueue<Vec<Job>>,
+    /// Wakers of async submitters waiting for room in the queue.
+    pub room: SegQueue<Waker>,
+    pub closed: AtomicBool,
+    /// Producers between their `closed` check and the end of their send: the batcher drains
+    /// until this is zero, so shutdown never strands an accepted event.
+    pub in_submit: CachePadded<AtomicUsize>,
+    /// Recent scoring time of one batch (ns), for deadline decisions.
+    pub scoring_estimate_ns: AtomicU64,
+    pub metrics: Metrics,
+    pub width: usize,
+    pub out_width: usize,
+    pub output: Output,
+    pub non_finite: NonFinitePolicy,
+    pub overload: Overload,
+    pub model_version: u64,
+    pub max_batch: usize,
+    pub max_delay: Duration,
+}
+
+impl Shared {
+    /// Answers an event that cannot meet its deadline; its row buffer goes back to the pool.
+    pub(crate) fn expire(&self, mut job: Job, now: Instant) {
+        self.recycle_row(std::mem::take(&mut job.row));
+        let waited = now.saturating_duration_since(job.accepted);
+        job.reply.send(Err(Error::Expired { waited }));
+        self.metrics.counters.expired.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn recycle_row(&self, row: Vec<f32>) {
+        if row.capacity() > 0 {
+            let _ = self.rows.push(row);
+        }
+    }
+
+    /// Wakes every async submitter waiting for room.
+    pub(crate) fn wake_room(&self) {
+        // Pairs with the fence in `RoomWait::poll`: either we see its waker or it sees room.
+        fence(Ordering::SeqCst);
+        while let Some(w) = self.room.pop() {
+            w.wake();
+        }
+    }
+}
+
+/// A batch on its way to a worker.
+pub(crate) struct Work {
+    batch: Batch,
+    jobs: Vec<Job>,
+}
+
+pub(crate) fn spawn_batcher(
+    sh: Arc<Shared>,
+    work: Sender<Work>,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name("streamscore-batcher".into()).spawn(move || batcher_loop(&sh, work))
+}
+
+pub(crate) fn spawn_worker(
+    sh: Arc<Shared>,
+    backend: Arc<dyn Backend>,
+    work: Receiver<Work>,
+    index: usize,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("streamscore-worker-{index}"))
+        .spawn(move || worker_loop(&sh, &*backend, work, index + 1))
+}
+
+fn batcher_loop(sh: &Shared, work: Sender<Work>) {
+    let rx = sh.rx.clone();
+    let mut b: Batcher<Job> = Batcher::new(sh.max_batch, sh.max_delay);
+    let mut draining = false;
+    let mut expired = Vec::new();
+    loop {
+        b.set_scoring_estimate(Duration::from_nanos(
+            sh.scoring_estimate_ns.load(Ordering::Relaxed),
+        ));
+        let first = if draining {
+            rx.try_recv().ok()
+        } else {
+            match b.flush_at() {
+                Some(t) => match rx.recv_deadline(t) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => unreachable!("Shared holds a sender"),
+                },
+                None => rx.recv().ok(),
+            }
+        };
+        let mut now = Instant::now();
+        let mut got = 0;
+        let mut next = first;
+        while let Some(msg) = next {
+            match msg {
+                None => draining = true,
+                Some(mut job) => {
+                    got += 1;
+                    job.popped = now;
+                    if let Err(job) = b.admit(job, now) {
+                        sh.expire(job, now);
+                    }
+                    if b.is_full() {
+                        flush(sh, &mut b, &work, now, &mut expired);
+                        now = Instant::now();
+                    }
+                }
+            }
+            next = if got < DRAIN_ROUND {
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => unreachable!("Shared holds a sender"),
+                }
+            } else {
+                None
+            };
+        }
+        if got > 0 && !sh.room.is_empty() {
+            sh.wake_room();
+        }
+        if b.flush_due(now) || (draining && !b.is_empty()) {
+            flush(sh, &mut b, &work, now, &mut expired);
+        }
+        if draining && got == 0 {
+            // Exit only when no producer can still send: `in_submit` is read after `closed`
+            // was set (SeqCst), so any later producer sees `closed` and refuses.
+            if b.is_empty() && sh.in_submit.load(Ordering::SeqCst) == 0 && rx.is_empty() {
+                break;
+            }
+            sh.wake_room();
+            thread::yield_now();
+        }
+    }
+    // Dropping `work` lets the workers finish the batches in flight and exit.
+}
+
+fn flush(
+    sh: &Shared,
+    b: &mut Batcher<Job>,
+    work: &Sender<Work>,
+    now: Instant,
+    expired: &mut Vec<Job>,
+) {
+    let mut jobs = sh.spare_jobs.pop().unwrap_or_else(|| Vec::with_capacity(sh.max_batch));
+    b.take(now, &mut jobs, expired);
+    for job in expired.drain(..) {
+        sh.expire(job, now);
+    }
+    if jobs.is_empty() {
+        let _ = sh.spare_jobs.push(jobs);
+        return;
+    }
+    let (n, width) = (jobs.len(), sh.width);
+    let mut columns = sh.spare_columns.pop().unwrap_or_default();
+    columns.clear();
+    columns.resize(n * width, 0.0);
+    for (r, job) in jobs.iter_mut().enumerate() {
+        // Every row was checked to be `width` long when it was accepted.
+        for (f, &v) in job.row.iter().enumerate() {
+            columns[f * n + r] = v;
+        }
+        sh.recycle_row(std::mem::take(&mut job.row));
+    }
+    sh.metrics.with(0, |rec| {
+        for job in &jobs {
+            rec.record(Stage::Queue, job.popped.saturating_duration_since(job.accepted));
+            rec.record(Stage::Batching, now.saturating_duration_since(job.popped));
+        }
+    });
+    let batch = Batch::from_columns(columns, n, width).expect("length is n * width");
+    // Blocks while every worker is busy and the hand-off slot is taken: backpressure reaches
+    // the queue, which keeps accepting until it is full.
+    if let Err(failed) = work.send(Work { batch, jobs }) {
+        // Every worker is gone (they only exit when this sender drops, or by panicking):
+        // answer the batch rather than lose it.
+        for job in failed.0.jobs {
+            let message = "no scoring worker is running".to_string();
+            job.reply.send(Err(Error::Backend { backend: "runtime", message }));
+            sh.metrics.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn worker_loop(sh: &Shared, backend: &dyn Backend, work: Receiver<Work>, recorder: usize) {
+    let mut out = Vec::new();
+    let mut keep = Vec::new();
+    let ow = sh.out_width;
+    while let Ok(Work { mut batch, mut jobs }) = work.recv() {
+        let t0 = Instant::now();
+        // Deadlines that passed while the batch waited for this worker: drop those rows before
+        // spending model time on them.
+        if jobs.iter().any(|j| j.deadline.is_some_and(|d| d <= t0)) {
+            keep.clear();
+            keep.extend(jobs.iter().map(|j| j.deadline.is_none_or(|d| d > t0)));
+            batch.retain_rows(&keep);
+            let mut k = keep.iter();
+            for job in std::mem::take(&mut jobs) {
+                if *k.next().expect("one flag per job") {
+                    jobs.push(job);
+                } else {
+                    sh.expire(job, t0);
+                }
+            }
+        }
+        let n = jobs.len();
+        if n > 0 {
+            out.clear();
+            out.resize(n * ow, 0.0);
+            let result = backend.score_batch(&batch, sh.output, &mut out);
+            let t1 = Instant::now();
+            let scoring = t1 - t0;
+            let old = sh.scoring_estimate_ns.load(Ordering::Relaxed);
+            let new = (old * 7 + scoring.as_nanos() as u64) / 8;
+            sh.scoring_estimate_ns
+                .store(if old == 0 { scoring.as_nanos() as u64 } else { new }, Ordering::Relaxed);
+            let counters = &sh.metrics.counters;
+            sh.metrics.with(recorder, |rec| {
+                rec.record(Stage::Scoring, scoring);
+                rec.record_batch(n);
+                match &result {
+                    Ok(()) => {
+                        for (job, values) in jobs.drain(..).zip(out.chunks_exact(ow)) {
+                            let total = t1.saturating_duration_since(job.accepted);
+                            rec.record(Stage::EndToEnd, total);
+                            let queued = t0.saturating_duration_since(job.accepted);
+                            let timing = Timing { queued, scoring, batch_rows: n as u32, total };
+                            job.reply.send(Ok(Score::new(values, sh.model_version, timing)));
+                        }
+                        counters.scored.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        for job in jobs.drain(..) {
+                            let message = e.to_string();
+                            job.reply
+                                .send(Err(Error::Backend { backend: backend.name(), message }));
+                        }
+                        counters.errors.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            });
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = sh.spare_columns.push(batch.into_values());
+        let _ = sh.spare_jobs.push(jobs);
+    }
+}

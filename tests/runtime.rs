@@ -1,0 +1,431 @@
+//! The runtime's contract: answers match the reference scorer, bad input is refused with the
+//! event handed back, overload follows its policy, deadlines expire events before model time is
+//! spent, and shutdown answers everything it accepted.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use streamscore::{
+    Backend, Batch, Error, Event, NonFinitePolicy, Output, Overload, Reference, Runtime,
+    RuntimeConfig, Schema,
+};
+
+/// Wraps the reference scorer: counts the rows it is asked to score, can be held shut so
+/// batches pile up, and can be told to fail.
+struct Gated {
+    inner: Reference,
+    rows: AtomicUsize,
+    open: Mutex<bool>,
+    cv: Condvar,
+    fail: AtomicBool,
+}
+
+impl Gated {
+    fn new(model: &str) -> Arc<Self> {
+        let forest = streamscore::load_forest(common::root().join(model)).unwrap();
+        Arc::new(Gated {
+            inner: Reference::new(forest),
+            rows: AtomicUsize::new(0),
+            open: Mutex::new(true),
+            cv: Condvar::new(),
+            fail: AtomicBool::new(false),
+        })
+    }
+    fn set_open(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.cv.notify_all();
+    }
+    fn schema(&self) -> Schema {
+        Schema::new(self.inner.forest().feature_names.iter().cloned())
+    }
+}
+
+impl Backend for Gated {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    fn n_features(&self) -> usize {
+        self.inner.n_features()
+    }
+    fn output_width(&self, output: Output) -> usize {
+        self.inner.output_width(output)
+    }
+    fn score_batch(
+        &self,
+        batch: &Batch,
+        output: Output,
+        out: &mut [f32],
+    ) -> streamscore::Result<()> {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+        drop(open);
+        self.rows.fetch_add(batch.n_rows(), Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::Input { at: "gated".into(), message: "injected failure".into() });
+        }
+        self.inner.score_batch(batch, output, out)
+    }
+}
+
+const BINARY: &str = "models/golden/lgb_binary/model.txt";
+
+fn golden_rows(name: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let case = common::golden_cases().into_iter().find(|c| c.name == name).unwrap();
+    let forest = case.forest();
+    let batch = case.batch(&forest);
+    let reference = Reference::new(forest);
+    let w = reference.output_width(Output::Transformed);
+    let mut expected = vec![0.0; batch.n_rows() * w];
+    reference.score_batch(&batch, Output::Transformed, &mut expected).unwrap();
+    let rows = (0..batch.n_rows())
+        .map(|r| (0..batch.n_features()).map(|f| batch.value(r, f)).collect())
+        .collect();
+    (rows, expected.chunks(w).map(|c| c.to_vec()).collect())
+}
+
+fn same(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[test]
+fn every_api_returns_the_reference_score_for_its_own_event() {
+    for name in ["lgb_binary", "lgb_multiclass", "xgb_categorical"] {
+        let (rows, expected) = golden_rows(name);
+        let model = common::golden_cases().into_iter().find(|c| c.name == name).unwrap().model;
+        let rt = Runtime::from_path(&model, RuntimeConfig::default().with_max_batch(7)).unwrap();
+        assert_eq!(rt.output_width(), expected[0].len());
+        // Blocking, one at a time.
+        for (row, want) in rows.iter().zip(&expected).take(50) {
+            let s = rt.score(Event::new(row.as_slice())).unwrap();
+            assert!(same(s.values(), want), "{name}: {:?} vs {want:?}", s.values());
+        }
+        // Many in flight, answers taken out of order.
+        let tickets: Vec<_> =
+            rows.iter().map(|r| rt.try_submit(Event::new(r.clone())).unwrap()).collect();
+        for (i, t) in tickets.into_iter().enumerate().rev() {
+            let s = t.wait().unwrap();
+            assert!(same(s.values(), &expected[i]), "{name} row {i}");
+            assert!(s.timing.batch_rows >= 1 && s.timing.total >= s.timing.queued);
+        }
+        // Async.
+        let tokio = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        tokio.block_on(async {
+            for (row, want) in rows.iter().zip(&expected).take(20) {
+                assert!(same(rt.submit(Event::new(row.as_slice())).await.unwrap().values(), want));
+            }
+        });
+        // Direct batch.
+        let flat: Vec<f32> = rows.concat();
+        let out = rt.score_batch(&Batch::from_rows(&flat, rows[0].len()).unwrap()).unwrap();
+        assert!(same(&out, &expected.concat()));
+        rt.shutdown();
+        let m = rt.metrics();
+        assert_eq!(m.accepted, 50 + rows.len() as u64 + 20);
+        assert_eq!((m.scored, m.answered()), (m.accepted, m.accepted));
+    }
+}
+
+#[test]
+fn model_version_is_the_file_hash_unless_set() {
+    let rt = Runtime::from_path(common::root().join(BINARY), RuntimeConfig::default()).unwrap();
+    let v = rt.score(Event::new(vec![0.0; 8])).unwrap().model_version;
+    let again = Runtime::from_path(common::root().join(BINARY), RuntimeConfig::default()).unwrap();
+    assert_eq!(again.score(Event::new(vec![0.0; 8])).unwrap().model_version, v);
+    let other = Runtime::from_path(
+        common::root().join("models/golden/lgb_regression/model.txt"),
+        RuntimeConfig::default(),
+    )
+    .unwrap();
+    let w = other.schema().len();
+    assert_ne!(other.score(Event::new(vec![0.0; w])).unwrap().model_version, v);
+    let set = Runtime::from_path(
+        common::root().join(BINARY),
+        RuntimeConfig::default().with_model_version(42),
+    )
+    .unwrap();
+    assert_eq!(set.score(Event::new(vec![0.0; 8])).unwrap().model_version, 42);
+}
+
+#[test]
+fn bad_events_are_handed_back_and_never_poison_a_batch() {
+    let config =
+        RuntimeConfig::default().with_non_finite(NonFinitePolicy::Reject).with_max_batch(4);
+    let rt = Runtime::from_path(common::root().join(BINARY), config).unwrap();
+    let good = vec![0.5; 8];
+    let mut tickets = Vec::new();
+    for i in 0..20 {
+        tickets.push(rt.try_submit(Event::new(good.clone())).unwrap());
+        let bad = match i % 3 {
+            0 => vec![0.5; 7],
+            1 => vec![0.5, f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            _ => vec![0.5, 0.0, 0.0, f32::NEG_INFINITY, 0.0, 0.0, 0.0, 0.0],
+        };
+        let r = rt.try_submit(Event::new(bad.clone()).with_key(i)).unwrap_err();
+        assert!(
+            same(&r.event.values, &bad) && r.event.key == Some(i),
+            "the event comes back untouched"
+        );
+        match i % 3 {
+            0 => assert!(
+                matches!(r.error, Error::WidthMismatch { expected: 8, got: 7 }),
+                "{}",
+                r.error
+            ),
+            1 => assert!(matches!(r.error, Error::NonFinite { feature: 1, .. }), "{}", r.error),
+            _ => assert!(matches!(r.error, Error::NonFinite { feature: 3, .. }), "{}", r.error),
+        }
+    }
+    let want = rt.score_batch(&Batch::from_rows(&good, 8).unwrap()).unwrap()[0];
+    for t in tickets {
+        assert_eq!(t.wait().unwrap().value(), want);
+    }
+    assert!(matches!(rt.score(Event::new(vec![1.0; 9])), Err(Error::WidthMismatch { .. })));
+    assert!(matches!(
+        rt.schema().event([("no_such_feature", 1.0)]),
+        Err(Error::UnknownField { .. })
+    ));
+    // Under `InfAsMissing` infinities score as NaN does.
+    let config = RuntimeConfig::default().with_non_finite(NonFinitePolicy::InfAsMissing);
+    let rt2 = Runtime::from_path(common::root().join(BINARY), config).unwrap();
+    let mut inf = good.clone();
+    inf[2] = f32::INFINITY;
+    let mut nan = good.clone();
+    nan[2] = f32::NAN;
+    assert_eq!(
+        rt2.score(Event::new(inf)).unwrap().value(),
+        rt2.score(Event::new(nan)).unwrap().value()
+    );
+    rt.shutdown();
+    assert_eq!(rt.metrics().rejected, 21);
+    // Closed.
+    let r = rt.try_submit(Event::new(good.clone())).unwrap_err();
+    assert!(matches!(r.error, Error::Closed));
+    assert!(matches!(rt.score(Event::new(good)), Err(Error::Closed)));
+}
+
+#[test]
+fn a_full_queue_follows_the_overload_policy() {
+    for policy in [Overload::Reject, Overload::Block, Overload::ShedOldest] {
+        let gated = Gated::new(BINARY);
+        gated.set_open(false);
+        let config =
+            RuntimeConfig::default().with_queue_capacity(8).with_max_batch(2).with_overload(policy);
+        let rt = Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap();
+        let mut tickets = Vec::new();
+        let mut refused = 0;
+        for i in 0..100 {
+            match rt.try_submit(Event::new(vec![i as f32; 8])) {
+                Ok(t) => tickets.push(t),
+                Err(r) => {
+                    assert!(matches!(r.error, Error::QueueFull), "{policy:?}: {}", r.error);
+                    assert_eq!(r.event.values[0], i as f32);
+                    refused += 1;
+                }
+            }
+        }
+        if policy == Overload::ShedOldest {
+            assert_eq!(refused, 0, "shedding makes room");
+        } else {
+            // 8 queued, a few in the batcher and the hand-off: the rest is refused.
+            assert!(refused >= 80, "{policy:?}: {refused}");
+        }
+        if policy == Overload::Reject {
+            assert!(matches!(rt.score(Event::new(vec![0.0; 8])), Err(Error::QueueFull)));
+        }
+        gated.set_open(true);
+        let answers: Vec<_> = tickets.into_iter().map(|t| t.wait()).collect();
+        let shed = answers.iter().filter(|a| matches!(a, Err(Error::Shed))).count();
+        let scored = answers.iter().filter(|a| a.is_ok()).count();
+        assert_eq!(shed + scored, answers.len(), "{policy:?}");
+        if policy == Overload::ShedOldest {
+            assert!(shed >= 80, "{shed}");
+            assert!(answers.last().unwrap().is_ok(), "the newest event survives");
+        }
+        rt.shutdown();
+        let m = rt.metrics();
+        assert_eq!(
+            (m.accepted, m.shed, m.scored),
+            ((100 - refused) as u64, shed as u64, scored as u64)
+        );
+        assert_eq!(gated.rows.load(Ordering::SeqCst), scored, "shed events never reach the model");
+    }
+}
+
+#[test]
+fn blocking_submitters_wait_for_room() {
+    let gated = Gated::new(BINARY);
+    gated.set_open(false);
+    let config = RuntimeConfig::default().with_queue_capacity(4).with_max_batch(2);
+    let rt = Arc::new(Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap());
+    let blocked = {
+        let rt = rt.clone();
+        std::thread::spawn(move || {
+            (0..50).map(|i| rt.score(Event::new(vec![i as f32; 8])).unwrap().value()).count()
+        })
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    let awaited = {
+        let rt = rt.clone();
+        tokio.spawn(async move {
+            let futures: Vec<_> = (0..50)
+                .map(|i| {
+                    let rt = rt.clone();
+                    tokio::spawn(async move {
+                        rt.submit(Event::new(vec![i as f32; 8])).await.map(|s| s.value())
+                    })
+                })
+                .collect();
+            let mut n = 0;
+            for f in futures {
+                f.await.unwrap().unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !blocked.is_finished() && !awaited.is_finished(),
+        "both wait while the backend is shut"
+    );
+    gated.set_open(true);
+    assert_eq!(blocked.join().unwrap(), 50);
+    assert_eq!(tokio.block_on(awaited).unwrap(), 50);
+    assert_eq!(rt.metrics().rejected, 0);
+}
+
+#[test]
+fn deadlines_expire_queued_events_without_model_time() {
+    let gated = Gated::new(BINARY);
+    gated.set_open(false);
+    let config =
+        RuntimeConfig::default().with_max_batch(4).with_max_delay(Duration::from_micros(100));
+    let rt = Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap();
+    // The first batches fill the backend and the hand-off; everything behind them waits.
+    let first: Vec<_> = (0..8).map(|_| rt.try_submit(Event::new(vec![1.0; 8])).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let soon = Instant::now() + Duration::from_millis(30);
+    let doomed: Vec<_> = (0..20)
+        .map(|_| rt.try_submit(Event::new(vec![2.0; 8]).with_deadline(soon)).unwrap())
+        .collect();
+    let patient: Vec<_> = (0..6)
+        .map(|_| {
+            rt.try_submit(Event::new(vec![3.0; 8]).with_timeout(Duration::from_secs(60))).unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(60));
+    gated.set_open(true);
+    for t in first.into_iter().chain(patient) {
+        t.wait().unwrap();
+    }
+    for t in doomed {
+        match t.wait() {
+            Err(Error::Expired { waited }) => {
+                assert!(waited >= Duration::from_millis(25), "{waited:?}")
+            }
+            other => panic!("expected Expired, got {other:?}"),
+        }
+    }
+    rt.shutdown();
+    assert_eq!(gated.rows.load(Ordering::SeqCst), 14, "expired rows never reach the backend");
+    let m = rt.metrics();
+    assert_eq!((m.expired, m.scored, m.answered()), (20, 14, 34));
+}
+
+#[test]
+fn a_failing_backend_answers_every_event_with_an_error() {
+    let gated = Gated::new(BINARY);
+    let rt =
+        Runtime::with_backend(gated.clone(), gated.schema(), RuntimeConfig::default()).unwrap();
+    gated.fail.store(true, Ordering::SeqCst);
+    let tickets: Vec<_> =
+        (0..10).map(|_| rt.try_submit(Event::new(vec![0.0; 8])).unwrap()).collect();
+    for t in tickets {
+        assert!(matches!(t.wait(), Err(Error::Backend { backend: "gated", .. })));
+    }
+    gated.fail.store(false, Ordering::SeqCst);
+    assert!(rt.score(Event::new(vec![0.0; 8])).is_ok(), "the runtime survives");
+    rt.shutdown();
+    assert_eq!(rt.metrics().errors, 10);
+}
+
+#[test]
+fn shutdown_under_load_answers_everything_and_dropped_tickets_do_not_block() {
+    let gated = Gated::new(BINARY);
+    let config = RuntimeConfig::default().with_queue_capacity(64).with_max_batch(16);
+    let rt = Arc::new(Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap());
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let rt = rt.clone();
+            std::thread::spawn(move || {
+                let (mut kept, mut ok, mut closed) = (Vec::new(), 0u64, false);
+                for i in 0u64.. {
+                    match rt.try_submit(Event::new(vec![i as f32; 8])) {
+                        // Half the tickets are dropped at once: their events are still scored.
+                        Ok(t) if i % 2 == p % 2 => kept.push(t),
+                        Ok(_) => ok += 1,
+                        Err(r) if matches!(r.error, Error::Closed) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(_) => std::thread::yield_now(),
+                    }
+                }
+                assert!(closed);
+                let kept_n = kept.len() as u64;
+                for t in kept {
+                    t.wait().unwrap();
+                }
+                ok + kept_n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    rt.shutdown();
+    let m = rt.metrics();
+    assert_eq!(m.answered(), m.accepted, "shutdown returned with everything answered");
+    let accepted: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+    assert_eq!(accepted, m.accepted);
+    assert!(m.accepted > 1000, "{}", m.accepted);
+    assert_eq!(gated.rows.load(Ordering::SeqCst) as u64, m.scored);
+}
+
+#[test]
+fn metrics_render_as_prometheus_text() {
+    let rt = Runtime::from_path(common::root().join(BINARY), RuntimeConfig::default()).unwrap();
+    for _ in 0..100 {
+        rt.score(Event::new(vec![0.1; 8])).unwrap();
+    }
+    let m = rt.metrics();
+    assert_eq!(m.stage(streamscore::Stage::EndToEnd).count, 100);
+    assert!(m.stage(streamscore::Stage::EndToEnd).p99 >= m.stage(streamscore::Stage::EndToEnd).p50);
+    let text = m.prometheus();
+    assert!(text.contains("streamscore_events_total{outcome=\"scored\"} 100"), "{text}");
+    assert!(
+        text.contains("streamscore_latency_seconds{stage=\"end_to_end\",quantile=\"0.99\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn invalid_configuration_is_refused_once_at_build() {
+    let bad = [
+        RuntimeConfig::default().with_max_batch(0),
+        RuntimeConfig::default().with_workers(0),
+        RuntimeConfig::default().with_queue_capacity(0),
+        RuntimeConfig::default().with_max_delay(Duration::from_secs(61)),
+    ];
+    for config in bad {
+        let err = Runtime::from_path(common::root().join(BINARY), config).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+    let gated = Gated::new(BINARY);
+    let err =
+        Runtime::with_backend(gated, Schema::new(["a"]), RuntimeConfig::default()).unwrap_err();
+    assert!(matches!(err, Error::WidthMismatch { .. }));
+}
