@@ -11,6 +11,9 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::model::Forest;
 
+/// Models with at most this many output groups are scored without allocating.
+const STACK_GROUPS: usize = 16;
+
 /// Scalar reference scorer for tree ensembles.
 #[derive(Debug, Clone)]
 pub struct Reference {
@@ -72,8 +75,29 @@ impl Backend for Reference {
         if out.len() != expected {
             return Err(Error::OutputLength { expected, got: out.len() });
         }
-        for (o, v) in out.iter_mut().zip(self.score_f64(batch, output)?) {
-            *o = v as f32;
+        let width = self.output_width(output);
+        let groups = self.forest.n_groups;
+        if groups > STACK_GROUPS {
+            for (o, v) in out.iter_mut().zip(self.score_f64(batch, output)?) {
+                *o = v as f32;
+            }
+            return Ok(());
+        }
+        // Up to STACK_GROUPS outputs per row: scratch on the stack, so scoring allocates nothing.
+        let mut raw = [0.0f64; STACK_GROUPS];
+        let mut transformed = [0.0f64; STACK_GROUPS];
+        for (r, row_out) in out.chunks_exact_mut(width).enumerate() {
+            self.forest.raw_row(|f| batch.value(r, f), &mut raw[..groups]);
+            let values = match output {
+                Output::Raw => &raw[..groups],
+                Output::Transformed => {
+                    self.forest.transform_row(&raw[..groups], &mut transformed[..width]);
+                    &transformed[..width]
+                }
+            };
+            for (o, &v) in row_out.iter_mut().zip(values) {
+                *o = v as f32;
+            }
         }
         Ok(())
     }
