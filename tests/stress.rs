@@ -103,7 +103,7 @@ fn a_million_events_each_answered_once_with_its_own_score() {
                     let row = &rows[idx * width..(idx + 1) * width];
                     let mut event = Event::new(row);
                     // A quarter get deadlines from 0 to 2 ms: some expire in the queue.
-                    if rng.next() % 4 == 0 {
+                    if rng.next().is_multiple_of(4) {
                         event = event.with_deadline(
                             Instant::now() + Duration::from_micros(rng.next() % 2000),
                         );
@@ -113,7 +113,7 @@ fn a_million_events_each_answered_once_with_its_own_score() {
                         match rt.try_submit(e) {
                             Ok(ticket) => {
                                 t.accepted += 1;
-                                if rng.next() % 64 == 0 {
+                                if rng.next().is_multiple_of(64) {
                                     // Dropped at once: must neither leak nor stall anything.
                                     t.dropped_tickets += 1;
                                     drop(ticket);
