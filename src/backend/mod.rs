@@ -4,8 +4,12 @@
 
 pub mod cpu;
 
+use std::sync::Arc;
+
 use crate::batch::Batch;
 use crate::error::Result;
+use crate::model::Forest;
+use crate::runtime::config::BackendChoice;
 
 /// Which values a backend writes per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,4 +36,11 @@ pub trait Backend: Send + Sync {
     ///
     /// Errors when the batch width or `out`'s length does not fit; writes nothing then.
     fn score_batch(&self, batch: &Batch, output: Output, out: &mut [f32]) -> Result<()>;
+}
+
+/// The backend for `choice` and `forest`. `Auto` picks the fastest one this machine supports.
+pub fn select(choice: BackendChoice, forest: Forest) -> Result<Arc<dyn Backend>> {
+    Ok(match choice {
+        BackendChoice::Auto | BackendChoice::Reference => Arc::new(cpu::Reference::new(forest)),
+    })
 }

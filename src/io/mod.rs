@@ -4,6 +4,7 @@
 
 mod csv;
 mod npy;
+mod synthetic;
 
 use std::io::Write;
 
@@ -11,6 +12,7 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 
 pub use npy::parse as parse_npy;
+pub use synthetic::synthetic_rows;
 
 /// How CSV columns map to the model's features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use std::time::Instant;
 use crossbeam_channel::TrySendError;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 
-use crate::backend::{Backend, cpu::Reference};
+use crate::backend::Backend;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::event::{Event, NonFinitePolicy, Schema, copy_checked};
@@ -34,7 +34,7 @@ use crate::ingest::reply::{Score, SlotPool, Ticket};
 use crate::ingest::{Job, Rejected};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::model::Forest;
-use config::{BackendChoice, Overload, RuntimeConfig};
+use config::{Overload, RuntimeConfig};
 use pipeline::Shared;
 
 /// The embedded scorer. Share it across threads by reference or in an `Arc`; every method
@@ -96,10 +96,7 @@ impl Runtime {
     /// Starts a runtime for a loaded forest, on the configured backend.
     pub fn from_forest(forest: Forest, config: RuntimeConfig) -> Result<Self> {
         let schema = Schema::new(forest.feature_names.iter().cloned());
-        let backend: Arc<dyn Backend> = match config.backend {
-            BackendChoice::Auto | BackendChoice::Reference => Arc::new(Reference::new(forest)),
-        };
-        Self::with_backend(backend, schema, config)
+        Self::with_backend(crate::backend::select(config.backend, forest)?, schema, config)
     }
 
     /// Starts a runtime around any backend; `schema` names its input columns.

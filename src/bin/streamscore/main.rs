@@ -1,12 +1,14 @@
 //! The `streamscore` command line.
 //!
-//! `score` and `inspect` are a stable contract: scripts and later tools rely on their flags and
+//! `score`, `inspect` and `bench --json` are a stable contract: scripts and later tools rely on their flags and
 //! output layout. Every error prints one `error:` line and exits with 1.
 
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
+
+mod bench;
 
 use clap::{Parser, Subcommand};
 use streamscore::io::{Columns, read_rows, write_scores};
@@ -44,6 +46,8 @@ enum Command {
         #[arg(long)]
         no_header: bool,
     },
+    /// Measure throughput and latency: the backend alone (direct) and the full runtime (stream).
+    Bench(bench::BenchArgs),
     /// Describe a model: format, objective, trees, classes, features, depth.
     Inspect {
         /// Model file: LightGBM text or XGBoost JSON.
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
             score(&model, &input, &output, raw, no_header)
         }
         Command::Inspect { model } => inspect(&model),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,429 @@
+//! `streamscore bench`: model throughput (direct) and runtime throughput and latency (stream),
+//! in the spirit of Triton's perf_analyzer.
+//!
+//! Direct mode calls the backend with whole batches from `--threads` threads. Stream mode runs
+//! the full runtime: `--producers` threads submit single events, closed loop (each keeps a
+//! window of events in flight) or open loop at `--rate` events/s, and latency is the
+//! runtime's end-to-end histogram (acceptance to answer).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use streamscore::io::{Columns, read_rows, synthetic_rows};
+use streamscore::metrics::Summary;
+use streamscore::{
+    Backend, BackendChoice, Batch, Error, Event, Forest, Output, Runtime, RuntimeConfig, Stage,
+    Ticket,
+};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Whole batches straight through the backend: model throughput.
+    Direct,
+    /// Events one by one through the full runtime: throughput and end-to-end latency.
+    Stream,
+    /// Direct, then stream, on the same rows; stream also reports its ratio to direct.
+    Both,
+}
+
+/// `streamscore bench` flags.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Model file: LightGBM text or XGBoost JSON.
+    #[arg(long)]
+    model: PathBuf,
+    /// Rows to score (.npy, or CSV with a header); without it, `--rows` synthetic rows.
+    #[arg(long)]
+    input: Option<String>,
+    /// Synthetic rows drawn within the model's own thresholds (when no `--input`).
+    #[arg(long, default_value_t = 100_000)]
+    rows: usize,
+    /// direct, stream or both.
+    #[arg(long, value_enum, default_value = "both")]
+    mode: Mode,
+    /// Rows per batch (direct) or the runtime's max_batch (stream).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// The runtime's max_delay in microseconds (stream).
+    #[arg(long, default_value_t = 500)]
+    max_delay_us: u64,
+    /// Producer threads (stream).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Scoring threads: callers in direct mode, runtime workers in stream mode.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Events in flight per producer in closed loop (default: 4 x batch, at least 64).
+    #[arg(long)]
+    window: Option<usize>,
+    /// auto or reference.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Seconds per configuration.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Open loop: total events per second across producers (stream).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Queue capacity (stream).
+    #[arg(long, default_value_t = 65_536)]
+    queue: usize,
+    /// Run a grid over batch size (and max delay in stream mode) and print it as a table.
+    #[arg(long)]
+    sweep: bool,
+    /// One JSON object per configuration instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One configuration's result.
+struct Outcome {
+    mode: &'static str,
+    batch: usize,
+    max_delay_us: Option<u64>,
+    seconds: f64,
+    rows: u64,
+    /// Per batch call (direct) or acceptance to answer per event (stream), in ns.
+    latency_ns: Summary,
+    accepted: u64,
+    scored: u64,
+    rejected: u64,
+    expired: u64,
+    lost: u64,
+    stages_us: Option<[f64; 3]>,
+    mean_batch: f64,
+}
+
+impl Outcome {
+    fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.seconds
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")
+}
+
+pub fn run(args: BenchArgs) -> Result<(), Error> {
+    let choice: BackendChoice = args.backend.parse()?;
+    let load = Instant::now();
+    let forest = streamscore::load_forest(&args.model)?;
+    let load_ms = load.elapsed().as_secs_f64() * 1e3;
+    let rows = match &args.input {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            read_rows(&bytes, Columns::ByName, &forest.feature_names, path)?
+        }
+        None => synthetic_rows(&forest, args.rows.max(1), 0x5eed),
+    };
+    if rows.n_rows() == 0 {
+        return Err(Error::Input { at: "bench".into(), message: "no rows to score".into() });
+    }
+    let backend = streamscore::backend::select(choice, forest.clone())?;
+    if !args.json {
+        eprintln!(
+            "model {} ({} trees, {} features), load {load_ms:.2} ms; backend {}; {} rows",
+            args.model.display(),
+            forest.trees.len(),
+            forest.n_features,
+            backend.name(),
+            rows.n_rows()
+        );
+    }
+    let (batches, delays): (Vec<usize>, Vec<u64>) = if args.sweep {
+        (vec![1, 16, 64, 256, 1024], vec![50, 200, 1000])
+    } else {
+        (vec![args.batch], vec![args.max_delay_us])
+    };
+    let modes: &[&'static str] = match args.mode {
+        Mode::Direct => &["direct"],
+        Mode::Stream => &["stream"],
+        Mode::Both => &["direct", "stream"],
+    };
+    let mut plan = Vec::new();
+    for &batch in &batches {
+        for &mode in modes {
+            if mode == "direct" {
+                plan.push((mode, batch, None));
+            } else {
+                plan.extend(delays.iter().map(|&d| (mode, batch, Some(d))));
+            }
+        }
+    }
+    let total = Duration::from_secs_f64(args.duration * plan.len() as f64);
+    let bar = if !args.json && total >= Duration::from_secs(2) {
+        let bar = ProgressBar::new(total.as_millis() as u64);
+        let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+            .expect("valid template");
+        bar.set_style(style);
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    if !args.json {
+        bar.suspend(|| println!("{}", format!(
+            "{:<7} {:>6} {:>8} {:>4} {:>4} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>5} {:>10}",
+            "mode", "batch", "delay_us", "thr", "prod", "rows/s", "p50_us", "p99_us", "p999_us", "max_us",
+            "accepted", "rejected", "expired", "lost", "", "mean_batch"
+        )));
+    }
+    let mut direct_rate = std::collections::HashMap::new();
+    let duration = Duration::from_secs_f64(args.duration.max(0.01));
+    for (i, &(mode, batch, delay)) in plan.iter().enumerate() {
+        bar.set_message(format!("{mode} batch {batch}"));
+        let done_before = duration * i as u32;
+        let tick = |elapsed: Duration| {
+            bar.set_position((done_before + elapsed.min(duration)).as_millis() as u64)
+        };
+        let outcome = if mode == "direct" {
+            direct(&*backend, &rows, batch, args.threads, duration, tick)
+        } else {
+            let config = RuntimeConfig::default()
+                .with_backend(choice)
+                .with_max_batch(batch)
+                .with_max_delay(Duration::from_micros(delay.unwrap_or(500)))
+                .with_workers(args.threads)
+                .with_queue_capacity(args.queue);
+            let window = args.window.unwrap_or((batch * 4).max(64));
+            stream(&forest, config, &rows, args.producers, window, args.rate, duration, tick)?
+        };
+        if mode == "direct" {
+            direct_rate.insert(batch, outcome.rows_per_sec());
+        }
+        let ratio = (mode == "stream")
+            .then(|| direct_rate.get(&batch).map(|d| outcome.rows_per_sec() / d))
+            .flatten();
+        report(&args, backend.name(), &outcome, ratio, load_ms, &bar);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn report(
+    args: &BenchArgs,
+    backend: &str,
+    o: &Outcome,
+    ratio: Option<f64>,
+    load_ms: f64,
+    bar: &ProgressBar,
+) {
+    let l = &o.latency_ns;
+    let [p50, p99, p999, max] = [l.p50, l.p99, l.p999, l.max].map(|v| v as f64 / 1e3);
+    let producers = if o.mode == "stream" { args.producers } else { 0 };
+    if args.json {
+        let mut v = json!({
+            "backend": backend, "mode": o.mode, "model": args.model.display().to_string(),
+            "load_ms": load_ms, "rows": o.rows, "batch": o.batch, "max_delay_us": o.max_delay_us,
+            "threads": args.threads, "producers": producers, "rate": args.rate,
+            "seconds": o.seconds, "rows_per_sec": o.rows_per_sec(),
+            "latency_us": { "p50": p50, "p99": p99, "p999": p999, "max": max },
+            "accepted": o.accepted, "scored": o.scored, "rejected": o.rejected, "expired": o.expired,
+            "lost": o.lost, "mean_batch": o.mean_batch,
+        });
+        if let Some([queue, batching, scoring]) = o.stages_us {
+            v["stages_p50_us"] =
+                json!({ "queue": queue, "batching": batching, "scoring": scoring });
+        }
+        if let Some(r) = ratio {
+            v["ratio_to_direct"] = json!(r);
+        }
+        println!("{v}");
+    } else {
+        let delay = o.max_delay_us.map_or("-".to_string(), |d| d.to_string());
+        let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}x"));
+        bar.suspend(|| println!("{}", format!(
+            "{:<7} {:>6} {:>8} {:>4} {:>4} {:>13.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9} {:>8} {:>8} {:>5} {:>10.1}",
+            o.mode, o.batch, delay, args.threads, producers, o.rows_per_sec(), p50, p99, p999, max, o.accepted, o.rejected, o.expired, o.lost, ratio, o.mean_batch
+        )));
+    }
+}
+
+/// Batches of `size` rows cut from `rows` (tiled when there are fewer rows than `size`).
+fn chunks(rows: &Batch, size: usize) -> Vec<Batch> {
+    let (n, w) = (rows.n_rows(), rows.n_features());
+    let size = size.max(1);
+    let count = (n / size).clamp(1, 64);
+    (0..count)
+        .map(|c| {
+            let mut values = vec![0.0; size * w];
+            for f in 0..w {
+                let col = rows.column(f);
+                for r in 0..size {
+                    values[f * size + r] = col[(c * size + r) % n];
+                }
+            }
+            Batch::from_columns(values, size, w).expect("size * w values")
+        })
+        .collect()
+}
+
+fn direct(
+    backend: &dyn Backend,
+    rows: &Batch,
+    batch: usize,
+    threads: usize,
+    duration: Duration,
+    tick: impl Fn(Duration),
+) -> Outcome {
+    let chunks = chunks(rows, batch);
+    let out_width = backend.output_width(Output::Transformed);
+    let scored = AtomicU64::new(0);
+    let start = Instant::now();
+    let hists: Vec<Histogram<u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|t| {
+                let (chunks, scored) = (&chunks, &scored);
+                s.spawn(move || {
+                    let mut h = histogram();
+                    let mut out = vec![0.0; batch * out_width];
+                    let mut i = t;
+                    while start.elapsed() < duration {
+                        let c = &chunks[i % chunks.len()];
+                        let t0 = Instant::now();
+                        backend
+                            .score_batch(c, Output::Transformed, &mut out)
+                            .expect("rows fit the model");
+                        h.saturating_record(t0.elapsed().as_nanos().max(1) as u64);
+                        scored.fetch_add(c.n_rows() as u64, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    std::hint::black_box(&out);
+                    h
+                })
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) {
+            tick(start.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        handles.into_iter().map(|h| h.join().expect("bench thread")).collect()
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let mut all = histogram();
+    for h in &hists {
+        let _ = all.add(h);
+    }
+    let latency_ns = Summary {
+        count: all.len(),
+        sum: all.mean() * all.len() as f64,
+        p50: all.value_at_quantile(0.5),
+        p99: all.value_at_quantile(0.99),
+        p999: all.value_at_quantile(0.999),
+        max: all.max(),
+    };
+    let rows = scored.into_inner();
+    Outcome {
+        mode: "direct",
+        batch,
+        max_delay_us: None,
+        seconds,
+        rows,
+        latency_ns,
+        accepted: rows,
+        scored: rows,
+        rejected: 0,
+        expired: 0,
+        lost: 0,
+        stages_us: None,
+        mean_batch: batch as f64,
+    }
+}
+
+/// Waits for the oldest ticket in the window.
+fn settle(window: &mut VecDeque<Ticket>) {
+    if let Some(t) = window.pop_front() {
+        // Errors (expired, shed) are counted by the runtime's metrics.
+        let _ = std::hint::black_box(t.wait());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    forest: &Forest,
+    config: RuntimeConfig,
+    rows: &Batch,
+    producers: usize,
+    window: usize,
+    rate: Option<f64>,
+    duration: Duration,
+    tick: impl Fn(Duration),
+) -> Result<Outcome, Error> {
+    let batch = config.max_batch.get();
+    let max_delay_us = config.max_delay.as_micros() as u64;
+    let rt = Runtime::from_forest(forest.clone(), config)?;
+    let (n, w) = (rows.n_rows(), rows.n_features());
+    let row_major: Vec<f32> = (0..n).flat_map(|r| (0..w).map(move |f| rows.value(r, f))).collect();
+    let producers = producers.max(1);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..producers)
+            .map(|p| {
+                let (rt, row_major) = (&rt, &row_major);
+                s.spawn(move || {
+                    let mut window_q = VecDeque::with_capacity(window);
+                    let interval =
+                        rate.map(|r| Duration::from_secs_f64(producers as f64 / r.max(1e-9)));
+                    let mut next_send = start;
+                    let mut i = p * (n / producers);
+                    while start.elapsed() < duration {
+                        if let Some(iv) = interval {
+                            // Open loop: keep the schedule, collecting answers while early.
+                            while Instant::now() < next_send {
+                                while window_q.front().is_some_and(|t: &Ticket| t.is_ready()) {
+                                    settle(&mut window_q);
+                                }
+                                std::hint::spin_loop();
+                            }
+                            next_send += iv;
+                        }
+                        let r = i % n;
+                        i += 1;
+                        match rt.try_submit(Event::new(&row_major[r * w..(r + 1) * w])) {
+                            Ok(t) => window_q.push_back(t),
+                            // Closed loop: wait for room by settling the oldest. Open loop: the
+                            // event is dropped and counted as rejected.
+                            Err(_) if interval.is_none() => settle(&mut window_q),
+                            Err(_) => {}
+                        }
+                        if window_q.len() >= window {
+                            settle(&mut window_q);
+                        }
+                    }
+                    while !window_q.is_empty() {
+                        settle(&mut window_q);
+                    }
+                })
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) {
+            tick(start.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    rt.shutdown();
+    let m = rt.metrics();
+    let latency_ns = *m.stage(Stage::EndToEnd);
+    let us = |s: Stage| m.stage(s).p50 as f64 / 1e3;
+    Ok(Outcome {
+        mode: "stream",
+        batch,
+        max_delay_us: Some(max_delay_us),
+        seconds,
+        rows: m.scored,
+        latency_ns,
+        accepted: m.accepted,
+        scored: m.scored,
+        rejected: m.rejected,
+        expired: m.expired,
+        lost: m.accepted - m.answered(),
+        stages_us: Some([us(Stage::Queue), us(Stage::Batching), us(Stage::Scoring)]),
+        mean_batch: m.batch_rows.sum / m.batch_rows.count.max(1) as f64,
+    })
+}
