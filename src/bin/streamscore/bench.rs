@@ -167,11 +167,11 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         ProgressBar::hidden()
     };
     if !args.json {
-        bar.suspend(|| println!("{}", format!(
+        bar.suspend(|| println!(
             "{:<7} {:>6} {:>8} {:>4} {:>4} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>5} {:>10}",
             "mode", "batch", "delay_us", "thr", "prod", "rows/s", "p50_us", "p99_us", "p999_us", "max_us",
             "accepted", "rejected", "expired", "lost", "", "mean_batch"
-        )));
+        ));
     }
     let mut direct_rate = std::collections::HashMap::new();
     let duration = Duration::from_secs_f64(args.duration.max(0.01));
@@ -237,10 +237,10 @@ fn report(
     } else {
         let delay = o.max_delay_us.map_or("-".to_string(), |d| d.to_string());
         let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}x"));
-        bar.suspend(|| println!("{}", format!(
+        bar.suspend(|| println!(
             "{:<7} {:>6} {:>8} {:>4} {:>4} {:>13.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9} {:>8} {:>8} {:>5} {:>10.1}",
             o.mode, o.batch, delay, args.threads, producers, o.rows_per_sec(), p50, p99, p999, max, o.accepted, o.rejected, o.expired, o.lost, ratio, o.mean_batch
-        )));
+        ));
     }
 }
 
