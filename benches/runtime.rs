@@ -58,7 +58,8 @@ fn batcher(c: &mut Criterion) {
     let mut group = c.benchmark_group("batcher");
     group.throughput(Throughput::Elements(N as u64));
     let now = Instant::now();
-    let items: Vec<Item> = (0..N).map(|i| Item(now, (i % 4 == 0).then(|| now + Duration::from_secs(1)))).collect();
+    let items: Vec<Item> =
+        (0..N).map(|i| Item(now, (i % 4 == 0).then(|| now + Duration::from_secs(1)))).collect();
     group.bench_function("admit_and_take", |b| {
         let mut batcher = Batcher::new(N, Duration::from_millis(1));
         let (mut batch, mut expired) = (Vec::with_capacity(N), Vec::new());
@@ -90,7 +91,10 @@ fn end_to_end(c: &mut Criterion) {
         let forest = load_forest(root.join("models/golden").join(name).join("model.txt")).unwrap();
         let rows = synthetic_rows(&forest, N, 1);
         let w = forest.n_features;
-        let row_major: Vec<f32> = (0..N).flat_map(|r| (0..w).map(move |f| (r, f))).map(|(r, f)| rows.value(r, f)).collect();
+        let row_major: Vec<f32> = (0..N)
+            .flat_map(|r| (0..w).map(move |f| (r, f)))
+            .map(|(r, f)| rows.value(r, f))
+            .collect();
         let reference = Reference::new(forest.clone());
         group.bench_function(BenchmarkId::new("direct", name), |b| {
             let mut out = vec![0.0; N];
@@ -101,7 +105,8 @@ fn end_to_end(c: &mut Criterion) {
             let mut tickets = Vec::with_capacity(N);
             b.iter(|| {
                 for r in 0..N {
-                    tickets.push(rt.try_submit(Event::new(&row_major[r * w..(r + 1) * w])).unwrap());
+                    tickets
+                        .push(rt.try_submit(Event::new(&row_major[r * w..(r + 1) * w])).unwrap());
                 }
                 for t in tickets.drain(..) {
                     black_box(t.wait().unwrap());

@@ -66,8 +66,9 @@ fn steady_state_submission_does_not_allocate() {
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     eprintln!("{allocs} allocations for {N} events ({:.5} per event)", allocs as f64 / N as f64);
     assert!(sum.is_finite());
-    // Measured: 0. The bound leaves room for rare allocations outside our control (crossbeam's
-    // waiter lists growing when a thread first blocks) but fails on anything per event or
-    // per batch (a batch is 64 events here: one allocation per batch is 3,125).
-    assert!(allocs * 10_000 < N as u64, "{allocs} allocations for {N} events");
+    // Measured: 0 to ~50 per run. The bound leaves room for rare allocations outside the hot
+    // path (crossbeam creating a thread's wait context the first time it blocks, the test
+    // harness) but fails on anything per event or per batch (a batch is at most 64 events
+    // here: one allocation per batch is over 3,000).
+    assert!(allocs * 1000 < N as u64, "{allocs} allocations for {N} events");
 }

@@ -72,7 +72,9 @@ pub struct RuntimeConfig {
     pub max_delay: Duration,
     /// Capacity of the ingestion queue, in events (default 65,536).
     pub queue_capacity: NonZeroUsize,
-    /// Scoring threads; batches are handed to them while the next batch fills (default 1).
+    /// Scoring threads (default 1). With one, the batcher thread scores each batch itself (no
+    /// hand-off; events keep queueing meanwhile). With more, the batcher hands batches to
+    /// that many worker threads and fills the next batch while they score.
     pub workers: NonZeroUsize,
     /// What happens when the queue is full (default: block).
     pub overload: Overload,

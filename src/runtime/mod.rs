@@ -35,7 +35,7 @@ use crate::ingest::{Job, Rejected};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::model::Forest;
 use config::{Overload, RuntimeConfig};
-use pipeline::Shared;
+use pipeline::{Scorer, Shared, Sink};
 
 /// The embedded scorer. Share it across threads by reference or in an `Arc`; every method
 /// takes `&self`.
@@ -135,19 +135,24 @@ impl Runtime {
             max_batch,
             max_delay: config.max_delay,
         });
-        // One batch waits per worker while the next one fills in the batcher.
-        let (work_tx, work_rx) = crossbeam_channel::bounded(workers);
         let mut threads = Vec::with_capacity(workers + 1);
         let spawned = (|| {
-            for i in 0..workers {
-                threads.push(pipeline::spawn_worker(
-                    shared.clone(),
-                    backend.clone(),
-                    work_rx.clone(),
-                    i,
-                )?);
-            }
-            threads.push(pipeline::spawn_batcher(shared.clone(), work_tx)?);
+            let sink = if workers == 1 {
+                Sink::Inline(Scorer::new(backend.clone(), 0))
+            } else {
+                // One batch waits per worker while the next one fills in the batcher.
+                let (work_tx, work_rx) = crossbeam_channel::bounded(workers);
+                for i in 0..workers {
+                    threads.push(pipeline::spawn_worker(
+                        shared.clone(),
+                        backend.clone(),
+                        work_rx.clone(),
+                        i,
+                    )?);
+                }
+                Sink::Workers(work_tx)
+            };
+            threads.push(pipeline::spawn_batcher(shared.clone(), sink)?);
             std::io::Result::Ok(())
         })();
         let runtime = Runtime { shared, backend, schema, config, threads: Mutex::new(threads) };

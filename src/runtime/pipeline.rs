@@ -89,11 +89,20 @@ pub(crate) struct Work {
     jobs: Vec<Job>,
 }
 
+/// Where the batcher's batches go.
+pub(crate) enum Sink {
+    /// The batcher scores each batch itself (one worker): no hand-off, one thread fewer to
+    /// schedule; events keep queueing while it scores.
+    Inline(Scorer),
+    /// Handed to worker threads; the batcher fills the next batch while they score.
+    Workers(Sender<Work>),
+}
+
 pub(crate) fn spawn_batcher(
     sh: Arc<Shared>,
-    work: Sender<Work>,
+    sink: Sink,
 ) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name("streamscore-batcher".into()).spawn(move || batcher_loop(&sh, work))
+    thread::Builder::new().name("streamscore-batcher".into()).spawn(move || batcher_loop(&sh, sink))
 }
 
 pub(crate) fn spawn_worker(
@@ -104,10 +113,10 @@ pub(crate) fn spawn_worker(
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name(format!("streamscore-worker-{index}"))
-        .spawn(move || worker_loop(&sh, &*backend, work, index + 1))
+        .spawn(move || worker_loop(&sh, Scorer::new(backend, index + 1), work))
 }
 
-fn batcher_loop(sh: &Shared, work: Sender<Work>) {
+fn batcher_loop(sh: &Shared, mut sink: Sink) {
     let rx = sh.rx.clone();
     let mut b: Batcher<Job> = Batcher::new(sh.max_batch, sh.max_delay);
     let mut draining = false;
@@ -141,7 +150,7 @@ fn batcher_loop(sh: &Shared, work: Sender<Work>) {
                         sh.expire(job, now);
                     }
                     if b.is_full() {
-                        flush(sh, &mut b, &work, now, &mut expired);
+                        flush(sh, &mut b, &mut sink, now, &mut expired);
                         now = Instant::now();
                     }
                 }
@@ -160,7 +169,7 @@ fn batcher_loop(sh: &Shared, work: Sender<Work>) {
             sh.wake_room();
         }
         if b.flush_due(now) || (draining && !b.is_empty()) {
-            flush(sh, &mut b, &work, now, &mut expired);
+            flush(sh, &mut b, &mut sink, now, &mut expired);
         }
         if draining && got == 0 {
             // Exit only when no producer can still send: `in_submit` is read after `closed`
@@ -172,16 +181,10 @@ fn batcher_loop(sh: &Shared, work: Sender<Work>) {
             thread::yield_now();
         }
     }
-    // Dropping `work` lets the workers finish the batches in flight and exit.
+    // Dropping the sink lets the workers finish the batches in flight and exit.
 }
 
-fn flush(
-    sh: &Shared,
-    b: &mut Batcher<Job>,
-    work: &Sender<Work>,
-    now: Instant,
-    expired: &mut Vec<Job>,
-) {
+fn flush(sh: &Shared, b: &mut Batcher<Job>, sink: &mut Sink, now: Instant, expired: &mut Vec<Job>) {
     let mut jobs = sh.spare_jobs.pop().unwrap_or_else(|| Vec::with_capacity(sh.max_batch));
     b.take(now, &mut jobs, expired);
     for job in expired.drain(..) {
@@ -209,6 +212,10 @@ fn flush(
         }
     });
     let batch = Batch::from_columns(columns, n, width).expect("length is n * width");
+    let work = match sink {
+        Sink::Inline(scorer) => return scorer.score(sh, Work { batch, jobs }),
+        Sink::Workers(work) => work,
+    };
     // Blocks while every worker is busy and the hand-off slot is taken: backpressure reaches
     // the queue, which keeps accepting until it is full.
     if let Err(failed) = work.send(Work { batch, jobs }) {
@@ -222,18 +229,31 @@ fn flush(
     }
 }
 
-fn worker_loop(sh: &Shared, backend: &dyn Backend, work: Receiver<Work>, recorder: usize) {
-    let mut out = Vec::new();
-    let mut keep = Vec::new();
-    let ow = sh.out_width;
-    while let Ok(Work { mut batch, mut jobs }) = work.recv() {
+/// Scores batches and answers their events; owned by one thread.
+pub(crate) struct Scorer {
+    backend: Arc<dyn Backend>,
+    recorder: usize,
+    out: Vec<f32>,
+    keep: Vec<bool>,
+}
+
+impl Scorer {
+    /// A scorer recording its metrics into recorder `recorder`.
+    pub(crate) fn new(backend: Arc<dyn Backend>, recorder: usize) -> Self {
+        Scorer { backend, recorder, out: Vec::new(), keep: Vec::new() }
+    }
+
+    fn score(&mut self, sh: &Shared, Work { mut batch, mut jobs }: Work) {
+        let backend = &*self.backend;
+        let (out, keep) = (&mut self.out, &mut self.keep);
+        let ow = sh.out_width;
         let t0 = Instant::now();
-        // Deadlines that passed while the batch waited for this worker: drop those rows before
+        // Deadlines that passed while the batch waited for a scorer: drop those rows before
         // spending model time on them.
         if jobs.iter().any(|j| j.deadline.is_some_and(|d| d <= t0)) {
             keep.clear();
             keep.extend(jobs.iter().map(|j| j.deadline.is_none_or(|d| d > t0)));
-            batch.retain_rows(&keep);
+            batch.retain_rows(keep);
             let mut k = keep.iter();
             for job in std::mem::take(&mut jobs) {
                 if *k.next().expect("one flag per job") {
@@ -247,7 +267,7 @@ fn worker_loop(sh: &Shared, backend: &dyn Backend, work: Receiver<Work>, recorde
         if n > 0 {
             out.clear();
             out.resize(n * ow, 0.0);
-            let result = backend.score_batch(&batch, sh.output, &mut out);
+            let result = backend.score_batch(&batch, sh.output, out);
             let t1 = Instant::now();
             let scoring = t1 - t0;
             let old = sh.scoring_estimate_ns.load(Ordering::Relaxed);
@@ -255,7 +275,7 @@ fn worker_loop(sh: &Shared, backend: &dyn Backend, work: Receiver<Work>, recorde
             sh.scoring_estimate_ns
                 .store(if old == 0 { scoring.as_nanos() as u64 } else { new }, Ordering::Relaxed);
             let counters = &sh.metrics.counters;
-            sh.metrics.with(recorder, |rec| {
+            sh.metrics.with(self.recorder, |rec| {
                 rec.record(Stage::Scoring, scoring);
                 rec.record_batch(n);
                 match &result {
@@ -283,5 +303,11 @@ fn worker_loop(sh: &Shared, backend: &dyn Backend, work: Receiver<Work>, recorde
         }
         let _ = sh.spare_columns.push(batch.into_values());
         let _ = sh.spare_jobs.push(jobs);
+    }
+}
+
+fn worker_loop(sh: &Shared, mut scorer: Scorer, work: Receiver<Work>) {
+    while let Ok(w) = work.recv() {
+        scorer.score(sh, w);
     }
 }

@@ -59,7 +59,8 @@ pub struct BenchArgs {
     /// Scoring threads: callers in direct mode, runtime workers in stream mode.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Events in flight per producer in closed loop (default: 4 x batch, at least 64).
+    /// Events in flight per producer in closed loop (default: 4 x batch, at least 64). The open
+    /// loop (`--rate`) never waits on answers.
     #[arg(long)]
     window: Option<usize>,
     /// auto or reference.
@@ -80,6 +81,9 @@ pub struct BenchArgs {
     /// One JSON object per configuration instead of a table.
     #[arg(long)]
     json: bool,
+    /// After each stream configuration, print the runtime's metrics (Prometheus text) on stderr.
+    #[arg(long)]
+    prometheus: bool,
 }
 
 /// One configuration's result.
@@ -191,7 +195,12 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 .with_workers(args.threads)
                 .with_queue_capacity(args.queue);
             let window = args.window.unwrap_or((batch * 4).max(64));
-            stream(&forest, config, &rows, args.producers, window, args.rate, duration, tick)?
+            let o =
+                stream(&forest, config, &rows, args.producers, window, args.rate, duration, tick)?;
+            if args.prometheus {
+                bar.suspend(|| eprint!("{}", o.1.prometheus()));
+            }
+            o.0
         };
         if mode == "direct" {
             direct_rate.insert(batch, outcome.rows_per_sec());
@@ -353,7 +362,7 @@ fn stream(
     rate: Option<f64>,
     duration: Duration,
     tick: impl Fn(Duration),
-) -> Result<Outcome, Error> {
+) -> Result<(Outcome, streamscore::MetricsSnapshot), Error> {
     let batch = config.max_batch.get();
     let max_delay_us = config.max_delay.as_micros() as u64;
     let rt = Runtime::from_forest(forest.clone(), config)?;
@@ -367,20 +376,23 @@ fn stream(
                 let (rt, row_major) = (&rt, &row_major);
                 s.spawn(move || {
                     let mut window_q = VecDeque::with_capacity(window);
-                    let interval =
-                        rate.map(|r| Duration::from_secs_f64(producers as f64 / r.max(1e-9)));
-                    let mut next_send = start;
+                    let per_producer = rate.map(|r| r.max(1e-9) / producers as f64);
+                    let mut sent = 0u64;
                     let mut i = p * (n / producers);
                     while start.elapsed() < duration {
-                        if let Some(iv) = interval {
-                            // Open loop: keep the schedule, collecting answers while early.
-                            while Instant::now() < next_send {
+                        if let Some(rp) = per_producer {
+                            // Open loop in ~50 µs ticks: submit every event due by now, collect
+                            // the answers that are in, then sleep, so the producer does not
+                            // take a core away from the runtime's threads.
+                            let due = (start.elapsed().as_secs_f64() * rp) as u64;
+                            if sent >= due {
                                 while window_q.front().is_some_and(|t: &Ticket| t.is_ready()) {
                                     settle(&mut window_q);
                                 }
-                                std::hint::spin_loop();
+                                std::thread::sleep(Duration::from_micros(50));
+                                continue;
                             }
-                            next_send += iv;
+                            sent += 1;
                         }
                         let r = i % n;
                         i += 1;
@@ -388,10 +400,10 @@ fn stream(
                             Ok(t) => window_q.push_back(t),
                             // Closed loop: wait for room by settling the oldest. Open loop: the
                             // event is dropped and counted as rejected.
-                            Err(_) if interval.is_none() => settle(&mut window_q),
+                            Err(_) if per_producer.is_none() => settle(&mut window_q),
                             Err(_) => {}
                         }
-                        if window_q.len() >= window {
+                        if per_producer.is_none() && window_q.len() >= window {
                             settle(&mut window_q);
                         }
                     }
@@ -411,7 +423,7 @@ fn stream(
     let m = rt.metrics();
     let latency_ns = *m.stage(Stage::EndToEnd);
     let us = |s: Stage| m.stage(s).p50 as f64 / 1e3;
-    Ok(Outcome {
+    let outcome = Outcome {
         mode: "stream",
         batch,
         max_delay_us: Some(max_delay_us),
@@ -425,5 +437,6 @@ fn stream(
         lost: m.accepted - m.answered(),
         stages_us: Some([us(Stage::Queue), us(Stage::Batching), us(Stage::Scoring)]),
         mean_batch: m.batch_rows.sum / m.batch_rows.count.max(1) as f64,
-    })
+    };
+    Ok((outcome, m))
 }
