@@ -33,19 +33,40 @@ impl Reference {
 
     /// Scores `batch` in f64 (raw margins, or transformed), row-major.
     pub fn score_f64(&self, batch: &Batch, output: Output) -> Result<Vec<f64>> {
-        let forest = &*self.forest;
-        check_width(forest.n_features, batch)?;
+        check_width(self.forest.n_features, batch)?;
         let width = self.output_width(output);
         let mut out = vec![0.0; batch.n_rows() * width];
-        let mut raw = vec![0.0; forest.n_groups];
-        for (r, row_out) in out.chunks_exact_mut(width).enumerate() {
-            forest.raw_row(|f| batch.value(r, f), &mut raw);
+        self.each_row(batch, output, |r, values| {
+            out[r * width..(r + 1) * width].copy_from_slice(values)
+        });
+        Ok(out)
+    }
+
+    /// Calls `emit(row, values)` with each row's raw margins or transformed outputs, in f64.
+    /// Scratch lives on the stack for up to `STACK_GROUPS` groups, so scoring allocates nothing
+    /// for those models. The batch width has been checked by the caller.
+    fn each_row(&self, batch: &Batch, output: Output, mut emit: impl FnMut(usize, &[f64])) {
+        let forest = &*self.forest;
+        let (groups, width) = (forest.n_groups, self.output_width(output));
+        let mut stack = [0.0f64; 2 * STACK_GROUPS];
+        let mut heap = Vec::new();
+        let scratch = if groups <= STACK_GROUPS {
+            &mut stack[..2 * groups]
+        } else {
+            heap.resize(2 * groups, 0.0);
+            &mut heap[..]
+        };
+        let (raw, transformed) = scratch.split_at_mut(groups);
+        for r in 0..batch.n_rows() {
+            forest.raw_row(|f| batch.value(r, f), raw);
             match output {
-                Output::Raw => row_out.copy_from_slice(&raw),
-                Output::Transformed => forest.transform_row(&raw, row_out),
+                Output::Raw => emit(r, raw),
+                Output::Transformed => {
+                    forest.transform_row(raw, &mut transformed[..width]);
+                    emit(r, &transformed[..width]);
+                }
             }
         }
-        Ok(out)
     }
 }
 
@@ -76,29 +97,11 @@ impl Backend for Reference {
             return Err(Error::OutputLength { expected, got: out.len() });
         }
         let width = self.output_width(output);
-        let groups = self.forest.n_groups;
-        if groups > STACK_GROUPS {
-            for (o, v) in out.iter_mut().zip(self.score_f64(batch, output)?) {
+        self.each_row(batch, output, |r, values| {
+            for (o, &v) in out[r * width..(r + 1) * width].iter_mut().zip(values) {
                 *o = v as f32;
             }
-            return Ok(());
-        }
-        // Up to STACK_GROUPS outputs per row: scratch on the stack, so scoring allocates nothing.
-        let mut raw = [0.0f64; STACK_GROUPS];
-        let mut transformed = [0.0f64; STACK_GROUPS];
-        for (r, row_out) in out.chunks_exact_mut(width).enumerate() {
-            self.forest.raw_row(|f| batch.value(r, f), &mut raw[..groups]);
-            let values = match output {
-                Output::Raw => &raw[..groups],
-                Output::Transformed => {
-                    self.forest.transform_row(&raw[..groups], &mut transformed[..width]);
-                    &transformed[..width]
-                }
-            };
-            for (o, &v) in row_out.iter_mut().zip(values) {
-                *o = v as f32;
-            }
-        }
+        });
         Ok(())
     }
 }
