@@ -91,10 +91,7 @@ fn end_to_end(c: &mut Criterion) {
         let forest = load_forest(root.join("models/golden").join(name).join("model.txt")).unwrap();
         let rows = synthetic_rows(&forest, N, 1);
         let w = forest.n_features;
-        let row_major: Vec<f32> = (0..N)
-            .flat_map(|r| (0..w).map(move |f| (r, f)))
-            .map(|(r, f)| rows.value(r, f))
-            .collect();
+        let row_major = rows.to_rows();
         let reference = Reference::new(forest.clone());
         group.bench_function(BenchmarkId::new("direct", name), |b| {
             let mut out = vec![0.0; N];

@@ -82,9 +82,7 @@ fn golden_rows(name: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let w = reference.output_width(Output::Transformed);
     let mut expected = vec![0.0; batch.n_rows() * w];
     reference.score_batch(&batch, Output::Transformed, &mut expected).unwrap();
-    let rows = (0..batch.n_rows())
-        .map(|r| (0..batch.n_features()).map(|f| batch.value(r, f)).collect())
-        .collect();
+    let rows = batch.to_rows().chunks(batch.n_features()).map(<[f32]>::to_vec).collect();
     (rows, expected.chunks(w).map(|c| c.to_vec()).collect())
 }
 

@@ -39,6 +39,24 @@ impl Batch {
         Ok(Batch { n_rows, n_features, values })
     }
 
+    /// The rows, row-major (`n_features` values per row): the inverse of [`Batch::from_rows`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rows = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    /// assert_eq!(streamscore::Batch::from_rows(&rows, 3).unwrap().to_rows(), rows);
+    /// ```
+    pub fn to_rows(&self) -> Vec<f32> {
+        let mut rows = vec![0.0; self.values.len()];
+        for (f, column) in self.values.chunks_exact(self.n_rows.max(1)).enumerate() {
+            for (r, &v) in column.iter().enumerate() {
+                rows[r * self.n_features + f] = v;
+            }
+        }
+        rows
+    }
+
     /// Builds a batch from feature-major values (`n_rows` per column).
     pub fn from_columns(values: Vec<f32>, n_rows: usize, n_features: usize) -> Result<Self> {
         if n_rows.checked_mul(n_features) != Some(values.len()) {

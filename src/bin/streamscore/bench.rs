@@ -367,7 +367,7 @@ fn stream(
     let max_delay_us = config.max_delay.as_micros() as u64;
     let rt = Runtime::from_forest(forest.clone(), config)?;
     let (n, w) = (rows.n_rows(), rows.n_features());
-    let row_major: Vec<f32> = (0..n).flat_map(|r| (0..w).map(move |f| rows.value(r, f))).collect();
+    let row_major = rows.to_rows();
     let producers = producers.max(1);
     let start = Instant::now();
     std::thread::scope(|s| {
