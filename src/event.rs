@@ -85,6 +85,27 @@ pub enum NonFinitePolicy {
     Reject,
 }
 
+impl NonFinitePolicy {
+    /// Position of the first value this policy refuses, if any (only `Reject` refuses).
+    pub(crate) fn refused(self, values: &[f32]) -> Option<usize> {
+        match self {
+            NonFinitePolicy::Reject => values.iter().position(|v| !v.is_finite()),
+            NonFinitePolicy::Missing | NonFinitePolicy::InfAsMissing => None,
+        }
+    }
+
+    /// True when the policy rewrites some of `values` (infinities under `InfAsMissing`).
+    pub(crate) fn rewrites(self, values: &[f32]) -> bool {
+        self == NonFinitePolicy::InfAsMissing && values.iter().any(|v| v.is_infinite())
+    }
+
+    /// The value the model sees for an accepted `v`.
+    #[inline]
+    pub(crate) fn clean(self, v: f32) -> f32 {
+        if self == NonFinitePolicy::InfAsMissing && v.is_infinite() { f32::NAN } else { v }
+    }
+}
+
 /// The model's feature names and their positions, for building events by name.
 ///
 /// # Examples
@@ -175,18 +196,14 @@ pub(crate) fn copy_checked(
     if src.len() != width {
         return Err(Error::WidthMismatch { expected: width, got: src.len() });
     }
+    if let Some(feature) = policy.refused(src) {
+        return Err(Error::NonFinite { feature, value: src[feature] });
+    }
     dst.clear();
-    match policy {
-        NonFinitePolicy::Missing => dst.extend_from_slice(src),
-        NonFinitePolicy::InfAsMissing => {
-            dst.extend(src.iter().map(|&v| if v.is_infinite() { f32::NAN } else { v }))
-        }
-        NonFinitePolicy::Reject => {
-            if let Some((feature, &value)) = src.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(Error::NonFinite { feature, value });
-            }
-            dst.extend_from_slice(src);
-        }
+    if policy.rewrites(src) {
+        dst.extend(src.iter().map(|&v| policy.clean(v)));
+    } else {
+        dst.extend_from_slice(src);
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use crossbeam_queue::{ArrayQueue, SegQueue};
 use crate::backend::Backend;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::event::{Event, NonFinitePolicy, Schema, copy_checked};
+use crate::event::{Event, Schema, copy_checked};
 use crate::ingest::reply::{Score, SlotPool, Ticket};
 use crate::ingest::{Job, Rejected};
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -243,25 +243,18 @@ impl Runtime {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let values = batch.as_slice();
+        let (values, policy) = (batch.as_slice(), self.shared.non_finite);
+        if let Some(i) = policy.refused(values) {
+            // Feature-major: value `i` belongs to feature `i / n_rows`.
+            return Err(Error::NonFinite { feature: i / batch.n_rows(), value: values[i] });
+        }
         let cleaned;
-        let batch = match self.shared.non_finite {
-            NonFinitePolicy::Reject => {
-                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::NonFinite {
-                        feature: i / batch.n_rows().max(1),
-                        value: values[i],
-                    });
-                }
-                batch
-            }
-            NonFinitePolicy::InfAsMissing if values.iter().any(|v| v.is_infinite()) => {
-                let v =
-                    values.iter().map(|&v| if v.is_infinite() { f32::NAN } else { v }).collect();
-                cleaned = Batch::from_columns(v, batch.n_rows(), batch.n_features())?;
-                &cleaned
-            }
-            NonFinitePolicy::Missing | NonFinitePolicy::InfAsMissing => batch,
+        let batch = if policy.rewrites(values) {
+            let v = values.iter().map(|&v| policy.clean(v)).collect();
+            cleaned = Batch::from_columns(v, batch.n_rows(), batch.n_features())?;
+            &cleaned
+        } else {
+            batch
         };
         let mut out = vec![0.0; batch.n_rows() * self.shared.out_width];
         self.backend.score_batch(batch, self.config.output, &mut out)?;
