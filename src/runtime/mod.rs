@@ -56,7 +56,6 @@ pub struct Runtime {
     shared: Arc<Shared>,
     backend: Arc<dyn Backend>,
     schema: Schema,
-    config: RuntimeConfig,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -64,7 +63,7 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("backend", &self.backend.name())
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish()
     }
 }
@@ -128,12 +127,8 @@ impl Runtime {
             metrics: Metrics::new(workers + 1),
             width: backend.n_features(),
             out_width: backend.output_width(config.output),
-            output: config.output,
-            non_finite: config.non_finite,
-            overload: config.overload,
             model_version: config.model_version.unwrap_or(0),
-            max_batch,
-            max_delay: config.max_delay,
+            config,
         });
         let mut threads = Vec::with_capacity(workers + 1);
         let spawned = (|| {
@@ -155,7 +150,7 @@ impl Runtime {
             threads.push(pipeline::spawn_batcher(shared.clone(), sink)?);
             std::io::Result::Ok(())
         })();
-        let runtime = Runtime { shared, backend, schema, config, threads: Mutex::new(threads) };
+        let runtime = Runtime { shared, backend, schema, threads: Mutex::new(threads) };
         spawned.map_err(|e| Error::Config(format!("cannot start runtime threads: {e}")))?;
         Ok(runtime)
     }
@@ -172,7 +167,7 @@ impl Runtime {
 
     /// The validated configuration.
     pub fn config(&self) -> &RuntimeConfig {
-        &self.config
+        &self.shared.config
     }
 
     /// Values per score (1, or the number of classes).
@@ -205,7 +200,7 @@ impl Runtime {
     /// Scores one event, blocking the calling thread until the answer (and, under the `block`
     /// policy, until there is room in the queue).
     pub fn score<R: AsRef<[f32]>>(&self, event: Event<R>) -> Result<Score> {
-        if self.shared.overload != Overload::Block {
+        if self.shared.config.overload != Overload::Block {
             return self.try_submit(event).map_err(|r| r.error)?.wait();
         }
         let entered = Entered::new(&self.shared);
@@ -227,7 +222,7 @@ impl Runtime {
             match self.offer(event) {
                 Ok(ticket) => return ticket.await,
                 Err(Rejected { event: back, error: Error::QueueFull })
-                    if self.shared.overload == Overload::Block =>
+                    if self.shared.config.overload == Overload::Block =>
                 {
                     event = back;
                     RoomWait { shared: &self.shared, registered: false }.await;
@@ -243,7 +238,7 @@ impl Runtime {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let (values, policy) = (batch.as_slice(), self.shared.non_finite);
+        let (values, policy) = (batch.as_slice(), self.shared.config.non_finite);
         if let Some(i) = policy.refused(values) {
             // Feature-major: value `i` belongs to feature `i / n_rows`.
             return Err(Error::NonFinite { feature: i / batch.n_rows(), value: values[i] });
@@ -257,7 +252,7 @@ impl Runtime {
             batch
         };
         let mut out = vec![0.0; batch.n_rows() * self.shared.out_width];
-        self.backend.score_batch(batch, self.config.output, &mut out)?;
+        self.backend.score_batch(batch, self.shared.config.output, &mut out)?;
         Ok(out)
     }
 
@@ -287,7 +282,7 @@ impl Runtime {
             return Err(Error::Closed);
         }
         let mut row = sh.rows.pop().unwrap_or_default();
-        if let Err(e) = copy_checked(event.values(), sh.width, sh.non_finite, &mut row) {
+        if let Err(e) = copy_checked(event.values(), sh.width, sh.config.non_finite, &mut row) {
             sh.recycle_row(row);
             return Err(e);
         }
@@ -308,12 +303,10 @@ impl Runtime {
                 }
                 Err(TrySendError::Full(back)) => {
                     job = back.expect("we sent Some");
-                    if sh.overload == Overload::ShedOldest
+                    if sh.config.overload == Overload::ShedOldest
                         && let Ok(Some(old)) = sh.rx.try_recv()
                     {
-                        sh.recycle_row(old.row);
-                        old.reply.send(Err(Error::Shed));
-                        sh.metrics.counters.shed.fetch_add(1, Ordering::Relaxed);
+                        sh.fail(old, Error::Shed, &sh.metrics.counters.shed);
                         continue;
                     }
                     sh.recycle_row(job.row);

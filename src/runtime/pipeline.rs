@@ -1,9 +1,10 @@
-//! The runtime's threads: one batcher (queue -> columnar batches) and N scoring workers
-//! (batch -> backend -> replies), joined by a small bounded channel so the next batch fills
-//! while the current one is scored.
+//! The runtime's threads: one batcher (queue -> columnar batches) that either scores each
+//! batch itself (one worker) or hands it through a small bounded channel to N worker threads
+//! (batch -> backend -> replies), filling the next batch while they score.
 //!
-//! Invariant: every `Job` popped from the queue is answered exactly once, by one of `expire`,
-//! a worker's reply loop, or (if a worker panics) its `Responder`'s drop.
+//! Invariant: every `Job` taken off the queue is answered exactly once, by `Shared::fail`
+//! (expired, shed, no worker), a `Scorer`'s reply loop, or (if a scorer panics) its
+//! `Responder`'s drop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
@@ -15,16 +16,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use crossbeam_utils::CachePadded;
 
-use crate::backend::{Backend, Output};
+use crate::backend::Backend;
 use crate::batch::Batch;
 use crate::batch::batcher::Batcher;
 use crate::error::Error;
-use crate::event::NonFinitePolicy;
 use crate::ingest::Job;
 use crate::ingest::reply::{Score, SlotPool, Timing};
 use crate::metrics::{Metrics, Stage};
 
-use super::config::Overload;
+use super::config::RuntimeConfig;
 
 /// The batcher takes at most this many events per drain round before re-checking its flush
 /// deadline, so a flood cannot delay a due flush.
@@ -48,23 +48,27 @@ pub(crate) struct Shared {
     /// Recent scoring time of one batch (ns), for deadline decisions.
     pub scoring_estimate_ns: AtomicU64,
     pub metrics: Metrics,
+    /// The validated configuration.
+    pub config: RuntimeConfig,
     pub width: usize,
     pub out_width: usize,
-    pub output: Output,
-    pub non_finite: NonFinitePolicy,
-    pub overload: Overload,
+    /// `config.model_version`, defaulted.
     pub model_version: u64,
-    pub max_batch: usize,
-    pub max_delay: Duration,
 }
 
 impl Shared {
     /// Answers an event that cannot meet its deadline; its row buffer goes back to the pool.
-    pub(crate) fn expire(&self, mut job: Job, now: Instant) {
-        self.recycle_row(std::mem::take(&mut job.row));
+    pub(crate) fn expire(&self, job: Job, now: Instant) {
         let waited = now.saturating_duration_since(job.accepted);
-        job.reply.send(Err(Error::Expired { waited }));
-        self.metrics.counters.expired.fetch_add(1, Ordering::Relaxed);
+        self.fail(job, Error::Expired { waited }, &self.metrics.counters.expired);
+    }
+
+    /// Answers an accepted event with `error` instead of a score, counting it in `counter`;
+    /// its row buffer (if it still has one) goes back to the pool.
+    pub(crate) fn fail(&self, job: Job, error: Error, counter: &AtomicU64) {
+        self.recycle_row(job.row);
+        job.reply.send(Err(error));
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn recycle_row(&self, row: Vec<f32>) {
@@ -129,7 +133,7 @@ fn tighten_timer_slack() {
 fn batcher_loop(sh: &Shared, mut sink: Sink) {
     tighten_timer_slack();
     let rx = sh.rx.clone();
-    let mut b: Batcher<Job> = Batcher::new(sh.max_batch, sh.max_delay);
+    let mut b: Batcher<Job> = Batcher::new(sh.config.max_batch.get(), sh.config.max_delay);
     let mut draining = false;
     let mut expired = Vec::new();
     loop {
@@ -196,7 +200,8 @@ fn batcher_loop(sh: &Shared, mut sink: Sink) {
 }
 
 fn flush(sh: &Shared, b: &mut Batcher<Job>, sink: &mut Sink, now: Instant, expired: &mut Vec<Job>) {
-    let mut jobs = sh.spare_jobs.pop().unwrap_or_else(|| Vec::with_capacity(sh.max_batch));
+    let mut jobs =
+        sh.spare_jobs.pop().unwrap_or_else(|| Vec::with_capacity(sh.config.max_batch.get()));
     b.take(now, &mut jobs, expired);
     for job in expired.drain(..) {
         sh.expire(job, now);
@@ -234,8 +239,11 @@ fn flush(sh: &Shared, b: &mut Batcher<Job>, sink: &mut Sink, now: Instant, expir
         // answer the batch rather than lose it.
         for job in failed.0.jobs {
             let message = "no scoring worker is running".to_string();
-            job.reply.send(Err(Error::Backend { backend: "runtime", message }));
-            sh.metrics.counters.errors.fetch_add(1, Ordering::Relaxed);
+            sh.fail(
+                job,
+                Error::Backend { backend: "runtime", message },
+                &sh.metrics.counters.errors,
+            );
         }
     }
 }
@@ -278,7 +286,7 @@ impl Scorer {
         if n > 0 {
             out.clear();
             out.resize(n * ow, 0.0);
-            let result = backend.score_batch(&batch, sh.output, out);
+            let result = backend.score_batch(&batch, sh.config.output, out);
             let t1 = Instant::now();
             let scoring = t1 - t0;
             let old = sh.scoring_estimate_ns.load(Ordering::Relaxed);
