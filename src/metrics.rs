@@ -43,6 +43,12 @@ impl Stage {
     }
 }
 
+/// An empty latency histogram in nanoseconds with the runtime's bounds (1 ns to 1 hour, 3
+/// significant digits), for callers that measure alongside the runtime (`streamscore bench`).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_NS, 3).expect("valid static bounds")
+}
+
 pub(crate) struct Recorder {
     hists: [Histogram<u64>; 4],
     batch_rows: Histogram<u64>,
@@ -50,7 +56,7 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     fn new() -> Self {
-        let h = || Histogram::new_with_bounds(1, MAX_NS, 3).expect("valid static bounds");
+        let h = latency_histogram;
         Recorder {
             hists: [h(), h(), h(), h()],
             batch_rows: Histogram::new_with_bounds(1, 1 << 24, 3).expect("valid static bounds"),
@@ -112,14 +118,7 @@ impl Metrics {
         }
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let summary = |h: &Histogram<u64>| Summary {
-            count: h.len(),
-            sum: h.mean() * h.len() as f64,
-            p50: h.value_at_quantile(0.5),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        };
+        let summary = Summary::of;
         MetricsSnapshot {
             accepted: get(&c.accepted),
             rejected: get(&c.rejected),
@@ -149,6 +148,20 @@ pub struct Summary {
     pub p999: u64,
     /// Largest sample.
     pub max: u64,
+}
+
+impl Summary {
+    /// Count, sum and quantiles of `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Summary {
+            count: h.len(),
+            sum: h.mean() * h.len() as f64,
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
 }
 
 /// A point-in-time copy of every metric.

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use streamscore::io::{Columns, read_rows, synthetic_rows};
-use streamscore::metrics::Summary;
+use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
     Backend, BackendChoice, Batch, Error, Event, Forest, Output, Runtime, RuntimeConfig, Stage,
     Ticket,
@@ -108,10 +108,6 @@ impl Outcome {
     fn rows_per_sec(&self) -> f64 {
         self.rows as f64 / self.seconds
     }
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
@@ -289,7 +285,7 @@ fn direct(
             .map(|t| {
                 let (chunks, scored) = (&chunks, &scored);
                 s.spawn(move || {
-                    let mut h = histogram();
+                    let mut h = latency_histogram();
                     let mut out = vec![0.0; batch * out_width];
                     let mut i = t;
                     while start.elapsed() < duration {
@@ -314,18 +310,11 @@ fn direct(
         handles.into_iter().map(|h| h.join().expect("bench thread")).collect()
     });
     let seconds = start.elapsed().as_secs_f64();
-    let mut all = histogram();
+    let mut all = latency_histogram();
     for h in &hists {
         let _ = all.add(h);
     }
-    let latency_ns = Summary {
-        count: all.len(),
-        sum: all.mean() * all.len() as f64,
-        p50: all.value_at_quantile(0.5),
-        p99: all.value_at_quantile(0.99),
-        p999: all.value_at_quantile(0.999),
-        max: all.max(),
-    };
+    let latency_ns = Summary::of(&all);
     let rows = scored.into_inner();
     Outcome {
         mode: "direct",
