@@ -7,7 +7,8 @@
 mod common;
 
 use common::{Case, golden_cases, parity, real_cases};
-use streamscore::{Backend, Forest, Reference};
+use streamscore::backend::cpu::{Cpu, Kernel};
+use streamscore::{Backend, Batch, Forest, Output, Reference};
 
 /// Runs `make`'s backend over `cases`. With `exact`, every raw margin must also equal the
 /// library's value rounded to f32 (the reference scorer's promise: same branches, same sums).
@@ -39,6 +40,41 @@ fn run_suite(label: &str, cases: &[Case], make: &dyn Fn(Forest) -> Box<dyn Backe
     assert!(!exact || inexact.is_empty(), "{label}: raw margins not bit-identical for {inexact:?}");
 }
 
+/// Scores `batch` in slices of `size` rows and checks every raw margin and prediction equals
+/// the reference scorer's bit for bit (this reaches the short-batch paths: a kernel walks many
+/// trees of one row when a slice has fewer rows than SIMD lanes).
+fn slices_match_reference(label: &str, backend: &dyn Backend, forest: &Forest, batch: &Batch) {
+    let reference = Reference::new(forest.clone());
+    let rows = batch.to_rows();
+    let width = forest.n_features;
+    for size in [1, 3, 15, 16, 17, 64, 65, 130] {
+        for output in [Output::Raw, Output::Transformed] {
+            let w = backend.output_width(output);
+            for chunk in rows.chunks(size * width).take(6) {
+                let slice = Batch::from_rows(chunk, width).unwrap();
+                let (mut got, mut want) =
+                    (vec![0.0; slice.n_rows() * w], vec![0.0; slice.n_rows() * w]);
+                backend.score_batch(&slice, output, &mut got).unwrap();
+                reference.score_batch(&slice, output, &mut want).unwrap();
+                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{label}: batch of {size} rows, {output:?}: {got:?} vs {want:?}");
+            }
+        }
+    }
+}
+
+/// A fast CPU scorer with `kernel`, or `None` (said loudly) where this CPU cannot run it.
+fn cpu(kernel: Kernel, threads: usize) -> Option<impl Fn(Forest) -> Box<dyn Backend>> {
+    if !kernel.is_available() {
+        eprintln!("SKIP kernel {kernel}: this CPU lacks its features");
+        return None;
+    }
+    Some(move |f: Forest| {
+        let cpu = Cpu::new(f).unwrap().with_kernel(kernel).unwrap().with_threads(threads).unwrap();
+        Box::new(cpu) as Box<dyn Backend>
+    })
+}
+
 macro_rules! parity_suite {
     ($($name:ident => $make:expr, exact: $exact:expr);* $(;)?) => {$(
         mod $name {
@@ -46,13 +82,44 @@ macro_rules! parity_suite {
 
             #[test]
             fn golden_files() {
-                run_suite(stringify!($name), &golden_cases(), &$make, $exact);
+                let Some(make) = $make else { return };
+                run_suite(stringify!($name), &golden_cases(), &make, $exact);
             }
 
             #[test]
             fn real_models() {
+                let Some(make) = $make else { return };
                 if let Some(cases) = real_cases() {
-                    run_suite(stringify!($name), &cases, &$make, $exact);
+                    run_suite(stringify!($name), &cases, &make, $exact);
+                }
+            }
+
+            #[test]
+            fn every_batch_size() {
+                let Some(make) = $make else { return };
+                for case in golden_cases().iter().chain(real_cases().iter().flatten()) {
+                    let forest = case.forest();
+                    let batch = case.batch(&forest);
+                    let backend = make(forest.clone());
+                    slices_match_reference(&case.name, backend.as_ref(), &forest, &batch);
+                }
+            }
+
+            /// Batches large enough to be split across threads give the reference's scores.
+            #[test]
+            fn large_batches() {
+                let Some(make) = $make else { return };
+                for case in golden_cases().iter().chain(real_cases().iter().flatten()).step_by(3) {
+                    let forest = case.forest();
+                    let batch = streamscore::io::synthetic_rows(&forest, 20_000, 7);
+                    let backend = make(forest.clone());
+                    let reference = Reference::new(forest);
+                    let w = backend.output_width(Output::Raw);
+                    let (mut got, mut want) = (vec![0.0; 20_000 * w], vec![0.0; 20_000 * w]);
+                    backend.score_batch(&batch, Output::Raw, &mut got).unwrap();
+                    reference.score_batch(&batch, Output::Raw, &mut want).unwrap();
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{}: large batch differs from the reference", case.name);
                 }
             }
         }
@@ -60,7 +127,13 @@ macro_rules! parity_suite {
 }
 
 parity_suite! {
-    reference => |f: Forest| Box::new(Reference::new(f)) as Box<dyn Backend>, exact: true;
+    reference => Some(|f: Forest| Box::new(Reference::new(f)) as Box<dyn Backend>), exact: true;
+    cpu_scalar => cpu(Kernel::Scalar, 1), exact: true;
+    cpu_avx2 => cpu(Kernel::Avx2, 1), exact: true;
+    cpu_avx512 => cpu(Kernel::Avx512, 1), exact: true;
+    cpu_scalar_2_threads => cpu(Kernel::Scalar, 2), exact: true;
+    cpu_avx2_2_threads => cpu(Kernel::Avx2, 2), exact: true;
+    cpu_avx512_2_threads => cpu(Kernel::Avx512, 2), exact: true;
 }
 
 /// The .npy copy of every input gives the same rows as the CSV (NaN included).

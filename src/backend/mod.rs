@@ -38,9 +38,22 @@ pub trait Backend: Send + Sync {
     fn score_batch(&self, batch: &Batch, output: Output, out: &mut [f32]) -> Result<()>;
 }
 
-/// The backend for `choice` and `forest`. `Auto` picks the fastest one this machine supports.
+/// The backend for `choice` and `forest`. `Auto` picks the fastest one this machine supports:
+/// the fast CPU scorer, or the reference scorer for a forest the fast layout cannot hold (said
+/// once, in the log).
 pub fn select(choice: BackendChoice, forest: Forest) -> Result<Arc<dyn Backend>> {
     Ok(match choice {
-        BackendChoice::Auto | BackendChoice::Reference => Arc::new(cpu::Reference::new(forest)),
+        BackendChoice::Reference => Arc::new(cpu::Reference::new(forest)),
+        BackendChoice::Cpu => Arc::new(cpu::Cpu::new(forest)?),
+        BackendChoice::Auto => {
+            let forest = Arc::new(forest);
+            match cpu::Cpu::new(forest.clone()) {
+                Ok(fast) => Arc::new(fast),
+                Err(e) => {
+                    log::warn!("fast CPU scorer unavailable ({e}); using the reference scorer");
+                    Arc::new(cpu::Reference::new(forest))
+                }
+            }
+        }
     })
 }

@@ -16,6 +16,9 @@ pub enum BackendChoice {
     Auto,
     /// The scalar reference scorer (the truth every other backend is tested against).
     Reference,
+    /// The fast CPU tree scorer ([`Cpu`](crate::backend::cpu::Cpu)), with the SIMD kernel
+    /// this machine supports; an error for a model it cannot lay out.
+    Cpu,
 }
 
 impl std::str::FromStr for BackendChoice {
@@ -25,8 +28,9 @@ impl std::str::FromStr for BackendChoice {
         match s {
             "auto" => Ok(BackendChoice::Auto),
             "reference" => Ok(BackendChoice::Reference),
+            "cpu" => Ok(BackendChoice::Cpu),
             other => Err(Error::Config(format!(
-                "unknown backend `{other}` (expected auto or reference)"
+                "unknown backend `{other}` (expected auto, cpu or reference)"
             ))),
         }
     }

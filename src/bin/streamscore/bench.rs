@@ -8,12 +8,14 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use streamscore::backend::cpu::{Cpu, Kernel};
 use streamscore::io::{Columns, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
@@ -63,9 +65,16 @@ pub struct BenchArgs {
     /// loop (`--rate`) never waits on answers.
     #[arg(long)]
     window: Option<usize>,
-    /// auto or reference.
+    /// auto, cpu or reference.
     #[arg(long, default_value = "auto")]
     backend: String,
+    /// Force the fast CPU scorer's kernel: avx512, avx2 or scalar (default: the fastest this
+    /// CPU runs, or STREAMSCORE_KERNEL).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Threads the fast CPU scorer splits one large batch across (direct mode).
+    #[arg(long, default_value_t = 1)]
+    cpu_threads: usize,
     /// Seconds per configuration.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
@@ -110,10 +119,32 @@ impl Outcome {
     }
 }
 
+/// The backend `--backend`, `--kernel` and `--cpu-threads` ask for.
+fn backend(
+    choice: BackendChoice,
+    args: &BenchArgs,
+    forest: &Forest,
+) -> Result<Arc<dyn Backend>, Error> {
+    let tuned = args.kernel.is_some() || args.cpu_threads != 1;
+    if choice == BackendChoice::Cpu || (choice == BackendChoice::Auto && tuned) {
+        let mut cpu = Cpu::new(forest.clone())?.with_threads(args.cpu_threads)?;
+        if let Some(kernel) = &args.kernel {
+            cpu = cpu.with_kernel(kernel.parse::<Kernel>()?)?;
+        }
+        return Ok(Arc::new(cpu));
+    }
+    if tuned {
+        return Err(Error::Config("--kernel and --cpu-threads need --backend cpu or auto".into()));
+    }
+    streamscore::backend::select(choice, forest.clone())
+}
+
 pub fn run(args: BenchArgs) -> Result<(), Error> {
     let choice: BackendChoice = args.backend.parse()?;
     let load = Instant::now();
     let forest = streamscore::load_forest(&args.model)?;
+    let backend = backend(choice, &args, &forest)?;
+    // Load time is what a user waits for: parse, validate and lay out for the backend.
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
     let rows = match &args.input {
         Some(path) => {
@@ -125,7 +156,6 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     if rows.n_rows() == 0 {
         return Err(Error::Input { at: "bench".into(), message: "no rows to score".into() });
     }
-    let backend = streamscore::backend::select(choice, forest.clone())?;
     if !args.json {
         eprintln!(
             "model {} ({} trees, {} features), load {load_ms:.2} ms; backend {}; {} rows",

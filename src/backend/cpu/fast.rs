@@ -1,0 +1,322 @@
+//! The fast CPU tree backend: the compact layout (`layout.rs`), a kernel chosen at run time
+//! (`kernel.rs`), blocks of rows and threads.
+//!
+//! A batch is cut into blocks of [`BLOCK`] rows copied into a row-major tile. For a block of 16
+//! rows or more, each tree is walked by all of the block's rows at once (lanes are rows); for
+//! fewer rows, each row walks 64 trees at once (lanes are trees), so a single event still keeps
+//! the kernel's lanes busy. Leaves are summed per row in tree order, in the training library's
+//! precision, so raw margins equal the reference scorer's bit for bit.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
+use crate::backend::cpu::layout::FastForest;
+use crate::backend::{Backend, Output};
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::model::Forest;
+use crate::model::gbdt::Accumulation;
+
+/// Rows per tile. Each tree is walked by all of a tile's rows before the next tree, so a tree's
+/// nodes are fetched into L1 once per tile; larger tiles reuse them more but leave L1 themselves.
+const TILE: usize = 256;
+
+/// A thread takes at least this many (row, tree) walks; below it one thread is faster than
+/// waking another (measured with `cargo bench --bench gbdt -- threads`).
+const MIN_WALKS_PER_THREAD: usize = 1 << 17;
+
+/// Fast CPU scorer for tree ensembles: SIMD kernels chosen at run time, optional threads.
+///
+/// # Examples
+///
+/// ```
+/// use streamscore::backend::cpu::{Cpu, Kernel};
+/// use streamscore::{Backend, Batch, Output, Reference};
+///
+/// let forest = streamscore::load_forest("models/golden/lgb_binary/model.txt")?;
+/// let fast = Cpu::new(forest.clone())?.with_kernel(Kernel::Scalar)?.with_threads(2)?;
+/// let batch = Batch::from_rows(&[0.5, -1.0, 2.0, 0.0, f32::NAN, 1.0, 3.0, -2.0], 8)?;
+/// let (mut a, mut b) = (vec![0.0; 1], vec![0.0; 1]);
+/// fast.score_batch(&batch, Output::Raw, &mut a)?;
+/// Reference::new(forest).score_batch(&batch, Output::Raw, &mut b)?;
+/// assert_eq!(a, b);
+/// # Ok::<(), streamscore::Error>(())
+/// ```
+pub struct Cpu {
+    forest: Arc<Forest>,
+    fast: FastForest,
+    kernel: Kernel,
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl std::fmt::Debug for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cpu")
+            .field("kernel", &self.kernel)
+            .field("threads", &self.threads)
+            .field("trees", &self.fast.n_trees)
+            .finish()
+    }
+}
+
+impl Cpu {
+    /// Lays `forest` out for the fast kernels, with [`Kernel::detect`]'s kernel and one thread.
+    /// Fails with `Unsupported` for the rare forest the compact layout cannot hold.
+    pub fn new(forest: impl Into<Arc<Forest>>) -> Result<Cpu> {
+        let forest = forest.into();
+        let fast = FastForest::new(&forest)?;
+        Ok(Cpu { forest, fast, kernel: Kernel::detect(), threads: 1, pool: None })
+    }
+
+    /// Forces `kernel`; errors when this CPU cannot run it.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Result<Cpu> {
+        self.kernel = kernel.check()?;
+        Ok(self)
+    }
+
+    /// Scores large batches on `threads` threads (a pool owned by this scorer). Batches too
+    /// small to pay for a hand-off stay on the caller's thread.
+    pub fn with_threads(mut self, threads: usize) -> Result<Cpu> {
+        if threads == 0 || threads > 1024 {
+            return Err(Error::Config(format!("threads must be 1..=1024, got {threads}")));
+        }
+        self.pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("streamscore-cpu-{i}"))
+                .build()
+                .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
+            Some(pool)
+        } else {
+            None
+        };
+        self.threads = threads;
+        Ok(self)
+    }
+
+    /// The kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Threads used for large batches.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Scores rows `first..first + out.len() / width` of `batch` into `out`.
+    fn score_rows(&self, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
+        match self.fast.accumulation {
+            Accumulation::F64 => self.score_rows_as::<f64>(batch, first, output, out),
+            Accumulation::F32 => self.score_rows_as::<f32>(batch, first, output, out),
+        }
+    }
+
+    fn score_rows_as<S: Sum>(&self, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
+        let fast = &self.fast;
+        let (groups, width) = (self.forest.n_groups, self.output_width(output));
+        let stride = fast.stride();
+        SCRATCH.with_borrow_mut(|s| {
+            s.prepare(stride, groups, width);
+            let Scratch { tile, acc, raw, transformed, roots, bases, leaves, .. } = s;
+            for (b, out) in out.chunks_mut(TILE * width).enumerate() {
+                let r0 = first + b * TILE;
+                let n = out.len() / width;
+                for f in 0..fast.n_features {
+                    for (i, &v) in batch.column(f)[r0..r0 + n].iter().enumerate() {
+                        tile[i * stride + f] = v;
+                    }
+                }
+                for a in acc.chunks_exact_mut(groups).take(n) {
+                    for (a, &m) in a.iter_mut().zip(&fast.base_margin) {
+                        *a = S::start(m).to_f64();
+                    }
+                }
+                if n >= LANES {
+                    // Lanes are rows: every row of the tile walks tree t, BLOCK rows at a time.
+                    let lanes = n.next_multiple_of(LANES);
+                    for (i, b) in bases[..lanes].iter_mut().enumerate() {
+                        *b = (i * stride) as u32;
+                    }
+                    for t in 0..fast.n_trees {
+                        let g = fast.groups[t] as usize;
+                        for start in (0..lanes).step_by(BLOCK) {
+                            let l = start..(start + BLOCK).min(lanes);
+                            let k = l.len();
+                            roots[..k].fill(fast.roots[t]);
+                            self.kernel.walk(fast, tile, &roots[..k], &bases[l], &mut leaves[..k]);
+                            for (i, &leaf) in (start..n).zip(&leaves[..k]) {
+                                let a = &mut acc[i * groups + g];
+                                *a = S::from_f64(*a).add(fast.values[leaf as usize]).to_f64();
+                            }
+                        }
+                    }
+                } else {
+                    // Lanes are trees: each row walks BLOCK trees at once.
+                    for i in 0..n {
+                        bases[..BLOCK].fill((i * stride) as u32);
+                        for (c, chunk) in fast.roots.chunks_exact(BLOCK).enumerate() {
+                            self.kernel.walk(fast, tile, chunk, &bases[..BLOCK], leaves);
+                            let trees = c * BLOCK..((c + 1) * BLOCK).min(fast.n_trees);
+                            for (t, &leaf) in trees.zip(leaves.iter()) {
+                                let a = &mut acc[i * groups + fast.groups[t] as usize];
+                                *a = S::from_f64(*a).add(fast.values[leaf as usize]).to_f64();
+                            }
+                        }
+                    }
+                }
+                for (i, o) in out.chunks_exact_mut(width).enumerate() {
+                    let sums = &acc[i * groups..(i + 1) * groups];
+                    match output {
+                        Output::Raw => {
+                            for (o, &v) in o.iter_mut().zip(sums) {
+                                *o = v as f32;
+                            }
+                        }
+                        Output::Transformed => {
+                            raw.copy_from_slice(sums);
+                            self.forest.transform_row(raw, transformed);
+                            for (o, &v) in o.iter_mut().zip(transformed.iter()) {
+                                *o = v as f32;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// How one accumulation step is formed: f64 for LightGBM, f32 for XGBoost (the accumulator is
+/// kept in f64 between steps; an f32 accumulator only ever holds f32 values, so that is exact).
+trait Sum: Copy {
+    fn start(base: f64) -> Self;
+    fn from_f64(v: f64) -> Self;
+    fn add(self, leaf: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl Sum for f64 {
+    #[inline(always)]
+    fn start(base: f64) -> f64 {
+        base
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+    #[inline(always)]
+    fn add(self, leaf: f64) -> f64 {
+        self + leaf
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+impl Sum for f32 {
+    #[inline(always)]
+    fn start(base: f64) -> f32 {
+        base as f32
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+    #[inline(always)]
+    fn add(self, leaf: f64) -> f32 {
+        self + leaf as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+/// Per-thread buffers, grown once and reused, so that scoring allocates nothing per batch.
+#[derive(Default)]
+struct Scratch {
+    stride: usize,
+    tile: Vec<f32>,
+    acc: Vec<f64>,
+    raw: Vec<f64>,
+    transformed: Vec<f64>,
+    roots: Vec<u32>,
+    bases: Vec<u32>,
+    leaves: Vec<u32>,
+}
+
+impl Scratch {
+    fn prepare(&mut self, stride: usize, groups: usize, width: usize) {
+        if self.stride != stride {
+            // Every cell starts as NaN: the padding column must hold NaN (leaves read it and
+            // must stay put), and rows past a short block's end are walked but never summed.
+            self.tile.clear();
+            self.tile.resize(TILE * stride, f32::NAN);
+            self.stride = stride;
+        }
+        self.acc.resize(TILE * groups, 0.0);
+        self.raw.resize(groups, 0.0);
+        self.transformed.resize(width, 0.0);
+        self.bases.resize(TILE, 0);
+        for v in [&mut self.roots, &mut self.leaves] {
+            v.resize(BLOCK, 0);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl Backend for Cpu {
+    fn name(&self) -> &'static str {
+        match self.kernel {
+            Kernel::Avx512 => "cpu-avx512",
+            Kernel::Avx2 => "cpu-avx2",
+            Kernel::Scalar => "cpu-scalar",
+        }
+    }
+
+    fn n_features(&self) -> usize {
+        self.forest.n_features
+    }
+
+    fn output_width(&self, output: Output) -> usize {
+        self.forest.output_width(output == Output::Raw)
+    }
+
+    fn score_batch(&self, batch: &Batch, output: Output, out: &mut [f32]) -> Result<()> {
+        if batch.n_features() != self.forest.n_features {
+            return Err(Error::WidthMismatch {
+                expected: self.forest.n_features,
+                got: batch.n_features(),
+            });
+        }
+        let width = self.output_width(output);
+        let rows = batch.n_rows();
+        if out.len() != rows * width {
+            return Err(Error::OutputLength { expected: rows * width, got: out.len() });
+        }
+        let walks = rows * self.fast.n_trees.max(1);
+        let parts = (walks / MIN_WALKS_PER_THREAD).clamp(1, self.threads);
+        match &self.pool {
+            Some(pool) if parts > 1 && width > 0 => {
+                // Whole blocks per part, so that only the last block of the batch is short.
+                let rows_per = rows.div_ceil(parts).next_multiple_of(TILE);
+                pool.install(|| {
+                    out.par_chunks_mut(rows_per * width)
+                        .enumerate()
+                        .for_each(|(p, out)| self.score_rows(batch, p * rows_per, output, out))
+                });
+            }
+            _ => self.score_rows(batch, 0, output, out),
+        }
+        Ok(())
+    }
+}
