@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Case, golden_cases, parity, real_cases};
-use streamscore::backend::cpu::{Cpu, Kernel};
+use streamscore::backend::cpu::{Algorithm, Cpu, Kernel};
 use streamscore::{Backend, Batch, Forest, Output, Reference};
 
 /// Runs `make`'s backend over `cases`. With `exact`, every raw margin must also equal the
@@ -63,15 +63,23 @@ fn slices_match_reference(label: &str, backend: &dyn Backend, forest: &Forest, b
     }
 }
 
-/// A fast CPU scorer with `kernel`, or `None` (said loudly) where this CPU cannot run it.
-fn cpu(kernel: Kernel, threads: usize) -> Option<impl Fn(Forest) -> Box<dyn Backend>> {
+/// A fast CPU scorer with `kernel` and `algorithm`, or `None` (said loudly) where this CPU
+/// cannot run the kernel. Forests the bitvector algorithm cannot hold (trees over 64 leaves)
+/// are traversed, so every golden file still runs.
+fn cpu(
+    kernel: Kernel,
+    algorithm: Algorithm,
+    threads: usize,
+) -> Option<impl Fn(Forest) -> Box<dyn Backend>> {
     if !kernel.is_available() {
         eprintln!("SKIP kernel {kernel}: this CPU lacks its features");
         return None;
     }
     Some(move |f: Forest| {
+        let small = f.trees.iter().all(|t| t.leaves() <= 64);
+        let algorithm = if small { algorithm } else { Algorithm::Traverse };
         let cpu = Cpu::new(f).unwrap().with_kernel(kernel).unwrap().with_threads(threads).unwrap();
-        Box::new(cpu) as Box<dyn Backend>
+        Box::new(cpu.with_algorithm(algorithm).unwrap()) as Box<dyn Backend>
     })
 }
 
@@ -128,12 +136,14 @@ macro_rules! parity_suite {
 
 parity_suite! {
     reference => Some(|f: Forest| Box::new(Reference::new(f)) as Box<dyn Backend>), exact: true;
-    cpu_scalar => cpu(Kernel::Scalar, 1), exact: true;
-    cpu_avx2 => cpu(Kernel::Avx2, 1), exact: true;
-    cpu_avx512 => cpu(Kernel::Avx512, 1), exact: true;
-    cpu_scalar_2_threads => cpu(Kernel::Scalar, 2), exact: true;
-    cpu_avx2_2_threads => cpu(Kernel::Avx2, 2), exact: true;
-    cpu_avx512_2_threads => cpu(Kernel::Avx512, 2), exact: true;
+    traverse_scalar => cpu(Kernel::Scalar, Algorithm::Traverse, 1), exact: true;
+    traverse_avx2 => cpu(Kernel::Avx2, Algorithm::Traverse, 1), exact: true;
+    traverse_avx512 => cpu(Kernel::Avx512, Algorithm::Traverse, 1), exact: true;
+    traverse_avx512_2_threads => cpu(Kernel::Avx512, Algorithm::Traverse, 2), exact: true;
+    bitvector_scalar => cpu(Kernel::Scalar, Algorithm::Bitvector, 1), exact: true;
+    bitvector_avx2 => cpu(Kernel::Avx2, Algorithm::Bitvector, 1), exact: true;
+    bitvector_avx512 => cpu(Kernel::Avx512, Algorithm::Bitvector, 1), exact: true;
+    bitvector_avx2_2_threads => cpu(Kernel::Avx2, Algorithm::Bitvector, 2), exact: true;
 }
 
 /// The .npy copy of every input gives the same rows as the CSV (NaN included).

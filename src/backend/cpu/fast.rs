@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::backend::cpu::bitvector::{Bitvector, ROWS};
 use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
 use crate::backend::cpu::layout::FastForest;
 use crate::backend::{Backend, Output};
@@ -27,6 +28,32 @@ const TILE: usize = 256;
 /// A thread takes at least this many (row, tree) walks; below it one thread is faster than
 /// waking another (measured with `cargo bench --bench gbdt -- threads`).
 const MIN_WALKS_PER_THREAD: usize = 1 << 17;
+
+/// Above this share of categorical and zero-band splits (evaluated one by one there), the
+/// bitvector algorithm loses to traversal (airline, 89% categorical, runs 2x faster traversed).
+const MAX_SPECIAL_SHARE: f64 = 0.05;
+
+/// How the fast CPU scorer finds each tree's leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Walk each tree from its root, many rows at once (any forest).
+    Traverse,
+    /// QuickScorer bitvectors over splits sorted by threshold (trees of at most 64 leaves).
+    /// Chosen by default when it applies and categorical splits are rare.
+    Bitvector,
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Algorithm> {
+        match s {
+            "traverse" => Ok(Algorithm::Traverse),
+            "bitvector" => Ok(Algorithm::Bitvector),
+            _ => Err(Error::Config(format!("unknown algorithm `{s}` (traverse or bitvector)"))),
+        }
+    }
+}
 
 /// Fast CPU scorer for tree ensembles: SIMD kernels chosen at run time, optional threads.
 ///
@@ -48,6 +75,8 @@ const MIN_WALKS_PER_THREAD: usize = 1 << 17;
 pub struct Cpu {
     forest: Arc<Forest>,
     fast: FastForest,
+    /// The QuickScorer form, when the algorithm is `Bitvector`.
+    bitvector: Option<Bitvector>,
     kernel: Kernel,
     threads: usize,
     pool: Option<rayon::ThreadPool>,
@@ -57,6 +86,7 @@ impl std::fmt::Debug for Cpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cpu")
             .field("kernel", &self.kernel)
+            .field("algorithm", &self.algorithm())
             .field("threads", &self.threads)
             .field("trees", &self.fast.n_trees)
             .finish()
@@ -69,7 +99,27 @@ impl Cpu {
     pub fn new(forest: impl Into<Arc<Forest>>) -> Result<Cpu> {
         let forest = forest.into();
         let fast = FastForest::new(&forest)?;
-        Ok(Cpu { forest, fast, kernel: Kernel::detect(), threads: 1, pool: None })
+        let bitvector = Bitvector::new(&forest, &fast)
+            .filter(|bv| bv.special_share() <= MAX_SPECIAL_SHARE && fast.n_trees > 0);
+        Ok(Cpu { forest, fast, bitvector, kernel: Kernel::detect(), threads: 1, pool: None })
+    }
+
+    /// Forces `algorithm`; `Bitvector` errors for a forest with a tree of more than 64 leaves.
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Result<Cpu> {
+        self.bitvector = match algorithm {
+            Algorithm::Traverse => None,
+            Algorithm::Bitvector => {
+                Some(Bitvector::new(&self.forest, &self.fast).ok_or_else(|| {
+                    Error::Config("the bitvector algorithm needs trees of at most 64 leaves".into())
+                })?)
+            }
+        };
+        Ok(self)
+    }
+
+    /// The algorithm in use.
+    pub fn algorithm(&self) -> Algorithm {
+        if self.bitvector.is_some() { Algorithm::Bitvector } else { Algorithm::Traverse }
     }
 
     /// Forces `kernel`; errors when this CPU cannot run it.
@@ -110,6 +160,12 @@ impl Cpu {
 
     /// Scores rows `first..first + out.len() / width` of `batch` into `out`.
     fn score_rows(&self, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
+        if let Some(bv) = &self.bitvector {
+            return match self.fast.accumulation {
+                Accumulation::F64 => self.score_bitvector::<f64>(bv, batch, first, output, out),
+                Accumulation::F32 => self.score_bitvector::<f32>(bv, batch, first, output, out),
+            };
+        }
         match self.fast.accumulation {
             Accumulation::F64 => self.score_rows_as::<f64>(batch, first, output, out),
             Accumulation::F32 => self.score_rows_as::<f32>(batch, first, output, out),
@@ -144,15 +200,11 @@ impl Cpu {
                     }
                     for t in 0..fast.n_trees {
                         let g = fast.groups[t] as usize;
-                        for start in (0..lanes).step_by(BLOCK) {
-                            let l = start..(start + BLOCK).min(lanes);
-                            let k = l.len();
-                            roots[..k].fill(fast.roots[t]);
-                            self.kernel.walk(fast, tile, &roots[..k], &bases[l], &mut leaves[..k]);
-                            for (i, &leaf) in (start..n).zip(&leaves[..k]) {
-                                let a = &mut acc[i * groups + g];
-                                *a = S::from_f64(*a).add(fast.values[leaf as usize]).to_f64();
-                            }
+                        let root = fast.roots[t];
+                        self.kernel.walk_tree(fast, tile, root, n, bases, roots, leaves);
+                        for (i, &leaf) in leaves[..n].iter().enumerate() {
+                            let a = &mut acc[i * groups + g];
+                            *a = S::from_f64(*a).add(fast.values[leaf as usize]).to_f64();
                         }
                     }
                 } else {
@@ -160,7 +212,13 @@ impl Cpu {
                     for i in 0..n {
                         bases[..BLOCK].fill((i * stride) as u32);
                         for (c, chunk) in fast.roots.chunks_exact(BLOCK).enumerate() {
-                            self.kernel.walk(fast, tile, chunk, &bases[..BLOCK], leaves);
+                            self.kernel.walk(
+                                fast,
+                                tile,
+                                chunk,
+                                &bases[..BLOCK],
+                                &mut leaves[..BLOCK],
+                            );
                             let trees = c * BLOCK..((c + 1) * BLOCK).min(fast.n_trees);
                             for (t, &leaf) in trees.zip(leaves.iter()) {
                                 let a = &mut acc[i * groups + fast.groups[t] as usize];
@@ -169,25 +227,87 @@ impl Cpu {
                         }
                     }
                 }
-                for (i, o) in out.chunks_exact_mut(width).enumerate() {
-                    let sums = &acc[i * groups..(i + 1) * groups];
-                    match output {
-                        Output::Raw => {
-                            for (o, &v) in o.iter_mut().zip(sums) {
-                                *o = v as f32;
-                            }
-                        }
-                        Output::Transformed => {
-                            raw.copy_from_slice(sums);
-                            self.forest.transform_row(raw, transformed);
-                            for (o, &v) in o.iter_mut().zip(transformed.iter()) {
-                                *o = v as f32;
-                            }
-                        }
-                    }
-                }
+                emit(&self.forest, output, groups, acc, raw, transformed, out);
             }
         });
+    }
+}
+
+impl Cpu {
+    /// The bitvector algorithm over rows `first..`, 16 rows at a time.
+    fn score_bitvector<S: Sum>(
+        &self,
+        bv: &Bitvector,
+        batch: &Batch,
+        first: usize,
+        output: Output,
+        out: &mut [f32],
+    ) {
+        let fast = &self.fast;
+        let (groups, width, nf) =
+            (self.forest.n_groups, self.output_width(output), fast.n_features);
+        SCRATCH.with_borrow_mut(|s| {
+            s.prepare(fast.stride(), groups, width);
+            s.block.resize(nf * ROWS, f32::NAN);
+            s.state.resize(bv.n_trees * ROWS, 0);
+            let Scratch { acc, raw, transformed, block, state, .. } = s;
+            for (b, out) in out.chunks_mut(ROWS * width).enumerate() {
+                let r0 = first + b * ROWS;
+                let n = out.len() / width;
+                for f in 0..nf {
+                    let column = &mut block[f * ROWS..(f + 1) * ROWS];
+                    column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
+                    column[n..].fill(f32::NAN);
+                }
+                bv.leaves(self.kernel, block, state);
+                let mut sums = [S::start(0.0); ROWS];
+                for g in 0..groups {
+                    sums[..n].fill(S::start(fast.base_margin[g]));
+                    for t in (0..fast.n_trees).filter(|&t| fast.groups[t] as usize == g) {
+                        let lanes = &state[t * ROWS..t * ROWS + n];
+                        let values = &bv.leaf_values[t * 64..t * 64 + 64];
+                        for (sum, &bits) in sums.iter_mut().zip(lanes) {
+                            // A row always keeps its exit leaf, so `bits` is never 0.
+                            *sum = sum.add(values[(bits.trailing_zeros() & 63) as usize]);
+                        }
+                    }
+                    for (i, sum) in sums[..n].iter().enumerate() {
+                        acc[i * groups + g] = sum.to_f64();
+                    }
+                }
+                emit(&self.forest, output, groups, acc, raw, transformed, out);
+            }
+        });
+    }
+}
+
+/// Writes each row's raw sums (`acc`, `groups` per row) or their transform into `out`.
+fn emit(
+    forest: &Forest,
+    output: Output,
+    groups: usize,
+    acc: &[f64],
+    raw: &mut [f64],
+    transformed: &mut [f64],
+    out: &mut [f32],
+) {
+    let width = forest.output_width(output == Output::Raw);
+    for (i, o) in out.chunks_exact_mut(width).enumerate() {
+        let sums = &acc[i * groups..(i + 1) * groups];
+        match output {
+            Output::Raw => {
+                for (o, &v) in o.iter_mut().zip(sums) {
+                    *o = v as f32;
+                }
+            }
+            Output::Transformed => {
+                raw.copy_from_slice(sums);
+                forest.transform_row(raw, transformed);
+                for (o, &v) in o.iter_mut().zip(transformed.iter()) {
+                    *o = v as f32;
+                }
+            }
+        }
     }
 }
 
@@ -249,6 +369,9 @@ struct Scratch {
     roots: Vec<u32>,
     bases: Vec<u32>,
     leaves: Vec<u32>,
+    /// Bitvector algorithm: 16 rows feature-major, and the per-(tree, row) leaf masks.
+    block: Vec<f32>,
+    state: Vec<u64>,
 }
 
 impl Scratch {
@@ -263,9 +386,8 @@ impl Scratch {
         self.acc.resize(TILE * groups, 0.0);
         self.raw.resize(groups, 0.0);
         self.transformed.resize(width, 0.0);
-        self.bases.resize(TILE, 0);
-        for v in [&mut self.roots, &mut self.leaves] {
-            v.resize(BLOCK, 0);
+        for v in [&mut self.bases, &mut self.roots, &mut self.leaves] {
+            v.resize(TILE, 0);
         }
     }
 }

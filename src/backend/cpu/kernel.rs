@@ -128,6 +128,45 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Walks one tree (root `root`) by the tile's rows `0..n`: `leaves[r]` gets row `r`'s leaf.
+    /// `bases[r]` is row `r`'s offset in the tile (`r * stride`), `roots` is scratch; both hold
+    /// at least `n` rounded up to [`LANES`] entries, as does `leaves`. Same safety contract as
+    /// [`Kernel::walk`].
+    #[inline]
+    pub(crate) fn walk_tree(
+        self,
+        forest: &FastForest,
+        tile: &[f32],
+        root: u32,
+        n: usize,
+        bases: &[u32],
+        roots: &mut [u32],
+        leaves: &mut [u32],
+    ) {
+        if forest.nodes[root as usize].offset() == 0 {
+            // A single-leaf tree: every row ends at its root.
+            leaves[..n].fill(root);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512 {
+            debug_assert!(n * forest.stride() <= tile.len() && leaves.len() >= n);
+            // SAFETY: availability was checked when the kernel was chosen; the root is a
+            // split; the tile holds n rows; leaves holds n entries.
+            unsafe { super::x86_64::walk_rows_avx512(forest, tile, root, n, leaves) };
+            return;
+        }
+        let lanes = n.next_multiple_of(LANES);
+        for start in (0..lanes).step_by(BLOCK) {
+            let l = start..(start + BLOCK).min(lanes);
+            let k = l.len();
+            roots[..k].fill(root);
+            self.walk(forest, tile, &roots[..k], &bases[l.clone()], &mut leaves[l]);
+        }
+    }
+}
+
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -20,11 +20,15 @@ use crate::model::Forest;
 use crate::model::gbdt::{Accumulation, CategoryRule, Node as TreeNode, Test, ZERO_BAND};
 
 /// Bits of [`Node::meta`] holding the feature index.
-pub(crate) const FEATURE_MASK: u32 = 0xffff;
+pub(crate) const FEATURE_MASK: u32 = 0x3fff;
 /// Shift of the child offset in [`Node::meta`].
-pub(crate) const OFFSET_SHIFT: u32 = 16;
+pub(crate) const OFFSET_SHIFT: u32 = 14;
 /// Largest distance from a node to its children that the layout can hold.
 pub(crate) const MAX_OFFSET: u32 = 0xfff;
+/// The left child is a leaf (so a walk that goes left is done without loading the leaf).
+pub(crate) const LEFT_LEAF: u32 = 1 << 26;
+/// The right child is a leaf.
+pub(crate) const RIGHT_LEAF: u32 = 1 << 27;
 /// NaN goes right.
 pub(crate) const NAN_RIGHT: u32 = 1 << 28;
 /// The node is categorical: its threshold bits are an offset into [`FastForest::cat`].
@@ -42,14 +46,15 @@ pub(crate) const BLOCK: usize = 64;
 /// once never read past the end.
 pub(crate) const ROOT_PAD: usize = 64;
 
-/// One node of the compact layout.
+/// One node of the compact layout (feature in bits 0-13, child offset in bits 14-25, then the
+/// flags `LEFT_LEAF`, `RIGHT_LEAF`, `NAN_RIGHT`, `CATEGORICAL`, `ZERO`, `ZERO_RIGHT`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 pub(crate) struct Node {
     /// Numeric split: go right iff `x > threshold` (NaN and the zero band by the flags).
     /// Categorical split: the bits are the set's offset in [`FastForest::cat`].
     pub threshold: f32,
-    /// Feature (low 16 bits), child offset (next 12 bits), then the flags.
+    /// Feature, child offset and flags, packed.
     pub meta: u32,
 }
 
@@ -158,8 +163,13 @@ impl FastForest {
                                 ),
                             ));
                         }
-                        out.nodes[at] =
-                            out.split(feature, test, offset, &forest.cat_words, rule)?;
+                        let mut node = out.split(feature, test, offset, &forest.cat_words, rule)?;
+                        for (child, flag) in [(left, LEFT_LEAF), (right, RIGHT_LEAF)] {
+                            if matches!(tree.nodes[child as usize], TreeNode::Leaf(_)) {
+                                node.meta |= flag;
+                            }
+                        }
+                        out.nodes[at] = node;
                         queue.push_back((left as usize, children));
                         queue.push_back((right as usize, children + 1));
                     }
@@ -188,6 +198,12 @@ impl FastForest {
             if node.offset() != 0 && i + node.offset() as usize + 1 >= self.nodes.len() {
                 return bad(format!("node {i} has children past the end"));
             }
+            for (child, flag) in [(0, LEFT_LEAF), (1, RIGHT_LEAF)] {
+                let c = i + node.offset() as usize + child;
+                if node.offset() != 0 && (node.meta & flag != 0) != (self.nodes[c].offset() == 0) {
+                    return bad(format!("node {i} has a wrong leaf flag"));
+                }
+            }
             if node.meta & CATEGORICAL != 0 {
                 let at = node.threshold.to_bits() as usize;
                 let words = self.cat.get(at).map(|h| (h & !IN_SET_LEFT) as usize);
@@ -210,7 +226,7 @@ impl FastForest {
     }
 
     /// The packed form of a split.
-    fn split(
+    pub(crate) fn split(
         &mut self,
         feature: u32,
         test: Test,

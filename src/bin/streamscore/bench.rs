@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use streamscore::backend::cpu::{Cpu, Kernel};
+use streamscore::backend::cpu::{Algorithm, Cpu, Kernel};
 use streamscore::io::{Columns, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// CPU runs, or STREAMSCORE_KERNEL).
     #[arg(long)]
     kernel: Option<String>,
+    /// Force the fast CPU scorer's algorithm: traverse or bitvector (default: bitvector for
+    /// trees of at most 64 leaves with few categorical splits, else traverse).
+    #[arg(long)]
+    algorithm: Option<String>,
     /// Threads the fast CPU scorer splits one large batch across (direct mode).
     #[arg(long, default_value_t = 1)]
     cpu_threads: usize,
@@ -125,11 +129,14 @@ fn backend(
     args: &BenchArgs,
     forest: &Forest,
 ) -> Result<Arc<dyn Backend>, Error> {
-    let tuned = args.kernel.is_some() || args.cpu_threads != 1;
+    let tuned = args.kernel.is_some() || args.algorithm.is_some() || args.cpu_threads != 1;
     if choice == BackendChoice::Cpu || (choice == BackendChoice::Auto && tuned) {
         let mut cpu = Cpu::new(forest.clone())?.with_threads(args.cpu_threads)?;
         if let Some(kernel) = &args.kernel {
             cpu = cpu.with_kernel(kernel.parse::<Kernel>()?)?;
+        }
+        if let Some(algorithm) = &args.algorithm {
+            cpu = cpu.with_algorithm(algorithm.parse::<Algorithm>()?)?;
         }
         return Ok(Arc::new(cpu));
     }
