@@ -1,16 +1,17 @@
-//! Tree scoring: model load time and reference-scorer throughput.
+//! Tree scoring: model load time, the reference scorer (the baseline), every fast CPU kernel
+//! and algorithm on the same rows, and thread scaling.
 //!
-//! The reference scorer is the baseline every faster kernel is measured against; the fast
-//! kernels join this file as they land. Models: committed golden models and, where ../shared is
-//! present, the real lleaves models.
+//! Models: committed golden models and, where ../shared is present, the real lleaves models.
+//! Rows: 16,384 synthetic rows per model drawn within its thresholds.
 //!
-//! `cargo bench --bench gbdt`
+//! `cargo bench --bench gbdt` (groups: load, reference, kernels, threads)
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamscore::io::{Columns, read_rows};
+use streamscore::backend::cpu::{Algorithm, Cpu, Kernel};
+use streamscore::io::{Columns, read_rows, synthetic_rows};
 use streamscore::{Backend, Output, Reference, load_forest};
 
 fn models() -> Vec<(String, PathBuf, PathBuf)> {
@@ -59,5 +60,55 @@ fn reference(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, load, reference);
+/// Every kernel x algorithm against the reference scorer, same rows, raw margins.
+fn kernels(c: &mut Criterion) {
+    let mut group = c.benchmark_group("kernels");
+    group.sample_size(20);
+    for (name, model, _) in models() {
+        let forest = load_forest(&model).unwrap();
+        let batch = synthetic_rows(&forest, 16_384, 11);
+        let reference = Reference::new(forest.clone());
+        let mut out = vec![0.0; batch.n_rows() * reference.output_width(Output::Raw)];
+        group.throughput(Throughput::Elements(batch.n_rows() as u64));
+        group.bench_function(BenchmarkId::new("reference", &name), |b| {
+            b.iter(|| reference.score_batch(&batch, Output::Raw, &mut out).unwrap())
+        });
+        for kernel in Kernel::available() {
+            for algorithm in [Algorithm::Traverse, Algorithm::Bitvector] {
+                let Ok(cpu) = Cpu::new(forest.clone())
+                    .and_then(|c| c.with_kernel(kernel))
+                    .and_then(|c| c.with_algorithm(algorithm))
+                else {
+                    continue;
+                };
+                let id = BenchmarkId::new(format!("{algorithm:?}-{kernel}"), &name);
+                group.bench_function(id, |b| {
+                    b.iter(|| cpu.score_batch(&batch, Output::Raw, &mut out).unwrap())
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+/// One large batch on 1 and 2 threads (the default algorithm and kernel).
+fn threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("threads");
+    group.sample_size(10);
+    for (name, model, _) in models() {
+        let forest = load_forest(&model).unwrap();
+        let batch = synthetic_rows(&forest, 100_000, 13);
+        for threads in [1, 2] {
+            let cpu = Cpu::new(forest.clone()).unwrap().with_threads(threads).unwrap();
+            let mut out = vec![0.0; batch.n_rows() * cpu.output_width(Output::Raw)];
+            group.throughput(Throughput::Elements(batch.n_rows() as u64));
+            group.bench_function(BenchmarkId::new(format!("{threads}"), &name), |b| {
+                b.iter(|| cpu.score_batch(&batch, Output::Raw, &mut out).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, load, reference, kernels, threads);
 criterion_main!(benches);

@@ -25,8 +25,8 @@ use crate::model::gbdt::Accumulation;
 /// nodes are fetched into L1 once per tile; larger tiles reuse them more but leave L1 themselves.
 const TILE: usize = 256;
 
-/// A thread takes at least this many (row, tree) walks; below it one thread is faster than
-/// waking another (measured with `cargo bench --bench gbdt -- threads`).
+/// A thread takes at least this many (row, tree) walks: about 0.1-0.5 ms of work, well above
+/// the tens of microseconds a hand-off to a pool thread costs, so a split never loses.
 const MIN_WALKS_PER_THREAD: usize = 1 << 17;
 
 /// Above this share of categorical and zero-band splits (evaluated one by one there), the
@@ -94,14 +94,17 @@ impl std::fmt::Debug for Cpu {
 }
 
 impl Cpu {
-    /// Lays `forest` out for the fast kernels, with [`Kernel::detect`]'s kernel and one thread.
+    /// Lays `forest` out for the fast kernels, with the bitvector algorithm when it applies (see
+    /// [`Algorithm`]), the kernel this CPU runs best for it, and one thread.
     /// Fails with `Unsupported` for the rare forest the compact layout cannot hold.
     pub fn new(forest: impl Into<Arc<Forest>>) -> Result<Cpu> {
         let forest = forest.into();
         let fast = FastForest::new(&forest)?;
         let bitvector = Bitvector::new(&forest, &fast)
             .filter(|bv| bv.special_share() <= MAX_SPECIAL_SHARE && fast.n_trees > 0);
-        Ok(Cpu { forest, fast, bitvector, kernel: Kernel::detect(), threads: 1, pool: None })
+        let kernel =
+            if bitvector.is_some() { Kernel::detect() } else { Kernel::detect_for_traversal() };
+        Ok(Cpu { forest, fast, bitvector, kernel, threads: 1, pool: None })
     }
 
     /// Forces `algorithm`; `Bitvector` errors for a forest with a tree of more than 64 leaves.

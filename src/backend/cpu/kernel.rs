@@ -84,6 +84,22 @@ impl Kernel {
         })
     }
 
+    /// The kernel for tree traversal when none is forced: [`Kernel::detect`]'s, except that on
+    /// AMD CPUs AVX2 is preferred to AVX-512, whose 16-lane gathers are slower there than two
+    /// 8-lane ones (lgb_500x255 on a Zen 5 EPYC: 74-88k rows/s with AVX2, 47-51k with
+    /// AVX-512). The bitvector algorithm has no gathers and keeps [`Kernel::detect`]'s choice.
+    pub fn detect_for_traversal() -> Kernel {
+        let detected = Kernel::detect();
+        if detected == Kernel::Avx512
+            && std::env::var_os("STREAMSCORE_KERNEL").is_none()
+            && is_amd()
+        {
+            Kernel::Avx2
+        } else {
+            detected
+        }
+    }
+
     /// `Ok(self)` when this CPU can run it, else a `Config` error naming what it can run.
     pub fn check(self) -> Result<Kernel> {
         if self.is_available() {
@@ -165,6 +181,20 @@ impl Kernel {
             self.walk(forest, tile, &roots[..k], &bases[l.clone()], &mut leaves[l]);
         }
     }
+}
+
+/// Whether the CPU's vendor string is AMD's.
+fn is_amd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID leaf 0 exists on every x86-64 CPU.
+        let id = std::arch::x86_64::__cpuid(0);
+        let vendor: Vec<u8> =
+            [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+        vendor == b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 impl fmt::Display for Kernel {
