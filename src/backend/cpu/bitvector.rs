@@ -15,7 +15,7 @@
 //! scorer is only chosen when they are rare.
 
 use crate::backend::cpu::kernel::Kernel;
-use crate::backend::cpu::layout::{FastForest, Node, goes_right};
+use crate::backend::cpu::layout::{FastForest, Node, goes_right, pack_split};
 use crate::model::Forest;
 use crate::model::gbdt::{CategoryRule, Node as TreeNode, Test};
 
@@ -55,9 +55,8 @@ impl Bitvector {
         let mut numeric: Vec<Vec<(f32, u32, u64)>> = vec![Vec::new(); nf];
         let mut nan: Vec<Vec<(u32, u64)>> = vec![Vec::new(); nf];
         let mut special = Vec::new();
-        // Packs special splits into the compact form, with a category table of their own.
-        let mut packer =
-            FastForest { nodes: Vec::new(), values: Vec::new(), cat: Vec::new(), ..fast.clone() };
+        // Special splits in compact form, with a category table of their own.
+        let mut cat = Vec::new();
         let mut leaf_values = vec![0.0; forest.trees.len() * 64];
         for (t, tree) in forest.trees.iter().enumerate() {
             // Left-to-right leaf numbers and each split's left-subtree leaf range, by an
@@ -103,8 +102,16 @@ impl Bitvector {
                     _ => {
                         // Offset 0: only the decision is used. The layout was built from this
                         // forest, so packing cannot fail here.
-                        let compact =
-                            packer.split(feature, test, 0, &forest.cat_words, fast.rule).ok()?;
+                        let compact = pack_split(
+                            &mut cat,
+                            fast.format,
+                            feature,
+                            test,
+                            0,
+                            &forest.cat_words,
+                            fast.rule,
+                        )
+                        .ok()?;
                         special.push((t as u32, compact, mask));
                     }
                 }
@@ -120,7 +127,7 @@ impl Bitvector {
             nan_masks: Vec::new(),
             special,
             leaf_values,
-            cat: packer.cat,
+            cat,
             rule: fast.rule,
             n_trees: forest.trees.len(),
         };

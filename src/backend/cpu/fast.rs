@@ -1,11 +1,12 @@
 //! The fast CPU tree backend: the compact layout (`layout.rs`), a kernel chosen at run time
 //! (`kernel.rs`), blocks of rows and threads.
 //!
-//! A batch is cut into blocks of [`BLOCK`] rows copied into a row-major tile. For a block of 16
-//! rows or more, each tree is walked by all of the block's rows at once (lanes are rows); for
-//! fewer rows, each row walks 64 trees at once (lanes are trees), so a single event still keeps
-//! the kernel's lanes busy. Leaves are summed per row in tree order, in the training library's
-//! precision, so raw margins equal the reference scorer's bit for bit.
+//! Traversal: a batch is cut into tiles of [`TILE`] rows copied row-major. For a tile of 16 rows
+//! or more, each tree is walked by all of the tile's rows before the next tree (lanes are
+//! rows); for fewer rows, each row walks [`BLOCK`] trees at once (lanes are trees), so a single
+//! event still keeps the kernel's lanes busy. Bitvector: 16 rows at a time, feature-major
+//! (`bitvector.rs`). Either way leaves are summed per row in tree order, in the training
+//! library's precision, so raw margins equal the reference scorer's bit for bit.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -192,7 +193,7 @@ impl Cpu {
                 }
                 for a in acc.chunks_exact_mut(groups).take(n) {
                     for (a, &m) in a.iter_mut().zip(&fast.base_margin) {
-                        *a = S::start(m).to_f64();
+                        *a = S::from_f64(m).to_f64();
                     }
                 }
                 if n >= LANES {
@@ -263,9 +264,9 @@ impl Cpu {
                     column[n..].fill(f32::NAN);
                 }
                 bv.leaves(self.kernel, block, state);
-                let mut sums = [S::start(0.0); ROWS];
+                let mut sums = [S::from_f64(0.0); ROWS];
                 for g in 0..groups {
-                    sums[..n].fill(S::start(fast.base_margin[g]));
+                    sums[..n].fill(S::from_f64(fast.base_margin[g]));
                     for t in (0..fast.n_trees).filter(|&t| fast.groups[t] as usize == g) {
                         let lanes = &state[t * ROWS..t * ROWS + n];
                         let values = &bv.leaf_values[t * 64..t * 64 + 64];
@@ -317,17 +318,13 @@ fn emit(
 /// How one accumulation step is formed: f64 for LightGBM, f32 for XGBoost (the accumulator is
 /// kept in f64 between steps; an f32 accumulator only ever holds f32 values, so that is exact).
 trait Sum: Copy {
-    fn start(base: f64) -> Self;
+    /// The accumulator holding `v` (a base margin, or a sum kept in f64 between steps).
     fn from_f64(v: f64) -> Self;
     fn add(self, leaf: f64) -> Self;
     fn to_f64(self) -> f64;
 }
 
 impl Sum for f64 {
-    #[inline(always)]
-    fn start(base: f64) -> f64 {
-        base
-    }
     #[inline(always)]
     fn from_f64(v: f64) -> f64 {
         v
@@ -343,10 +340,6 @@ impl Sum for f64 {
 }
 
 impl Sum for f32 {
-    #[inline(always)]
-    fn start(base: f64) -> f32 {
-        base as f32
-    }
     #[inline(always)]
     fn from_f64(v: f64) -> f32 {
         v as f32

@@ -222,7 +222,7 @@ fn walk_scalar(
     bases: &[u32],
     leaves: &mut [u32],
 ) {
-    if forest.has_categorical || forest.has_zero {
+    if forest.has_special {
         walk_scalar_with::<true>(forest, tile, roots, bases, leaves)
     } else {
         walk_scalar_with::<false>(forest, tile, roots, bases, leaves)

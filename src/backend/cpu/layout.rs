@@ -91,10 +91,9 @@ pub(crate) struct FastForest {
     pub rule: CategoryRule,
     /// Width of a row; the tile's padding column is at this index.
     pub n_features: usize,
-    /// Whether any node is categorical / uses the zero band (kernels skip that work otherwise).
-    pub has_categorical: bool,
-    /// See `has_categorical`.
-    pub has_zero: bool,
+    /// Whether any split is categorical or uses the zero band (kernels skip that work
+    /// otherwise).
+    pub has_special: bool,
     /// How sums are formed.
     pub accumulation: Accumulation,
     /// The format the forest came from (for error messages).
@@ -136,8 +135,7 @@ impl FastForest {
             cat: Vec::new(),
             rule,
             n_features,
-            has_categorical: false,
-            has_zero: false,
+            has_special: false,
             accumulation: forest.accumulation,
             format: forest.format,
             base_margin: forest.base_margin.clone(),
@@ -163,7 +161,16 @@ impl FastForest {
                                 ),
                             ));
                         }
-                        let mut node = out.split(feature, test, offset, &forest.cat_words, rule)?;
+                        let mut node = pack_split(
+                            &mut out.cat,
+                            forest.format,
+                            feature,
+                            test,
+                            offset,
+                            &forest.cat_words,
+                            rule,
+                        )?;
+                        out.has_special |= node.meta & (CATEGORICAL | ZERO) != 0;
                         for (child, flag) in [(left, LEFT_LEAF), (right, RIGHT_LEAF)] {
                             if matches!(tree.nodes[child as usize], TreeNode::Leaf(_)) {
                                 node.meta |= flag;
@@ -225,48 +232,48 @@ impl FastForest {
         self.nodes.len() - 1
     }
 
-    /// The packed form of a split.
-    pub(crate) fn split(
-        &mut self,
-        feature: u32,
-        test: Test,
-        offset: u32,
-        cat_words: &[u32],
-        rule: CategoryRule,
-    ) -> Result<Node> {
-        let mut meta = feature | (offset << OFFSET_SHIFT);
-        let threshold = match test {
-            Test::Numeric { threshold, nan_left, zero_left } => {
-                meta |= if nan_left { 0 } else { NAN_RIGHT };
-                if let Some(zero_left) = zero_left {
-                    self.has_zero = true;
-                    meta |= ZERO | if zero_left { 0 } else { ZERO_RIGHT };
-                }
-                threshold
-            }
-            Test::Categorical { offset: set, words, in_set_left, nan_left, rule: node_rule } => {
-                if node_rule != rule {
-                    return Err(unsupported(
-                        self.format,
-                        "a forest mixing category rules has no fast CPU layout".into(),
-                    ));
-                }
-                self.has_categorical = true;
-                meta |= CATEGORICAL | if nan_left { 0 } else { NAN_RIGHT };
-                let at = self.cat.len() as u32;
-                self.cat.push(words | if in_set_left { IN_SET_LEFT } else { 0 });
-                // The range was checked against cat_words when the forest was validated.
-                self.cat.extend_from_slice(&cat_words[set as usize..(set + words) as usize]);
-                f32::from_bits(at)
-            }
-        };
-        Ok(Node { threshold, meta })
-    }
-
     /// Row-tile stride: the features plus the NaN padding column leaves read.
     pub fn stride(&self) -> usize {
         self.n_features + 1
     }
+}
+
+/// The packed form of a split whose children are `offset` nodes away. A categorical split's
+/// set is appended to `cat` (header word, then the words) and its threshold bits point there.
+pub(crate) fn pack_split(
+    cat: &mut Vec<u32>,
+    format: ModelFormat,
+    feature: u32,
+    test: Test,
+    offset: u32,
+    cat_words: &[u32],
+    rule: CategoryRule,
+) -> Result<Node> {
+    let mut meta = feature | (offset << OFFSET_SHIFT);
+    let threshold = match test {
+        Test::Numeric { threshold, nan_left, zero_left } => {
+            meta |= if nan_left { 0 } else { NAN_RIGHT };
+            if let Some(zero_left) = zero_left {
+                meta |= ZERO | if zero_left { 0 } else { ZERO_RIGHT };
+            }
+            threshold
+        }
+        Test::Categorical { offset: set, words, in_set_left, nan_left, rule: node_rule } => {
+            if node_rule != rule {
+                return Err(unsupported(
+                    format,
+                    "a forest mixing category rules has no fast CPU layout".into(),
+                ));
+            }
+            meta |= CATEGORICAL | if nan_left { 0 } else { NAN_RIGHT };
+            let at = cat.len() as u32;
+            cat.push(words | if in_set_left { IN_SET_LEFT } else { 0 });
+            // The range was checked against cat_words when the forest was validated.
+            cat.extend_from_slice(&cat_words[set as usize..(set + words) as usize]);
+            f32::from_bits(at)
+        }
+    };
+    Ok(Node { threshold, meta })
 }
 
 fn unsupported(format: ModelFormat, what: String) -> Error {

@@ -46,7 +46,7 @@ pub(crate) unsafe fn walk_avx512(
         let (ro, ba, le) = (&roots[r.clone()], &bases[r.clone()], &mut leaves[r]);
         // SAFETY: forwarded from the caller.
         unsafe {
-            match (n, forest.has_categorical || forest.has_zero) {
+            match (n, forest.has_special) {
                 (4, false) => avx512::<4, false>(forest, tile, ro, ba, le),
                 (4, true) => avx512::<4, true>(forest, tile, ro, ba, le),
                 (2 | 3, false) => {
@@ -139,7 +139,7 @@ pub(crate) unsafe fn walk_avx2(
     for ((ro, ba), le) in roots.chunks(32).zip(bases.chunks(32)).zip(leaves.chunks_mut(32)) {
         // SAFETY: forwarded from the caller; chunks hold 16 or 32 lanes.
         unsafe {
-            match (ro.len(), forest.has_categorical || forest.has_zero) {
+            match (ro.len(), forest.has_special) {
                 (32, false) => avx2::<4, false>(forest, tile, ro, ba, le),
                 (32, true) => avx2::<4, true>(forest, tile, ro, ba, le),
                 (_, false) => avx2::<2, false>(forest, tile, ro, ba, le),
@@ -274,7 +274,7 @@ pub(crate) unsafe fn walk_rows_avx512(
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        if forest.has_categorical || forest.has_zero {
+        if forest.has_special {
             rows_avx512::<true>(forest, tile, root, n, leaves)
         } else {
             rows_avx512::<false>(forest, tile, root, n, leaves)
