@@ -17,6 +17,8 @@ pub enum ModelFormat {
     LightGbm,
     /// XGBoost's JSON model format (1.x to 3.x), as written by `save_model("*.json")`.
     XgboostJson,
+    /// An ONNX model (`ModelProto`, protobuf).
+    Onnx,
 }
 
 impl fmt::Display for ModelFormat {
@@ -24,6 +26,7 @@ impl fmt::Display for ModelFormat {
         f.write_str(match self {
             ModelFormat::LightGbm => "LightGBM text",
             ModelFormat::XgboostJson => "XGBoost JSON",
+            ModelFormat::Onnx => "ONNX",
         })
     }
 }
@@ -138,7 +141,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The model file could not be recognised as any supported format.
-    #[error("{path}: not a LightGBM text model or an XGBoost JSON model ({reason})")]
+    #[error("{path}: not a LightGBM text, XGBoost JSON or ONNX model ({reason})")]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -237,6 +240,14 @@ pub enum Error {
     /// A configuration value is invalid; found once, when the runtime is built.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A backend cannot run on this machine (no library, no device); nothing was scored.
+    #[error("backend `{backend}` is unavailable: {reason}")]
+    Unavailable {
+        /// The backend's name.
+        backend: &'static str,
+        /// Why, with what to do about it.
+        reason: String,
+    },
     /// The backend failed on the batch this event was in.
     #[error("backend `{backend}` failed: {message}")]
     Backend {

@@ -42,7 +42,7 @@ pub use event::{Event, NonFinitePolicy, Schema};
 pub use ingest::Rejected;
 pub use ingest::reply::{Score, Ticket, Timing};
 pub use metrics::{MetricsSnapshot, Stage};
-pub use model::{Forest, load_forest};
+pub use model::{Forest, Model, load_forest, load_model};
 pub use runtime::Runtime;
 pub use runtime::config::{BackendChoice, Overload, RuntimeConfig};
 

@@ -3,12 +3,13 @@
 //! Every backend is tested against [`cpu::Reference`], the scalar truth.
 
 pub mod cpu;
+pub mod onnx;
 
 use std::sync::Arc;
 
 use crate::batch::Batch;
-use crate::error::Result;
-use crate::model::Forest;
+use crate::error::{Error, Result};
+use crate::model::{Forest, Model};
 use crate::runtime::config::BackendChoice;
 
 /// Which values a backend writes per row.
@@ -38,22 +39,46 @@ pub trait Backend: Send + Sync {
     fn score_batch(&self, batch: &Batch, output: Output, out: &mut [f32]) -> Result<()>;
 }
 
-/// The backend for `choice` and `forest`. `Auto` picks the fastest one this machine supports:
-/// the fast CPU scorer, or the reference scorer for a forest the fast layout cannot hold (said
-/// once, in the log).
-pub fn select(choice: BackendChoice, forest: Forest) -> Result<Arc<dyn Backend>> {
+/// The backend for `choice` and `model`. `Auto` picks the fastest one this machine supports:
+/// for trees, the fast CPU scorer, or the reference scorer for a forest the fast layout cannot
+/// hold; for ONNX models, our dense CPU path when the graph is a dense net, else ONNX Runtime.
+/// A fallback is said once, in the log.
+pub fn select(choice: BackendChoice, model: impl Into<Model>) -> Result<Arc<dyn Backend>> {
+    let onnx = match model.into() {
+        Model::Forest(forest) => return select_forest(choice, forest),
+        Model::Onnx(onnx) => onnx,
+    };
+    Ok(match choice {
+        BackendChoice::Reference => Arc::new(cpu::DenseReference::new(onnx.dense()?.clone())),
+        BackendChoice::Cpu => Arc::new(cpu::DenseCpu::new(onnx.dense()?.clone())),
+        BackendChoice::Onnx => Arc::new(onnx::OnnxRuntime::new(onnx, Default::default())?),
+        BackendChoice::Auto => match onnx.dense() {
+            Ok(net) => Arc::new(cpu::DenseCpu::new(net.clone())),
+            Err(why) => {
+                log::info!("{why}");
+                Arc::new(onnx::OnnxRuntime::new(onnx, Default::default())?)
+            }
+        },
+    })
+}
+
+fn select_forest(choice: BackendChoice, forest: Arc<Forest>) -> Result<Arc<dyn Backend>> {
     Ok(match choice {
         BackendChoice::Reference => Arc::new(cpu::Reference::new(forest)),
         BackendChoice::Cpu => Arc::new(cpu::Cpu::new(forest)?),
-        BackendChoice::Auto => {
-            let forest = Arc::new(forest);
-            match cpu::Cpu::new(forest.clone()) {
-                Ok(fast) => Arc::new(fast),
-                Err(e) => {
-                    log::warn!("fast CPU scorer unavailable ({e}); using the reference scorer");
-                    Arc::new(cpu::Reference::new(forest))
-                }
-            }
+        BackendChoice::Onnx => {
+            return Err(Error::Config(
+                "the onnx backend runs ONNX files; convert the trees (e.g. onnxmltools) or use \
+                 the cpu backend"
+                    .into(),
+            ));
         }
+        BackendChoice::Auto => match cpu::Cpu::new(forest.clone()) {
+            Ok(fast) => Arc::new(fast),
+            Err(e) => {
+                log::warn!("fast CPU scorer unavailable ({e}); using the reference scorer");
+                Arc::new(cpu::Reference::new(forest))
+            }
+        },
     })
 }

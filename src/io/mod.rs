@@ -12,7 +12,7 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 
 pub use npy::parse as parse_npy;
-pub use synthetic::synthetic_rows;
+pub use synthetic::{normal_rows, synthetic_rows};
 
 /// How CSV columns map to the model's features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,18 @@
 //! Model formats shared by every backend.
 //!
-//! [`load_forest`] reads a file, recognises its format from its content (LightGBM text models
-//! start with `tree`, XGBoost JSON models with `{`) and returns a validated [`Forest`].
+//! [`load_model`] reads a file and recognises its format from its content: LightGBM text models
+//! start with `tree`, XGBoost JSON models with `{`, ONNX models (protobuf) with the byte `0x08`
+//! (field 1, `ir_version`). Trees become a validated [`Forest`]; an ONNX file becomes an
+//! [`OnnxModel`], which holds a [`Dense`](dense::Dense) net when its graph is one.
+//! [`load_forest`] reads tree models only.
 
+pub mod dense;
 pub mod gbdt;
+pub mod onnx;
 pub mod transform;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, ModelFormat, Result};
 pub use gbdt::Forest;
@@ -24,12 +30,74 @@ impl Forest {
         match detect(text) {
             Some(ModelFormat::LightGbm) => gbdt::lightgbm::parse(text),
             Some(ModelFormat::XgboostJson) => gbdt::xgboost::parse(text),
-            None => Err(Error::UnknownFormat {
+            Some(ModelFormat::Onnx) | None => Err(Error::UnknownFormat {
                 path: "<text>".into(),
                 reason: "it starts with neither `tree` nor `{`".into(),
             }),
         }
     }
+}
+
+/// A loaded model of any supported format.
+#[derive(Debug, Clone)]
+pub enum Model {
+    /// A tree ensemble (LightGBM or XGBoost).
+    Forest(Arc<Forest>),
+    /// An ONNX model (a dense net our own paths run, or any graph for ONNX Runtime).
+    Onnx(Arc<onnx::OnnxModel>),
+}
+
+impl From<Forest> for Model {
+    fn from(forest: Forest) -> Self {
+        Model::Forest(Arc::new(forest))
+    }
+}
+
+impl From<Arc<Forest>> for Model {
+    fn from(forest: Arc<Forest>) -> Self {
+        Model::Forest(forest)
+    }
+}
+
+impl From<onnx::OnnxModel> for Model {
+    fn from(model: onnx::OnnxModel) -> Self {
+        Model::Onnx(Arc::new(model))
+    }
+}
+
+impl Model {
+    /// Input columns' names, in the model's order (`f0`, `f1`, ... for ONNX inputs).
+    pub fn feature_names(&self) -> Vec<String> {
+        match self {
+            Model::Forest(f) => f.feature_names.clone(),
+            Model::Onnx(m) => (0..m.n_features()).map(|i| format!("f{i}")).collect(),
+        }
+    }
+
+    /// Parses a model from a file's bytes, recognising the format from the content.
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Model> {
+        if bytes.first() == Some(&0x08) {
+            return Ok(Model::Onnx(Arc::new(onnx::OnnxModel::from_bytes(bytes)?)));
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|e| Error::UnknownFormat {
+            path: path.into(),
+            reason: format!("neither text ({e}) nor an ONNX protobuf (which starts with 0x08)"),
+        })?;
+        if detect(text).is_none() {
+            return Err(Error::UnknownFormat {
+                path: path.into(),
+                reason: "it starts with neither `tree`, `{` nor ONNX's 0x08".into(),
+            });
+        }
+        Ok(Model::Forest(Arc::new(Forest::from_text(text)?)))
+    }
+}
+
+/// Reads and validates a model file of any supported format.
+pub fn load_model(path: impl AsRef<Path>) -> Result<Model> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Model::from_bytes(bytes, path)
 }
 
 /// The format a model text is in, judged from its first non-blank characters.

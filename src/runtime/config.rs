@@ -19,6 +19,9 @@ pub enum BackendChoice {
     /// The fast CPU tree scorer ([`Cpu`](crate::backend::cpu::Cpu)), with the SIMD kernel
     /// this machine supports; an error for a model it cannot lay out.
     Cpu,
+    /// ONNX Runtime ([`OnnxRuntime`](crate::backend::onnx::OnnxRuntime)), for ONNX models;
+    /// an error when its library cannot be loaded.
+    Onnx,
 }
 
 impl std::str::FromStr for BackendChoice {
@@ -29,8 +32,9 @@ impl std::str::FromStr for BackendChoice {
             "auto" => Ok(BackendChoice::Auto),
             "reference" => Ok(BackendChoice::Reference),
             "cpu" => Ok(BackendChoice::Cpu),
+            "onnx" => Ok(BackendChoice::Onnx),
             other => Err(Error::Config(format!(
-                "unknown backend `{other}` (expected auto, cpu or reference)"
+                "unknown backend `{other}` (expected auto, cpu, onnx or reference)"
             ))),
         }
     }

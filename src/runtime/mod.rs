@@ -33,7 +33,7 @@ use crate::event::{Event, Schema, copy_checked};
 use crate::ingest::reply::{Score, SlotPool, Ticket};
 use crate::ingest::{Job, Rejected};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::model::Forest;
+use crate::model::{Forest, Model};
 use config::{Overload, RuntimeConfig};
 use pipeline::{Scorer, Shared, Sink};
 
@@ -76,26 +76,27 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl Runtime {
-    /// Loads a model file (LightGBM text or XGBoost JSON) and starts a runtime for it. The
-    /// default model version is a hash of the file's bytes.
+    /// Loads a model file (LightGBM text, XGBoost JSON or ONNX) and starts a runtime for it.
+    /// The default model version is a hash of the file's bytes.
     pub fn from_path(path: impl AsRef<Path>, config: RuntimeConfig) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let version = fnv1a(&bytes);
-        let text = String::from_utf8(bytes).map_err(|_| Error::UnknownFormat {
-            path: path.to_path_buf(),
-            reason: "not UTF-8 text".into(),
-        })?;
-        let forest = Forest::from_text(&text)?;
+        let model = Model::from_bytes(bytes, path)?;
         let config =
             RuntimeConfig { model_version: config.model_version.or(Some(version)), ..config };
-        Self::from_forest(forest, config)
+        Self::from_model(model, config)
     }
 
     /// Starts a runtime for a loaded forest, on the configured backend.
     pub fn from_forest(forest: Forest, config: RuntimeConfig) -> Result<Self> {
-        let schema = Schema::new(forest.feature_names.iter().cloned());
-        Self::with_backend(crate::backend::select(config.backend, forest)?, schema, config)
+        Self::from_model(forest.into(), config)
+    }
+
+    /// Starts a runtime for a loaded model of any format, on the configured backend.
+    pub fn from_model(model: Model, config: RuntimeConfig) -> Result<Self> {
+        let schema = Schema::new(model.feature_names());
+        Self::with_backend(crate::backend::select(config.backend, model)?, schema, config)
     }
 
     /// Starts a runtime around any backend; `schema` names its input columns.

@@ -1,7 +1,9 @@
-//! CPU backends: the scalar [`Reference`] (the truth) and the fast [`Cpu`] scorer, whose
-//! SIMD kernel ([`Kernel`]) is chosen at run time.
+//! CPU backends: the scalar [`Reference`] (the truth) and the fast [`Cpu`] scorer for trees, whose
+//! SIMD kernel ([`Kernel`]) is chosen at run time; [`DenseReference`] and [`DenseCpu`] for
+//! dense nets.
 
 mod bitvector;
+mod dense;
 mod fast;
 mod kernel;
 mod layout;
@@ -9,6 +11,7 @@ mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
+pub use dense::{DenseCpu, DenseReference};
 pub use fast::{Algorithm, Cpu};
 pub use kernel::Kernel;
 pub use reference::Reference;

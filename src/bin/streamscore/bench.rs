@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use streamscore::backend::cpu::{Algorithm, Cpu, Kernel};
-use streamscore::io::{Columns, read_rows, synthetic_rows};
+use streamscore::backend::cpu::{Algorithm, Cpu, DenseCpu, Kernel};
+use streamscore::backend::onnx::{OnnxOptions, OnnxRuntime};
+use streamscore::io::{Columns, normal_rows, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
-    Backend, BackendChoice, Batch, Error, Event, Forest, Output, Runtime, RuntimeConfig, Stage,
-    Ticket,
+    Backend, BackendChoice, Batch, Error, Event, Model, Output, Runtime, RuntimeConfig, Schema,
+    Stage, Ticket,
 };
 
 /// What to measure.
@@ -37,10 +38,11 @@ pub enum Mode {
 /// `streamscore bench` flags.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Model file: LightGBM text or XGBoost JSON.
+    /// Model file: LightGBM text, XGBoost JSON or ONNX.
     #[arg(long)]
     model: PathBuf,
-    /// Rows to score (.npy, or CSV with a header); without it, `--rows` synthetic rows.
+    /// Rows to score (.npy, or CSV with a header); without it, `--rows` synthetic rows (for
+    /// trees, drawn within the model's thresholds; for ONNX models, standard normal).
     #[arg(long)]
     input: Option<String>,
     /// Synthetic rows drawn within the model's own thresholds (when no `--input`).
@@ -65,18 +67,19 @@ pub struct BenchArgs {
     /// loop (`--rate`) never waits on answers.
     #[arg(long)]
     window: Option<usize>,
-    /// auto, cpu or reference.
+    /// auto, cpu, onnx (ONNX Runtime, for ONNX models) or reference.
     #[arg(long, default_value = "auto")]
     backend: String,
-    /// Force the fast CPU scorer's kernel: avx512, avx2 or scalar (default: the fastest this
-    /// CPU runs, or STREAMSCORE_KERNEL).
+    /// Force the fast CPU scorer's kernel (trees; for dense nets, the small-batch kernel):
+    /// avx512, avx2 or scalar (default: the fastest this CPU runs, or STREAMSCORE_KERNEL).
     #[arg(long)]
     kernel: Option<String>,
     /// Force the fast CPU scorer's algorithm: traverse or bitvector (default: bitvector for
     /// trees of at most 64 leaves with few categorical splits, else traverse).
     #[arg(long)]
     algorithm: Option<String>,
-    /// Threads the fast CPU scorer splits one large batch across (direct mode).
+    /// Threads the fast CPU tree scorer splits one large batch across (direct mode); for
+    /// `--backend onnx`, ONNX Runtime's intra-op threads.
     #[arg(long, default_value_t = 1)]
     cpu_threads: usize,
     /// Seconds per configuration.
@@ -127,9 +130,37 @@ impl Outcome {
 fn backend(
     choice: BackendChoice,
     args: &BenchArgs,
-    forest: &Forest,
+    model: &Model,
 ) -> Result<Arc<dyn Backend>, Error> {
     let tuned = args.kernel.is_some() || args.algorithm.is_some() || args.cpu_threads != 1;
+    let forest = match model {
+        Model::Forest(forest) => forest,
+        Model::Onnx(onnx) => {
+            if choice == BackendChoice::Onnx {
+                if args.kernel.is_some() || args.algorithm.is_some() {
+                    return Err(Error::Config(
+                        "--kernel and --algorithm are for our CPU paths".into(),
+                    ));
+                }
+                let options = OnnxOptions::default().with_intra_threads(args.cpu_threads);
+                return Ok(Arc::new(OnnxRuntime::new(onnx.clone(), options)?));
+            }
+            if args.algorithm.is_some() || args.cpu_threads != 1 {
+                return Err(Error::Config(
+                    "--algorithm and --cpu-threads do not apply to dense nets on our CPU path"
+                        .into(),
+                ));
+            }
+            if let (Some(kernel), BackendChoice::Cpu | BackendChoice::Auto) = (&args.kernel, choice)
+            {
+                let net = onnx.dense()?.clone();
+                return Ok(Arc::new(
+                    DenseCpu::with_kernel(net, kernel.parse()?).map_err(|(_, e)| e)?,
+                ));
+            }
+            return streamscore::backend::select(choice, model.clone());
+        }
+    };
     if choice == BackendChoice::Cpu || (choice == BackendChoice::Auto && tuned) {
         let mut cpu = Cpu::new(forest.clone())?.with_threads(args.cpu_threads)?;
         if let Some(kernel) = &args.kernel {
@@ -143,32 +174,55 @@ fn backend(
     if tuned {
         return Err(Error::Config("--kernel and --cpu-threads need --backend cpu or auto".into()));
     }
-    streamscore::backend::select(choice, forest.clone())
+    streamscore::backend::select(choice, model.clone())
+}
+
+/// One line about the model for the report's header.
+fn describe(model: &Model) -> String {
+    match model {
+        Model::Forest(f) => format!("{} trees, {} features", f.trees.len(), f.n_features),
+        Model::Onnx(m) => match m.dense() {
+            Ok(net) => {
+                let widths: Vec<String> = std::iter::once(net.n_inputs())
+                    .chain(net.layers().iter().map(|l| l.n_out))
+                    .map(|w| w.to_string())
+                    .collect();
+                format!(
+                    "dense net {}, {} multiply-adds per row",
+                    widths.join("-"),
+                    net.macs_per_row()
+                )
+            }
+            Err(_) => format!("ONNX graph, {} inputs per row", m.n_features()),
+        },
+    }
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
     let choice: BackendChoice = args.backend.parse()?;
     let load = Instant::now();
-    let forest = streamscore::load_forest(&args.model)?;
-    let backend = backend(choice, &args, &forest)?;
+    let model = streamscore::load_model(&args.model)?;
+    let backend = backend(choice, &args, &model)?;
     // Load time is what a user waits for: parse, validate and lay out for the backend.
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
     let rows = match &args.input {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            read_rows(&bytes, Columns::ByName, &forest.feature_names, path)?
+            read_rows(&bytes, Columns::ByName, &model.feature_names(), path)?
         }
-        None => synthetic_rows(&forest, args.rows.max(1), 0x5eed),
+        None => match &model {
+            Model::Forest(forest) => synthetic_rows(forest, args.rows.max(1), 0x5eed),
+            Model::Onnx(m) => normal_rows(m.n_features(), args.rows.max(1), 0x5eed),
+        },
     };
     if rows.n_rows() == 0 {
         return Err(Error::Input { at: "bench".into(), message: "no rows to score".into() });
     }
     if !args.json {
         eprintln!(
-            "model {} ({} trees, {} features), load {load_ms:.2} ms; backend {}; {} rows",
+            "model {} ({}), load {load_ms:.2} ms; backend {}; {} rows",
             args.model.display(),
-            forest.trees.len(),
-            forest.n_features,
+            describe(&model),
             backend.name(),
             rows.n_rows()
         );
@@ -228,8 +282,17 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 .with_workers(args.threads)
                 .with_queue_capacity(args.queue);
             let window = args.window.unwrap_or((batch * 4).max(64));
-            let o =
-                stream(&forest, config, &rows, args.producers, window, args.rate, duration, tick)?;
+            let schema = Schema::new(model.feature_names());
+            let o = stream(
+                (backend.clone(), schema),
+                config,
+                &rows,
+                args.producers,
+                window,
+                args.rate,
+                duration,
+                tick,
+            )?;
             if args.prometheus {
                 bar.suspend(|| eprint!("{}", o.1.prometheus()));
             }
@@ -380,7 +443,7 @@ fn settle(window: &mut VecDeque<Ticket>) {
 
 #[allow(clippy::too_many_arguments)]
 fn stream(
-    forest: &Forest,
+    (backend, schema): (Arc<dyn Backend>, Schema),
     config: RuntimeConfig,
     rows: &Batch,
     producers: usize,
@@ -391,7 +454,7 @@ fn stream(
 ) -> Result<(Outcome, streamscore::MetricsSnapshot), Error> {
     let batch = config.max_batch.get();
     let max_delay_us = config.max_delay.as_micros() as u64;
-    let rt = Runtime::from_forest(forest.clone(), config)?;
+    let rt = Runtime::with_backend(backend, schema, config)?;
     let (n, w) = (rows.n_rows(), rows.n_features());
     let row_major = rows.to_rows();
     let producers = producers.max(1);
