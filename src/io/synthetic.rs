@@ -75,6 +75,26 @@ pub fn synthetic_rows(forest: &Forest, n: usize, seed: u64) -> Batch {
     Batch::from_columns(values, n, forest.n_features).expect("n * n_features values")
 }
 
+/// `n` rows of `width` standard-normal values, deterministic in `seed`: inputs for a dense
+/// net, whose features are usually standardized.
+pub fn normal_rows(width: usize, n: usize, seed: u64) -> Batch {
+    let mut state = seed | 1;
+    let mut uniform = move || {
+        // xorshift64*, top 24 bits: a uniform in (0, 1].
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        ((state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 + 1.0) / (1u32 << 24) as f32
+    };
+    let mut values = vec![0.0f32; width * n];
+    for v in values.iter_mut() {
+        // Box-Muller: one normal per pair of uniforms.
+        let (u1, u2) = (uniform(), uniform());
+        *v = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
+    }
+    Batch::from_columns(values, n, width).expect("width x n values")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,24 +123,4 @@ mod tests {
         }
         assert!(left * 10 >= total * 9, "{left} of {total} splits see both sides");
     }
-}
-
-/// `n` rows of `width` standard-normal values, deterministic in `seed`: inputs for a dense
-/// net, whose features are usually standardized.
-pub fn normal_rows(width: usize, n: usize, seed: u64) -> Batch {
-    let mut state = seed | 1;
-    let mut uniform = move || {
-        // xorshift64*, top 24 bits: a uniform in (0, 1].
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        ((state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 + 1.0) / (1u32 << 24) as f32
-    };
-    let mut values = vec![0.0f32; width * n];
-    for v in values.iter_mut() {
-        // Box-Muller: one normal per pair of uniforms.
-        let (u1, u2) = (uniform(), uniform());
-        *v = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
-    }
-    Batch::from_columns(values, n, width).expect("width x n values")
 }
