@@ -229,3 +229,111 @@ fn one_session_pool_serves_many_threads() {
         t.join().unwrap();
     }
 }
+
+fn model_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/onnx").join(name).join("model.onnx"),
+    )
+    .unwrap()
+}
+
+/// Loads `bytes` as a model; when it loads as a dense net, scores a few rows on our paths.
+/// Nothing may panic; what loads must either score or return an error.
+fn load_and_score(bytes: Vec<u8>) -> bool {
+    let Ok(model) = OnnxModel::from_bytes(bytes) else { return false };
+    if let Ok(net) = model.dense() {
+        let f = net.n_inputs();
+        if f <= 4096 {
+            let batch = Batch::from_rows(&vec![0.5; 3 * f], f).unwrap();
+            let mut out = vec![0.0; 3 * net.n_outputs()];
+            let cpu = DenseCpu::new(net.clone());
+            cpu.score_batch(&batch, Output::Raw, &mut out).unwrap();
+        }
+    }
+    true
+}
+
+#[test]
+fn truncated_and_mutated_onnx_files_are_errors_never_panics() {
+    let bytes = model_bytes("mlp_matmul_softmax");
+    let mut loaded = 0;
+    for cut in 0..bytes.len() {
+        loaded += load_and_score(bytes[..cut].to_vec()) as usize;
+    }
+    assert!(loaded < bytes.len() / 2, "most truncations must fail ({loaded} loaded)");
+    let bytes = model_bytes("mlp_std_relu_sigmoid");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let mut m = bytes.clone();
+        for _ in 0..(next() % 4 + 1) {
+            let i = (next() as usize) % m.len();
+            m[i] = next() as u8;
+        }
+        load_and_score(m);
+    }
+    for bad in [vec![], vec![0x08], vec![0x08, 0x07, 0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f]] {
+        assert!(matches!(OnnxModel::from_bytes(bad), Err(Error::Parse { .. })));
+    }
+    let e = Model::from_bytes(vec![0x08, 0x07], Path::new("x.onnx")).unwrap_err();
+    assert!(e.to_string().contains("ONNX"), "{e}");
+}
+
+#[test]
+fn the_runtime_scores_onnx_files_end_to_end() {
+    let c = case("mlp_std_relu_sigmoid");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/onnx/mlp_std_relu_sigmoid/model.onnx");
+    for backend in [BackendChoice::Auto, BackendChoice::Onnx] {
+        let config = streamscore::RuntimeConfig::default().with_backend(backend);
+        let rt = streamscore::Runtime::from_path(&dir, config).unwrap();
+        let f = c.model.n_features();
+        for (row, want) in c.rows.chunks(f).zip(&c.expected).take(50) {
+            let got = rt.score(streamscore::Event::new(row.to_vec())).unwrap().value();
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs() + ABS as f32,
+                "{backend:?}: {got} vs {want}"
+            );
+        }
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_a_clear_error_and_auto_does_not_need_it() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/onnx/mlp_gelu/model.onnx");
+    let run = |backend: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_streamscore"))
+            .args([
+                "bench",
+                "--mode",
+                "direct",
+                "--duration",
+                "0.05",
+                "--rows",
+                "64",
+                "--backend",
+                backend,
+            ])
+            .arg("--model")
+            .arg(&model)
+            .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+            .output()
+            .unwrap()
+    };
+    let onnx = run("onnx");
+    assert!(!onnx.status.success());
+    let stderr = String::from_utf8_lossy(&onnx.stderr);
+    assert!(
+        stderr.contains("backend `onnx` is unavailable") && stderr.contains("onnxruntime.sh"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let auto = run("auto");
+    assert!(auto.status.success(), "{}", String::from_utf8_lossy(&auto.stderr));
+}

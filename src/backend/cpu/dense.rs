@@ -1,15 +1,19 @@
 //! Dense nets on the CPU: [`DenseCpu`], the fast path, and [`DenseReference`], the scalar truth
 //! it is tested against.
 //!
-//! Two regimes, split at [`SMALL`] rows:
-//! - small batches (the latency path, 1 to 16 rows): our register-blocked kernel keeps up to
-//!   4 rows x 64 outputs of accumulators in registers and streams each weight row once per
-//!   4 rows; no packing, no call overhead. AVX-512 when present, else AVX2+FMA, else portable.
-//! - larger batches: tiles of [`TILE`] rows go through every layer while they are hot in cache;
-//!   each layer is one call to the `gemm` crate (chosen over `matrixmultiply` by measurement:
-//!   `cargo bench --bench dense -- gemm`) with the bias pre-loaded into the output, then the
-//!   activation over the tile.
+//! Rows go through every layer in tiles of [`TILE`] rows, while they are hot in cache. Per
+//! layer, by measurement (`cargo bench --bench dense`; `--backend cpu` in `streamscore bench`):
+//! - with AVX-512: our register-blocked kernel at every batch size. It keeps up to 6 rows x 64
+//!   outputs (or 1-2 rows x 128) of accumulators in zmm registers and streams each weight row
+//!   once per row block: no packing, no call overhead, so batch 1 is as fast as the weights
+//!   can be read. On the MLP 32-256-256-1 it scored 1.2M rows/s at 64-65536 rows where
+//!   `matrixmultiply` (AVX2 kernels) scored 0.70-0.86M; the `gemm` crate (0.18) keeps its
+//!   AVX-512 kernels behind a nightly-only feature and was slower than `matrixmultiply` on one
+//!   256x256 layer from 64 rows up.
+//! - without it: a vectorized row kernel (AVX2+FMA, or portable) up to [`SMALL`] rows, and
+//!   `matrixmultiply`'s packed kernels above, with the bias pre-loaded into the output.
 //!
+//! The activation runs over each layer's tile output right after the layer.
 //! Scratch buffers are thread-local: no allocation per batch once warm.
 
 use std::cell::RefCell;
@@ -21,8 +25,8 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::model::dense::{Dense, Layer};
 
-/// Batches of at most this many rows take the register-blocked kernel instead of `gemm`.
-pub const SMALL: usize = 16;
+/// Without AVX-512, tiles of at most this many rows take the row kernel instead of `gemm`.
+pub const SMALL: usize = 4;
 
 /// Rows per tile on the `gemm` path.
 pub const TILE: usize = 256;
@@ -216,7 +220,10 @@ impl DenseCpu {
             let last = l + 1 == layers.len();
             let dst: &mut [f32] = if last { out } else { &mut y[..n * layer.n_out] };
             let src = &x[..n * layer.n_in];
-            if n <= SMALL {
+            // Measured (see the module docs): the AVX-512 register-blocked kernel beats the
+            // GEMM crates at every batch size; the AVX2 and portable row kernels only on the
+            // smallest batches.
+            if n <= SMALL || self.kernel == Kernel::Avx512 {
                 small_layer(self.kernel, src, n, layer, dst);
             } else {
                 gemm_layer(src, n, layer, dst);
@@ -229,7 +236,8 @@ impl DenseCpu {
     }
 }
 
-/// `dst = src W + b` for `n` rows through `gemm`, with the bias pre-loaded into `dst`.
+/// `dst = src W + b` for `n` rows through `matrixmultiply`, with the bias pre-loaded into
+/// `dst`.
 fn gemm_layer(src: &[f32], n: usize, layer: &Layer, dst: &mut [f32]) {
     let (k, m) = (layer.n_in, layer.n_out);
     assert!(src.len() == n * k && dst.len() == n * m && layer.weights.len() == k * m);
@@ -239,26 +247,21 @@ fn gemm_layer(src: &[f32], n: usize, layer: &Layer, dst: &mut [f32]) {
     // SAFETY: the three matrices are exactly n x k, k x m and n x m, row-major (asserted
     // above), and the strides below describe that layout.
     unsafe {
-        gemm::gemm(
+        matrixmultiply::sgemm(
             n,
-            m,
             k,
-            dst.as_mut_ptr(),
-            1,
-            m as isize,
-            true,
+            m,
+            1.0,
             src.as_ptr(),
-            1,
             k as isize,
-            layer.weights.as_ptr(),
             1,
+            layer.weights.as_ptr(),
             m as isize,
+            1,
             1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+            dst.as_mut_ptr(),
+            m as isize,
+            1,
         );
     }
 }
@@ -288,53 +291,26 @@ fn small_portable(src: &[f32], n: usize, layer: &Layer, dst: &mut [f32]) {
     small_generic::<false>(src, n, layer, dst)
 }
 
-/// Portable register blocking: 4 rows x 32 outputs of accumulators, which LLVM keeps in vector
-/// registers. `FMA` fuses the multiply-adds (only where the CPU has FMA: elsewhere `mul_add`
-/// is a library call).
+/// One row at a time, `y += x_i * W[i, ..]` over contiguous weight rows: LLVM vectorizes the
+/// inner loop (and fuses it into FMAs under `small_avx2`, where `FMA` is set; elsewhere
+/// `mul_add` would be a library call).
 #[inline(always)]
 fn small_generic<const FMA: bool>(src: &[f32], n: usize, layer: &Layer, dst: &mut [f32]) {
-    const R: usize = 4;
-    const C: usize = 32;
     let (k, m) = (layer.n_in, layer.n_out);
-    let w = &layer.weights;
-    for r0 in (0..n).step_by(R) {
-        let rows = (n - r0).min(R);
-        for o0 in (0..m).step_by(C) {
-            let cols = (m - o0).min(C);
-            let mut acc = [[0.0f32; C]; R];
-            for a in acc.iter_mut().take(rows) {
-                a[..cols].copy_from_slice(&layer.bias[o0..o0 + cols]);
-            }
-            if cols == C {
-                for i in 0..k {
-                    let wi: &[f32; C] = w[i * m + o0..i * m + o0 + C].try_into().unwrap();
-                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
-                        let xv = src[(r0 + r) * k + i];
-                        for c in 0..C {
-                            a[c] = if FMA { xv.mul_add(wi[c], a[c]) } else { a[c] + xv * wi[c] };
-                        }
-                    }
-                }
-            } else {
-                for i in 0..k {
-                    let wi = &w[i * m + o0..i * m + o0 + cols];
-                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
-                        let xv = src[(r0 + r) * k + i];
-                        for (c, &wc) in wi.iter().enumerate() {
-                            a[c] = if FMA { xv.mul_add(wc, a[c]) } else { a[c] + xv * wc };
-                        }
-                    }
-                }
-            }
-            for (r, a) in acc.iter().enumerate().take(rows) {
-                dst[(r0 + r) * m + o0..(r0 + r) * m + o0 + cols].copy_from_slice(&a[..cols]);
+    for r in 0..n {
+        let y = &mut dst[r * m..(r + 1) * m];
+        y.copy_from_slice(&layer.bias);
+        for (i, &xv) in src[r * k..(r + 1) * k].iter().enumerate() {
+            let wi = &layer.weights[i * m..(i + 1) * m];
+            for (yo, &wo) in y.iter_mut().zip(wi) {
+                *yo = if FMA { xv.mul_add(wo, *yo) } else { *yo + xv * wo };
             }
         }
     }
 }
 
 /// The AVX-512 small-batch kernel: `R` rows x `V` vectors of 16 outputs of accumulators in
-/// zmm registers (`R * V <= 16`), masked loads and stores for the last columns.
+/// zmm registers (`R * V <= 24`), masked loads and stores for the last columns.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -352,7 +328,7 @@ mod avx512 {
             let (k, m) = (layer.n_in, layer.n_out);
             let mut r0 = 0;
             while r0 < n {
-                let rows = (n - r0).min(4);
+                let rows = (n - r0).min(6);
                 // Two rows or fewer: 8 vectors (128 outputs), so that enough independent FMA
                 // chains are in flight to hide their latency.
                 let vmax = if rows <= 2 { 8 } else { 4 };
@@ -367,7 +343,7 @@ mod avx512 {
                         ($(($r:literal, $v:literal)),*) => {
                             match (rows, cols.div_ceil(16)) {
                                 $(($r, $v) => block::<$r, $v>(x, k, w, b, m, cols, d),)*
-                                _ => unreachable!("rows <= 4, vectors <= vmax"),
+                                _ => unreachable!("rows <= 6, vectors <= vmax"),
                             }
                         };
                     }
@@ -395,7 +371,15 @@ mod avx512 {
                         (4, 1),
                         (4, 2),
                         (4, 3),
-                        (4, 4)
+                        (4, 4),
+                        (5, 1),
+                        (5, 2),
+                        (5, 3),
+                        (5, 4),
+                        (6, 1),
+                        (6, 2),
+                        (6, 3),
+                        (6, 4)
                     );
                     o0 += cols;
                 }

@@ -13,7 +13,8 @@ mod bench;
 use clap::{Parser, Subcommand};
 use streamscore::io::{Columns, read_rows, write_scores};
 use streamscore::model::gbdt::{Node, Test};
-use streamscore::{Backend, Error, Forest, Output, Reference, load_forest};
+use streamscore::model::onnx::{OnnxModel, TensorInfo};
+use streamscore::{Backend, BackendChoice, Error, Forest, Model, Output, Reference, load_model};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,7 +31,8 @@ struct Cli {
 enum Command {
     /// Score every row of an input file; one output line per row.
     Score {
-        /// Model file: LightGBM text or XGBoost JSON.
+        /// Model file: LightGBM text, XGBoost JSON or ONNX (scored by our dense path when the
+        /// graph is a dense net, else by ONNX Runtime).
         #[arg(long)]
         model: PathBuf,
         /// Rows to score: CSV (header matched to feature names) or .npy (2-D f32/f64); `-` is stdin.
@@ -48,9 +50,10 @@ enum Command {
     },
     /// Measure throughput and latency: the backend alone (direct) and the full runtime (stream).
     Bench(bench::BenchArgs),
-    /// Describe a model: format, objective, trees, classes, features, depth.
+    /// Describe a model: format, objective, trees, classes, features, depth (for ONNX: input,
+    /// outputs, and the dense layers or why the graph is not a dense net).
     Inspect {
-        /// Model file: LightGBM text or XGBoost JSON.
+        /// Model file: LightGBM text, XGBoost JSON or ONNX.
         #[arg(long)]
         model: PathBuf,
     },
@@ -90,11 +93,14 @@ fn read_input(input: &str) -> Result<Vec<u8>, Error> {
 }
 
 fn score(model: &Path, input: &str, output: &str, raw: bool, no_header: bool) -> Result<(), Error> {
-    let forest = load_forest(model)?;
+    let model = load_model(model)?;
     let bytes = read_input(input)?;
     let columns = if no_header { Columns::Positional } else { Columns::ByName };
-    let batch = read_rows(&bytes, columns, &forest.feature_names, input)?;
-    let scorer = Reference::new(forest);
+    let batch = read_rows(&bytes, columns, &model.feature_names(), input)?;
+    let scorer: std::sync::Arc<dyn Backend> = match model {
+        Model::Forest(forest) => std::sync::Arc::new(Reference::new(forest)),
+        onnx => streamscore::backend::select(BackendChoice::Auto, onnx)?,
+    };
     let kind = if raw { Output::Raw } else { Output::Transformed };
     let width = scorer.output_width(kind);
     let mut scores = vec![0.0; batch.n_rows() * width];
@@ -111,11 +117,47 @@ fn score(model: &Path, input: &str, output: &str, raw: bool, no_header: bool) ->
 
 fn inspect(model: &Path) -> Result<(), Error> {
     let start = Instant::now();
-    let forest = load_forest(model)?;
+    let model = load_model(model)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
-    print!("{}", describe(&forest));
+    match &model {
+        Model::Forest(forest) => print!("{}", describe(forest)),
+        Model::Onnx(onnx) => print!("{}", describe_onnx(onnx)),
+    }
     println!("load time: {load_ms:.3} ms");
     Ok(())
+}
+
+/// The `inspect` report for an ONNX model.
+fn describe_onnx(m: &OnnxModel) -> String {
+    let shape = |t: &TensorInfo| {
+        let dims: Vec<String> =
+            t.dims.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
+        format!("{} [{}] (element type {})", t.name, dims.join(", "), t.elem_type)
+    };
+    let outputs: Vec<String> = m.outputs().iter().map(shape).collect();
+    let mut s = format!(
+        "format: ONNX\ninput: {}\nfeatures: {}\noutputs: {}\n",
+        shape(m.input()),
+        m.n_features(),
+        outputs.join("; ")
+    );
+    match m.dense() {
+        Ok(net) => {
+            let layers: Vec<String> = net
+                .layers()
+                .iter()
+                .map(|l| format!("{}x{} {:?}", l.n_in, l.n_out, l.activation))
+                .collect();
+            s += &format!(
+                "dense net: yes\ninput ops: {}\nlayers: {}\nmultiply-adds per row: {}\n",
+                net.input_ops().len(),
+                layers.join(", "),
+                net.macs_per_row()
+            );
+        }
+        Err(e) => s += &format!("dense net: no ({e})\n"),
+    }
+    s
 }
 
 /// The `inspect` report, one `key: value` per line.
