@@ -248,6 +248,16 @@ pub enum Error {
         /// Why, with what to do about it.
         reason: String,
     },
+    /// The backend's device was lost (a GPU reset, removal or driver failure) or injected as
+    /// lost; the batch was not scored. [`Failover`](crate::backend::Failover) rescores it on
+    /// the CPU.
+    #[error("backend `{backend}` lost its device: {reason}")]
+    DeviceLost {
+        /// The backend's name.
+        backend: &'static str,
+        /// What the driver or wgpu said.
+        reason: String,
+    },
     /// The backend failed on the batch this event was in.
     #[error("backend `{backend}` failed: {message}")]
     Backend {

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use streamscore::backend::cpu::{DenseCpu, DenseReference, Kernel};
+use streamscore::backend::gpu::{AdapterChoice, Gpu, GpuOptions};
 use streamscore::backend::onnx::{OnnxOptions, OnnxRuntime};
 use streamscore::model::dense::{Activation, Dense};
 use streamscore::model::onnx::OnnxModel;
@@ -137,6 +138,15 @@ fn dense_backends(model: &Arc<OnnxModel>) -> Vec<Box<dyn Backend>> {
         }
     }
     all.push(Box::new(OnnxRuntime::new(model.clone(), OnnxOptions::default()).unwrap()));
+    // The GPU path: a hardware GPU, else lavapipe (the README's test command installs it).
+    let options = GpuOptions::default().with_adapter(AdapterChoice::AllowSoftware);
+    match Gpu::new(Model::Onnx(model.clone()), options) {
+        Ok(gpu) => all.push(Box::new(gpu)),
+        Err(e) if std::env::var("STREAMSCORE_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("STREAMSCORE_REQUIRE_GPU=1 but {e}")
+        }
+        Err(e) => eprintln!("SKIP the GPU dense path: {e}"),
+    }
     all
 }
 

@@ -3,7 +3,11 @@
 //! Every backend is tested against [`cpu::Reference`], the scalar truth.
 
 pub mod cpu;
+mod failover;
+pub mod gpu;
 pub mod onnx;
+
+pub use failover::Failover;
 
 use std::sync::Arc;
 
@@ -42,13 +46,19 @@ pub trait Backend: Send + Sync {
 /// The backend for `choice` and `model`. `Auto` picks the fastest one this machine supports:
 /// for trees, the fast CPU scorer, or the reference scorer for a forest the fast layout cannot
 /// hold; for ONNX models, our dense CPU path when the graph is a dense net, else ONNX Runtime.
-/// A fallback is said once, in the log.
+/// `Gpu` compiles the model for the GPU wrapped in [`Failover`] to the `Auto` CPU backend, or
+/// gives that CPU backend when no GPU can take it. A fallback is said once, in the log.
 pub fn select(choice: BackendChoice, model: impl Into<Model>) -> Result<Arc<dyn Backend>> {
     let onnx = match model.into() {
         Model::Forest(forest) => return select_forest(choice, forest),
         Model::Onnx(onnx) => onnx,
     };
+    if choice == BackendChoice::Gpu {
+        let cpu = select(BackendChoice::Auto, Model::Onnx(onnx.clone()))?;
+        return Ok(with_gpu(Model::Onnx(onnx), cpu));
+    }
     Ok(match choice {
+        BackendChoice::Gpu => unreachable!("handled above"),
         BackendChoice::Reference => Arc::new(cpu::DenseReference::new(onnx.dense()?.clone())),
         BackendChoice::Cpu => Arc::new(cpu::DenseCpu::new(onnx.dense()?.clone())),
         BackendChoice::Onnx => Arc::new(onnx::OnnxRuntime::new(onnx, Default::default())?),
@@ -62,8 +72,28 @@ pub fn select(choice: BackendChoice, model: impl Into<Model>) -> Result<Arc<dyn 
     })
 }
 
+/// The GPU backend for `model` with `cpu` as its fallback, or `cpu` alone (said once in the log)
+/// when no GPU can take the model.
+fn with_gpu(model: Model, cpu: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    match gpu::Gpu::new(model, gpu::GpuOptions::default()) {
+        Ok(gpu) => {
+            log::info!("gpu backend on {}", gpu.context().adapter());
+            Arc::new(Failover::new(Arc::new(gpu), cpu))
+        }
+        Err(e) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| log::warn!("{e}; using the {} backend", cpu.name()));
+            cpu
+        }
+    }
+}
+
 fn select_forest(choice: BackendChoice, forest: Arc<Forest>) -> Result<Arc<dyn Backend>> {
     Ok(match choice {
+        BackendChoice::Gpu => {
+            let cpu = select_forest(BackendChoice::Auto, forest.clone())?;
+            with_gpu(Model::Forest(forest), cpu)
+        }
         BackendChoice::Reference => Arc::new(cpu::Reference::new(forest)),
         BackendChoice::Cpu => Arc::new(cpu::Cpu::new(forest)?),
         BackendChoice::Onnx => {

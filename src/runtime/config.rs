@@ -22,6 +22,9 @@ pub enum BackendChoice {
     /// ONNX Runtime ([`OnnxRuntime`](crate::backend::onnx::OnnxRuntime)), for ONNX models;
     /// an error when its library cannot be loaded.
     Onnx,
+    /// The GPU ([`Gpu`](crate::backend::gpu::Gpu)) with the CPU as fallback: the `Auto` CPU
+    /// backend when no GPU can take the model, and for every batch after the device is lost.
+    Gpu,
 }
 
 impl std::str::FromStr for BackendChoice {
@@ -33,8 +36,9 @@ impl std::str::FromStr for BackendChoice {
             "reference" => Ok(BackendChoice::Reference),
             "cpu" => Ok(BackendChoice::Cpu),
             "onnx" => Ok(BackendChoice::Onnx),
+            "gpu" => Ok(BackendChoice::Gpu),
             other => Err(Error::Config(format!(
-                "unknown backend `{other}` (expected auto, cpu, onnx or reference)"
+                "unknown backend `{other}` (expected auto, cpu, gpu, onnx or reference)"
             ))),
         }
     }

@@ -1,0 +1,194 @@
+//! The GPU context: adapter, device and queue chosen once, limits read, loss tracked.
+//!
+//! No adapter, no device, or a lost device is an `Err`, never a panic: wgpu's default handler
+//! for uncaptured errors panics, so the context installs its own, which marks the device
+//! unusable and lets the next call fail with [`Error::DeviceLost`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How long a wait on the GPU may take before the device counts as lost.
+const WAIT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Which adapters the context may pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdapterChoice {
+    /// A hardware GPU (discrete first, then integrated, then virtual); an error when only a
+    /// software rasterizer exists.
+    #[default]
+    Hardware,
+    /// A hardware GPU when present, else a software device such as Mesa's lavapipe (for tests
+    /// and CI: real shaders, meaningless timings).
+    AllowSoftware,
+}
+
+/// One device and its queue, shared by every model scored on it.
+pub struct Context {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    /// Why the device became unusable, once it has.
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("adapter", &self.info.name).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(reason: String) -> Error {
+    Error::Unavailable { backend: "gpu", reason }
+}
+
+impl Context {
+    /// Opens the best adapter `choice` allows, with the adapter's own limits (so large batches
+    /// bind in few chunks).
+    pub fn new(choice: AdapterChoice) -> Result<Arc<Context>> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        let found: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| choice == AdapterChoice::AllowSoftware || rank(a) < 4)
+            .min_by_key(rank)
+            .ok_or_else(|| {
+                unavailable(if found.is_empty() {
+                    "no GPU adapter (no Vulkan/Metal/DX12 driver found; on Debian, \
+                     `apt-get install mesa-vulkan-drivers libvulkan1` gives a software one)"
+                        .into()
+                } else {
+                    format!(
+                        "only software adapters ({}); allow them with AdapterChoice::AllowSoftware \
+                         (CLI: --gpu-software)",
+                        found.join(", ")
+                    )
+                })
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("streamscore"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| unavailable(format!("{}: {e}", info.name)))?;
+        let lost = Arc::new(Mutex::new(None));
+        let on_lost = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut lost = on_lost.lock().unwrap_or_else(|p| p.into_inner());
+            lost.get_or_insert(format!("{reason:?}: {message}"));
+        });
+        let on_error = lost.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("gpu: {e}");
+            let mut lost = on_error.lock().unwrap_or_else(|p| p.into_inner());
+            lost.get_or_insert(format!("uncaptured wgpu error: {e}"));
+        }));
+        log::info!("gpu: {} ({:?}, {:?})", info.name, info.device_type, info.backend);
+        Ok(Arc::new(Context { device, queue, info, limits, lost }))
+    }
+
+    /// The adapter's name and type.
+    pub fn adapter(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.device_type)
+    }
+
+    /// Whether the adapter is a software rasterizer (its timings mean nothing).
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub(crate) fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The largest storage buffer one binding can hold, in bytes.
+    pub(crate) fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    /// `Err(DeviceLost)` once the device is lost or has reported an error.
+    pub fn check(&self) -> Result<()> {
+        match &*self.lost.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(reason) => Err(Error::DeviceLost { backend: "gpu", reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the device unusable and returns the error to report.
+    pub(crate) fn fail(&self, reason: String) -> Error {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let reason = lost.get_or_insert(reason).clone();
+        Error::DeviceLost { backend: "gpu", reason }
+    }
+
+    /// Fault injection: destroys the device, as a driver reset would. Every later call on it
+    /// fails with [`Error::DeviceLost`]; work in flight fails the same way.
+    pub fn inject_device_loss(&self) {
+        self.fail("injected device loss".into());
+        self.device.destroy();
+    }
+
+    /// Blocks until `submission` has finished, or fails the device after [`WAIT_LIMIT`].
+    pub(crate) fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: Some(WAIT_LIMIT),
+            })
+            .map(drop)
+            .map_err(|e| self.fail(format!("waiting for the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// Asks for `buffer`'s first `bytes` to be mapped for reading once the work submitted
+    /// before this call is done. Call it right after the submit that fills the buffer, then
+    /// [`Context::finish_read`].
+    pub(crate) fn start_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> MapWait {
+        let (tx, rx) = std::sync::mpsc::channel();
+        buffer.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r.is_ok());
+        });
+        MapWait(rx)
+    }
+
+    /// Waits for `submission` and the mapping `start_read` asked for, hands the bytes to
+    /// `read`, and unmaps.
+    pub(crate) fn finish_read<T>(
+        &self,
+        buffer: &wgpu::Buffer,
+        bytes: u64,
+        submission: wgpu::SubmissionIndex,
+        mapped: MapWait,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
+        self.wait(submission)?;
+        match mapped.0.recv_timeout(Duration::from_secs(1)) {
+            Ok(true) => {}
+            Ok(false) => return Err(self.fail("mapping a readback buffer failed".into())),
+            Err(_) => return Err(self.fail("a readback buffer never mapped".into())),
+        }
+        let result = match buffer.slice(..bytes).get_mapped_range() {
+            Ok(view) => Ok(read(&view)),
+            Err(e) => Err(self.fail(format!("reading a mapped buffer: {e}"))),
+        };
+        buffer.unmap();
+        result
+    }
+}
+
+/// A pending map request from [`Context::start_read`].
+pub(crate) struct MapWait(std::sync::mpsc::Receiver<bool>);
