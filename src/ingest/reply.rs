@@ -1,6 +1,6 @@
 //! One-shot reply slots: how each accepted event gets exactly one answer.
 //!
-//! A slot is shared by two holders, the caller's [`Ticket`] and the runtime's [`Responder`].
+//! A slot is shared by two holders, the caller's [`Ticket`] and the runtime's `Responder`.
 //! The responder writes the answer once and wakes whoever waits (a task's waker or a parked
 //! thread); the ticket takes it. Whichever holder lets go last resets the slot and returns it
 //! to its pool, so in steady state no event allocates. A responder dropped without answering

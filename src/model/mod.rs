@@ -3,7 +3,7 @@
 //! [`load_model`] reads a file and recognises its format from its content: LightGBM text models
 //! start with `tree`, XGBoost JSON models with `{`, ONNX models (protobuf) with the byte `0x08`
 //! (field 1, `ir_version`). Trees become a validated [`Forest`]; an ONNX file becomes an
-//! [`OnnxModel`], which holds a [`Dense`](dense::Dense) net when its graph is one.
+//! [`OnnxModel`](onnx::OnnxModel), which holds a [`Dense`](dense::Dense) net when its graph is one.
 //! [`load_forest`] reads tree models only.
 
 pub mod dense;

@@ -392,3 +392,93 @@ impl Program for GbdtProgram {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::load_forest;
+
+    /// The shader's `goes_right`, in Rust.
+    fn goes_right(n: [u32; 4], v: f32, cats: &[u32], rule: CategoryRule) -> bool {
+        let flags = n[1] >> 24;
+        if v.is_nan() {
+            return flags & NAN_RIGHT != 0;
+        }
+        if flags & CATEGORICAL != 0 {
+            let (header, at) = (cats[n[3] as usize], n[3] as usize);
+            let words = header & !IN_SET_LEFT;
+            let in_set = rule.category(v).is_some_and(|c| {
+                c / 32 < words && (cats[at + 1 + (c / 32) as usize] >> (c % 32)) & 1 == 1
+            });
+            return in_set != (header & IN_SET_LEFT != 0);
+        }
+        if flags & ZERO != 0 && v.abs() <= crate::model::gbdt::ZERO_BAND {
+            return flags & ZERO_RIGHT != 0;
+        }
+        v > f32::from_bits(n[0])
+    }
+
+    fn forest(name: &str) -> Forest {
+        let dir = format!("{}/models/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = ["model.txt", "model.json"]
+            .iter()
+            .map(|m| std::path::Path::new(&dir).join(m))
+            .find(|p| p.exists())
+            .unwrap();
+        load_forest(&path).unwrap()
+    }
+
+    /// Walks the GPU layout on the CPU with the shader's rule and sums in f64: every tree gives
+    /// the forest's own leaf, and each group's trees keep their file order.
+    #[test]
+    fn layout_reaches_the_forests_leaves() {
+        for name in ["lgb_multiclass_categorical", "xgb_categorical", "lgb_regression_zero_missing"]
+        {
+            let f = forest(name);
+            let g = GpuForest::new(&f).unwrap();
+            let by_group: Vec<usize> = {
+                let mut t: Vec<usize> = (0..f.trees.len()).collect();
+                t.sort_by_key(|&t| f.trees[t].group);
+                t
+            };
+            let row: Vec<f32> = (0..f.n_features).map(|i| (i % 5) as f32 - 1.0).collect();
+            for (k, &t) in by_group.iter().enumerate() {
+                let mut i = g.roots[k] as usize;
+                while (g.nodes[i][1] >> 24) & LEAF == 0 {
+                    let n = g.nodes[i];
+                    let v = row[(n[1] & 0xff_ffff) as usize];
+                    i = n[2] as usize + usize::from(goes_right(n, v, &g.cats, g.rule));
+                }
+                let leaf = f64::from(f32::from_bits(g.nodes[i][0]))
+                    + f64::from(f32::from_bits(g.nodes[i][2]));
+                let want = f.trees[t].leaf_value(&f.cat_words, |x| row[x]);
+                let tol = if f.accumulation == Accumulation::F32 { 1e-7 } else { 1e-13 };
+                assert!(
+                    (leaf - want).abs() <= tol * want.abs().max(1.0),
+                    "{name} tree {t}: {leaf} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// The load-time check refuses every index the shader would follow out of bounds.
+    #[test]
+    fn check_refuses_out_of_range_indices() {
+        let f = forest("lgb_categorical");
+        let good = GpuForest::new(&f).unwrap();
+        let split = good.nodes.iter().position(|n| (n[1] >> 24) & LEAF == 0).unwrap();
+        let cat = good.nodes.iter().position(|n| (n[1] >> 24) & CATEGORICAL != 0).unwrap();
+        let corruptions: [&dyn Fn(&mut GpuForest); 5] = [
+            &|g| g.nodes[split][2] = g.nodes.len() as u32,
+            &|g| g.nodes[split][2] = split as u32,
+            &|g| g.nodes[split][1] = (g.nodes[split][1] & 0xff00_0000) | f.n_features as u32,
+            &|g| g.nodes[cat][3] = g.cats.len() as u32,
+            &|g| g.roots[0] = g.nodes.len() as u32,
+        ];
+        for (k, corrupt) in corruptions.iter().enumerate() {
+            let mut bad = good.clone();
+            corrupt(&mut bad);
+            assert!(bad.check(&f).is_err(), "corruption {k} passed the check");
+        }
+    }
+}

@@ -1,10 +1,10 @@
-//! The GPU backend: tree ensembles and dense nets as WGSL compute shaders through wgpu
-//! (Vulkan, Metal, DX12; Mesa's lavapipe in CI).
+//! The GPU backend: tree ensembles and dense nets as WGSL compute shaders through wgpu's
+//! Vulkan backend (any Vulkan driver; Mesa's software lavapipe in CI).
 //!
 //! [`Gpu::new`] opens a device ([`Context`]), lays the model out and builds its pipelines once;
 //! per batch there is only write, dispatch, copy, map, with several chunks in flight. No GPU is
-//! an [`Error::Unavailable`](crate::Error::Unavailable) and a lost device an
-//! [`Error::DeviceLost`](crate::Error::DeviceLost), never a panic; wrap the backend in
+//! an [`Error::Unavailable`] and a lost device an
+//! [`Error::DeviceLost`], never a panic; wrap the backend in
 //! [`Failover`](crate::backend::Failover) (as [`select`](crate::backend::select) does) to have the
 //! CPU rescore what the GPU could not.
 //!

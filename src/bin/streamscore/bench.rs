@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use streamscore::backend::cpu::{Algorithm, Cpu, DenseCpu, Kernel};
+use streamscore::backend::gpu::{AdapterChoice, Gpu, GpuOptions, Strategy};
 use streamscore::backend::onnx::{OnnxOptions, OnnxRuntime};
 use streamscore::io::{Columns, normal_rows, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
@@ -67,9 +68,17 @@ pub struct BenchArgs {
     /// loop (`--rate`) never waits on answers.
     #[arg(long)]
     window: Option<usize>,
-    /// auto, cpu, onnx (ONNX Runtime, for ONNX models) or reference.
+    /// auto, cpu, gpu, onnx (ONNX Runtime, for ONNX models) or reference. `gpu` benchmarks
+    /// the GPU alone (no CPU fallback) and also reports the upload / compute / readback split.
     #[arg(long, default_value = "auto")]
     backend: String,
+    /// With `--backend gpu`: allow a software adapter such as lavapipe (correctness only: its
+    /// timings say nothing about a GPU).
+    #[arg(long)]
+    gpu_software: bool,
+    /// With `--backend gpu` and trees: auto, rows or tiles.
+    #[arg(long, default_value = "auto")]
+    gpu_strategy: String,
     /// Force the fast CPU scorer's kernel (trees; for dense nets, the small-batch kernel):
     /// avx512, avx2 or scalar (default: the fastest this CPU runs, or STREAMSCORE_KERNEL).
     #[arg(long)]
@@ -202,7 +211,14 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     let choice: BackendChoice = args.backend.parse()?;
     let load = Instant::now();
     let model = streamscore::load_model(&args.model)?;
-    let backend = backend(choice, &args, &model)?;
+    let gpu = match choice {
+        BackendChoice::Gpu => Some(Arc::new(gpu(&args, &model)?)),
+        _ => None,
+    };
+    let backend = match &gpu {
+        Some(gpu) => gpu.clone() as Arc<dyn Backend>,
+        None => backend(choice, &args, &model)?,
+    };
     // Load time is what a user waits for: parse, validate and lay out for the backend.
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
     let rows = match &args.input {
@@ -226,6 +242,12 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             backend.name(),
             rows.n_rows()
         );
+        if let Some(gpu) = &gpu {
+            let ctx = gpu.context();
+            let note =
+                if ctx.is_software() { " (software: timings say nothing about a GPU)" } else { "" };
+            eprintln!("gpu adapter {}{note}", ctx.adapter());
+        }
     }
     let (batches, delays): (Vec<usize>, Vec<u64>) = if args.sweep {
         (vec![1, 16, 64, 256, 1024], vec![50, 200, 1000])
@@ -305,8 +327,65 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             .then(|| direct_rate.get(&batch).map(|d| outcome.rows_per_sec() / d))
             .flatten();
         report(&args, backend.name(), &outcome, ratio, load_ms, &bar);
+        if let (Some(gpu), "direct") = (&gpu, mode) {
+            bar.suspend(|| gpu_stages(gpu, &rows, batch, args.json))?;
+        }
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// The GPU backend `--gpu-software` and `--gpu-strategy` ask for, with no CPU fallback.
+fn gpu(args: &BenchArgs, model: &Model) -> Result<Gpu, Error> {
+    let strategy = match args.gpu_strategy.as_str() {
+        "auto" => Strategy::Auto,
+        "rows" => Strategy::Rows,
+        "tiles" => Strategy::Tiles,
+        other => {
+            return Err(Error::Config(format!(
+                "unknown --gpu-strategy `{other}` (auto, rows or tiles)"
+            )));
+        }
+    };
+    let adapter =
+        if args.gpu_software { AdapterChoice::AllowSoftware } else { AdapterChoice::Hardware };
+    let options = GpuOptions::default().with_adapter(adapter).with_strategy(strategy);
+    Gpu::new(model.clone(), options)
+}
+
+/// Times upload, compute and readback of one batch of `batch` rows with a wait after each
+/// stage (medians of 5 runs) and prints their shares.
+fn gpu_stages(gpu: &Gpu, rows: &Batch, batch: usize, json: bool) -> Result<(), Error> {
+    let one = chunks(rows, batch).swap_remove(0);
+    let mut out = vec![0.0; one.n_rows() * gpu.output_width(Output::Transformed)];
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let t = gpu.profile(&one, Output::Transformed, &mut out)?;
+        runs.push([t.upload, t.compute, t.readback].map(|d| d.as_secs_f64() * 1e6));
+    }
+    let median = |k: usize| {
+        let mut v: Vec<f64> = runs.iter().map(|r| r[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [up, compute, back] = [0, 1, 2].map(median);
+    let total = up + compute + back;
+    let strategy = gpu.strategy_for(batch).map_or("-".to_string(), |s| format!("{s:?}"));
+    if json {
+        println!(
+            "{}",
+            json!({ "gpu_stages_us": { "batch": batch, "strategy": strategy, "upload": up,
+                    "compute": compute, "readback": back } })
+        );
+    } else {
+        println!(
+            "gpu     batch {batch}, strategy {strategy}, stages run one at a time: upload {up:.0} us \
+             ({:.0}%), compute {compute:.0} us ({:.0}%), readback {back:.0} us ({:.0}%)",
+            100.0 * up / total,
+            100.0 * compute / total,
+            100.0 * back / total
+        );
+    }
     Ok(())
 }
 
