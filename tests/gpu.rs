@@ -260,3 +260,24 @@ fn device_loss_mid_stream_loses_nothing_and_answers_once() {
     assert!(failover.rescored_batches() >= 1);
     rt.shutdown();
 }
+
+/// `BackendChoice::Gpu` gives the GPU (behind failover) where a hardware adapter opens, and
+/// the CPU backend otherwise; both score like the reference. On a machine with only lavapipe
+/// this checks the fallback (software adapters are not picked unless asked for).
+#[test]
+fn gpu_choice_falls_back_to_the_cpu_without_a_hardware_adapter() {
+    if std::env::var("STREAMSCORE_GPU_SOFTWARE").is_ok() {
+        eprintln!("SKIP: STREAMSCORE_GPU_SOFTWARE is set, so a software adapter counts");
+        return;
+    }
+    let case = golden_cases().into_iter().find(|c| c.name == "xgb_binary").unwrap();
+    let forest = Arc::new(case.forest());
+    let hardware = Context::new(AdapterChoice::Hardware).is_ok();
+    let backend =
+        streamscore::backend::select(streamscore::BackendChoice::Gpu, forest.clone()).unwrap();
+    let cpu =
+        streamscore::backend::select(streamscore::BackendChoice::Auto, forest.clone()).unwrap();
+    assert_eq!(backend.name(), if hardware { "gpu" } else { cpu.name() });
+    let batch = case.batch(&forest);
+    matches_reference(&case.name, backend.as_ref(), &forest, &batch, 100);
+}

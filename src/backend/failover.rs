@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 /// let forest = Arc::new(load_forest("models/golden/lgb_binary/model.txt")?);
 /// let both = Failover::new(Arc::new(Reference::new(forest.clone())), Arc::new(Reference::new(forest)));
 /// let mut out = vec![0.0; 1];
-/// both.score_batch(&Batch::from_rows(&[0.0; 28], 28)?, Output::Raw, &mut out)?;
+/// let row = vec![0.0; both.n_features()];
+/// both.score_batch(&Batch::from_rows(&row, row.len())?, Output::Raw, &mut out)?;
 /// assert_eq!(both.rescored_batches(), 0);
 /// # Ok::<(), streamscore::Error>(())
 /// ```

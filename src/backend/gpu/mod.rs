@@ -16,7 +16,7 @@
 //!
 //! let model = load_model("models/golden/lgb_binary/model.txt")?;
 //! let gpu = Gpu::new(model, GpuOptions::default())?;
-//! let batch = Batch::from_rows(&vec![0.5; 28 * 4], 28)?;
+//! let batch = Batch::from_rows(&vec![0.5; gpu.n_features() * 4], gpu.n_features())?;
 //! let mut out = vec![0.0; 4];
 //! gpu.score_batch(&batch, Output::Transformed, &mut out)?;
 //! # Ok::<(), streamscore::Error>(())
