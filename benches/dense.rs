@@ -7,6 +7,10 @@
 //! - `mlp`: models/onnx/mlp_32_256_256_1 at 1, 64, 1024 and 65536 rows, 1 thread: the scalar
 //!   reference (naive baseline), our CPU path per kernel, and ONNX Runtime on the same file.
 //!
+//! - `peak`: this core's FMA peak, measured: 16 independent chains of 512-bit FMAs in
+//!   registers (AVX-512 only), throughput in flops (2 per lane per FMA), to put the MLP's
+//!   GFLOP/s in proportion.
+//!
 //! `cargo bench --bench dense` (ONNX Runtime from scripts/onnxruntime.sh)
 
 use std::hint::black_box;
@@ -153,5 +157,35 @@ fn mlp(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layer_gemm, mlp);
+/// 16 chains x 16 lanes of FMAs, `n` rounds: `2 * 256 * n` flops.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_chains(n: usize, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(seed); 16];
+    let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-4));
+    for _ in 0..n {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    let sum = acc.iter().fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+    _mm512_reduce_add_ps(sum)
+}
+
+fn peak(c: &mut Criterion) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        let n = 100_000;
+        let mut group = c.benchmark_group("peak");
+        group.throughput(Throughput::Elements(2 * 256 * n as u64));
+        group.bench_function("avx512_fma_flops", |b| {
+            // SAFETY: AVX-512F was detected above.
+            b.iter(|| unsafe { fma_chains(black_box(n), black_box(1.0)) })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, layer_gemm, mlp, peak);
 criterion_main!(benches);

@@ -4,9 +4,11 @@
 //! Rows go through every layer in tiles of [`TILE`] rows, while they are hot in cache. Per
 //! layer, by measurement (`cargo bench --bench dense`; `--backend cpu` in `streamscore bench`):
 //! - with AVX-512: our register-blocked kernel at every batch size. It keeps up to 6 rows x 64
-//!   outputs (or 1-2 rows x 128) of accumulators in zmm registers and streams each weight row
-//!   once per row block: no packing, no call overhead, so batch 1 is as fast as the weights
-//!   can be read. On the MLP 32-256-256-1 it scored 1.2M rows/s at 64-65536 rows where
+//!   outputs (2 rows x 128, or 1 row x 256 with the loads folded into the FMAs) of
+//!   accumulators in zmm registers and streams each weight row once per row block: no packing,
+//!   no call overhead, so batch 1 is as fast as the weights can be read. A layer with one
+//!   output is a dot product per row, vectorized over the inputs (not one FMA chain `n_in`
+//!   long): that and the 1 x 256 block took batch 1 of the MLP from 2.5 to 2.0 µs. On the MLP 32-256-256-1 it scored 1.2M rows/s at 64-65536 rows where
 //!   `matrixmultiply` (AVX2 kernels) scored 0.70-0.86M; the `gemm` crate (0.18) keeps its
 //!   AVX-512 kernels behind a nightly-only feature and was slower than `matrixmultiply` on one
 //!   256x256 layer from 64 rows up.
@@ -326,12 +328,25 @@ mod avx512 {
         // r0..r0+rows < n, columns o0..o0+cols <= m), and masked lanes are not accessed.
         unsafe {
             let (k, m) = (layer.n_in, layer.n_out);
+            if m == 1 {
+                // One output: a dot product per row, vectorized over the inputs (the weights
+                // are contiguous), instead of one FMA chain `k` long.
+                for (r, d) in dst[..n].iter_mut().enumerate() {
+                    *d = dot(src.as_ptr().add(r * k), layer.weights.as_ptr(), k) + layer.bias[0];
+                }
+                return;
+            }
             let mut r0 = 0;
             while r0 < n {
                 let rows = (n - r0).min(6);
-                // Two rows or fewer: 8 vectors (128 outputs), so that enough independent FMA
-                // chains are in flight to hide their latency.
-                let vmax = if rows <= 2 { 8 } else { 4 };
+                // Few rows: more vectors (up to 256 outputs for one row), so that enough
+                // independent FMA chains are in flight to hide their latency and each weight
+                // row is streamed once, contiguously.
+                let vmax = match rows {
+                    1 => 16,
+                    2 => 8,
+                    _ => 4,
+                };
                 let mut o0 = 0;
                 while o0 < m {
                     let cols = (m - o0).min(16 * vmax);
@@ -356,6 +371,14 @@ mod avx512 {
                         (1, 6),
                         (1, 7),
                         (1, 8),
+                        (1, 9),
+                        (1, 10),
+                        (1, 11),
+                        (1, 12),
+                        (1, 13),
+                        (1, 14),
+                        (1, 15),
+                        (1, 16),
                         (2, 1),
                         (2, 2),
                         (2, 3),
@@ -388,6 +411,35 @@ mod avx512 {
         }
     }
 
+    /// `sum(x[i] * w[i])` for `i < k`, over four accumulators.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot(x: *const f32, w: *const f32, k: usize) -> f32 {
+        // SAFETY: the caller passes `k` readable values behind both pointers; the tail is
+        // loaded masked.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 64 <= k {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let at = i + 16 * j;
+                    *a =
+                        _mm512_fmadd_ps(_mm512_loadu_ps(x.add(at)), _mm512_loadu_ps(w.add(at)), *a);
+                }
+                i += 64;
+            }
+            while i < k {
+                let mask = ((1u32 << (k - i).min(16)) - 1) as u16;
+                let (xv, wv) =
+                    (_mm512_maskz_loadu_ps(mask, x.add(i)), _mm512_maskz_loadu_ps(mask, w.add(i)));
+                acc[0] = _mm512_fmadd_ps(xv, wv, acc[0]);
+                i += 16;
+            }
+            let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            _mm512_reduce_add_ps(sum)
+        }
+    }
+
     /// `R` rows (stride `k`) from `x`, outputs `0..cols` of a weight matrix with row stride `m`
     /// starting at `w`, into `d` (row stride `m`).
     #[inline]
@@ -415,16 +467,29 @@ mod avx512 {
                     row[j] = _mm512_maskz_loadu_ps(masks[j], b.add(16 * j));
                 }
             }
-            for i in 0..k {
-                let wi = w.add(i * m);
-                let mut wv = [_mm512_setzero_ps(); V];
-                for j in 0..V {
-                    wv[j] = _mm512_maskz_loadu_ps(masks[j], wi.add(16 * j));
+            if R == 1 && cols == 16 * V {
+                // Full vectors: unmasked loads fold into the FMAs (no register per weight
+                // vector, so 16 accumulators fit).
+                let row = &mut acc[0];
+                for i in 0..k {
+                    let wi = w.add(i * m);
+                    let xv = _mm512_set1_ps(*x.add(i));
+                    for (j, a) in row.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(xv, _mm512_loadu_ps(wi.add(16 * j)), *a);
+                    }
                 }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_set1_ps(*x.add(r * k + i));
+            } else {
+                for i in 0..k {
+                    let wi = w.add(i * m);
+                    let mut wv = [_mm512_setzero_ps(); V];
                     for j in 0..V {
-                        row[j] = _mm512_fmadd_ps(xv, wv[j], row[j]);
+                        wv[j] = _mm512_maskz_loadu_ps(masks[j], wi.add(16 * j));
+                    }
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let xv = _mm512_set1_ps(*x.add(r * k + i));
+                        for j in 0..V {
+                            row[j] = _mm512_fmadd_ps(xv, wv[j], row[j]);
+                        }
                     }
                 }
             }
