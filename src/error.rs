@@ -258,6 +258,19 @@ pub enum Error {
         /// What the driver or wgpu said.
         reason: String,
     },
+    /// The event is older than its key's watermark by more than the spec's allowed lateness,
+    /// and the spec's late policy rejects such events; the key's state is unchanged.
+    #[error(
+        "late event for key {key}: time {time_ms} ms is behind the key's watermark {watermark_ms} ms by more than the allowed lateness"
+    )]
+    Late {
+        /// The event's key.
+        key: u64,
+        /// Its event time.
+        time_ms: i64,
+        /// The key's latest event time.
+        watermark_ms: i64,
+    },
     /// The backend failed on the batch this event was in.
     #[error("backend `{backend}` failed: {message}")]
     Backend {

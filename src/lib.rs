@@ -28,6 +28,7 @@ pub mod backend;
 pub mod batch;
 pub mod error;
 pub mod event;
+pub mod features;
 pub mod ingest;
 pub mod io;
 pub mod metrics;

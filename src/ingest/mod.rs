@@ -40,6 +40,9 @@ impl<E: std::fmt::Debug> std::error::Error for Rejected<E> {
 pub(crate) struct Job {
     /// The validated row, in a pooled buffer.
     pub row: Vec<f32>,
+    /// Key and event time (ms), for the feature stage (0 when the runtime has none).
+    pub key: u64,
+    pub time_ms: i64,
     pub deadline: Option<Instant>,
     pub accepted: Instant,
     /// When the batcher took it off the queue.

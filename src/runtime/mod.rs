@@ -105,8 +105,45 @@ impl Runtime {
         schema: Schema,
         config: RuntimeConfig,
     ) -> Result<Self> {
+        Self::start(backend, schema, config, None)
+    }
+
+    /// Starts a runtime that computes `features` from raw events before `backend` scores
+    /// them. Events carry the spec's raw fields (numeric values, then categorical codes from
+    /// [`Spec::encode`](crate::features::Spec::encode)), a key and a timestamp; the feature
+    /// stage runs in the batcher thread, in acceptance order, so its state sees events in the
+    /// order they were accepted whatever the batching. An event the stage refuses (a late
+    /// event under [`LatePolicy::Reject`](crate::features::LatePolicy)) is answered with the
+    /// error. Expired and shed events never reach the stage.
+    pub fn with_features(
+        features: crate::features::Features,
+        backend: Arc<dyn Backend>,
+        config: RuntimeConfig,
+    ) -> Result<Self> {
+        let spec = features.spec().clone();
+        if backend.n_features() != spec.names.len() {
+            return Err(Error::WidthMismatch {
+                expected: backend.n_features(),
+                got: spec.names.len(),
+            });
+        }
+        Self::start(backend, Schema::new(spec.fields.iter().cloned()), config, Some(features))
+    }
+
+    /// The feature stage's counters (`None` without one).
+    pub fn feature_counters(&self) -> Option<crate::features::FeatureCounters> {
+        let stage = self.shared.features.as_ref()?;
+        Some(stage.lock().unwrap_or_else(|p| p.into_inner()).counters())
+    }
+
+    fn start(
+        backend: Arc<dyn Backend>,
+        schema: Schema,
+        config: RuntimeConfig,
+        features: Option<crate::features::Features>,
+    ) -> Result<Self> {
         config.validate()?;
-        if schema.len() != backend.n_features() {
+        if features.is_none() && schema.len() != backend.n_features() {
             return Err(Error::WidthMismatch { expected: backend.n_features(), got: schema.len() });
         }
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.get());
@@ -126,7 +163,8 @@ impl Runtime {
             in_submit: Default::default(),
             scoring_estimate_ns: AtomicU64::new(0),
             metrics: Metrics::new(workers + 1),
-            width: backend.n_features(),
+            width: schema.len(),
+            features: features.map(Mutex::new),
             out_width: backend.output_width(config.output),
             model_version: config.model_version.unwrap_or(0),
             config,
@@ -282,6 +320,12 @@ impl Runtime {
         if sh.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
+        if sh.features.is_some() && (event.key.is_none() || event.timestamp_ms.is_none()) {
+            return Err(Error::Input {
+                at: "event".into(),
+                message: "the feature stage needs a key and a timestamp on every event".into(),
+            });
+        }
         let mut row = sh.rows.pop().unwrap_or_default();
         if let Err(e) = copy_checked(event.values(), sh.width, sh.config.non_finite, &mut row) {
             sh.recycle_row(row);
@@ -289,7 +333,11 @@ impl Runtime {
         }
         let (ticket, reply) = sh.slots.pair();
         let accepted = Instant::now();
-        Ok((ticket, Job { row, deadline: event.deadline, accepted, popped: accepted, reply }))
+        let (key, time_ms) = (event.key.unwrap_or(0), event.timestamp_ms.unwrap_or(0));
+        Ok((
+            ticket,
+            Job { row, key, time_ms, deadline: event.deadline, accepted, popped: accepted, reply },
+        ))
     }
 
     /// Queues a job; on a full queue applies the overload policy, undoing the job if refused.

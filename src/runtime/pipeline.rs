@@ -50,7 +50,10 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     /// The validated configuration.
     pub config: RuntimeConfig,
+    /// Width of an accepted row (the backend's, or the feature spec's raw fields).
     pub width: usize,
+    /// The feature stage between batcher and backend, if any (only the batcher locks it).
+    pub features: Option<std::sync::Mutex<crate::features::Features>>,
     pub out_width: usize,
     /// `config.model_version`, defaulted.
     pub model_version: u64,
@@ -227,7 +230,16 @@ fn flush(sh: &Shared, b: &mut Batcher<Job>, sink: &mut Sink, now: Instant, expir
             rec.record(Stage::Batching, now.saturating_duration_since(job.popped));
         }
     });
-    let batch = Batch::from_columns(columns, n, width).expect("length is n * width");
+    let mut batch = Batch::from_columns(columns, n, width).expect("length is n * width");
+    if let Some(stage) = &sh.features {
+        match features(sh, stage, batch, &mut jobs) {
+            Some(b) => batch = b,
+            None => {
+                let _ = sh.spare_jobs.push(jobs);
+                return;
+            }
+        }
+    }
     let work = match sink {
         Sink::Inline(scorer) => return scorer.score(sh, Work { batch, jobs }),
         Sink::Workers(work) => work,
@@ -246,6 +258,48 @@ fn flush(sh: &Shared, b: &mut Batcher<Job>, sink: &mut Sink, now: Instant, expir
             );
         }
     }
+}
+
+/// Runs the feature stage over a raw batch: answers the events it refuses, drops them from
+/// `jobs`, and returns the feature batch of the rest (`None` when none is left).
+fn features(
+    sh: &Shared,
+    stage: &std::sync::Mutex<crate::features::Features>,
+    raw: Batch,
+    jobs: &mut Vec<Job>,
+) -> Option<Batch> {
+    let keys: Vec<u64> = jobs.iter().map(|j| j.key).collect();
+    let times: Vec<i64> = jobs.iter().map(|j| j.time_ms).collect();
+    let mut out = crate::features::Output::default();
+    let mut stage = stage.lock().unwrap_or_else(|p| p.into_inner());
+    let n_out = stage.spec().names.len();
+    let result = stage.transform(&raw, &keys, &times, &mut out);
+    drop(stage);
+    let n = jobs.len();
+    if let Err(e) = result {
+        // Widths were checked when the runtime started; answer rather than lose the batch.
+        for job in jobs.drain(..) {
+            let error = Error::Backend { backend: "features", message: e.to_string() };
+            sh.fail(job, error, &sh.metrics.counters.errors);
+        }
+        return None;
+    }
+    if out.errors.is_empty() {
+        return Some(Batch::from_columns(out.values, n, n_out).expect("n * n_out values"));
+    }
+    let mut refused = vec![false; n];
+    let mut kept = Vec::with_capacity(n);
+    for (r, e) in out.errors.drain(..).rev() {
+        refused[r] = true;
+        let job = jobs.remove(r);
+        sh.fail(job, e, &sh.metrics.counters.errors);
+    }
+    let live: Vec<usize> = (0..n).filter(|&r| !refused[r]).collect();
+    for c in 0..n_out {
+        kept.extend(live.iter().map(|&r| out.values[c * n + r]));
+    }
+    (!live.is_empty())
+        .then(|| Batch::from_columns(kept, live.len(), n_out).expect("rows * n_out values"))
 }
 
 /// Scores batches and answers their events; owned by one thread.

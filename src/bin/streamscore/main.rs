@@ -48,6 +48,19 @@ enum Command {
         #[arg(long)]
         no_header: bool,
     },
+    /// Compute a feature spec's features over a CSV of raw events, in file order, through the
+    /// same code the runtime runs online. Output: key, time, the features, error.
+    Features {
+        /// Feature spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Raw events: CSV with a header naming the key, time and every field; `-` is stdin.
+        #[arg(long)]
+        input: String,
+        /// Where to write the features; `-` (the default) is stdout.
+        #[arg(long, default_value = "-")]
+        output: String,
+    },
     /// Measure throughput and latency: the backend alone (direct) and the full runtime (stream).
     Bench(bench::BenchArgs),
     /// Describe a model: format, objective, trees, classes, features, depth (for ONNX: input,
@@ -59,6 +72,61 @@ enum Command {
     },
 }
 
+fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use streamscore::features::{Features, Spec, offline};
+    let spec = Spec::from_path(spec)?;
+    let bytes = if input == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| Error::io("-", e))?;
+        b
+    } else {
+        std::fs::read(input).map_err(|e| Error::io(input, e))?
+    };
+    let events = offline::read_csv(&spec, &bytes, input)?;
+    let mut stage = Features::new(spec.clone());
+    let (rows, refused) = offline::run(&mut stage, &events, 65_536)?;
+    let mut errors: Vec<Option<String>> = vec![None; events.len()];
+    for (i, e) in refused {
+        errors[i] = Some(e.to_string());
+    }
+    let sink: Box<dyn Write> = if output == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
+    };
+    let mut w = std::io::BufWriter::new(sink);
+    let io = |e| Error::io(output, e);
+    writeln!(w, "{},{},{},error", spec.key, spec.time, spec.names.join(",")).map_err(io)?;
+    let n_out = spec.names.len();
+    for (i, row) in rows.chunks(n_out.max(1)).take(events.len()).enumerate() {
+        write!(w, "{},{}", events.keys[i], events.times[i]).map_err(io)?;
+        for v in row {
+            // NaN (missing, or a refused event) is an empty field; others print in the
+            // shortest form that reads back to the same f32.
+            if v.is_nan() { write!(w, ",") } else { write!(w, ",{v}") }.map_err(io)?;
+        }
+        writeln!(w, ",{}", errors[i].as_deref().unwrap_or("").replace(',', ";")).map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+    let c = stage.counters();
+    eprintln!(
+        "{} events: {} computed, {} refused at reading, {} late rejected, {} late included; {} keys live, {} expired, {} evicted",
+        events.len() + events.refused.len(),
+        c.events,
+        events.refused.len(),
+        c.late_rejected,
+        c.late_included,
+        stage.live_keys(),
+        c.expired_keys,
+        c.evicted_keys
+    );
+    for (line, e) in events.refused.iter().take(10) {
+        eprintln!("line {line}: {e}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -66,6 +134,7 @@ fn main() -> ExitCode {
             score(&model, &input, &output, raw, no_header)
         }
         Command::Inspect { model } => inspect(&model),
+        Command::Features { spec, input, output } => features(&spec, &input, &output),
         Command::Bench(args) => bench::run(args),
     };
     match result {

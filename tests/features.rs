@@ -1,0 +1,473 @@
+//! The feature stage: semantics against a brute-force evaluation, batch-boundary invariance,
+//! online (through the runtime, random batching) against offline, bounded memory under key
+//! churn, and the outcome of every kind of bad input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamscore::backend::{Backend, Output};
+use streamscore::features::{Features, LatePolicy, Spec, offline};
+use streamscore::{Batch, Error, Event, Runtime, RuntimeConfig};
+
+/// A spec with every windowed op, over two numeric fields and one categorical.
+const SPEC: &str = r#"
+[events]
+key = "card"
+time = "ts"
+numeric = ["amount", "score"]
+categorical = [{ name = "mcc", values = ["grocery", "travel", "fuel"] }]
+
+[[feature]]
+name = "amount"
+op = "field"
+field = "amount"
+
+[[feature]]
+name = "log_amount"
+op = "log1p"
+field = "amount"
+
+[[feature]]
+name = "per_score"
+op = "ratio"
+field = "amount"
+other = "score"
+default = -1.0
+
+[[feature]]
+name = "mcc"
+op = "onehot"
+field = "mcc"
+
+[[feature]]
+name = "n_1h"
+op = "count"
+window = "1h"
+
+[[feature]]
+name = "n_day"
+op = "count"
+window = "1d"
+tumbling = true
+
+[[feature]]
+name = "sum_1h"
+op = "sum"
+field = "amount"
+window = "1h"
+
+[[feature]]
+name = "mean_6h"
+op = "mean"
+field = "amount"
+window = "6h"
+
+[[feature]]
+name = "min_6h"
+op = "min"
+field = "score"
+window = "6h"
+
+[[feature]]
+name = "max_6h"
+op = "max"
+field = "score"
+window = "6h"
+
+[[feature]]
+name = "std_6h"
+op = "std"
+field = "amount"
+window = "6h"
+
+[[feature]]
+name = "last_1h"
+op = "last"
+field = "amount"
+window = "1h"
+
+[[feature]]
+name = "distinct_mcc_1d"
+op = "distinct"
+field = "mcc"
+window = "1d"
+
+[[feature]]
+name = "z_amount_1d"
+op = "zscore"
+field = "amount"
+window = "1d"
+
+[[feature]]
+name = "amount_vs_mean_1d"
+op = "ratio_to_mean"
+field = "amount"
+window = "1d"
+
+[[feature]]
+name = "ewma_amount"
+op = "ewma"
+field = "amount"
+half_life = "2h"
+
+[[feature]]
+name = "since_last"
+op = "since_last"
+"#;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `n` events over `keys` keys, time mostly increasing (steps of 0-20 min); with `late`, one
+/// in 50 goes back up to 3 h.
+fn events(n: usize, keys: u64, late: bool, seed: u64) -> offline::Events {
+    let mut rng = Rng(seed);
+    let mut e = offline::Events::default();
+    let mut t = 1_700_000_000_000i64;
+    for i in 0..n {
+        t += rng.below(20 * 60_000) as i64;
+        let back = if late && rng.below(50) == 0 { rng.below(3 * 3_600_000) as i64 } else { 0 };
+        let amount = if rng.below(30) == 0 { f32::NAN } else { (rng.below(10_000) as f32) / 100.0 };
+        let score = if rng.below(7) == 0 { 0.0 } else { rng.below(100) as f32 / 10.0 };
+        let mcc = if rng.below(20) == 0 { f32::NAN } else { rng.below(3) as f32 };
+        e.rows.extend([amount, score, mcc]);
+        e.keys.push(rng.below(keys));
+        e.times.push(t - back);
+        e.lines.push(i + 2);
+    }
+    e
+}
+
+fn spec(extra_state: &str) -> Spec {
+    Spec::from_toml(&SPEC.replace(
+        "[[feature]]\nname = \"amount\"",
+        &format!("{extra_state}\n[[feature]]\nname = \"amount\""),
+    ))
+    .unwrap()
+}
+
+/// The features of every event, computed from scratch from all earlier events of its key
+/// (no state, no eviction): the definitions the stage must meet when no limit applies.
+fn brute_force(spec: &Spec, e: &offline::Events) -> Vec<f32> {
+    let n_out = spec.names.len();
+    let mut out = vec![f32::NAN; e.len() * n_out];
+    let col = |name: &str| spec.names.iter().position(|n| n == name).unwrap();
+    for i in 0..e.len() {
+        let (k, t) = (e.keys[i], e.times[i]);
+        let row = &e.rows[i * 3..i * 3 + 3];
+        // Earlier events of the key (file order), the current one included.
+        let hist: Vec<usize> = (0..=i).filter(|&j| e.keys[j] == k).collect();
+        let in_window =
+            |w: i64| hist.iter().copied().filter(move |&j| e.times[j] > t - w && e.times[j] <= t);
+        let vals =
+            |w: i64, f: usize| in_window(w).map(move |j| e.rows[j * 3 + f]).filter(|x| !x.is_nan());
+        let o = &mut out[i * n_out..(i + 1) * n_out];
+        o[col("amount")] = row[0];
+        o[col("n_1h")] = in_window(3_600_000).count() as f32;
+        let day = t.div_euclid(86_400_000) * 86_400_000;
+        o[col("n_day")] =
+            hist.iter().filter(|&&j| e.times[j] >= day && e.times[j] <= t).count() as f32;
+        o[col("sum_1h")] = vals(3_600_000, 0).map(f64::from).sum::<f64>() as f32;
+        let a6: Vec<f64> = vals(6 * 3_600_000, 0).map(f64::from).collect();
+        o[col("mean_6h")] = if a6.is_empty() {
+            f32::NAN
+        } else {
+            (a6.iter().sum::<f64>() / a6.len() as f64) as f32
+        };
+        o[col("min_6h")] = vals(6 * 3_600_000, 1).reduce(f32::min).unwrap_or(f32::NAN);
+        o[col("max_6h")] = vals(6 * 3_600_000, 1).reduce(f32::max).unwrap_or(f32::NAN);
+        // Sample std: 0 for a single value, NaN for none (the stage's stated convention).
+        o[col("std_6h")] = match a6.len() {
+            0 => f32::NAN,
+            1 => 0.0,
+            _ => sample_std(&a6).unwrap() as f32,
+        };
+        let prev: Vec<usize> = in_window(3_600_000).filter(|&j| j != i).collect();
+        o[col("last_1h")] = prev.last().map_or(f32::NAN, |&j| e.rows[j * 3]);
+        let mut d: Vec<u32> = vals(86_400_000, 2).map(f32::to_bits).collect();
+        d.sort_unstable();
+        d.dedup();
+        o[col("distinct_mcc_1d")] = d.len() as f32;
+        let hist_day: Vec<f64> = in_window(86_400_000)
+            .filter(|&j| j != i)
+            .map(|j| f64::from(e.rows[j * 3]))
+            .filter(|x| !x.is_nan())
+            .collect();
+        let x = f64::from(row[0]);
+        let mean = hist_day.iter().sum::<f64>() / hist_day.len() as f64;
+        o[col("z_amount_1d")] = match sample_std(&hist_day) {
+            Some(s) if s > 0.0 => ((x - mean) / s) as f32,
+            _ => f32::NAN,
+        };
+        o[col("amount_vs_mean_1d")] =
+            if !hist_day.is_empty() && mean != 0.0 { (x / mean) as f32 } else { f32::NAN };
+        let before: Vec<i64> = hist.iter().filter(|&&j| j != i).map(|&j| e.times[j]).collect();
+        o[col("since_last")] =
+            before.iter().max().map_or(f32::NAN, |&p| ((t - p) as f64 / 1e3) as f32);
+    }
+    out
+}
+
+/// Sample std with the same update order as the stage (Welford), or `None` below two values.
+fn sample_std(v: &[f64]) -> Option<f64> {
+    let (mut n, mut mean, mut m2) = (0.0, 0.0, 0.0);
+    for &x in v {
+        n += 1.0;
+        let d = x - mean;
+        mean += d / n;
+        m2 += d * (x - mean);
+    }
+    (n >= 2.0).then(|| (m2 / (n - 1.0)).sqrt())
+}
+
+fn same(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+#[test]
+fn windowed_features_match_a_brute_force_evaluation() {
+    let spec = spec("");
+    let e = events(3_000, 40, false, 1);
+    let (got, refused) = offline::run(&mut Features::new(spec.clone()), &e, 3_000).unwrap();
+    assert!(refused.is_empty());
+    let want = brute_force(&spec, &e);
+    let n_out = spec.names.len();
+    let checked = [
+        "amount",
+        "n_1h",
+        "n_day",
+        "sum_1h",
+        "mean_6h",
+        "min_6h",
+        "max_6h",
+        "std_6h",
+        "last_1h",
+        "distinct_mcc_1d",
+        "z_amount_1d",
+        "amount_vs_mean_1d",
+        "since_last",
+    ];
+    for name in checked {
+        let c = spec.names.iter().position(|n| n == name).unwrap();
+        for i in 0..e.len() {
+            let (g, w) = (got[i * n_out + c], want[i * n_out + c]);
+            assert!(same(g, w), "{name}, event {i}: stage {g} vs brute force {w}");
+        }
+    }
+}
+
+#[test]
+fn batch_boundaries_do_not_change_any_feature() {
+    for state in [
+        "",
+        "[state]\nttl = \"3h\"\nmax_keys = 25\nmax_events_per_key = 8\nallowed_lateness = \"1h\"\nlate = \"include\"",
+    ] {
+        let spec = spec(state);
+        let e = events(4_000, 60, true, 2);
+        let (whole, _) = offline::run(&mut Features::new(spec.clone()), &e, 1 << 20).unwrap();
+        for chunk in [1, 7, 256, 999] {
+            let (part, _) = offline::run(&mut Features::new(spec.clone()), &e, chunk).unwrap();
+            assert!(
+                whole.iter().zip(&part).all(|(a, b)| same(*a, *b)),
+                "chunks of {chunk} with state `{state}`"
+            );
+        }
+    }
+}
+
+/// A backend that answers each event with its feature row, so the runtime's answers are the
+/// features themselves.
+struct Echo(usize);
+
+impl Backend for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn n_features(&self) -> usize {
+        self.0
+    }
+    fn output_width(&self, _: Output) -> usize {
+        self.0
+    }
+    fn score_batch(&self, batch: &Batch, _: Output, out: &mut [f32]) -> streamscore::Result<()> {
+        out.copy_from_slice(&batch.to_rows());
+        Ok(())
+    }
+}
+
+/// Streams the events through the runtime from one producer (acceptance order is file order),
+/// with random batch sizes and delays, and checks every answer against the offline run bit for
+/// bit, across TTL expiry, key-cap eviction and late events under both policies.
+#[test]
+fn online_features_are_bit_identical_to_offline() {
+    let mut rng = Rng(99);
+    for (i, state) in [
+        "[state]\nttl = \"2h\"\nmax_keys = 20\nallowed_lateness = \"30m\"\nlate = \"include\"",
+        "[state]\nttl = \"5h\"\nmax_events_per_key = 4\nallowed_lateness = \"1h\"\nlate = \"reject\"",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let spec = spec(state);
+        let e = events(3_000, 50, true, 10 + i as u64);
+        let (want, refused) = offline::run(&mut Features::new(spec.clone()), &e, 500).unwrap();
+        assert_eq!(refused.is_empty(), spec.late == LatePolicy::Include);
+        let n_out = spec.names.len();
+        for _ in 0..3 {
+            let config = RuntimeConfig::default()
+                .with_max_batch(1 + rng.below(300) as usize)
+                .with_max_delay(Duration::from_micros(rng.below(2_000)))
+                .with_queue_capacity(4_096);
+            let rt = Runtime::with_features(Features::new(spec.clone()), Arc::new(Echo(n_out)), config).unwrap();
+            let tickets: Vec<_> = (0..e.len())
+                .map(|j| {
+                    let event = Event::new(&e.rows[j * 3..j * 3 + 3]).with_key(e.keys[j]).with_timestamp_ms(e.times[j]);
+                    rt.try_submit(event).map_err(|r| r.error).unwrap()
+                })
+                .collect();
+            for (j, t) in tickets.into_iter().enumerate() {
+                match t.wait() {
+                    Ok(score) => {
+                        let row = &want[j * n_out..(j + 1) * n_out];
+                        assert!(
+                            score.values().iter().zip(row).all(|(a, b)| same(*a, *b)),
+                            "event {j}: online {:?} vs offline {row:?}",
+                            score.values()
+                        );
+                    }
+                    Err(Error::Late { .. }) => assert!(refused.iter().any(|(r, _)| *r == j), "event {j} refused online only"),
+                    Err(other) => panic!("event {j}: {other}"),
+                }
+            }
+            let counters = rt.feature_counters().unwrap();
+            assert_eq!(counters.late_rejected as usize, refused.len());
+            rt.shutdown();
+        }
+    }
+}
+
+#[test]
+fn key_churn_stays_within_the_key_cap_and_its_memory() {
+    let spec = spec("[state]\nmax_keys = 10000\nmax_events_per_key = 16");
+    let mut stage = Features::new(spec.clone());
+    let mut peak = 0;
+    for round in 0..20u64 {
+        // 50,000 fresh keys per round: 1M keys pass through a cap of 10,000.
+        let keys: Vec<u64> = (0..50_000).map(|k| round * 50_000 + k).collect();
+        let times: Vec<i64> = (0..50_000).map(|k| (round * 50_000 + k) as i64 * 1_000).collect();
+        let rows = vec![1.0f32; 3 * 50_000];
+        stage.transform_rows(&rows, &keys, &times).unwrap();
+        assert!(stage.live_keys() <= 10_000);
+        peak = peak.max(stage.state_bytes());
+    }
+    let per_key = peak / 10_000;
+    eprintln!("peak state {peak} bytes for 10,000 keys: {per_key} bytes per live key");
+    assert!(stage.counters().evicted_keys >= 990_000);
+    // One event per key here: the map slot, the key state and one entry's buffers.
+    assert!(per_key < 1_024, "{per_key} bytes per key");
+}
+
+#[test]
+fn bad_input_has_a_stated_outcome() {
+    let spec = Spec::from_toml(
+        r#"
+        [events]
+        key = "card"
+        time = "ts"
+        numeric = ["amount"]
+        categorical = [{ name = "mcc", values = ["a", "b"], unknown = "error" }]
+        [[feature]]
+        name = "n"
+        op = "count"
+        window = "1h"
+        [[feature]]
+        name = "mcc"
+        op = "onehot"
+        field = "mcc"
+        "#,
+    )
+    .unwrap();
+    let csv = "card,ts,amount,mcc\n1,1000,5,a\n1,2000,x,a\n,3000,5,a\n1,4000,5,zzz\n1,5000,,b\n";
+    let e = offline::read_csv(&spec, csv.as_bytes(), "t.csv").unwrap();
+    // Non-numeric value, missing key, unknown category under `error`: refused with the line.
+    let lines: Vec<usize> = e.refused.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [3, 4, 5]);
+    assert!(e.refused[0].1.to_string().contains("is not a number"), "{}", e.refused[0].1);
+    // An empty value is missing, not an error.
+    assert_eq!(e.len(), 2);
+    assert!(e.rows[2].is_nan());
+    // A missing column is a clear error up front.
+    let err = offline::read_csv(&spec, b"card,ts,amount\n1,1,1\n", "t.csv").unwrap_err();
+    assert!(err.to_string().contains("no column `mcc`"), "{err}");
+    // Unknown categories under `missing` become NaN codes: one-hot all zero.
+    let lax = Spec::from_toml(SPEC).unwrap();
+    assert!(lax.encode("mcc", "unheard-of").unwrap().is_nan());
+    // Through the runtime, an event without key or time is refused at submission.
+    let rt = Runtime::with_features(
+        Features::new(spec.clone()),
+        Arc::new(Echo(spec.names.len())),
+        RuntimeConfig::default(),
+    )
+    .unwrap();
+    let refused = rt.try_submit(Event::new(vec![1.0, 0.0]).with_key(1)).unwrap_err();
+    assert!(matches!(refused.error, Error::Input { .. }), "{}", refused.error);
+    let wrong = rt.try_submit(Event::new(vec![1.0]).with_key(1).with_timestamp_ms(1)).unwrap_err();
+    assert!(matches!(wrong.error, Error::WidthMismatch { .. }));
+    rt.shutdown();
+    // Spec mistakes are clear errors.
+    for (bad, says) in [
+        ("op = \"median\"", "unknown op"),
+        ("op = \"sum\"\nfield = \"nope\"\nwindow = \"1h\"", "unknown field"),
+        ("op = \"sum\"\nfield = \"amount\"\nwindow = \"1 fortnight\"", "duration"),
+        ("op = \"sum\"\nfield = \"amount\"", "needs `window`"),
+    ] {
+        let text = format!(
+            "[events]\nkey = \"k\"\ntime = \"t\"\nnumeric = [\"amount\"]\n[[feature]]\nname = \"f\"\n{bad}\n"
+        );
+        let err = Spec::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains(says), "`{bad}`: {err}");
+    }
+}
+
+/// A late event under `reject` is answered with `Error::Late` and leaves the key's state as
+/// it was; under `include` it counts at the oldest accepted time.
+#[test]
+fn late_events_follow_the_policy() {
+    for (policy, include) in [("reject", false), ("include", true)] {
+        let text = format!(
+            "[events]\nkey = \"k\"\ntime = \"t\"\n[state]\nallowed_lateness = \"10m\"\nlate = \"{policy}\"\n\
+             [[feature]]\nname = \"n\"\nop = \"count\"\nwindow = \"1h\"\n"
+        );
+        let mut stage = Features::new(Spec::from_toml(&text).unwrap());
+        let out =
+            stage.transform_rows(&[], &[7, 7, 7], &[3_600_000, 3_000_000, 1_000_000]).unwrap();
+        // 10 min behind the watermark: allowed, counted at its own time. Its window
+        // (t - 1h, t] holds only itself: the first event is after it.
+        assert_eq!(out.values[1], 1.0);
+        match include {
+            false => {
+                assert!(matches!(out.errors.as_slice(), [(2, Error::Late { key: 7, .. })]));
+                assert!(out.values[2].is_nan());
+                assert_eq!(stage.counters().late_rejected, 1);
+            }
+            true => {
+                assert!(out.errors.is_empty());
+                // Counted at 3,600,000 - 600,000 = 3,000,000: its window holds the second
+                // event and itself.
+                assert_eq!(out.values[2], 2.0);
+                assert_eq!(stage.counters().late_included, 1);
+            }
+        }
+    }
+}
