@@ -1,0 +1,148 @@
+//! The feature stage's throughput: a spec with 10 windowed features (counts, sums, means,
+//! max, std over 1 h and 24 h, an EWMA, a z-score, time since last) over 100,000 live keys, in
+//! batches of 4,096 events, one thread. Events arrive in time order, keys uniformly at random,
+//! about 20 events per key per simulated day (the windows hold 1-20 events).
+//!
+//! `cargo bench --bench features`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use streamscore::Batch;
+use streamscore::features::{Features, Output, Spec};
+
+pub const SPEC: &str = r#"
+[events]
+key = "card"
+time = "ts"
+numeric = ["amount"]
+
+[state]
+ttl = "7d"
+max_keys = 200000
+
+[[feature]]
+name = "n_1h"
+op = "count"
+window = "1h"
+
+[[feature]]
+name = "n_24h"
+op = "count"
+window = "24h"
+
+[[feature]]
+name = "sum_1h"
+op = "sum"
+field = "amount"
+window = "1h"
+
+[[feature]]
+name = "sum_24h"
+op = "sum"
+field = "amount"
+window = "24h"
+
+[[feature]]
+name = "mean_24h"
+op = "mean"
+field = "amount"
+window = "24h"
+
+[[feature]]
+name = "max_24h"
+op = "max"
+field = "amount"
+window = "24h"
+
+[[feature]]
+name = "std_24h"
+op = "std"
+field = "amount"
+window = "24h"
+
+[[feature]]
+name = "ewma"
+op = "ewma"
+field = "amount"
+half_life = "6h"
+
+[[feature]]
+name = "z_24h"
+op = "zscore"
+field = "amount"
+window = "24h"
+
+[[feature]]
+name = "since_last"
+op = "since_last"
+"#;
+
+const KEYS: u64 = 100_000;
+const BATCH: usize = 4_096;
+
+/// `n` events: keys uniform over 100k, time advancing so each key sees ~20 events a day.
+fn events(n: usize, start: i64, seed: u64) -> (Vec<f32>, Vec<u64>, Vec<i64>) {
+    let mut s = seed;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let step = 86_400_000 / (20 * KEYS as i64); // ms between events
+    let mut rows = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        rows.push((next() % 10_000) as f32 / 100.0);
+        keys.push(next() % KEYS);
+        times.push(start + (i as i64 + 1) * step.max(1));
+    }
+    (rows, keys, times)
+}
+
+fn stage(c: &mut Criterion) {
+    let spec = Spec::from_toml(SPEC).unwrap();
+    let mut features = Features::new(spec);
+    // Warm up: two simulated days, so every key is live with full windows.
+    let warm = 40 * KEYS as usize;
+    let (rows, keys, times) = events(warm, 0, 1);
+    let mut out = Output::default();
+    for ((r, k), t) in rows.chunks(BATCH).zip(keys.chunks(BATCH)).zip(times.chunks(BATCH)) {
+        let batch = Batch::from_columns(r.to_vec(), r.len(), 1).unwrap();
+        features.transform(&batch, k, t, &mut out).unwrap();
+    }
+    assert!(features.live_keys() >= 99_000, "{} live keys", features.live_keys());
+    // Measured: the following events, in batches, cycling through a pre-generated day.
+    let (rows, keys, times) = events(20 * KEYS as usize, *times.last().unwrap(), 2);
+    let batches: Vec<(Batch, &[u64], &[i64])> = rows
+        .chunks(BATCH)
+        .zip(keys.chunks(BATCH))
+        .zip(times.chunks(BATCH))
+        .map(|((r, k), t)| (Batch::from_columns(r.to_vec(), r.len(), 1).unwrap(), k, t))
+        .collect();
+    let mut group = c.benchmark_group("features");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut i = 0;
+    let mut shift = 0i64;
+    let day = times.last().unwrap() - times[0] + 1;
+    group.bench_function("10_windowed_100k_keys", |b| {
+        b.iter(|| {
+            let (batch, k, t) = &batches[i];
+            // Later passes over the same day move forward in time, so state stays steady.
+            let t: Vec<i64> = t.iter().map(|x| x + shift).collect();
+            features.transform(batch, k, &t, &mut out).unwrap();
+            black_box(&out.values);
+            i += 1;
+            if i == batches.len() {
+                i = 0;
+                shift += day;
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stage);
+criterion_main!(benches);
