@@ -178,7 +178,7 @@ fn brute_force(spec: &Spec, e: &offline::Events) -> Vec<f32> {
         let day = t.div_euclid(86_400_000) * 86_400_000;
         o[col("n_day")] =
             hist.iter().filter(|&&j| e.times[j] >= day && e.times[j] <= t).count() as f32;
-        o[col("sum_1h")] = vals(3_600_000, 0).map(f64::from).sum::<f64>() as f32;
+        o[col("sum_1h")] = vals(3_600_000, 0).map(f64::from).fold(0.0, |a, b| a + b) as f32;
         let a6: Vec<f64> = vals(6 * 3_600_000, 0).map(f64::from).collect();
         o[col("mean_6h")] = if a6.is_empty() {
             f32::NAN

@@ -91,6 +91,9 @@ pub struct Features {
     clock: i64,
     counters: FeatureCounters,
     vals: Vec<f32>,
+    /// Per-event caches: window starts, and statistics per (slot, start, skipped entry).
+    bounds: Vec<(i64, bool, usize)>,
+    stats: Vec<(usize, usize, Option<usize>, Stats)>,
 }
 
 impl Features {
@@ -102,6 +105,8 @@ impl Features {
             clock: i64::MIN,
             counters: FeatureCounters::default(),
             vals: Vec::new(),
+            bounds: Vec::new(),
+            stats: Vec::new(),
         }
     }
 
@@ -230,27 +235,60 @@ impl Features {
         let slots = spec.slots.len();
         let previous = state.previous;
         let at = state.insert(t, &self.vals);
+        // Entries after `at` are later than `t` (insertion goes after equal times).
+        let hi = at + 1;
+        // Per event: each distinct window's start, and each (field, window) statistics, are
+        // computed once however many features read them.
+        let bounds = &mut self.bounds;
+        bounds.clear();
+        let stats = &mut self.stats;
+        stats.clear();
+        let mut start = |window_ms: i64, tumbling: bool| -> usize {
+            if let Some(&(_, _, lo)) = bounds.iter().find(|b| b.0 == window_ms && b.1 == tumbling) {
+                return lo;
+            }
+            let lo = if tumbling {
+                let begin = t.div_euclid(window_ms) * window_ms;
+                state.times.partition_point(|&x| x < begin)
+            } else {
+                state.times.partition_point(|&x| x <= t - window_ms)
+            };
+            bounds.push((window_ms, tumbling, lo));
+            lo
+        };
+        let mut cached = |slot: usize, lo: usize, skip: Option<usize>, state: &KeyState| -> Stats {
+            if let Some(&(_, _, _, st)) =
+                stats.iter().find(|x| x.0 == slot && x.1 == lo && x.2 == skip)
+            {
+                return st;
+            }
+            let st = Stats::over(state, lo, hi, skip, slot, slots);
+            stats.push((slot, lo, skip, st));
+            st
+        };
         for (c, op) in spec.ops.iter().enumerate() {
             let v = match *op {
                 Op::Window { agg, slot, window_ms, tumbling } => {
-                    let lo = if tumbling {
-                        let start = t.div_euclid(window_ms) * window_ms;
-                        state.times.partition_point(|&x| x < start)
-                    } else {
-                        state.times.partition_point(|&x| x <= t - window_ms)
-                    };
-                    let hi = state.times.partition_point(|&x| x <= t);
-                    window(agg, state, lo, hi, at, slot, slots)
+                    let lo = start(window_ms, tumbling);
+                    match agg {
+                        Agg::Count => (hi - lo) as f32,
+                        Agg::Last | Agg::Distinct => window(agg, state, lo, hi, at, slot, slots),
+                        _ => cached(slot, lo, None, state).get(agg),
+                    }
                 }
                 Op::ZScore { slot, window_ms } | Op::RatioToMean { slot, window_ms } => {
-                    let lo = state.times.partition_point(|&x| x <= t - window_ms);
-                    let hi = state.times.partition_point(|&x| x <= t);
+                    let lo = start(window_ms, false);
                     let x = f64::from(self.vals[slot]);
-                    let (count, mean, std) = moments(state, lo, hi, Some(at), slot, slots);
+                    let st = cached(slot, lo, Some(at), state);
                     if matches!(op, Op::ZScore { .. }) {
-                        if count >= 2.0 && std > 0.0 { ((x - mean) / std) as f32 } else { f32::NAN }
-                    } else if count >= 1.0 && mean != 0.0 {
-                        (x / mean) as f32
+                        let std = st.std();
+                        if st.n >= 2.0 && std > 0.0 {
+                            ((x - st.mean) / std) as f32
+                        } else {
+                            f32::NAN
+                        }
+                    } else if st.n >= 1.0 && st.mean != 0.0 {
+                        (x / st.mean) as f32
                     } else {
                         f32::NAN
                     }
@@ -364,32 +402,67 @@ fn stateless(op: &Op, raw: &Batch, out: &mut [f32]) {
     }
 }
 
-/// Count (non-missing), mean and sample std of slot `slot` over entries `lo..hi`, skipping
-/// `skip`.
-fn moments(
-    s: &KeyState,
-    lo: usize,
-    hi: usize,
-    skip: Option<usize>,
-    slot: usize,
-    slots: usize,
-) -> (f64, f64, f64) {
-    let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
-    for i in (lo..hi).filter(|&i| Some(i) != skip) {
-        let x = f64::from(s.values[i * slots + slot]);
-        if x.is_nan() {
-            continue;
-        }
-        n += 1.0;
-        let d = x - mean;
-        mean += d / n;
-        m2 += d * (x - mean);
-    }
-    let std = if n >= 2.0 { (m2 / (n - 1.0)).sqrt() } else { 0.0 };
-    (n, if n > 0.0 { mean } else { f64::NAN }, std)
+/// One pass over a window's non-missing values of one field: what sums, means, extremes and
+/// std read (each formed in entry order, exactly as a separate pass would form it).
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    n: f64,
+    sum: f64,
+    mean: f64,
+    m2: f64,
+    min: f32,
+    max: f32,
 }
 
-/// An aggregation over entries `lo..hi` (the current event, at `at`, among them).
+impl Stats {
+    /// Over entries `lo..hi` of slot `slot`, skipping `skip`.
+    fn over(
+        s: &KeyState,
+        lo: usize,
+        hi: usize,
+        skip: Option<usize>,
+        slot: usize,
+        slots: usize,
+    ) -> Stats {
+        let mut st = Stats { n: 0.0, sum: 0.0, mean: 0.0, m2: 0.0, min: f32::NAN, max: f32::NAN };
+        for i in (lo..hi).filter(|&i| Some(i) != skip) {
+            let x32 = s.values[i * slots + slot];
+            if x32.is_nan() {
+                continue;
+            }
+            let x = f64::from(x32);
+            st.n += 1.0;
+            st.sum += x;
+            let d = x - st.mean;
+            st.mean += d / st.n;
+            st.m2 += d * (x - st.mean);
+            st.min = if st.min.is_nan() { x32 } else { st.min.min(x32) };
+            st.max = if st.max.is_nan() { x32 } else { st.max.max(x32) };
+        }
+        if st.n == 0.0 {
+            st.mean = f64::NAN;
+        }
+        st
+    }
+
+    /// Sample std: 0 below two values.
+    fn std(&self) -> f64 {
+        if self.n >= 2.0 { (self.m2 / (self.n - 1.0)).sqrt() } else { 0.0 }
+    }
+
+    fn get(&self, agg: Agg) -> f32 {
+        match agg {
+            Agg::Sum => self.sum as f32,
+            Agg::Mean => self.mean as f32,
+            Agg::Min => self.min,
+            Agg::Max => self.max,
+            Agg::Std if self.n > 0.0 => self.std() as f32,
+            _ => f32::NAN,
+        }
+    }
+}
+
+/// `last` or `distinct` over entries `lo..hi` (the current event, at `at`, among them).
 fn window(
     agg: Agg,
     s: &KeyState,
@@ -399,27 +472,16 @@ fn window(
     slot: usize,
     slots: usize,
 ) -> f32 {
-    let values = || (lo..hi).map(|i| s.values[i * slots + slot]).filter(|x| !x.is_nan());
     match agg {
-        Agg::Count => (hi - lo) as f32,
-        Agg::Sum => values().map(f64::from).sum::<f64>() as f32,
-        Agg::Mean | Agg::Std => {
-            let (n, mean, std) = moments(s, lo, hi, None, slot, slots);
-            if agg == Agg::Mean {
-                mean as f32
-            } else if n > 0.0 {
-                std as f32
-            } else {
-                f32::NAN
-            }
-        }
-        Agg::Min => values().reduce(f32::min).unwrap_or(f32::NAN),
-        Agg::Max => values().reduce(f32::max).unwrap_or(f32::NAN),
         Agg::Last => {
             (lo..hi).rev().find(|&i| i != at).map_or(f32::NAN, |i| s.values[i * slots + slot])
         }
-        Agg::Distinct => {
-            let mut seen: Vec<u32> = values().map(|x| (x + 0.0).to_bits()).collect();
+        _ => {
+            let mut seen: Vec<u32> = (lo..hi)
+                .map(|i| s.values[i * slots + slot])
+                .filter(|x| !x.is_nan())
+                .map(|x| (x + 0.0).to_bits())
+                .collect();
             seen.sort_unstable();
             seen.dedup();
             seen.len() as f32

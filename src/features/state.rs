@@ -50,7 +50,12 @@ impl KeyState {
     /// Inserts an event at its time position (after events of the same time) and returns its
     /// index.
     pub fn insert(&mut self, t: i64, vals: &[f32]) -> usize {
-        let at = self.times.partition_point(|&x| x <= t);
+        // In-order events (the common case) append without a search.
+        let at = if self.times.back().is_none_or(|&b| b <= t) {
+            self.times.len()
+        } else {
+            self.times.partition_point(|&x| x <= t)
+        };
         if at == self.times.len() {
             self.times.push_back(t);
             self.values.extend(vals.iter().copied());
