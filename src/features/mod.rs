@@ -53,6 +53,9 @@ use state::{KeyMap, KeyState};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 
+/// Rows ahead whose key state is prefetched.
+const AHEAD: usize = 6;
+
 /// Events between two sweeps of idle keys.
 const SWEEP_EVERY: u64 = 1 << 16;
 
@@ -172,6 +175,11 @@ impl Features {
         }
         if spec.ops.iter().any(Op::is_stateful) {
             for r in 0..n {
+                // The batch's keys are known up front: touch the state of the key `AHEAD`
+                // rows on while this row computes, so its cache misses overlap this work.
+                if let Some(s) = keys.get(r + AHEAD).and_then(|k| self.keys.get(k)) {
+                    s.prefetch();
+                }
                 if let Err(e) = self.row(&spec, raw, r, keys[r], times[r], &mut out.values, n) {
                     out.errors.push((r, e));
                 }

@@ -77,6 +77,27 @@ impl KeyState {
         drop
     }
 
+    /// Asks the CPU to bring the newest part of this key's history into cache (what the next
+    /// event of the key reads and appends to).
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let (a, b) = self.times.as_slices();
+            let (c, d) = self.values.as_slices();
+            for p in [
+                a.as_ptr().cast::<i8>(),
+                b.last().map_or(a.as_ptr(), |x| x as *const i64).cast::<i8>(),
+                c.as_ptr().cast::<i8>(),
+                d.last().map_or(c.as_ptr(), |x| x as *const f32).cast::<i8>(),
+                self.ewma.as_ptr().cast::<i8>(),
+            ] {
+                // SAFETY: prefetching is a hint; it never faults, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+            }
+        }
+    }
+
     /// Approximate heap bytes.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
