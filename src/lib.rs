@@ -29,6 +29,7 @@ pub mod batch;
 pub mod error;
 pub mod event;
 pub mod features;
+pub mod frames;
 pub mod ingest;
 pub mod io;
 pub mod metrics;

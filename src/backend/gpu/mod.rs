@@ -24,6 +24,7 @@
 
 mod context;
 mod dense;
+mod frames;
 mod gbdt;
 mod run;
 mod shaders;
@@ -31,6 +32,7 @@ mod shaders;
 use std::sync::Arc;
 
 pub use context::{AdapterChoice, Context};
+pub use frames::FramesGpu;
 pub use gbdt::Strategy;
 pub use run::StageTimes;
 

@@ -9,18 +9,21 @@ pub(crate) enum Shader {
     Gbdt,
     /// Dense nets: entry points `layer` and `softmax`.
     Dense,
+    /// Video frames: entry points `preprocess`, `luma` and `motion_score`.
+    Frames,
 }
 
 impl Shader {
     /// Every shader, for the validation test.
     #[cfg(test)]
-    pub const ALL: [Shader; 2] = [Shader::Gbdt, Shader::Dense];
+    pub const ALL: [Shader; 3] = [Shader::Gbdt, Shader::Dense, Shader::Frames];
 
     /// The WGSL source.
     pub fn source(self) -> &'static str {
         match self {
             Shader::Gbdt => include_str!("../../../shaders/gbdt.wgsl"),
             Shader::Dense => include_str!("../../../shaders/dense.wgsl"),
+            Shader::Frames => include_str!("../../../shaders/frames.wgsl"),
         }
     }
 
@@ -29,6 +32,7 @@ impl Shader {
         match self {
             Shader::Gbdt => "gbdt.wgsl",
             Shader::Dense => "dense.wgsl",
+            Shader::Frames => "frames.wgsl",
         }
     }
 
