@@ -2,7 +2,9 @@
 //! (moving shapes on noise) of several sizes and pixel formats, on a hardware GPU or lavapipe.
 
 use streamscore::backend::gpu::{AdapterChoice, Context, FramesGpu};
-use streamscore::frames::{Frame, MotionTracker, PixelFormat, Preprocess, preprocess};
+use streamscore::frames::{
+    Frame, FrameConfig, FrameScorer, MotionTracker, PixelFormat, Preprocess, preprocess,
+};
 
 /// A `w x h` frame in `format`: seeded noise, with a bright square at `(x, y)`.
 fn frame_bytes(w: usize, h: usize, format: PixelFormat, x: usize, y: usize, seed: u64) -> Vec<u8> {
@@ -142,4 +144,137 @@ fn bad_frames_are_errors() {
     assert!(preprocess(&[ok], &p, &mut out[1..]).is_err());
     let zero_std = Preprocess { std: [1.0, 0.0, 1.0], ..p };
     assert!(preprocess(&[ok], &zero_std, &mut out).is_err());
+}
+
+/// The committed frames (models/frames, made by models/generate_frames.py), in capture order.
+/// A frame's camera, time, width, height, format and bytes.
+type Owned = (u32, i64, u32, u32, PixelFormat, Vec<u8>);
+
+/// The frames, ONNX Runtime's outputs per frame, and numpy's tensor (row-major).
+type Committed = (Vec<Owned>, Vec<Vec<f32>>, Vec<f32>);
+
+fn committed() -> Committed {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/frames");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("frames.json")).unwrap()).unwrap();
+    let frames = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let format = match f["format"].as_str().unwrap() {
+                "rgb8" => PixelFormat::Rgb8,
+                "bgr8" => PixelFormat::Bgr8,
+                _ => PixelFormat::Gray8,
+            };
+            let bytes =
+                std::fs::read(dir.join("frames").join(f["file"].as_str().unwrap())).unwrap();
+            let n = |k: &str| f[k].as_u64().unwrap();
+            (
+                n("camera") as u32,
+                n("timestamp_ms") as i64,
+                n("width") as u32,
+                n("height") as u32,
+                format,
+                bytes,
+            )
+        })
+        .collect();
+    let expected = std::fs::read_to_string(dir.join("expected.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let npy = std::fs::read(dir.join("tensor.npy")).unwrap();
+    let names: Vec<String> = (0..3 * 32 * 32).map(|i| i.to_string()).collect();
+    let tensor = streamscore::io::read_rows(
+        &npy,
+        streamscore::io::Columns::Positional,
+        &names,
+        "tensor.npy",
+    )
+    .unwrap();
+    (frames, expected, tensor.to_rows())
+}
+
+fn as_frames(data: &[Owned]) -> Vec<Frame<'_>> {
+    data.iter()
+        .map(|(camera, t, w, h, format, bytes)| Frame {
+            camera: *camera,
+            timestamp_ms: *t,
+            width: *w,
+            height: *h,
+            format: *format,
+            data: bytes,
+        })
+        .collect()
+}
+
+/// Our preprocessing against the generator's numpy one, and the CNN's scores on both paths
+/// against ONNX Runtime's outputs for the numpy tensor.
+#[test]
+fn committed_frames_match_numpy_and_onnx_runtime() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/frames");
+    let (data, expected, numpy) = committed();
+    let frames = as_frames(&data);
+    let config = FrameConfig::from_path(dir.join("config.toml")).unwrap();
+    let mut paths: Vec<(&str, Option<std::sync::Arc<Context>>)> = vec![("cpu", None)];
+    if let Some(ctx) = context() {
+        paths.push(("gpu", Some(ctx)));
+    }
+    for (label, ctx) in paths {
+        let scorer = FrameScorer::new(config.clone(), ctx, 8).unwrap();
+        assert_eq!(scorer.on_gpu(), label == "gpu");
+        let (tensor, _) = scorer.prepare(&frames).unwrap();
+        let worst = tensor.iter().zip(&numpy).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{label}: tensor differs from numpy's by {worst}");
+        let scores = scorer.score(&frames).unwrap();
+        let mut worst_score = 0.0f32;
+        for (s, want) in scores.iter().zip(&expected) {
+            for (a, b) in s.scores.as_ref().unwrap().iter().zip(want) {
+                worst_score = worst_score.max((a - b).abs());
+            }
+        }
+        eprintln!("{label}: tensor vs numpy {worst:e}; scores vs ONNX Runtime {worst_score:e}");
+        assert!(worst_score <= 1e-4, "{label}: scores differ by {worst_score}");
+    }
+}
+
+/// With a motion threshold, the static camera's frames after its first skip the model and
+/// the moving cameras' are scored; the counters say so.
+#[test]
+fn motion_gating_skips_static_frames() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/frames");
+    let (data, _, _) = committed();
+    let frames = as_frames(&data);
+    let config = FrameConfig {
+        motion_threshold: Some(0.01),
+        ..FrameConfig::from_path(dir.join("config.toml")).unwrap()
+    };
+    let mut paths: Vec<Option<std::sync::Arc<Context>>> = vec![None];
+    paths.extend(context().map(Some));
+    for ctx in paths {
+        let gpu = ctx.is_some();
+        let scorer = FrameScorer::new(config.clone(), ctx, 8).unwrap();
+        // One batch per capture step (3 cameras each).
+        for step in frames.chunks(3) {
+            for s in scorer.score(step).unwrap() {
+                let static_camera = s.camera == 0 && s.motion.is_finite();
+                assert_eq!(
+                    s.scores.is_none(),
+                    static_camera,
+                    "gpu {gpu}: camera {} motion {}",
+                    s.camera,
+                    s.motion
+                );
+            }
+        }
+        let c = scorer.counters();
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(
+            (c.frames.load(Relaxed), c.scored.load(Relaxed), c.skipped.load(Relaxed)),
+            (12, 9, 3),
+            "gpu {gpu}"
+        );
+    }
 }

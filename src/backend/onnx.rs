@@ -230,13 +230,30 @@ impl Backend for OnnxRuntime {
         if rows == 0 {
             return Ok(());
         }
-        let input = batch.to_rows();
+        self.score_rows(&batch.to_rows(), out)
+    }
+}
+
+impl OnnxRuntime {
+    /// Scores row-major input (each row laid out as the model's input shape after the batch
+    /// dimension, e.g. one CHW image) into `out`, without a [`Batch`].
+    pub fn score_rows(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        let width = self.model.n_features();
+        if width == 0 || !input.len().is_multiple_of(width) {
+            return Err(Error::WidthMismatch { expected: width, got: input.len() });
+        }
+        let rows = input.len() / width;
+        if out.len() != rows * self.width {
+            return Err(Error::OutputLength { expected: rows * self.width, got: out.len() });
+        }
+        if rows == 0 {
+            return Ok(());
+        }
         let mut shape = self.input_shape.clone();
         shape[0] = rows as i64;
         let mut session = self.take_session()?;
         let result = (|| -> std::result::Result<(), String> {
-            let tensor =
-                TensorRef::from_array_view((shape, input.as_slice())).map_err(|e| e.to_string())?;
+            let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| e.to_string())?;
             let outputs = session.run(ort::inputs![tensor]).map_err(|e| e.to_string())?;
             let (_, values) =
                 outputs[self.output].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;

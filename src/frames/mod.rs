@@ -19,6 +19,9 @@
 
 use crate::error::{Error, Result};
 
+mod scorer;
+pub use scorer::{FrameConfig, FrameCounters, FrameOutput, FrameScore, FrameScorer};
+
 /// How a frame's bytes hold its pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
