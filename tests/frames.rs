@@ -278,3 +278,70 @@ fn motion_gating_skips_static_frames() {
         );
     }
 }
+
+/// Frames through the runtime: batches form across cameras, every frame is answered once with
+/// the scores the scorer gives directly, and gating counts land in the scorer's counters.
+#[test]
+fn frames_through_the_runtime() {
+    use streamscore::frames::{FrameRuntime, OwnedFrame};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/frames");
+    let (data, expected, _) = committed();
+    let config = FrameConfig {
+        motion_threshold: Some(0.01),
+        ..FrameConfig::from_path(dir.join("config.toml")).unwrap()
+    };
+    let rt = FrameRuntime::new(
+        FrameScorer::new(config, context(), 8).unwrap(),
+        4,
+        std::time::Duration::from_millis(2),
+        64,
+    )
+    .unwrap();
+    let tickets: Vec<_> = data
+        .iter()
+        .map(|(camera, t, w, h, format, bytes)| {
+            let frame = OwnedFrame {
+                camera: *camera,
+                timestamp_ms: *t,
+                width: *w,
+                height: *h,
+                format: *format,
+                data: bytes.clone(),
+                deadline: None,
+            };
+            rt.try_submit(frame).map_err(|r| r.error).unwrap()
+        })
+        .collect();
+    for (i, t) in tickets.into_iter().enumerate() {
+        let s = t.wait().unwrap();
+        match &s.scores {
+            Some(scores) => {
+                let worst = scores
+                    .iter()
+                    .zip(&expected[i])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst <= 1e-4, "frame {i}: {worst}");
+            }
+            None => assert_eq!(s.camera, 0, "frame {i}: only the static camera is gated"),
+        }
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = rt.scorer().counters();
+    assert_eq!(
+        (c.frames.load(Relaxed), c.scored.load(Relaxed), c.skipped.load(Relaxed)),
+        (12, 9, 3)
+    );
+    assert_eq!(rt.latency().end_to_end.len(), 12);
+    let bad = OwnedFrame {
+        camera: 9,
+        timestamp_ms: 0,
+        width: 4,
+        height: 4,
+        format: PixelFormat::Rgb8,
+        data: vec![0; 5],
+        deadline: None,
+    };
+    assert!(matches!(rt.try_submit(bad).unwrap_err().error, streamscore::Error::Input { .. }));
+    rt.shutdown();
+}

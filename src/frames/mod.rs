@@ -19,7 +19,9 @@
 
 use crate::error::{Error, Result};
 
+mod runtime;
 mod scorer;
+pub use runtime::{FrameLatency, FrameRuntime, FrameTicket, OwnedFrame};
 pub use scorer::{FrameConfig, FrameCounters, FrameOutput, FrameScore, FrameScorer};
 
 /// How a frame's bytes hold its pixels.

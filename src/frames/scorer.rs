@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -193,7 +194,15 @@ impl FrameScorer {
 
     /// Scores a batch of frames (from any cameras), in order.
     pub fn score(&self, frames: &[Frame]) -> Result<Vec<FrameScore>> {
+        self.score_timed(frames).map(|(scores, _, _)| scores)
+    }
+
+    /// [`score`](FrameScorer::score), with the time spent preprocessing (with motion) and in
+    /// the model.
+    pub fn score_timed(&self, frames: &[Frame]) -> Result<(Vec<FrameScore>, Duration, Duration)> {
+        let start = Instant::now();
         let (tensor, motion) = self.prepare(frames)?;
+        let prepared = Instant::now();
         let per = self.preprocess.len(1);
         let keep: Vec<usize> = (0..frames.len())
             .filter(|&i| self.config.motion_threshold.is_none_or(|t| motion[i] >= t))
@@ -204,6 +213,7 @@ impl FrameScorer {
         }
         let mut out = vec![0.0; keep.len() * self.width];
         self.model.score_rows(&input, &mut out)?;
+        let scored = Instant::now();
         let mut scores: Vec<Option<Vec<f32>>> = vec![None; frames.len()];
         for (k, &i) in keep.iter().enumerate() {
             let row = &out[k * self.width..(k + 1) * self.width];
@@ -215,11 +225,12 @@ impl FrameScorer {
         self.counters.frames.fetch_add(frames.len() as u64, Ordering::Relaxed);
         self.counters.scored.fetch_add(keep.len() as u64, Ordering::Relaxed);
         self.counters.skipped.fetch_add((frames.len() - keep.len()) as u64, Ordering::Relaxed);
-        Ok(frames
+        let scores = frames
             .iter()
             .zip(motion)
             .zip(scores)
             .map(|((f, motion), scores)| FrameScore { camera: f.camera, motion, scores })
-            .collect())
+            .collect();
+        Ok((scores, prepared - start, scored - prepared))
     }
 }

@@ -39,9 +39,26 @@ pub enum Mode {
 /// `streamscore bench` flags.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Model file: LightGBM text, XGBoost JSON or ONNX.
+    /// Model file: LightGBM text, XGBoost JSON or ONNX (not with `--frames`).
+    #[arg(long, required_unless_present = "frames")]
+    model: Option<PathBuf>,
+    /// Frame scoring instead: a frame config (TOML, e.g. models/frames/config.toml), fed by
+    /// `--cameras` simulated cameras at `--fps` each with `--frame-size` RGB frames; batches of
+    /// up to `--batch` frames, `--max-delay-us`; `--backend gpu` preprocesses on the GPU.
     #[arg(long)]
-    model: PathBuf,
+    pub frames: Option<PathBuf>,
+    /// Simulated cameras (`--frames`).
+    #[arg(long, default_value_t = 8)]
+    pub cameras: usize,
+    /// Frames per second per camera (`--frames`).
+    #[arg(long, default_value_t = 25.0)]
+    pub fps: f64,
+    /// Frame size, WIDTHxHEIGHT (`--frames`).
+    #[arg(long, default_value = "640x480")]
+    pub frame_size: String,
+    /// Motion threshold for gating (`--frames`; default: the config's).
+    #[arg(long)]
+    pub motion_threshold: Option<f32>,
     /// Rows to score (.npy, or CSV with a header); without it, `--rows` synthetic rows (for
     /// trees, drawn within the model's thresholds; for ONNX models, standard normal).
     #[arg(long)]
@@ -54,10 +71,10 @@ pub struct BenchArgs {
     mode: Mode,
     /// Rows per batch (direct) or the runtime's max_batch (stream).
     #[arg(long, default_value_t = 256)]
-    batch: usize,
+    pub batch: usize,
     /// The runtime's max_delay in microseconds (stream).
     #[arg(long, default_value_t = 500)]
-    max_delay_us: u64,
+    pub max_delay_us: u64,
     /// Producer threads (stream).
     #[arg(long, default_value_t = 1)]
     producers: usize,
@@ -71,11 +88,11 @@ pub struct BenchArgs {
     /// auto, cpu, gpu, onnx (ONNX Runtime, for ONNX models) or reference. `gpu` benchmarks
     /// the GPU alone (no CPU fallback) and also reports the upload / compute / readback split.
     #[arg(long, default_value = "auto")]
-    backend: String,
+    pub backend: String,
     /// With `--backend gpu`: allow a software adapter such as lavapipe (correctness only: its
     /// timings say nothing about a GPU).
     #[arg(long)]
-    gpu_software: bool,
+    pub gpu_software: bool,
     /// With `--backend gpu` and trees: auto, rows or tiles.
     #[arg(long, default_value = "auto")]
     gpu_strategy: String,
@@ -93,19 +110,19 @@ pub struct BenchArgs {
     cpu_threads: usize,
     /// Seconds per configuration.
     #[arg(long, default_value_t = 3.0)]
-    duration: f64,
+    pub duration: f64,
     /// Open loop: total events per second across producers (stream).
     #[arg(long)]
     rate: Option<f64>,
     /// Queue capacity (stream).
     #[arg(long, default_value_t = 65_536)]
-    queue: usize,
+    pub queue: usize,
     /// Run a grid over batch size (and max delay in stream mode) and print it as a table.
     #[arg(long)]
     sweep: bool,
     /// One JSON object per configuration instead of a table.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// After each stream configuration, print the runtime's metrics (Prometheus text) on stderr.
     #[arg(long)]
     prometheus: bool,
@@ -208,9 +225,13 @@ fn describe(model: &Model) -> String {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
+    if let Some(config) = &args.frames {
+        return crate::frames_bench::run(&args, config);
+    }
     let choice: BackendChoice = args.backend.parse()?;
     let load = Instant::now();
-    let model = streamscore::load_model(&args.model)?;
+    let model_path = args.model.clone().expect("clap requires --model without --frames");
+    let model = streamscore::load_model(&model_path)?;
     let gpu = match choice {
         BackendChoice::Gpu => Some(Arc::new(gpu(&args, &model)?)),
         _ => None,
@@ -237,7 +258,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     if !args.json {
         eprintln!(
             "model {} ({}), load {load_ms:.2} ms; backend {}; {} rows",
-            args.model.display(),
+            model_path.display(),
             describe(&model),
             backend.name(),
             rows.n_rows()
@@ -402,7 +423,7 @@ fn report(
     let producers = if o.mode == "stream" { args.producers } else { 0 };
     if args.json {
         let mut v = json!({
-            "backend": backend, "mode": o.mode, "model": args.model.display().to_string(),
+            "backend": backend, "mode": o.mode, "model": args.model.as_deref().map(|m| m.display().to_string()),
             "load_ms": load_ms, "rows": o.rows, "batch": o.batch, "max_delay_us": o.max_delay_us,
             "threads": args.threads, "producers": producers, "rate": args.rate,
             "seconds": o.seconds, "rows_per_sec": o.rows_per_sec(),

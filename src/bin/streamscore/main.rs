@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod bench;
+mod frames_bench;
 
 use clap::{Parser, Subcommand};
 use streamscore::io::{Columns, read_rows, write_scores};
@@ -62,7 +63,7 @@ enum Command {
         output: String,
     },
     /// Measure throughput and latency: the backend alone (direct) and the full runtime (stream).
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Describe a model: format, objective, trees, classes, features, depth (for ONNX: input,
     /// outputs, and the dense layers or why the graph is not a dense net).
     Inspect {
@@ -135,7 +136,7 @@ fn main() -> ExitCode {
         }
         Command::Inspect { model } => inspect(&model),
         Command::Features { spec, input, output } => features(&spec, &input, &output),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
