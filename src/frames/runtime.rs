@@ -218,14 +218,22 @@ fn batcher(
             }
         };
         let now = Instant::now();
-        match msg {
-            Some(Some(job)) => {
-                if let Err(job) = b.admit(job, now) {
-                    let _ = job.reply.send(Err(Error::Expired { waited: now - job.accepted }));
+        // Take what is already queued (up to a full batch) before deciding to flush: frames
+        // that waited in the queue are past their delay, and flushing each alone would
+        // starve the batch.
+        let mut next = msg;
+        while let Some(m) = next.take() {
+            match m {
+                Some(job) => {
+                    if let Err(job) = b.admit(job, now) {
+                        let _ = job.reply.send(Err(Error::Expired { waited: now - job.accepted }));
+                    }
                 }
+                None => draining = true,
             }
-            Some(None) => draining = true,
-            None => {}
+            if !b.is_full() {
+                next = rx.try_recv().ok();
+            }
         }
         if b.is_full() || b.flush_due(now) || (draining && !b.is_empty()) {
             b.take(now, &mut batch, &mut expired);
