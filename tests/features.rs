@@ -205,7 +205,7 @@ fn brute_force(spec: &Spec, e: &offline::Events) -> Vec<f32> {
             .filter(|x| !x.is_nan())
             .collect();
         let x = f64::from(row[0]);
-        let mean = hist_day.iter().sum::<f64>() / hist_day.len() as f64;
+        let mean = hist_day.iter().fold(0.0, |a, b| a + b) / hist_day.len() as f64;
         o[col("z_amount_1d")] = match sample_std(&hist_day) {
             Some(s) if s > 0.0 => ((x - mean) / s) as f32,
             _ => f32::NAN,
@@ -219,16 +219,13 @@ fn brute_force(spec: &Spec, e: &offline::Events) -> Vec<f32> {
     out
 }
 
-/// Sample std with the same update order as the stage (Welford), or `None` below two values.
+/// Sample std by the two-pass definition (mean = sum / n, then squared deviations), or
+/// `None` below two values.
 fn sample_std(v: &[f64]) -> Option<f64> {
-    let (mut n, mut mean, mut m2) = (0.0, 0.0, 0.0);
-    for &x in v {
-        n += 1.0;
-        let d = x - mean;
-        mean += d / n;
-        m2 += d * (x - mean);
-    }
-    (n >= 2.0).then(|| (m2 / (n - 1.0)).sqrt())
+    let n = v.len() as f64;
+    let mean = v.iter().fold(0.0, |a, b| a + b) / n;
+    let m2 = v.iter().fold(0.0, |a, x| a + (x - mean) * (x - mean));
+    (v.len() >= 2).then(|| (m2 / (n - 1.0)).sqrt())
 }
 
 fn same(a: f32, b: f32) -> bool {

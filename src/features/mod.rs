@@ -53,8 +53,8 @@ use state::{KeyMap, KeyState};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 
-/// Rows ahead whose key state is prefetched.
-const AHEAD: usize = 6;
+/// Rows whose key states are looked up and prefetched together.
+const AHEAD: usize = 64;
 
 /// Events between two sweeps of idle keys.
 const SWEEP_EVERY: u64 = 1 << 16;
@@ -174,14 +174,20 @@ impl Features {
             }
         }
         if spec.ops.iter().any(Op::is_stateful) {
-            for r in 0..n {
-                // The batch's keys are known up front: touch the state of the key `AHEAD`
-                // rows on while this row computes, so its cache misses overlap this work.
-                if let Some(s) = keys.get(r + AHEAD).and_then(|k| self.keys.get(k)) {
-                    s.prefetch();
+            // The batch's keys are known up front: look up a group of rows' states first
+            // (independent lookups, whose cache misses overlap) and prefetch them, then
+            // update them in order.
+            for group in (0..n).step_by(AHEAD) {
+                let end = (group + AHEAD).min(n);
+                for k in &keys[group..end] {
+                    if let Some(s) = self.keys.get(k) {
+                        s.prefetch();
+                    }
                 }
-                if let Err(e) = self.row(&spec, raw, r, keys[r], times[r], &mut out.values, n) {
-                    out.errors.push((r, e));
+                for r in group..end {
+                    if let Err(e) = self.row(&spec, raw, r, keys[r], times[r], &mut out.values, n) {
+                        out.errors.push((r, e));
+                    }
                 }
             }
         }
@@ -423,7 +429,9 @@ struct Stats {
 }
 
 impl Stats {
-    /// Over entries `lo..hi` of slot `slot`, skipping `skip`.
+    /// Over entries `lo..hi` of slot `slot`, skipping `skip`: the count, sum (in entry order),
+    /// extremes, and the mean as `sum / n`; then the squared deviations from that mean in a
+    /// second pass (more accurate than a running update, and no division in the loop).
     fn over(
         s: &KeyState,
         lo: usize,
@@ -432,23 +440,31 @@ impl Stats {
         slot: usize,
         slots: usize,
     ) -> Stats {
-        let mut st = Stats { n: 0.0, sum: 0.0, mean: 0.0, m2: 0.0, min: f32::NAN, max: f32::NAN };
-        for i in (lo..hi).filter(|&i| Some(i) != skip) {
-            let x32 = s.values[i * slots + slot];
-            if x32.is_nan() {
+        let mut st =
+            Stats { n: 0.0, sum: 0.0, mean: f64::NAN, m2: 0.0, min: f32::NAN, max: f32::NAN };
+        let value = |i: usize| s.values[i * slots + slot];
+        let skip = skip.unwrap_or(usize::MAX);
+        for i in lo..hi {
+            let x32 = value(i);
+            if i == skip || x32.is_nan() {
                 continue;
             }
-            let x = f64::from(x32);
             st.n += 1.0;
-            st.sum += x;
-            let d = x - st.mean;
-            st.mean += d / st.n;
-            st.m2 += d * (x - st.mean);
+            st.sum += f64::from(x32);
             st.min = if st.min.is_nan() { x32 } else { st.min.min(x32) };
             st.max = if st.max.is_nan() { x32 } else { st.max.max(x32) };
         }
-        if st.n == 0.0 {
-            st.mean = f64::NAN;
+        if st.n > 0.0 {
+            st.mean = st.sum / st.n;
+            if st.n >= 2.0 {
+                for i in lo..hi {
+                    let x32 = value(i);
+                    if i != skip && !x32.is_nan() {
+                        let d = f64::from(x32) - st.mean;
+                        st.m2 += d * d;
+                    }
+                }
+            }
         }
         st
     }
