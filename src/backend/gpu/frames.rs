@@ -136,6 +136,16 @@ impl FramesGpu {
         if n == 0 {
             return Ok(Vec::new());
         }
+        let limit = self.ctx.limits().max_compute_workgroups_per_dimension as usize;
+        if n * self.p.channels as usize > limit {
+            return Err(Error::Input {
+                at: "frames".into(),
+                message: format!(
+                    "{n} frames in one batch; the GPU takes at most {}",
+                    limit / self.p.channels as usize
+                ),
+            });
+        }
         let device = &self.ctx.device;
         let queue = &self.ctx.queue;
         let (w, h) = (self.p.width, self.p.height);

@@ -16,7 +16,6 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use streamscore::backend::cpu::{Algorithm, Cpu, DenseCpu, Kernel};
-use streamscore::backend::gpu::{AdapterChoice, Gpu, GpuOptions, Strategy};
 use streamscore::backend::onnx::{OnnxOptions, OnnxRuntime};
 use streamscore::io::{Columns, normal_rows, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
@@ -95,7 +94,7 @@ pub struct BenchArgs {
     pub gpu_software: bool,
     /// With `--backend gpu` and trees: auto, rows or tiles.
     #[arg(long, default_value = "auto")]
-    gpu_strategy: String,
+    pub gpu_strategy: String,
     /// Force the fast CPU scorer's kernel (trees; for dense nets, the small-batch kernel):
     /// avx512, avx2 or scalar (default: the fastest this CPU runs, or STREAMSCORE_KERNEL).
     #[arg(long)]
@@ -233,7 +232,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     let model_path = args.model.clone().expect("clap requires --model without --frames");
     let model = streamscore::load_model(&model_path)?;
     let gpu = match choice {
-        BackendChoice::Gpu => Some(Arc::new(gpu(&args, &model)?)),
+        BackendChoice::Gpu => Some(Arc::new(crate::gpu_bench::gpu(&args, &model)?)),
         _ => None,
     };
     let backend = match &gpu {
@@ -349,64 +348,10 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             .flatten();
         report(&args, backend.name(), &outcome, ratio, load_ms, &bar);
         if let (Some(gpu), "direct") = (&gpu, mode) {
-            bar.suspend(|| gpu_stages(gpu, &rows, batch, args.json))?;
+            bar.suspend(|| crate::gpu_bench::stages(gpu, &rows, batch, args.json))?;
         }
     }
     bar.finish_and_clear();
-    Ok(())
-}
-
-/// The GPU backend `--gpu-software` and `--gpu-strategy` ask for, with no CPU fallback.
-fn gpu(args: &BenchArgs, model: &Model) -> Result<Gpu, Error> {
-    let strategy = match args.gpu_strategy.as_str() {
-        "auto" => Strategy::Auto,
-        "rows" => Strategy::Rows,
-        "tiles" => Strategy::Tiles,
-        other => {
-            return Err(Error::Config(format!(
-                "unknown --gpu-strategy `{other}` (auto, rows or tiles)"
-            )));
-        }
-    };
-    let adapter =
-        if args.gpu_software { AdapterChoice::AllowSoftware } else { AdapterChoice::Hardware };
-    let options = GpuOptions::default().with_adapter(adapter).with_strategy(strategy);
-    Gpu::new(model.clone(), options)
-}
-
-/// Times upload, compute and readback of one batch of `batch` rows with a wait after each
-/// stage (medians of 5 runs) and prints their shares.
-fn gpu_stages(gpu: &Gpu, rows: &Batch, batch: usize, json: bool) -> Result<(), Error> {
-    let one = chunks(rows, batch).swap_remove(0);
-    let mut out = vec![0.0; one.n_rows() * gpu.output_width(Output::Transformed)];
-    let mut runs = Vec::new();
-    for _ in 0..5 {
-        let t = gpu.profile(&one, Output::Transformed, &mut out)?;
-        runs.push([t.upload, t.compute, t.readback].map(|d| d.as_secs_f64() * 1e6));
-    }
-    let median = |k: usize| {
-        let mut v: Vec<f64> = runs.iter().map(|r| r[k]).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let [up, compute, back] = [0, 1, 2].map(median);
-    let total = up + compute + back;
-    let strategy = gpu.strategy_for(batch).map_or("-".to_string(), |s| format!("{s:?}"));
-    if json {
-        println!(
-            "{}",
-            json!({ "gpu_stages_us": { "batch": batch, "strategy": strategy, "upload": up,
-                    "compute": compute, "readback": back } })
-        );
-    } else {
-        println!(
-            "gpu     batch {batch}, strategy {strategy}, stages run one at a time: upload {up:.0} us \
-             ({:.0}%), compute {compute:.0} us ({:.0}%), readback {back:.0} us ({:.0}%)",
-            100.0 * up / total,
-            100.0 * compute / total,
-            100.0 * back / total
-        );
-    }
     Ok(())
 }
 
@@ -450,7 +395,7 @@ fn report(
 }
 
 /// Batches of `size` rows cut from `rows` (tiled when there are fewer rows than `size`).
-fn chunks(rows: &Batch, size: usize) -> Vec<Batch> {
+pub fn chunks(rows: &Batch, size: usize) -> Vec<Batch> {
     let (n, w) = (rows.n_rows(), rows.n_features());
     let size = size.max(1);
     let count = (n / size).clamp(1, 64);

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 mod bench;
 mod frames_bench;
+mod gpu_bench;
 
 use clap::{Parser, Subcommand};
 use streamscore::io::{Columns, read_rows, write_scores};
