@@ -55,6 +55,8 @@ pub struct FramesGpu {
     preprocess: wgpu::ComputePipeline,
     luma: wgpu::ComputePipeline,
     motion: wgpu::ComputePipeline,
+    /// Group 0 of the motion pipeline, which binds nothing (its buffers are in group 1).
+    empty: wgpu::BindGroup,
     history: wgpu::Buffer,
     cameras: Mutex<History>,
     max_cameras: usize,
@@ -74,13 +76,21 @@ impl FramesGpu {
         let module = Shader::Frames.module(device);
         let layout = run::layout(device, 3, 1);
         let motion_layout = run::layout(device, 4, 1);
+        let empty_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: None,
+            entries: &[],
+        });
+        let empty = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &empty_layout,
+            entries: &[],
+        });
         let pipeline = |entry: &str, group1: bool| {
-            let empty = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: None,
-                entries: &[],
-            });
-            let layouts: Vec<Option<&wgpu::BindGroupLayout>> =
-                if group1 { vec![Some(&empty), Some(&motion_layout)] } else { vec![Some(&layout)] };
+            let layouts: Vec<Option<&wgpu::BindGroupLayout>> = if group1 {
+                vec![Some(&empty_layout), Some(&motion_layout)]
+            } else {
+                vec![Some(&layout)]
+            };
             let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(entry),
                 bind_group_layouts: &layouts,
@@ -116,6 +126,7 @@ impl FramesGpu {
             preprocess,
             luma,
             motion,
+            empty,
             history,
             cameras: Mutex::new(History { slots: HashMap::new() }),
             max_cameras: max_cameras.max(1),
@@ -235,15 +246,6 @@ impl FramesGpu {
             &self.motion_layout,
             &[&mparams, &luma_buf, &self.history, &prev_buf, &motion_buf],
         );
-        let empty_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: None,
-            entries: &[],
-        });
-        let empty = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &empty_layout,
-            entries: &[],
-        });
         let mut encoder = device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -254,7 +256,7 @@ impl FramesGpu {
             pass.set_bind_group(0, &luma_bind, &[]);
             pass.dispatch_workgroups(w.div_ceil(16), h.div_ceil(16), n as u32);
             pass.set_pipeline(&self.motion);
-            pass.set_bind_group(0, &empty, &[]);
+            pass.set_bind_group(0, &self.empty, &[]);
             pass.set_bind_group(1, &motion_bind, &[]);
             pass.dispatch_workgroups(n as u32, 1, 1);
         }
