@@ -39,6 +39,7 @@
 //! # Ok::<(), streamscore::Error>(())
 //! ```
 
+mod eval;
 pub mod offline;
 mod spec;
 mod state;
@@ -48,13 +49,15 @@ use std::sync::Arc;
 pub use spec::{
     Agg, Categorical, LatePolicy, Op, Operand, Spec, UnknownPolicy, fnv1a, parse_duration,
 };
-use state::{KeyMap, KeyState};
+use state::Store;
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 
-/// Rows whose key states are looked up and prefetched together.
-const AHEAD: usize = 64;
+/// Rows whose key states are looked up and prefetched together. The stage looks up group
+/// `g + 2`'s slots and prefetches their entries, prefetches group `g + 1`'s histories (their
+/// entries are in cache by then), then updates group `g`'s keys in row order.
+const GROUP: usize = 16;
 
 /// Events between two sweeps of idle keys.
 const SWEEP_EVERY: u64 = 1 << 16;
@@ -89,27 +92,29 @@ pub struct Output {
 #[derive(Debug)]
 pub struct Features {
     spec: Arc<Spec>,
-    keys: KeyMap<KeyState>,
+    plan: eval::Plan,
+    keys: Store,
     /// Largest event time seen.
     clock: i64,
     counters: FeatureCounters,
     vals: Vec<f32>,
-    /// Per-event caches: window starts, and statistics per (slot, start, skipped entry).
-    bounds: Vec<(i64, bool, usize)>,
-    stats: Vec<(usize, usize, Option<usize>, Stats)>,
+    /// Per row of the batch: its key's slot when looked up ahead, and the store's generation
+    /// then (a slot looked up before a key was removed is looked up again).
+    ahead: Vec<(Option<u32>, u64)>,
 }
 
 impl Features {
     /// A stage with no state yet.
     pub fn new(spec: impl Into<Arc<Spec>>) -> Self {
+        let spec: Arc<Spec> = spec.into();
         Features {
-            spec: spec.into(),
-            keys: KeyMap::default(),
+            plan: eval::Plan::new(&spec),
+            keys: Store::new(spec.n_ewma),
+            spec,
             clock: i64::MIN,
             counters: FeatureCounters::default(),
             vals: Vec::new(),
-            bounds: Vec::new(),
-            stats: Vec::new(),
+            ahead: Vec::new(),
         }
     }
 
@@ -128,10 +133,10 @@ impl Features {
         self.keys.len()
     }
 
-    /// Approximate bytes of per-key state (the map's slots and every key's buffers).
+    /// Approximate bytes of per-key state (the key map, the slab of key states, the EWMA
+    /// states and every key's history buffers).
     pub fn state_bytes(&self) -> usize {
-        self.keys.capacity() * (8 + std::mem::size_of::<KeyState>())
-            + self.keys.values().map(|k| k.bytes() - std::mem::size_of::<KeyState>()).sum::<usize>()
+        self.keys.bytes()
     }
 
     /// Features of row-major raw rows (the spec's fields per row), one key and time per row.
@@ -173,18 +178,40 @@ impl Features {
                 stateless(op, raw, &mut out.values[c * n..(c + 1) * n]);
             }
         }
-        if spec.ops.iter().any(Op::is_stateful) {
-            // The batch's keys are known up front: look up a group of rows' states first
-            // (independent lookups, whose cache misses overlap) and prefetch them, then
-            // update them in order.
-            for group in (0..n).step_by(AHEAD) {
-                let end = (group + AHEAD).min(n);
-                for k in &keys[group..end] {
-                    if let Some(s) = self.keys.get(k) {
-                        s.prefetch();
+        if !self.plan.is_empty() {
+            // The batch's keys are known up front: look up and prefetch two groups ahead
+            // (independent lookups, whose cache misses overlap), then update in row order.
+            self.ahead.clear();
+            self.ahead.resize(n, (None, 0));
+            let slots = spec.slots.len();
+            let look = |this: &mut Self, g: usize| {
+                let generation = this.keys.generation();
+                let end = (g + GROUP).min(n);
+                for (ahead, &key) in this.ahead[g.min(end)..end].iter_mut().zip(&keys[g.min(end)..])
+                {
+                    let slot = this.keys.slot(key);
+                    if let Some(s) = slot {
+                        this.keys.prefetch(s);
+                    }
+                    *ahead = (slot, generation);
+                }
+            };
+            let warm = |this: &Self, g: usize| {
+                for r in g..(g + GROUP).min(n) {
+                    if let (Some(s), generation) = this.ahead[r]
+                        && generation == this.keys.generation()
+                    {
+                        this.keys.get(s).prefetch_history(slots);
                     }
                 }
-                for r in group..end {
+            };
+            look(self, 0);
+            look(self, GROUP);
+            warm(self, 0);
+            for g in (0..n).step_by(GROUP) {
+                look(self, g + 2 * GROUP);
+                warm(self, g + GROUP);
+                for r in g..(g + GROUP).min(n) {
                     if let Err(e) = self.row(&spec, raw, r, keys[r], times[r], &mut out.values, n) {
                         out.errors.push((r, e));
                     }
@@ -216,19 +243,33 @@ impl Features {
         if self.counters.events.is_multiple_of(SWEEP_EVERY) {
             self.sweep();
         }
+        let slot = match self.ahead.get(r) {
+            Some(&(Some(s), generation)) if generation == self.keys.generation() => Some(s),
+            _ => self.keys.slot(key),
+        };
         let clock = self.clock;
-        let fresh =
-            |s: &KeyState| spec.ttl_ms.is_none_or(|ttl| s.watermark >= clock.saturating_sub(ttl));
-        match self.keys.get(&key) {
-            Some(s) if !fresh(s) => {
-                self.keys.remove(&key);
+        let slot = match slot {
+            Some(s)
+                if spec
+                    .ttl_ms
+                    .is_some_and(|ttl| self.keys.get(s).watermark < clock.saturating_sub(ttl)) =>
+            {
+                self.keys.remove(s);
                 self.counters.expired_keys += 1;
+                None
             }
-            Some(_) => {}
-            None if self.keys.len() >= spec.max_keys => self.make_room(),
-            None => {}
-        }
-        let state = self.keys.entry(key).or_insert_with(|| KeyState::new(spec.n_ewma, t));
+            s => s,
+        };
+        let slot = match slot {
+            Some(s) => s,
+            None => {
+                if self.keys.len() >= spec.max_keys {
+                    self.make_room();
+                }
+                self.keys.insert(key, t)
+            }
+        };
+        let (state, ewma) = self.keys.get_mut(slot);
         let oldest = state.watermark.saturating_sub(spec.allowed_lateness_ms);
         let mut t = t;
         if t < oldest {
@@ -247,99 +288,14 @@ impl Features {
         self.vals.clear();
         self.vals.extend(spec.slots.iter().map(|&f| raw.value(r, f)));
         let slots = spec.slots.len();
-        let previous = state.previous;
+        let previous = state.previous();
         let at = state.insert(t, &self.vals);
-        // Entries after `at` are later than `t` (insertion goes after equal times).
-        let hi = at + 1;
-        // Per event: each distinct window's start, and each (field, window) statistics, are
-        // computed once however many features read them.
-        let bounds = &mut self.bounds;
-        bounds.clear();
-        let stats = &mut self.stats;
-        stats.clear();
-        let mut start = |window_ms: i64, tumbling: bool| -> usize {
-            if let Some(&(_, _, lo)) = bounds.iter().find(|b| b.0 == window_ms && b.1 == tumbling) {
-                return lo;
-            }
-            let lo = if tumbling {
-                let begin = t.div_euclid(window_ms) * window_ms;
-                state.times.partition_point(|&x| x < begin)
-            } else {
-                state.times.partition_point(|&x| x <= t - window_ms)
-            };
-            bounds.push((window_ms, tumbling, lo));
-            lo
-        };
-        let mut cached = |slot: usize, lo: usize, skip: Option<usize>, state: &KeyState| -> Stats {
-            if let Some(&(_, _, _, st)) =
-                stats.iter().find(|x| x.0 == slot && x.1 == lo && x.2 == skip)
-            {
-                return st;
-            }
-            let st = Stats::over(state, lo, hi, skip, slot, slots);
-            stats.push((slot, lo, skip, st));
-            st
-        };
-        for (c, op) in spec.ops.iter().enumerate() {
-            let v = match *op {
-                Op::Window { agg, slot, window_ms, tumbling } => {
-                    let lo = start(window_ms, tumbling);
-                    match agg {
-                        Agg::Count => (hi - lo) as f32,
-                        Agg::Last | Agg::Distinct => window(agg, state, lo, hi, at, slot, slots),
-                        _ => cached(slot, lo, None, state).get(agg),
-                    }
-                }
-                Op::ZScore { slot, window_ms } | Op::RatioToMean { slot, window_ms } => {
-                    let lo = start(window_ms, false);
-                    let x = f64::from(self.vals[slot]);
-                    let st = cached(slot, lo, Some(at), state);
-                    if matches!(op, Op::ZScore { .. }) {
-                        let std = st.std();
-                        if st.n >= 2.0 && std > 0.0 {
-                            ((x - st.mean) / std) as f32
-                        } else {
-                            f32::NAN
-                        }
-                    } else if st.n >= 1.0 && st.mean != 0.0 {
-                        (x / st.mean) as f32
-                    } else {
-                        f32::NAN
-                    }
-                }
-                Op::Ewma { slot, half_life_ms, state: e } => {
-                    let x = f64::from(self.vals[slot]);
-                    let (value, since) = &mut state.ewma[e];
-                    if !x.is_nan() {
-                        if value.is_nan() {
-                            *value = x;
-                        } else {
-                            let dt = (t - *since).max(0) as f64;
-                            let alpha = 1.0 - (-dt / half_life_ms as f64).exp2();
-                            *value += alpha * (x - *value);
-                        }
-                        *since = (*since).max(t);
-                    }
-                    *value as f32
-                }
-                Op::SinceLast => {
-                    let before = if at + 1 == state.times.len() {
-                        previous
-                    } else {
-                        at.checked_sub(1).map(|i| state.times[i])
-                    };
-                    before.map_or(f32::NAN, |p| ((t - p) as f64 / 1e3) as f32)
-                }
-                _ => continue,
-            };
-            out[c * n + r] = v;
-        }
-        state.previous = Some(state.previous.map_or(t, |p| p.max(t)));
-        state.watermark = state.watermark.max(t);
+        self.plan.eval(state, ewma, slots, &self.vals, at, t, previous, out, r, n);
+        state.seen(t);
         let before = state
             .watermark
             .saturating_sub(spec.retention_ms.saturating_add(spec.allowed_lateness_ms));
-        let dropped_by_cap = state.times.len().saturating_sub(spec.max_events_per_key);
+        let dropped_by_cap = state.times().len().saturating_sub(spec.max_events_per_key);
         state.evict(before, spec.max_events_per_key, slots);
         self.counters.dropped_events += dropped_by_cap as u64;
         Ok(())
@@ -348,10 +304,8 @@ impl Features {
     /// Forgets keys idle past the TTL.
     fn sweep(&mut self) {
         if let Some(ttl) = self.spec.ttl_ms {
-            let horizon = self.clock.saturating_sub(ttl);
-            let before = self.keys.len();
-            self.keys.retain(|_, s| s.watermark >= horizon);
-            self.counters.expired_keys += (before - self.keys.len()) as u64;
+            let expired = self.keys.remove_idle(self.clock.saturating_sub(ttl));
+            self.counters.expired_keys += expired as u64;
         }
     }
 
@@ -359,16 +313,12 @@ impl Features {
     /// recently (oldest watermark; ties by key, so the choice is deterministic).
     fn make_room(&mut self) {
         self.sweep();
-        if self.keys.len() < self.spec.max_keys {
+        let len = self.keys.len();
+        if len < self.spec.max_keys {
             return;
         }
-        let mut by_age: Vec<(i64, u64)> =
-            self.keys.iter().map(|(&k, s)| (s.watermark, k)).collect();
-        let drop = (self.keys.len() / 16).max(1 + self.keys.len() - self.spec.max_keys);
-        by_age.select_nth_unstable(drop - 1);
-        for &(_, k) in &by_age[..drop] {
-            self.keys.remove(&k);
-        }
+        let drop = (len / 16).max(1 + len - self.spec.max_keys);
+        self.keys.remove_oldest(drop);
         self.counters.evicted_keys += drop as u64;
     }
 }
@@ -413,102 +363,5 @@ fn stateless(op: &Op, raw: &Batch, out: &mut [f32]) {
             out.iter_mut().zip(col(*f)).for_each(|(o, &x)| *o = if x.is_nan() { *v } else { x })
         }
         _ => unreachable!("stateful ops are computed per row"),
-    }
-}
-
-/// One pass over a window's non-missing values of one field: what sums, means, extremes and
-/// std read (each formed in entry order, exactly as a separate pass would form it).
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    n: f64,
-    sum: f64,
-    mean: f64,
-    m2: f64,
-    min: f32,
-    max: f32,
-}
-
-impl Stats {
-    /// Over entries `lo..hi` of slot `slot`, skipping `skip`: the count, sum (in entry order),
-    /// extremes, and the mean as `sum / n`; then the squared deviations from that mean in a
-    /// second pass (more accurate than a running update, and no division in the loop).
-    fn over(
-        s: &KeyState,
-        lo: usize,
-        hi: usize,
-        skip: Option<usize>,
-        slot: usize,
-        slots: usize,
-    ) -> Stats {
-        let mut st =
-            Stats { n: 0.0, sum: 0.0, mean: f64::NAN, m2: 0.0, min: f32::NAN, max: f32::NAN };
-        let value = |i: usize| s.values[i * slots + slot];
-        let skip = skip.unwrap_or(usize::MAX);
-        for i in lo..hi {
-            let x32 = value(i);
-            if i == skip || x32.is_nan() {
-                continue;
-            }
-            st.n += 1.0;
-            st.sum += f64::from(x32);
-            st.min = if st.min.is_nan() { x32 } else { st.min.min(x32) };
-            st.max = if st.max.is_nan() { x32 } else { st.max.max(x32) };
-        }
-        if st.n > 0.0 {
-            st.mean = st.sum / st.n;
-            if st.n >= 2.0 {
-                for i in lo..hi {
-                    let x32 = value(i);
-                    if i != skip && !x32.is_nan() {
-                        let d = f64::from(x32) - st.mean;
-                        st.m2 += d * d;
-                    }
-                }
-            }
-        }
-        st
-    }
-
-    /// Sample std: 0 below two values.
-    fn std(&self) -> f64 {
-        if self.n >= 2.0 { (self.m2 / (self.n - 1.0)).sqrt() } else { 0.0 }
-    }
-
-    fn get(&self, agg: Agg) -> f32 {
-        match agg {
-            Agg::Sum => self.sum as f32,
-            Agg::Mean => self.mean as f32,
-            Agg::Min => self.min,
-            Agg::Max => self.max,
-            Agg::Std if self.n > 0.0 => self.std() as f32,
-            _ => f32::NAN,
-        }
-    }
-}
-
-/// `last` or `distinct` over entries `lo..hi` (the current event, at `at`, among them).
-fn window(
-    agg: Agg,
-    s: &KeyState,
-    lo: usize,
-    hi: usize,
-    at: usize,
-    slot: usize,
-    slots: usize,
-) -> f32 {
-    match agg {
-        Agg::Last => {
-            (lo..hi).rev().find(|&i| i != at).map_or(f32::NAN, |i| s.values[i * slots + slot])
-        }
-        _ => {
-            let mut seen: Vec<u32> = (lo..hi)
-                .map(|i| s.values[i * slots + slot])
-                .filter(|x| !x.is_nan())
-                .map(|x| (x + 0.0).to_bits())
-                .collect();
-            seen.sort_unstable();
-            seen.dedup();
-            seen.len() as f32
-        }
     }
 }
