@@ -6,15 +6,19 @@
 use super::spec::{Agg, Op, Spec};
 use super::state::KeyState;
 
-/// One statistics computation: a field over a window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One field's statistics over one window: over every entry (`full`), and leaving the current
+/// event out (`skip`: z-scores and ratios compare the event with the others), as columns ask.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 struct StatPlan {
     slot: usize,
     window: usize,
-    /// Leaves the current event out (z-scores and ratios compare it with the others).
+    full: bool,
     skip: bool,
+    /// The full statistics' extremes.
     minmax: bool,
-    m2: bool,
+    /// Squared deviations, of the full and of the skipping statistics.
+    m2_full: bool,
+    m2_skip: bool,
 }
 
 /// One stateful column.
@@ -42,9 +46,9 @@ pub(crate) struct Plan {
     stats: Vec<StatPlan>,
     /// (output column, computation).
     cols: Vec<(usize, Col)>,
-    /// Per event scratch: each window's first entry, each statistics' result.
+    /// Per event scratch: each window's first entry, each statistics' results (full, skip).
     lo: Vec<usize>,
-    out: Vec<Stats>,
+    out: Vec<(Stats, Stats)>,
 }
 
 impl Plan {
@@ -60,15 +64,21 @@ impl Plan {
             let i = plan
                 .stats
                 .iter()
-                .position(|s| (s.slot, s.window, s.skip) == (slot, window, skip))
+                .position(|s| (s.slot, s.window) == (slot, window))
                 .unwrap_or_else(|| {
-                    let s = StatPlan { slot, window, skip, minmax: false, m2: false };
-                    plan.stats.push(s);
+                    plan.stats.push(StatPlan { slot, window, ..Default::default() });
                     plan.stats.len() - 1
                 });
             let s = &mut plan.stats[i];
-            s.minmax |= matches!(agg, Agg::Min | Agg::Max);
-            s.m2 |= matches!(agg, Agg::Std);
+            let std = matches!(agg, Agg::Std);
+            if skip {
+                s.skip = true;
+                s.m2_skip |= std;
+            } else {
+                s.full = true;
+                s.m2_full |= std;
+                s.minmax |= matches!(agg, Agg::Min | Agg::Max);
+            }
             i
         };
         for (c, op) in spec.ops.iter().enumerate() {
@@ -98,7 +108,7 @@ impl Plan {
             plan.cols.push((c, col));
         }
         plan.lo = vec![0; plan.windows.len()];
-        plan.out = vec![Stats::EMPTY; plan.stats.len()];
+        plan.out = vec![(Stats::EMPTY, Stats::EMPTY); plan.stats.len()];
         plan
     }
 
@@ -138,25 +148,26 @@ impl Plan {
         }
         for (st, p) in self.out.iter_mut().zip(&self.stats) {
             let lo = self.lo[p.window];
-            let skip = if p.skip { at } else { usize::MAX };
             *st = if slots == 1 {
-                Stats::over(|i| values[i], lo, hi, skip, p.minmax, p.m2)
+                let xs = &values[lo..hi];
+                Stats::both(p, |i| xs[i], hi - lo, at - lo)
             } else {
-                Stats::over(|i| values[i * slots + p.slot], lo, hi, skip, p.minmax, p.m2)
+                let xs = &values[lo * slots + p.slot..(hi - 1) * slots + p.slot + 1];
+                Stats::both(p, |i| xs[i * slots], hi - lo, at - lo)
             };
         }
         for &(c, col) in &self.cols {
             let v = match col {
                 Col::Count(w) => (hi - self.lo[w]) as f32,
-                Col::Stat(agg, s) => self.out[s].get(agg),
+                Col::Stat(agg, s) => self.out[s].0.get(agg),
                 Col::Scan(agg, slot, w) => scan(agg, values, self.lo[w], hi, at, slot, slots),
                 Col::ZScore(slot, s) => {
-                    let (x, st) = (f64::from(vals[slot]), &self.out[s]);
+                    let (x, st) = (f64::from(vals[slot]), &self.out[s].1);
                     let std = st.std();
                     if st.n >= 2.0 && std > 0.0 { ((x - st.mean) / std) as f32 } else { f32::NAN }
                 }
                 Col::RatioToMean(slot, s) => {
-                    let (x, st) = (f64::from(vals[slot]), &self.out[s]);
+                    let (x, st) = (f64::from(vals[slot]), &self.out[s].1);
                     if st.n >= 1.0 && st.mean != 0.0 { (x / st.mean) as f32 } else { f32::NAN }
                 }
                 Col::Ewma { slot, half_life_ms, state: e } => {
@@ -204,50 +215,116 @@ impl Stats {
     const EMPTY: Stats =
         Stats { n: 0.0, sum: 0.0, mean: f64::NAN, m2: 0.0, min: f32::NAN, max: f32::NAN };
 
-    /// Over entries `lo..hi`, skipping `skip`: the count, sum (in entry order), extremes when
-    /// asked, and the mean as `sum / n`; then, when asked, the squared deviations from that
-    /// mean in a second pass (more accurate than a running update, no division in the loop).
+    /// The statistics `p` asks for over `xs` (every `stride`-th value is one entry's; the
+    /// current event's is entry `at`): over all entries, and without entry `at`. Each is formed
+    /// in entry order, exactly as a separate pass would form it: count, sum, extremes, the mean
+    /// as `sum / n`, then the squared deviations from that mean in a second pass (more accurate
+    /// than a running update, and no division in the loop). When the current event is the
+    /// newest entry (events in order), one pass serves both: the full sums are the others' sums
+    /// plus the last term.
     #[inline(always)]
+    fn both(p: &StatPlan, value: impl Fn(usize) -> f32, len: usize, at: usize) -> (Stats, Stats) {
+        if at + 1 != len {
+            let full = if p.full {
+                Stats::over(&value, len, usize::MAX, p.minmax, p.m2_full)
+            } else {
+                Stats::EMPTY
+            };
+            let skip =
+                if p.skip { Stats::over(&value, len, at, false, p.m2_skip) } else { Stats::EMPTY };
+            return (full, skip);
+        }
+        // The others: count, sum and extremes in one pass; then the current value on top.
+        let mut skip = Stats::EMPTY;
+        let (mut n, mut sum) = (0usize, 0.0f64);
+        if p.minmax {
+            for i in 0..at {
+                let x = value(i);
+                if !x.is_nan() {
+                    n += 1;
+                    sum += f64::from(x);
+                    skip.min = if skip.min.is_nan() { x } else { skip.min.min(x) };
+                    skip.max = if skip.max.is_nan() { x } else { skip.max.max(x) };
+                }
+            }
+        } else {
+            for i in 0..at {
+                let x = value(i);
+                if !x.is_nan() {
+                    n += 1;
+                    sum += f64::from(x);
+                }
+            }
+        }
+        skip.n = n as f64;
+        skip.sum = sum;
+        let mut full = skip;
+        let x = value(at);
+        if !x.is_nan() {
+            full.n += 1.0;
+            full.sum += f64::from(x);
+            full.min = if full.min.is_nan() { x } else { full.min.min(x) };
+            full.max = if full.max.is_nan() { x } else { full.max.max(x) };
+        }
+        if skip.n > 0.0 {
+            skip.mean = skip.sum / skip.n;
+        }
+        if full.n > 0.0 {
+            full.mean = full.sum / full.n;
+        }
+        let m2_full = p.m2_full && full.n >= 2.0;
+        let m2_skip = p.m2_skip && skip.n >= 2.0;
+        if m2_full || m2_skip {
+            // Both deviations in one pass: two independent chains.
+            let (mut a, mut b) = (0.0f64, 0.0f64);
+            for i in 0..at {
+                let x = value(i);
+                if !x.is_nan() {
+                    let (da, db) = (f64::from(x) - full.mean, f64::from(x) - skip.mean);
+                    a += da * da;
+                    b += db * db;
+                }
+            }
+            if !x.is_nan() {
+                let d = f64::from(x) - full.mean;
+                a += d * d;
+            }
+            full.m2 = if m2_full { a } else { 0.0 };
+            skip.m2 = if m2_skip { b } else { 0.0 };
+        }
+        (full, skip)
+    }
+
+    /// Over entries `0..len` but `skip` (NaN values are missing).
     fn over(
         value: impl Fn(usize) -> f32,
-        lo: usize,
-        hi: usize,
+        len: usize,
         skip: usize,
         minmax: bool,
         m2: bool,
     ) -> Stats {
         let mut st = Stats::EMPTY;
-        let (mut n, mut sum) = (0usize, 0.0f64);
-        for i in lo..hi {
+        for i in (0..len).filter(|&i| i != skip) {
             let x = value(i);
-            if i != skip && !x.is_nan() {
-                n += 1;
-                sum += f64::from(x);
-            }
-        }
-        if minmax {
-            for i in lo..hi {
-                let x = value(i);
-                if i != skip && !x.is_nan() {
+            if !x.is_nan() {
+                st.n += 1.0;
+                st.sum += f64::from(x);
+                if minmax {
                     st.min = if st.min.is_nan() { x } else { st.min.min(x) };
                     st.max = if st.max.is_nan() { x } else { st.max.max(x) };
                 }
             }
         }
-        st.n = n as f64;
-        st.sum = sum;
-        if n > 0 {
-            st.mean = sum / st.n;
-            if m2 && n >= 2 {
-                let mut m2 = 0.0;
-                for i in lo..hi {
+        if st.n > 0.0 {
+            st.mean = st.sum / st.n;
+            if m2 && st.n >= 2.0 {
+                for i in (0..len).filter(|&i| i != skip) {
                     let x = value(i);
-                    if i != skip && !x.is_nan() {
+                    if !x.is_nan() {
                         let d = f64::from(x) - st.mean;
-                        m2 += d * d;
+                        st.m2 += d * d;
                     }
                 }
-                st.m2 = m2;
             }
         }
         st

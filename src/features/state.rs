@@ -44,6 +44,8 @@ const NONE: i64 = i64::MIN;
 #[derive(Debug)]
 pub(crate) struct KeyState {
     key: u64,
+    /// Whether the slot holds a key (freed slots wait on the free list).
+    live: bool,
     /// Latest event time seen (the key's watermark).
     pub watermark: i64,
     /// Time of the key's previous event, for `since_last` ([`NONE`] before the first).
@@ -217,6 +219,7 @@ impl Store {
     pub fn insert(&mut self, key: u64, t: i64) -> u32 {
         let fresh = KeyState {
             key,
+            live: true,
             watermark: t,
             previous: NONE,
             start: 0,
@@ -244,6 +247,7 @@ impl Store {
     pub fn remove(&mut self, slot: u32) {
         let s = &mut self.slab[slot as usize];
         self.index.remove(&s.key);
+        s.live = false;
         s.times = Vec::new();
         s.values = Vec::new();
         s.start = 0;
@@ -251,14 +255,18 @@ impl Store {
         self.generation += 1;
     }
 
-    /// Removes every key whose watermark is below `horizon`; returns how many.
+    /// Removes every key whose watermark is below `horizon`; returns how many. One pass
+    /// over the slab, in memory order (free slots have no key to remove).
     pub fn remove_idle(&mut self, horizon: i64) -> usize {
-        let idle: Vec<u32> =
-            self.live().filter(|&(_, s)| s.watermark < horizon).map(|x| x.0).collect();
-        for &slot in &idle {
-            self.remove(slot);
+        let mut removed = 0;
+        for slot in 0..self.slab.len() {
+            let s = &self.slab[slot];
+            if s.live && s.watermark < horizon {
+                self.remove(slot as u32);
+                removed += 1;
+            }
         }
-        idle.len()
+        removed
     }
 
     /// Removes the `n` keys seen least recently (oldest watermark; ties by key, so the choice
