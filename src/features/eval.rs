@@ -243,8 +243,9 @@ impl Stats {
                 if !x.is_nan() {
                     n += 1;
                     sum += f64::from(x);
-                    skip.min = if skip.min.is_nan() { x } else { skip.min.min(x) };
-                    skip.max = if skip.max.is_nan() { x } else { skip.max.max(x) };
+                    // `min` and `max` return the other argument when one is NaN (the empty start).
+                    skip.min = skip.min.min(x);
+                    skip.max = skip.max.max(x);
                 }
             }
         } else {
@@ -263,8 +264,8 @@ impl Stats {
         if !x.is_nan() {
             full.n += 1.0;
             full.sum += f64::from(x);
-            full.min = if full.min.is_nan() { x } else { full.min.min(x) };
-            full.max = if full.max.is_nan() { x } else { full.max.max(x) };
+            full.min = full.min.min(x);
+            full.max = full.max.max(x);
         }
         if skip.n > 0.0 {
             skip.mean = skip.sum / skip.n;
@@ -310,8 +311,8 @@ impl Stats {
                 st.n += 1.0;
                 st.sum += f64::from(x);
                 if minmax {
-                    st.min = if st.min.is_nan() { x } else { st.min.min(x) };
-                    st.max = if st.max.is_nan() { x } else { st.max.max(x) };
+                    st.min = st.min.min(x);
+                    st.max = st.max.max(x);
                 }
             }
         }

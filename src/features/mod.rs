@@ -54,9 +54,10 @@ use state::Store;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 
-/// Rows whose key states are looked up and prefetched together. The stage looks up group
-/// `g + 2`'s slots and prefetches their entries, prefetches group `g + 1`'s histories (their
-/// entries are in cache by then), then updates group `g`'s keys in row order.
+/// Rows whose key states are looked up and prefetched together. The stage prefetches where
+/// group `g + 3`'s keys are indexed, looks up group `g + 2`'s slots (in cache by then) and
+/// prefetches their entries, prefetches group `g + 1`'s histories (their entries are in cache
+/// by then), then updates group `g`'s keys in row order.
 const GROUP: usize = 16;
 
 /// Events between two sweeps of idle keys.
@@ -205,10 +206,19 @@ impl Features {
                     }
                 }
             };
+            let hint = |this: &Self, g: usize| {
+                for &key in &keys[g.min(n)..(g + GROUP).min(n)] {
+                    this.keys.prefetch_key(key);
+                }
+            };
+            hint(self, 0);
+            hint(self, GROUP);
             look(self, 0);
+            hint(self, 2 * GROUP);
             look(self, GROUP);
             warm(self, 0);
             for g in (0..n).step_by(GROUP) {
+                hint(self, g + 3 * GROUP);
                 look(self, g + 2 * GROUP);
                 warm(self, g + GROUP);
                 for r in g..(g + GROUP).min(n) {
