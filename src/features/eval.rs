@@ -238,15 +238,20 @@ impl Stats {
         let mut skip = Stats::EMPTY;
         let (mut n, mut sum) = (0usize, 0.0f64);
         if p.minmax {
+            // Plain compares (x is never NaN here): one instruction each, not `f32::min`'s
+            // NaN handling on the chain.
+            let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
             for i in 0..at {
                 let x = value(i);
                 if !x.is_nan() {
                     n += 1;
                     sum += f64::from(x);
-                    // `min` and `max` return the other argument when one is NaN (the empty start).
-                    skip.min = skip.min.min(x);
-                    skip.max = skip.max.max(x);
+                    min = if x < min { x } else { min };
+                    max = if x > max { x } else { max };
                 }
+            }
+            if n > 0 {
+                (skip.min, skip.max) = (min, max);
             }
         } else {
             for i in 0..at {
@@ -264,6 +269,7 @@ impl Stats {
         if !x.is_nan() {
             full.n += 1.0;
             full.sum += f64::from(x);
+            // `min` and `max` return the other argument when one is NaN (no others).
             full.min = full.min.min(x);
             full.max = full.max.max(x);
         }
