@@ -114,6 +114,12 @@ fn stage(c: &mut Criterion) {
         features.transform(&batch, k, t, &mut out).unwrap();
     }
     assert!(features.live_keys() >= 99_000, "{} live keys", features.live_keys());
+    eprintln!(
+        "state: {} bytes for {} live keys ({} bytes per key)",
+        features.state_bytes(),
+        features.live_keys(),
+        features.state_bytes() / features.live_keys()
+    );
     // Measured: the following events, in batches, cycling through a pre-generated day.
     let (rows, keys, times) = events(20 * KEYS as usize, *times.last().unwrap(), 2);
     let batches: Vec<(Batch, &[u64], &[i64])> = rows

@@ -122,8 +122,8 @@ impl KeyIndex {
 const NONE: i64 = i64::MIN;
 
 /// One key's state. Its history is `times[start..]` and `values[start * slots..]`: dropping
-/// the oldest events only moves `start`, and the dead prefix is cut off once it outgrows the
-/// live part, so both stay contiguous and each event is moved at most once.
+/// the oldest events only moves `start`, and the dead prefix is cut off once it outgrows half
+/// the live part, so both stay contiguous at a bounded cost per event.
 #[derive(Debug)]
 pub(crate) struct KeyState {
     key: u64,
@@ -170,6 +170,12 @@ impl KeyState {
         // In-order events (the common case) append without a search.
         if live.last().is_none_or(|&b| b <= t) {
             let at = live.len();
+            if self.times.len() == self.times.capacity() {
+                // Grow by half (not double): histories are many and mostly steady in length.
+                let more = (self.times.len() / 2).max(4);
+                self.times.reserve_exact(more);
+                self.values.reserve_exact(more * vals.len());
+            }
             self.times.push(t);
             self.values.extend_from_slice(vals);
             return at;
@@ -194,10 +200,16 @@ impl KeyState {
         let drop = old.max(live.len().saturating_sub(max_events));
         self.start += drop;
         let len = self.times.len() - self.start;
-        if self.start > len.max(4) {
+        // Cut the dead prefix once it is over half the live part (each event is moved at
+        // most twice, amortized), and give back capacity a burst left behind.
+        if self.start > (len / 2).max(4) {
             self.times.drain(..self.start);
             self.values.drain(..self.start * slots);
             self.start = 0;
+            if self.times.capacity() > 4 * len + 16 {
+                self.times.shrink_to(2 * len + 8);
+                self.values.shrink_to((2 * len + 8) * slots);
+            }
         }
         drop
     }
