@@ -65,7 +65,7 @@ fn slices_match_reference(label: &str, backend: &dyn Backend, forest: &Forest, b
 
 /// A fast CPU scorer with `kernel` and `algorithm`, or `None` (said loudly) where this CPU
 /// cannot run the kernel. Forests the bitvector algorithm cannot hold (trees over 64 leaves)
-/// are traversed, so every golden file still runs.
+/// are traversed, so every golden file still runs; the masked algorithm takes any forest.
 fn cpu(
     kernel: Kernel,
     algorithm: Algorithm,
@@ -77,7 +77,8 @@ fn cpu(
     }
     Some(move |f: Forest| {
         let small = f.trees.iter().all(|t| t.leaves() <= 64);
-        let algorithm = if small { algorithm } else { Algorithm::Traverse };
+        let algorithm =
+            if small || algorithm == Algorithm::Masked { algorithm } else { Algorithm::Traverse };
         let cpu = Cpu::new(f).unwrap().with_kernel(kernel).unwrap().with_threads(threads).unwrap();
         Box::new(cpu.with_algorithm(algorithm).unwrap()) as Box<dyn Backend>
     })
@@ -144,6 +145,9 @@ parity_suite! {
     bitvector_avx2 => cpu(Kernel::Avx2, Algorithm::Bitvector, 1), exact: true;
     bitvector_avx512 => cpu(Kernel::Avx512, Algorithm::Bitvector, 1), exact: true;
     bitvector_avx2_2_threads => cpu(Kernel::Avx2, Algorithm::Bitvector, 2), exact: true;
+    masked_scalar => cpu(Kernel::Scalar, Algorithm::Masked, 1), exact: true;
+    masked_avx512 => cpu(Kernel::Avx512, Algorithm::Masked, 1), exact: true;
+    masked_avx512_2_threads => cpu(Kernel::Avx512, Algorithm::Masked, 2), exact: true;
 }
 
 /// The .npy copy of every input gives the same rows as the CSV (NaN included).

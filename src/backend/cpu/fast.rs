@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use crate::backend::cpu::bitvector::{Bitvector, ROWS};
 use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
 use crate::backend::cpu::layout::FastForest;
+use crate::backend::cpu::masked::{self, ROWS as MASKED_ROWS};
 use crate::backend::{Backend, Output};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -42,6 +43,9 @@ pub enum Algorithm {
     /// QuickScorer bitvectors over splits sorted by threshold (trees of at most 64 leaves).
     /// Chosen by default when it applies and categorical splits are rare.
     Bitvector,
+    /// Each tree node by node for 64 rows at once, the rows at a node kept as a bit mask:
+    /// contiguous column compares, no gathers (any forest; fastest where rows share paths).
+    Masked,
 }
 
 impl std::str::FromStr for Algorithm {
@@ -51,7 +55,10 @@ impl std::str::FromStr for Algorithm {
         match s {
             "traverse" => Ok(Algorithm::Traverse),
             "bitvector" => Ok(Algorithm::Bitvector),
-            _ => Err(Error::Config(format!("unknown algorithm `{s}` (traverse or bitvector)"))),
+            "masked" => Ok(Algorithm::Masked),
+            _ => Err(Error::Config(format!(
+                "unknown algorithm `{s}` (traverse, bitvector or masked)"
+            ))),
         }
     }
 }
@@ -78,6 +85,8 @@ pub struct Cpu {
     fast: FastForest,
     /// The QuickScorer form, when the algorithm is `Bitvector`.
     bitvector: Option<Bitvector>,
+    /// The algorithm is `Masked`.
+    masked: bool,
     kernel: Kernel,
     threads: usize,
     pool: Option<rayon::ThreadPool>,
@@ -105,13 +114,14 @@ impl Cpu {
             .filter(|bv| bv.special_share() <= MAX_SPECIAL_SHARE && fast.n_trees > 0);
         let kernel =
             if bitvector.is_some() { Kernel::detect() } else { Kernel::detect_for_traversal() };
-        Ok(Cpu { forest, fast, bitvector, kernel, threads: 1, pool: None })
+        Ok(Cpu { forest, fast, bitvector, masked: false, kernel, threads: 1, pool: None })
     }
 
     /// Forces `algorithm`; `Bitvector` errors for a forest with a tree of more than 64 leaves.
     pub fn with_algorithm(mut self, algorithm: Algorithm) -> Result<Cpu> {
+        self.masked = algorithm == Algorithm::Masked;
         self.bitvector = match algorithm {
-            Algorithm::Traverse => None,
+            Algorithm::Traverse | Algorithm::Masked => None,
             Algorithm::Bitvector => {
                 Some(Bitvector::new(&self.forest, &self.fast).ok_or_else(|| {
                     Error::Config("the bitvector algorithm needs trees of at most 64 leaves".into())
@@ -123,7 +133,11 @@ impl Cpu {
 
     /// The algorithm in use.
     pub fn algorithm(&self) -> Algorithm {
-        if self.bitvector.is_some() { Algorithm::Bitvector } else { Algorithm::Traverse }
+        match (&self.bitvector, self.masked) {
+            (Some(_), _) => Algorithm::Bitvector,
+            (None, true) => Algorithm::Masked,
+            (None, false) => Algorithm::Traverse,
+        }
     }
 
     /// Forces `kernel`; errors when this CPU cannot run it.
@@ -170,9 +184,11 @@ impl Cpu {
                 Accumulation::F32 => self.score_bitvector::<f32>(bv, batch, first, output, out),
             };
         }
-        match self.fast.accumulation {
-            Accumulation::F64 => self.score_rows_as::<f64>(batch, first, output, out),
-            Accumulation::F32 => self.score_rows_as::<f32>(batch, first, output, out),
+        match (self.fast.accumulation, self.masked) {
+            (Accumulation::F64, false) => self.score_rows_as::<f64>(batch, first, output, out),
+            (Accumulation::F32, false) => self.score_rows_as::<f32>(batch, first, output, out),
+            (Accumulation::F64, true) => self.score_masked::<f64>(batch, first, output, out),
+            (Accumulation::F32, true) => self.score_masked::<f32>(batch, first, output, out),
         }
     }
 
@@ -285,6 +301,55 @@ impl Cpu {
     }
 }
 
+impl Cpu {
+    /// The masked algorithm over rows `first..`, 64 rows at a time, feature-major.
+    fn score_masked<S: Sum>(&self, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
+        let fast = &self.fast;
+        let (groups, width, nf) =
+            (self.forest.n_groups, self.output_width(output), fast.n_features);
+        SCRATCH.with_borrow_mut(|s| {
+            s.prepare(fast.stride(), groups, width);
+            // The padding column (index `nf`) stays NaN.
+            s.columns.resize((nf + 1) * MASKED_ROWS, f32::NAN);
+            s.columns[nf * MASKED_ROWS..].fill(f32::NAN);
+            let Scratch { acc, raw, transformed, columns: block, stack, .. } = s;
+            let mut leaves = [0u32; MASKED_ROWS];
+            for (b, out) in out.chunks_mut(MASKED_ROWS * width).enumerate() {
+                let r0 = first + b * MASKED_ROWS;
+                let n = out.len() / width;
+                for f in 0..nf {
+                    let column = &mut block[f * MASKED_ROWS..(f + 1) * MASKED_ROWS];
+                    column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
+                    column[n..].fill(f32::NAN);
+                }
+                for a in acc.chunks_exact_mut(groups).take(n) {
+                    for (a, &m) in a.iter_mut().zip(&fast.base_margin) {
+                        *a = S::from_f64(m).to_f64();
+                    }
+                }
+                let live = if n == MASKED_ROWS { u64::MAX } else { (1u64 << n) - 1 };
+                for t in 0..fast.n_trees {
+                    let g = fast.groups[t] as usize;
+                    masked::tree_leaves(
+                        self.kernel,
+                        fast,
+                        block,
+                        fast.roots[t],
+                        live,
+                        stack,
+                        &mut leaves,
+                    );
+                    for (i, &leaf) in leaves[..n].iter().enumerate() {
+                        let a = &mut acc[i * groups + g];
+                        *a = S::from_f64(*a).add(fast.values[leaf as usize]).to_f64();
+                    }
+                }
+                emit(&self.forest, output, groups, acc, raw, transformed, out);
+            }
+        });
+    }
+}
+
 /// Writes each row's raw sums (`acc`, `groups` per row) or their transform into `out`.
 fn emit(
     forest: &Forest,
@@ -368,6 +433,9 @@ struct Scratch {
     /// Bitvector algorithm: 16 rows feature-major, and the per-(tree, row) leaf masks.
     block: Vec<f32>,
     state: Vec<u64>,
+    /// Masked algorithm: 64 rows feature-major (the padding column last), the node stack.
+    columns: Vec<f32>,
+    stack: Vec<(u32, u64)>,
 }
 
 impl Scratch {

@@ -7,6 +7,7 @@ mod dense;
 mod fast;
 mod kernel;
 mod layout;
+mod masked;
 mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;

@@ -366,7 +366,7 @@ unsafe fn rows_avx512<const FULL: bool>(
 /// plain `x > threshold` / NaN decision) for the lanes they concern.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn full_decision(
+pub(crate) fn full_decision(
     forest: &FastForest,
     mut right: __mmask16,
     nan: __mmask16,

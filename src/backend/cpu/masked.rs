@@ -1,0 +1,153 @@
+//! The masked algorithm: a tree is evaluated node by node for a block of 64 rows at once, the
+//! rows standing at each node kept as a 64-bit mask. A node compares its feature's column
+//! (contiguous: the block is feature-major) with its threshold for the rows at it, splits the
+//! mask in two, and hands each half to its child; a node no row reaches is never touched.
+//!
+//! No gathers and no per-row branches: a node costs a few vector compares (AVX-512: one per
+//! 16 rows holding any row at the node), whatever its depth. It wins when the block's rows
+//! share paths (few distinct nodes visited per block: shallow paths, skewed data) and loses
+//! to traversal when 64 rows scatter over hundreds of nodes.
+//!
+//! Every node decides exactly as `layout::goes_right` states (the AVX-512 form reuses the
+//! traversal kernel's vector decision), so leaves, and sums, equal the reference scorer's.
+
+use crate::backend::cpu::kernel::Kernel;
+use crate::backend::cpu::layout::{
+    CATEGORICAL, FastForest, LEFT_LEAF, NAN_RIGHT, Node, RIGHT_LEAF, ZERO, goes_right,
+};
+
+/// Rows per block: one bit each in a `u64` mask.
+pub(crate) const ROWS: usize = 64;
+
+/// Writes, for each row of `live` in the feature-major `block` (`ROWS` values per column,
+/// the padding column included), the node index of its leaf in the tree at `root` into
+/// `leaves`. `stack` is scratch.
+pub(crate) fn tree_leaves(
+    kernel: Kernel,
+    forest: &FastForest,
+    block: &[f32],
+    root: u32,
+    live: u64,
+    stack: &mut Vec<(u32, u64)>,
+    leaves: &mut [u32; ROWS],
+) {
+    assert!(block.len() > forest.n_features * ROWS, "the block holds every column");
+    match kernel {
+        // SAFETY: a kernel is checked available (`Kernel::check`) before it is used.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { avx512::tree(forest, block, root, live, stack, leaves) },
+        _ => walk(forest, block, root, live, stack, leaves, |node, column, mask| {
+            let mut right = 0;
+            let mut m = mask;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                right |= u64::from(goes_right(node, column[i], &forest.cat, forest.rule)) << i;
+                m &= m - 1;
+            }
+            right
+        }),
+    }
+}
+
+/// Depth-first over the nodes the rows reach; `right` gives, of a mask's rows, those a node
+/// sends right.
+#[inline(always)]
+fn walk(
+    forest: &FastForest,
+    block: &[f32],
+    root: u32,
+    live: u64,
+    stack: &mut Vec<(u32, u64)>,
+    leaves: &mut [u32; ROWS],
+    right: impl Fn(Node, &[f32; ROWS], u64) -> u64,
+) {
+    if forest.nodes[root as usize].offset() == 0 {
+        // A single-leaf tree.
+        assign(leaves, live, root);
+        return;
+    }
+    stack.clear();
+    stack.push((root, live));
+    while let Some((i, mask)) = stack.pop() {
+        let node = forest.nodes[i as usize];
+        let f = node.feature() * ROWS;
+        let column: &[f32; ROWS] = block[f..f + ROWS].try_into().expect("a whole column");
+        let goes = right(node, column, mask) & mask;
+        let child = i + node.offset();
+        for (c, m, leaf) in [(child, mask & !goes, LEFT_LEAF), (child + 1, goes, RIGHT_LEAF)] {
+            if m == 0 {
+                continue;
+            }
+            if node.meta & leaf != 0 {
+                assign(leaves, m, c);
+            } else {
+                stack.push((c, m));
+            }
+        }
+    }
+}
+
+/// `leaves[i] = leaf` for every row `i` in `mask`.
+#[inline(always)]
+fn assign(leaves: &mut [u32; ROWS], mask: u64, leaf: u32) {
+    if mask == u64::MAX {
+        leaves.fill(leaf);
+        return;
+    }
+    let mut m = mask;
+    while m != 0 {
+        leaves[m.trailing_zeros() as usize] = leaf;
+        m &= m - 1;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{CATEGORICAL, FastForest, NAN_RIGHT, Node, ROWS, ZERO};
+
+    /// [`super::walk`] with the AVX-512 decision inlined. Safety: AVX-512F is available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tree(
+        forest: &FastForest,
+        block: &[f32],
+        root: u32,
+        live: u64,
+        stack: &mut Vec<(u32, u64)>,
+        leaves: &mut [u32; ROWS],
+    ) {
+        super::walk(forest, block, root, live, stack, leaves, |node, column, mask| {
+            right(forest, node, column, mask)
+        })
+    }
+
+    /// Of the rows in `mask`, those `node` sends right: 16 rows per compare, only over the
+    /// 16-row groups holding a row of `mask`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn right(forest: &FastForest, node: Node, column: &[f32; ROWS], mask: u64) -> u64 {
+        let threshold = _mm512_set1_ps(node.threshold);
+        let meta = _mm512_set1_epi32(node.meta as i32);
+        let special = node.meta & (CATEGORICAL | ZERO) != 0;
+        let nan_goes_right = node.meta & NAN_RIGHT != 0;
+        let mut right = 0u64;
+        for g in 0..ROWS / 16 {
+            if (mask >> (16 * g)) as u16 == 0 {
+                continue;
+            }
+            // SAFETY: `column` holds ROWS values; this reads 16 of them at 16 * g.
+            let x = unsafe { _mm512_loadu_ps(column.as_ptr().add(16 * g)) };
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+            let nan_right = if nan_goes_right { nan } else { 0 };
+            let mut r = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold) | nan_right;
+            if special {
+                r = crate::backend::cpu::x86_64::full_decision(
+                    forest, r, nan, nan_right, threshold, meta, x,
+                );
+            }
+            right |= u64::from(r) << (16 * g);
+        }
+        right
+    }
+}
