@@ -303,7 +303,13 @@ impl Cpu {
 
 impl Cpu {
     /// The masked algorithm over rows `first..`, 64 rows at a time, feature-major.
-    fn score_masked<S: Sum>(&self, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
+    fn score_masked<S: Sum + masked::Lane>(
+        &self,
+        batch: &Batch,
+        first: usize,
+        output: Output,
+        out: &mut [f32],
+    ) {
         let fast = &self.fast;
         let (groups, width, nf) =
             (self.forest.n_groups, self.output_width(output), fast.n_features);
@@ -312,8 +318,9 @@ impl Cpu {
             // The padding column (index `nf`) stays NaN.
             s.columns.resize((nf + 1) * MASKED_ROWS, f32::NAN);
             s.columns[nf * MASKED_ROWS..].fill(f32::NAN);
+            let mut sums = std::mem::take(S::lanes(s));
+            sums.resize(groups, [S::default(); MASKED_ROWS]);
             let Scratch { acc, raw, transformed, columns: block, stack, .. } = s;
-            let mut leaves = [0u32; MASKED_ROWS];
             for (b, out) in out.chunks_mut(MASKED_ROWS * width).enumerate() {
                 let r0 = first + b * MASKED_ROWS;
                 let n = out.len() / width;
@@ -322,30 +329,22 @@ impl Cpu {
                     column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
                     column[n..].fill(f32::NAN);
                 }
-                for a in acc.chunks_exact_mut(groups).take(n) {
-                    for (a, &m) in a.iter_mut().zip(&fast.base_margin) {
-                        *a = S::from_f64(m).to_f64();
-                    }
+                for (g, sums) in sums.iter_mut().enumerate() {
+                    sums.fill(S::from_f64(fast.base_margin[g]));
                 }
                 let live = if n == MASKED_ROWS { u64::MAX } else { (1u64 << n) - 1 };
                 for t in 0..fast.n_trees {
-                    let g = fast.groups[t] as usize;
-                    masked::tree_leaves(
-                        self.kernel,
-                        fast,
-                        block,
-                        fast.roots[t],
-                        live,
-                        stack,
-                        &mut leaves,
-                    );
-                    for (i, &leaf) in leaves[..n].iter().enumerate() {
-                        let a = &mut acc[i * groups + g];
-                        *a = S::from_f64(*a).add(fast.values[leaf as usize]).to_f64();
+                    let sums = &mut sums[fast.groups[t] as usize];
+                    masked::add_tree(self.kernel, fast, block, fast.roots[t], live, stack, sums);
+                }
+                for (g, sums) in sums.iter().enumerate() {
+                    for (i, sum) in sums[..n].iter().enumerate() {
+                        acc[i * groups + g] = sum.to_f64();
                     }
                 }
                 emit(&self.forest, output, groups, acc, raw, transformed, out);
             }
+            *S::lanes(s) = sums;
         });
     }
 }
@@ -385,6 +384,8 @@ fn emit(
 trait Sum: Copy {
     /// The accumulator holding `v` (a base margin, or a sum kept in f64 between steps).
     fn from_f64(v: f64) -> Self;
+    /// The masked algorithm's per-group sums of a block's rows, kept in the scratch.
+    fn lanes(s: &mut Scratch) -> &mut Vec<[Self; MASKED_ROWS]>;
     fn add(self, leaf: f64) -> Self;
     fn to_f64(self) -> f64;
 }
@@ -393,6 +394,9 @@ impl Sum for f64 {
     #[inline(always)]
     fn from_f64(v: f64) -> f64 {
         v
+    }
+    fn lanes(s: &mut Scratch) -> &mut Vec<[f64; MASKED_ROWS]> {
+        &mut s.sums_f64
     }
     #[inline(always)]
     fn add(self, leaf: f64) -> f64 {
@@ -408,6 +412,9 @@ impl Sum for f32 {
     #[inline(always)]
     fn from_f64(v: f64) -> f32 {
         v as f32
+    }
+    fn lanes(s: &mut Scratch) -> &mut Vec<[f32; MASKED_ROWS]> {
+        &mut s.sums_f32
     }
     #[inline(always)]
     fn add(self, leaf: f64) -> f32 {
@@ -433,9 +440,12 @@ struct Scratch {
     /// Bitvector algorithm: 16 rows feature-major, and the per-(tree, row) leaf masks.
     block: Vec<f32>,
     state: Vec<u64>,
-    /// Masked algorithm: 64 rows feature-major (the padding column last), the node stack.
+    /// Masked algorithm: 64 rows feature-major (the padding column last), the node stack,
+    /// the rows' sums per group.
     columns: Vec<f32>,
     stack: Vec<(u32, u64)>,
+    sums_f64: Vec<[f64; MASKED_ROWS]>,
+    sums_f32: Vec<[f32; MASKED_ROWS]>,
 }
 
 impl Scratch {

@@ -19,38 +19,90 @@ use crate::backend::cpu::layout::{
 /// Rows per block: one bit each in a `u64` mask.
 pub(crate) const ROWS: usize = 64;
 
-/// Writes, for each row of `live` in the feature-major `block` (`ROWS` values per column,
-/// the padding column included), the node index of its leaf in the tree at `root` into
-/// `leaves`. `stack` is scratch.
-pub(crate) fn tree_leaves(
+/// A row's running sum as the training library forms it: f64 (LightGBM) or f32 (XGBoost).
+pub(crate) trait Lane: Copy + Default {
+    /// `sum + leaf`, in this precision.
+    fn plus(self, leaf: f64) -> Self;
+    /// Adds `leaf` to the sums of the rows in `mask`, with AVX-512. Safety: AVX-512F is
+    /// available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn add_avx512(sums: &mut [Self; ROWS], mask: u64, leaf: f64);
+}
+
+impl Lane for f64 {
+    #[inline(always)]
+    fn plus(self, leaf: f64) -> f64 {
+        self + leaf
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn add_avx512(sums: &mut [f64; ROWS], mask: u64, leaf: f64) {
+        avx512::add_f64(sums, mask, leaf)
+    }
+}
+
+impl Lane for f32 {
+    #[inline(always)]
+    fn plus(self, leaf: f64) -> f32 {
+        self + leaf as f32
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn add_avx512(sums: &mut [f32; ROWS], mask: u64, leaf: f64) {
+        avx512::add_f32(sums, mask, leaf)
+    }
+}
+
+/// Adds, for each row of `live` in the feature-major `block` (`ROWS` values per column, the
+/// padding column included), the value of its leaf in the tree at `root` to `sums`. `stack`
+/// is scratch.
+pub(crate) fn add_tree<L: Lane>(
     kernel: Kernel,
     forest: &FastForest,
     block: &[f32],
     root: u32,
     live: u64,
     stack: &mut Vec<(u32, u64)>,
-    leaves: &mut [u32; ROWS],
+    sums: &mut [L; ROWS],
 ) {
     assert!(block.len() > forest.n_features * ROWS, "the block holds every column");
     match kernel {
         // SAFETY: a kernel is checked available (`Kernel::check`) before it is used.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { avx512::tree(forest, block, root, live, stack, leaves) },
-        _ => walk(forest, block, root, live, stack, leaves, |node, column, mask| {
-            let mut right = 0;
-            let mut m = mask;
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                right |= u64::from(goes_right(node, column[i], &forest.cat, forest.rule)) << i;
-                m &= m - 1;
-            }
-            right
-        }),
+        Kernel::Avx512 => unsafe { avx512::tree(forest, block, root, live, stack, sums) },
+        _ => walk(
+            forest,
+            block,
+            root,
+            live,
+            stack,
+            |node, column, mask| {
+                let mut right = 0;
+                let mut m = mask;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    right |= u64::from(goes_right(node, column[i], &forest.cat, forest.rule)) << i;
+                    m &= m - 1;
+                }
+                right
+            },
+            |mask, leaf| {
+                let value = forest.values[leaf as usize];
+                let mut m = mask;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    sums[i] = sums[i].plus(value);
+                    m &= m - 1;
+                }
+            },
+        ),
     }
 }
 
 /// Depth-first over the nodes the rows reach; `right` gives, of a mask's rows, those a node
-/// sends right.
+/// sends right; `leaf` takes each leaf reached with its rows.
 #[inline(always)]
 fn walk(
     forest: &FastForest,
@@ -58,12 +110,12 @@ fn walk(
     root: u32,
     live: u64,
     stack: &mut Vec<(u32, u64)>,
-    leaves: &mut [u32; ROWS],
     right: impl Fn(Node, &[f32; ROWS], u64) -> u64,
+    mut leaf: impl FnMut(u64, u32),
 ) {
     if forest.nodes[root as usize].offset() == 0 {
         // A single-leaf tree.
-        assign(leaves, live, root);
+        leaf(live, root);
         return;
     }
     stack.clear();
@@ -74,12 +126,12 @@ fn walk(
         let column: &[f32; ROWS] = block[f..f + ROWS].try_into().expect("a whole column");
         let goes = right(node, column, mask) & mask;
         let child = i + node.offset();
-        for (c, m, leaf) in [(child, mask & !goes, LEFT_LEAF), (child + 1, goes, RIGHT_LEAF)] {
+        for (c, m, is_leaf) in [(child, mask & !goes, LEFT_LEAF), (child + 1, goes, RIGHT_LEAF)] {
             if m == 0 {
                 continue;
             }
-            if node.meta & leaf != 0 {
-                assign(leaves, m, c);
+            if node.meta & is_leaf != 0 {
+                leaf(m, c);
             } else {
                 stack.push((c, m));
             }
@@ -87,39 +139,69 @@ fn walk(
     }
 }
 
-/// `leaves[i] = leaf` for every row `i` in `mask`.
-#[inline(always)]
-fn assign(leaves: &mut [u32; ROWS], mask: u64, leaf: u32) {
-    if mask == u64::MAX {
-        leaves.fill(leaf);
-        return;
-    }
-    let mut m = mask;
-    while m != 0 {
-        leaves[m.trailing_zeros() as usize] = leaf;
-        m &= m - 1;
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{CATEGORICAL, FastForest, NAN_RIGHT, Node, ROWS, ZERO};
+    use super::{CATEGORICAL, FastForest, Lane, NAN_RIGHT, Node, ROWS, ZERO};
 
-    /// [`super::walk`] with the AVX-512 decision inlined. Safety: AVX-512F is available.
+    /// [`super::walk`] with the AVX-512 decision and sums inlined. Safety: AVX-512F is
+    /// available.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tree(
+    pub(super) unsafe fn tree<L: Lane>(
         forest: &FastForest,
         block: &[f32],
         root: u32,
         live: u64,
         stack: &mut Vec<(u32, u64)>,
-        leaves: &mut [u32; ROWS],
+        sums: &mut [L; ROWS],
     ) {
-        super::walk(forest, block, root, live, stack, leaves, |node, column, mask| {
-            right(forest, node, column, mask)
-        })
+        super::walk(
+            forest,
+            block,
+            root,
+            live,
+            stack,
+            |node, column, mask| right(forest, node, column, mask),
+            // SAFETY: AVX-512F is available (this function's contract).
+            |mask, leaf| unsafe { L::add_avx512(sums, mask, forest.values[leaf as usize]) },
+        )
+    }
+
+    /// `sums[i] += leaf` (f64) for the rows `i` in `mask`, 8 rows per masked add.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn add_f64(sums: &mut [f64; ROWS], mask: u64, leaf: f64) {
+        let leaf = _mm512_set1_pd(leaf);
+        for g in 0..ROWS / 8 {
+            let m = (mask >> (8 * g)) as u8;
+            if m != 0 {
+                // SAFETY: `sums` holds ROWS values; this reads and writes 8 at 8 * g.
+                unsafe {
+                    let p = sums.as_mut_ptr().add(8 * g);
+                    let v = _mm512_loadu_pd(p);
+                    _mm512_storeu_pd(p, _mm512_mask_add_pd(v, m, v, leaf));
+                }
+            }
+        }
+    }
+
+    /// `sums[i] += leaf as f32` for the rows `i` in `mask`, 16 rows per masked add.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn add_f32(sums: &mut [f32; ROWS], mask: u64, leaf: f64) {
+        let leaf = _mm512_set1_ps(leaf as f32);
+        for g in 0..ROWS / 16 {
+            let m = (mask >> (16 * g)) as u16;
+            if m != 0 {
+                // SAFETY: `sums` holds ROWS values; this reads and writes 16 at 16 * g.
+                unsafe {
+                    let p = sums.as_mut_ptr().add(16 * g);
+                    let v = _mm512_loadu_ps(p);
+                    _mm512_storeu_ps(p, _mm512_mask_add_ps(v, m, v, leaf));
+                }
+            }
+        }
     }
 
     /// Of the rows in `mask`, those `node` sends right: 16 rows per compare, only over the
