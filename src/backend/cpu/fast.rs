@@ -319,7 +319,8 @@ impl Cpu {
             s.columns.resize((nf + 1) * MASKED_ROWS, f32::NAN);
             s.columns[nf * MASKED_ROWS..].fill(f32::NAN);
             let mut sums = std::mem::take(S::lanes(s));
-            sums.resize(groups, [S::default(); MASKED_ROWS]);
+            sums.resize(groups + 1, [S::default(); MASKED_ROWS]);
+            let (values, sums_of) = sums.split_last_mut().expect("groups + 1 arrays");
             let Scratch { acc, raw, transformed, columns: block, stack, .. } = s;
             for (b, out) in out.chunks_mut(MASKED_ROWS * width).enumerate() {
                 let r0 = first + b * MASKED_ROWS;
@@ -329,15 +330,16 @@ impl Cpu {
                     column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
                     column[n..].fill(f32::NAN);
                 }
-                for (g, sums) in sums.iter_mut().enumerate() {
+                for (g, sums) in sums_of.iter_mut().enumerate() {
                     sums.fill(S::from_f64(fast.base_margin[g]));
                 }
                 let live = if n == MASKED_ROWS { u64::MAX } else { (1u64 << n) - 1 };
                 for t in 0..fast.n_trees {
-                    let sums = &mut sums[fast.groups[t] as usize];
-                    masked::add_tree(self.kernel, fast, block, fast.roots[t], live, stack, sums);
+                    let sums = &mut sums_of[fast.groups[t] as usize];
+                    let root = fast.roots[t];
+                    masked::add_tree(self.kernel, fast, block, root, live, stack, values, sums);
                 }
-                for (g, sums) in sums.iter().enumerate() {
+                for (g, sums) in sums_of.iter().enumerate() {
                     for (i, sum) in sums[..n].iter().enumerate() {
                         acc[i * groups + g] = sum.to_f64();
                     }
@@ -441,7 +443,7 @@ struct Scratch {
     block: Vec<f32>,
     state: Vec<u64>,
     /// Masked algorithm: 64 rows feature-major (the padding column last), the node stack,
-    /// the rows' sums per group.
+    /// the rows' sums per group and, last, the rows' leaf values in the current tree.
     columns: Vec<f32>,
     stack: Vec<(u32, u64)>,
     sums_f64: Vec<[f64; MASKED_ROWS]>,

@@ -20,44 +20,45 @@ use crate::backend::cpu::layout::{
 pub(crate) const ROWS: usize = 64;
 
 /// A row's running sum as the training library forms it: f64 (LightGBM) or f32 (XGBoost).
-pub(crate) trait Lane: Copy + Default {
-    /// `sum + leaf`, in this precision.
-    fn plus(self, leaf: f64) -> Self;
-    /// Adds `leaf` to the sums of the rows in `mask`, with AVX-512. Safety: AVX-512F is
-    /// available.
+pub(crate) trait Lane: Copy + Default + std::ops::Add<Output = Self> {
+    /// A leaf value in this precision (`sum + leaf` in it is the library's step).
+    fn from_leaf(leaf: f64) -> Self;
+    /// `values[i] = leaf` for the rows `i` in `mask`, with AVX-512 masked stores. Safety:
+    /// AVX-512F is available.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn add_avx512(sums: &mut [Self; ROWS], mask: u64, leaf: f64);
+    unsafe fn put_avx512(values: &mut [Self; ROWS], mask: u64, leaf: Self);
 }
 
 impl Lane for f64 {
     #[inline(always)]
-    fn plus(self, leaf: f64) -> f64 {
-        self + leaf
+    fn from_leaf(leaf: f64) -> f64 {
+        leaf
     }
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn add_avx512(sums: &mut [f64; ROWS], mask: u64, leaf: f64) {
-        avx512::add_f64(sums, mask, leaf)
+    unsafe fn put_avx512(values: &mut [f64; ROWS], mask: u64, leaf: f64) {
+        avx512::put_f64(values, mask, leaf)
     }
 }
 
 impl Lane for f32 {
     #[inline(always)]
-    fn plus(self, leaf: f64) -> f32 {
-        self + leaf as f32
+    fn from_leaf(leaf: f64) -> f32 {
+        leaf as f32
     }
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn add_avx512(sums: &mut [f32; ROWS], mask: u64, leaf: f64) {
-        avx512::add_f32(sums, mask, leaf)
+    unsafe fn put_avx512(values: &mut [f32; ROWS], mask: u64, leaf: f32) {
+        avx512::put_f32(values, mask, leaf)
     }
 }
 
 /// Adds, for each row of `live` in the feature-major `block` (`ROWS` values per column, the
 /// padding column included), the value of its leaf in the tree at `root` to `sums`. `stack`
-/// is scratch.
+/// and `values` are scratch.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn add_tree<L: Lane>(
     kernel: Kernel,
     forest: &FastForest,
@@ -65,14 +66,16 @@ pub(crate) fn add_tree<L: Lane>(
     root: u32,
     live: u64,
     stack: &mut Vec<(u32, u64)>,
+    values: &mut [L; ROWS],
     sums: &mut [L; ROWS],
 ) {
     assert!(block.len() > forest.n_features * ROWS, "the block holds every column");
     match kernel {
         // SAFETY: a kernel is checked available (`Kernel::check`) before it is used.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { avx512::tree(forest, block, root, live, stack, sums) },
-        _ => walk(
+        Kernel::Avx512 => unsafe { avx512::tree(forest, block, root, live, stack, values, sums) },
+        _ => {
+            walk(
             forest,
             block,
             root,
@@ -89,15 +92,24 @@ pub(crate) fn add_tree<L: Lane>(
                 right
             },
             |mask, leaf| {
-                let value = forest.values[leaf as usize];
+                let value = L::from_leaf(forest.values[leaf as usize]);
                 let mut m = mask;
                 while m != 0 {
-                    let i = m.trailing_zeros() as usize;
-                    sums[i] = sums[i].plus(value);
+                    values[m.trailing_zeros() as usize] = value;
                     m &= m - 1;
                 }
             },
-        ),
+            );
+            step(sums, values);
+        }
+    }
+}
+
+/// Every live row got exactly one leaf value: one step of its sum, in tree order.
+#[inline(always)]
+fn step<L: Lane>(sums: &mut [L; ROWS], values: &[L; ROWS]) {
+    for (sum, &value) in sums.iter_mut().zip(values.iter()) {
+        *sum = *sum + value;
     }
 }
 
@@ -145,8 +157,8 @@ mod avx512 {
 
     use super::{CATEGORICAL, FastForest, Lane, NAN_RIGHT, Node, ROWS, ZERO};
 
-    /// [`super::walk`] with the AVX-512 decision and sums inlined. Safety: AVX-512F is
-    /// available.
+    /// [`super::walk`] with the AVX-512 decision and leaf stores inlined. Safety: AVX-512F
+    /// is available.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn tree<L: Lane>(
         forest: &FastForest,
@@ -154,6 +166,7 @@ mod avx512 {
         root: u32,
         live: u64,
         stack: &mut Vec<(u32, u64)>,
+        values: &mut [L; ROWS],
         sums: &mut [L; ROWS],
     ) {
         super::walk(
@@ -162,74 +175,73 @@ mod avx512 {
             root,
             live,
             stack,
-            |node, column, mask| right(forest, node, column, mask),
             // SAFETY: AVX-512F is available (this function's contract).
-            |mask, leaf| unsafe { L::add_avx512(sums, mask, forest.values[leaf as usize]) },
-        )
+            |node, column, mask| unsafe { right(forest, node, column, mask) },
+            // SAFETY: AVX-512F is available (this function's contract).
+            |mask, leaf| unsafe {
+                L::put_avx512(values, mask, L::from_leaf(forest.values[leaf as usize]))
+            },
+        );
+        super::step(sums, values);
     }
 
-    /// `sums[i] += leaf` (f64) for the rows `i` in `mask`, 8 rows per masked add.
+    /// `values[i] = leaf` for the rows `i` in `mask`: masked stores of 8, none reading back.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) fn add_f64(sums: &mut [f64; ROWS], mask: u64, leaf: f64) {
+    pub(super) fn put_f64(values: &mut [f64; ROWS], mask: u64, leaf: f64) {
         let leaf = _mm512_set1_pd(leaf);
         for g in 0..ROWS / 8 {
             let m = (mask >> (8 * g)) as u8;
             if m != 0 {
-                // SAFETY: `sums` holds ROWS values; this reads and writes 8 at 8 * g.
-                unsafe {
-                    let p = sums.as_mut_ptr().add(8 * g);
-                    let v = _mm512_loadu_pd(p);
-                    _mm512_storeu_pd(p, _mm512_mask_add_pd(v, m, v, leaf));
-                }
+                // SAFETY: `values` holds ROWS values; this writes lanes of 8 at 8 * g.
+                unsafe { _mm512_mask_storeu_pd(values.as_mut_ptr().add(8 * g), m, leaf) };
             }
         }
     }
 
-    /// `sums[i] += leaf as f32` for the rows `i` in `mask`, 16 rows per masked add.
+    /// `values[i] = leaf` for the rows `i` in `mask`: masked stores of 16.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) fn add_f32(sums: &mut [f32; ROWS], mask: u64, leaf: f64) {
-        let leaf = _mm512_set1_ps(leaf as f32);
+    pub(super) fn put_f32(values: &mut [f32; ROWS], mask: u64, leaf: f32) {
+        let leaf = _mm512_set1_ps(leaf);
         for g in 0..ROWS / 16 {
             let m = (mask >> (16 * g)) as u16;
             if m != 0 {
-                // SAFETY: `sums` holds ROWS values; this reads and writes 16 at 16 * g.
-                unsafe {
-                    let p = sums.as_mut_ptr().add(16 * g);
-                    let v = _mm512_loadu_ps(p);
-                    _mm512_storeu_ps(p, _mm512_mask_add_ps(v, m, v, leaf));
-                }
+                // SAFETY: `values` holds ROWS values; this writes lanes of 16 at 16 * g.
+                unsafe { _mm512_mask_storeu_ps(values.as_mut_ptr().add(16 * g), m, leaf) };
             }
         }
     }
 
     /// Of the rows in `mask`, those `node` sends right: 16 rows per compare, only over the
     /// 16-row groups holding a row of `mask`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn right(forest: &FastForest, node: Node, column: &[f32; ROWS], mask: u64) -> u64 {
-        let threshold = _mm512_set1_ps(node.threshold);
-        let meta = _mm512_set1_epi32(node.meta as i32);
-        let special = node.meta & (CATEGORICAL | ZERO) != 0;
-        let nan_goes_right = node.meta & NAN_RIGHT != 0;
-        let mut right = 0u64;
-        for g in 0..ROWS / 16 {
-            if (mask >> (16 * g)) as u16 == 0 {
-                continue;
+    /// Not itself a `target_feature` function, so that it can be forced inline into
+    /// [`tree`] (whose features its intrinsics then use). Safety: AVX-512F is available.
+    #[inline(always)]
+    unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS], mask: u64) -> u64 {
+        // SAFETY: AVX-512F is available (this function's contract); loads stay in `column`.
+        unsafe {
+            let threshold = _mm512_set1_ps(node.threshold);
+            let meta = _mm512_set1_epi32(node.meta as i32);
+            let special = node.meta & (CATEGORICAL | ZERO) != 0;
+            let nan_goes_right = node.meta & NAN_RIGHT != 0;
+            let mut right = 0u64;
+            for g in 0..ROWS / 16 {
+                if (mask >> (16 * g)) as u16 == 0 {
+                    continue;
+                }
+                let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                let nan_right = if nan_goes_right { nan } else { 0 };
+                let mut r = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold) | nan_right;
+                if special {
+                    r = crate::backend::cpu::x86_64::full_decision(
+                        forest, r, nan, nan_right, threshold, meta, x,
+                    );
+                }
+                right |= u64::from(r) << (16 * g);
             }
-            // SAFETY: `column` holds ROWS values; this reads 16 of them at 16 * g.
-            let x = unsafe { _mm512_loadu_ps(column.as_ptr().add(16 * g)) };
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-            let nan_right = if nan_goes_right { nan } else { 0 };
-            let mut r = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold) | nan_right;
-            if special {
-                r = crate::backend::cpu::x86_64::full_decision(
-                    forest, r, nan, nan_right, threshold, meta, x,
-                );
-            }
-            right |= u64::from(r) << (16 * g);
+            right
         }
-        right
     }
 }
