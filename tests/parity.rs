@@ -148,6 +148,27 @@ parity_suite! {
     masked_scalar => cpu(Kernel::Scalar, Algorithm::Masked, 1), exact: true;
     masked_avx512 => cpu(Kernel::Avx512, Algorithm::Masked, 1), exact: true;
     masked_avx512_2_threads => cpu(Kernel::Avx512, Algorithm::Masked, 2), exact: true;
+    // The default: tuned on the first batch of 512 rows or more, then that plan.
+    tuned => Some(|f: Forest| Box::new(Cpu::new(f).unwrap()) as Box<dyn Backend>), exact: true;
+}
+
+/// Tuning runs on a large batch (the `tuned` suite checks its bits); forcing an algorithm
+/// turns it off.
+#[test]
+fn forcing_an_algorithm_turns_tuning_off() {
+    let case = real_cases()
+        .and_then(|c| c.into_iter().next())
+        .unwrap_or_else(|| golden_cases().into_iter().next().expect("golden files"));
+    let forest = case.forest();
+    let batch = streamscore::io::synthetic_rows(&forest, 4_096, 3);
+    let w = Cpu::new(forest.clone()).unwrap().output_width(Output::Raw);
+    let mut out = vec![0.0; 4_096 * w];
+    let tuned = Cpu::new(forest.clone()).unwrap();
+    tuned.score_batch(&batch, Output::Raw, &mut out).unwrap();
+    eprintln!("{}: tuned to {:?} on {}", case.name, tuned.algorithm(), tuned.kernel());
+    let forced = Cpu::new(forest).unwrap().with_algorithm(Algorithm::Masked).unwrap();
+    forced.score_batch(&batch, Output::Raw, &mut out).unwrap();
+    assert_eq!(forced.algorithm(), Algorithm::Masked);
 }
 
 /// The .npy copy of every input gives the same rows as the CSV (NaN included).

@@ -9,7 +9,7 @@
 //! library's precision, so raw margins equal the reference scorer's bit for bit.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -35,6 +35,26 @@ const MIN_WALKS_PER_THREAD: usize = 1 << 17;
 /// bitvector algorithm loses to traversal (airline, 89% categorical, runs 2x faster traversed).
 const MAX_SPECIAL_SHARE: f64 = 0.05;
 
+/// A batch of at least this many rows triggers tuning ([`Cpu::new`]).
+pub const TUNE_MIN_ROWS: usize = 512;
+
+/// Tuning times each candidate on about this many (row, tree) walks...
+const TUNE_WALKS: usize = 1 << 18;
+
+/// ...and at most this many rows.
+const TUNE_MAX_ROWS: usize = 2_048;
+
+/// An algorithm and the kernel it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan(Algorithm, Kernel);
+
+/// The plans tuning times, and its pick.
+#[derive(Debug)]
+struct Tuning {
+    candidates: Vec<Plan>,
+    chosen: OnceLock<Plan>,
+}
+
 /// How the fast CPU scorer finds each tree's leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -46,6 +66,17 @@ pub enum Algorithm {
     /// Each tree node by node for 64 rows at once, the rows at a node kept as a bit mask:
     /// contiguous column compares, no gathers (any forest; fastest where rows share paths).
     Masked,
+}
+
+impl Algorithm {
+    /// Short name, as [`FromStr`](std::str::FromStr) reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Traverse => "traverse",
+            Algorithm::Bitvector => "bitvector",
+            Algorithm::Masked => "masked",
+        }
+    }
 }
 
 impl std::str::FromStr for Algorithm {
@@ -83,11 +114,12 @@ impl std::str::FromStr for Algorithm {
 pub struct Cpu {
     forest: Arc<Forest>,
     fast: FastForest,
-    /// The QuickScorer form, when the algorithm is `Bitvector`.
+    /// The QuickScorer form, when the algorithm applies to the forest.
     bitvector: Option<Bitvector>,
-    /// The algorithm is `Masked`.
-    masked: bool,
-    kernel: Kernel,
+    /// The algorithm and kernel used until tuning picks (or when it is off).
+    plan: Plan,
+    /// Candidates timed on the first large batch, and the pick; `None` once forced.
+    tuning: Option<Tuning>,
     threads: usize,
     pool: Option<rayon::ThreadPool>,
 }
@@ -95,7 +127,7 @@ pub struct Cpu {
 impl std::fmt::Debug for Cpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cpu")
-            .field("kernel", &self.kernel)
+            .field("kernel", &self.kernel())
             .field("algorithm", &self.algorithm())
             .field("threads", &self.threads)
             .field("trees", &self.fast.n_trees)
@@ -104,45 +136,56 @@ impl std::fmt::Debug for Cpu {
 }
 
 impl Cpu {
-    /// Lays `forest` out for the fast kernels, with the bitvector algorithm when it applies (see
-    /// [`Algorithm`]), the kernel this CPU runs best for it, and one thread.
-    /// Fails with `Unsupported` for the rare forest the compact layout cannot hold.
+    /// Lays `forest` out for the fast kernels, with one thread. The algorithm and kernel are
+    /// picked by measurement: the first batch of at least [`TUNE_MIN_ROWS`] rows is scored by
+    /// each candidate (traversal, masked, and bitvector where it applies and categorical splits
+    /// are rare) on up to 2,048 of its rows, and the fastest is kept (every candidate gives the
+    /// same bits, so only speed differs: it depends on the data's paths). Until then: bitvector
+    /// where it applies, else traversal. Fails with `Unsupported` for the rare forest the
+    /// compact layout cannot hold.
     pub fn new(forest: impl Into<Arc<Forest>>) -> Result<Cpu> {
         let forest = forest.into();
         let fast = FastForest::new(&forest)?;
         let bitvector = Bitvector::new(&forest, &fast)
             .filter(|bv| bv.special_share() <= MAX_SPECIAL_SHARE && fast.n_trees > 0);
-        let kernel =
-            if bitvector.is_some() { Kernel::detect() } else { Kernel::detect_for_traversal() };
-        Ok(Cpu { forest, fast, bitvector, masked: false, kernel, threads: 1, pool: None })
+        let traverse = Plan(Algorithm::Traverse, Kernel::detect_for_traversal());
+        let plan = if bitvector.is_some() {
+            Plan(Algorithm::Bitvector, Kernel::detect())
+        } else {
+            traverse
+        };
+        let mut candidates = vec![traverse, Plan(Algorithm::Masked, Kernel::detect())];
+        if bitvector.is_some() {
+            candidates.push(Plan(Algorithm::Bitvector, Kernel::detect()));
+        }
+        let tuning = Some(Tuning { candidates, chosen: OnceLock::new() });
+        Ok(Cpu { forest, fast, bitvector, plan, tuning, threads: 1, pool: None })
     }
 
-    /// Forces `algorithm`; `Bitvector` errors for a forest with a tree of more than 64 leaves.
+    /// Forces `algorithm` (no tuning); `Bitvector` errors for a forest with a tree of more
+    /// than 64 leaves.
     pub fn with_algorithm(mut self, algorithm: Algorithm) -> Result<Cpu> {
-        self.masked = algorithm == Algorithm::Masked;
-        self.bitvector = match algorithm {
-            Algorithm::Traverse | Algorithm::Masked => None,
-            Algorithm::Bitvector => {
-                Some(Bitvector::new(&self.forest, &self.fast).ok_or_else(|| {
-                    Error::Config("the bitvector algorithm needs trees of at most 64 leaves".into())
-                })?)
-            }
-        };
+        if algorithm == Algorithm::Bitvector && self.bitvector.is_none() {
+            self.bitvector = Some(Bitvector::new(&self.forest, &self.fast).ok_or_else(|| {
+                Error::Config("the bitvector algorithm needs trees of at most 64 leaves".into())
+            })?);
+        }
+        self.plan.0 = algorithm;
+        self.tuning = None;
         Ok(self)
     }
 
-    /// The algorithm in use.
+    /// The algorithm in use (tuning's pick once made).
     pub fn algorithm(&self) -> Algorithm {
-        match (&self.bitvector, self.masked) {
-            (Some(_), _) => Algorithm::Bitvector,
-            (None, true) => Algorithm::Masked,
-            (None, false) => Algorithm::Traverse,
-        }
+        self.current().0
     }
 
-    /// Forces `kernel`; errors when this CPU cannot run it.
+    /// Forces `kernel` for every algorithm; errors when this CPU cannot run it.
     pub fn with_kernel(mut self, kernel: Kernel) -> Result<Cpu> {
-        self.kernel = kernel.check()?;
+        self.plan.1 = kernel.check()?;
+        if let Some(t) = &mut self.tuning {
+            t.candidates.iter_mut().for_each(|c| c.1 = kernel);
+        }
         Ok(self)
     }
 
@@ -166,9 +209,49 @@ impl Cpu {
         Ok(self)
     }
 
-    /// The kernel in use.
+    /// The kernel in use (tuning's pick once made).
     pub fn kernel(&self) -> Kernel {
-        self.kernel
+        self.current().1
+    }
+
+    /// Tuning's pick once made, else the default (or forced) plan.
+    fn current(&self) -> Plan {
+        self.tuning.as_ref().and_then(|t| t.chosen.get().copied()).unwrap_or(self.plan)
+    }
+
+    /// Times each candidate plan on the first rows of `batch` (best of three runs) and keeps
+    /// the fastest.
+    fn tune(&self, tuning: &Tuning, batch: &Batch) {
+        let rows = (TUNE_WALKS / self.fast.n_trees.max(1))
+            .clamp(MASKED_ROWS, TUNE_MAX_ROWS)
+            .min(batch.n_rows());
+        let width = self.output_width(Output::Raw);
+        let mut out = vec![0.0f32; rows * width];
+        let mut times = Vec::with_capacity(tuning.candidates.len());
+        for &plan in &tuning.candidates {
+            let best = (0..3)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    self.score_rows(plan, batch, 0, Output::Raw, &mut out);
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default();
+            times.push((best, plan));
+        }
+        let (_, pick) = *times.iter().min_by_key(|t| t.0).expect("at least one candidate");
+        if tuning.chosen.set(pick).is_ok() {
+            log::info!(
+                "tree scorer tuned on {rows} rows: {} {} ({})",
+                pick.0.name(),
+                pick.1,
+                times
+                    .iter()
+                    .map(|(t, p)| format!("{} {} {:.0} us", p.0.name(), p.1, t.as_secs_f64() * 1e6))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
 
     /// Threads used for large batches.
@@ -176,23 +259,39 @@ impl Cpu {
         self.threads
     }
 
-    /// Scores rows `first..first + out.len() / width` of `batch` into `out`.
-    fn score_rows(&self, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
-        if let Some(bv) = &self.bitvector {
-            return match self.fast.accumulation {
-                Accumulation::F64 => self.score_bitvector::<f64>(bv, batch, first, output, out),
-                Accumulation::F32 => self.score_bitvector::<f32>(bv, batch, first, output, out),
-            };
-        }
-        match (self.fast.accumulation, self.masked) {
-            (Accumulation::F64, false) => self.score_rows_as::<f64>(batch, first, output, out),
-            (Accumulation::F32, false) => self.score_rows_as::<f32>(batch, first, output, out),
-            (Accumulation::F64, true) => self.score_masked::<f64>(batch, first, output, out),
-            (Accumulation::F32, true) => self.score_masked::<f32>(batch, first, output, out),
+    /// Scores rows `first..first + out.len() / width` of `batch` into `out` by `plan`.
+    fn score_rows(&self, plan: Plan, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
+        let Plan(algorithm, kernel) = plan;
+        match (algorithm, &self.bitvector, self.fast.accumulation) {
+            (Algorithm::Bitvector, Some(bv), Accumulation::F64) => {
+                self.score_bitvector::<f64>(kernel, bv, batch, first, output, out)
+            }
+            (Algorithm::Bitvector, Some(bv), Accumulation::F32) => {
+                self.score_bitvector::<f32>(kernel, bv, batch, first, output, out)
+            }
+            (Algorithm::Masked, _, Accumulation::F64) => {
+                self.score_masked::<f64>(kernel, batch, first, output, out)
+            }
+            (Algorithm::Masked, _, Accumulation::F32) => {
+                self.score_masked::<f32>(kernel, batch, first, output, out)
+            }
+            (_, _, Accumulation::F64) => {
+                self.score_rows_as::<f64>(kernel, batch, first, output, out)
+            }
+            (_, _, Accumulation::F32) => {
+                self.score_rows_as::<f32>(kernel, batch, first, output, out)
+            }
         }
     }
 
-    fn score_rows_as<S: Sum>(&self, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
+    fn score_rows_as<S: Sum>(
+        &self,
+        kernel: Kernel,
+        batch: &Batch,
+        first: usize,
+        output: Output,
+        out: &mut [f32],
+    ) {
         let fast = &self.fast;
         let (groups, width) = (self.forest.n_groups, self.output_width(output));
         let stride = fast.stride();
@@ -221,7 +320,7 @@ impl Cpu {
                     for t in 0..fast.n_trees {
                         let g = fast.groups[t] as usize;
                         let root = fast.roots[t];
-                        self.kernel.walk_tree(fast, tile, root, n, bases, roots, leaves);
+                        kernel.walk_tree(fast, tile, root, n, bases, roots, leaves);
                         for (i, &leaf) in leaves[..n].iter().enumerate() {
                             let a = &mut acc[i * groups + g];
                             *a = S::from_f64(*a).add(fast.values[leaf as usize]).to_f64();
@@ -232,13 +331,7 @@ impl Cpu {
                     for i in 0..n {
                         bases[..BLOCK].fill((i * stride) as u32);
                         for (c, chunk) in fast.roots.chunks_exact(BLOCK).enumerate() {
-                            self.kernel.walk(
-                                fast,
-                                tile,
-                                chunk,
-                                &bases[..BLOCK],
-                                &mut leaves[..BLOCK],
-                            );
+                            kernel.walk(fast, tile, chunk, &bases[..BLOCK], &mut leaves[..BLOCK]);
                             let trees = c * BLOCK..((c + 1) * BLOCK).min(fast.n_trees);
                             for (t, &leaf) in trees.zip(leaves.iter()) {
                                 let a = &mut acc[i * groups + fast.groups[t] as usize];
@@ -257,6 +350,7 @@ impl Cpu {
     /// The bitvector algorithm over rows `first..`, 16 rows at a time.
     fn score_bitvector<S: Sum>(
         &self,
+        kernel: Kernel,
         bv: &Bitvector,
         batch: &Batch,
         first: usize,
@@ -279,7 +373,7 @@ impl Cpu {
                     column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
                     column[n..].fill(f32::NAN);
                 }
-                bv.leaves(self.kernel, block, state);
+                bv.leaves(kernel, block, state);
                 let mut sums = [S::from_f64(0.0); ROWS];
                 for g in 0..groups {
                     sums[..n].fill(S::from_f64(fast.base_margin[g]));
@@ -305,6 +399,7 @@ impl Cpu {
     /// The masked algorithm over rows `first..`, 64 rows at a time, feature-major.
     fn score_masked<S: Sum + masked::Lane>(
         &self,
+        kernel: Kernel,
         batch: &Batch,
         first: usize,
         output: Output,
@@ -337,7 +432,7 @@ impl Cpu {
                 for t in 0..fast.n_trees {
                     let sums = &mut sums_of[fast.groups[t] as usize];
                     let root = fast.roots[t];
-                    masked::add_tree(self.kernel, fast, block, root, live, stack, values, sums);
+                    masked::add_tree(kernel, fast, block, root, live, stack, values, sums);
                 }
                 for (g, sums) in sums_of.iter().enumerate() {
                     for (i, sum) in sums[..n].iter().enumerate() {
@@ -474,10 +569,17 @@ thread_local! {
 
 impl Backend for Cpu {
     fn name(&self) -> &'static str {
-        match self.kernel {
-            Kernel::Avx512 => "cpu-avx512",
-            Kernel::Avx2 => "cpu-avx2",
-            Kernel::Scalar => "cpu-scalar",
+        // The plan in use: tuning's pick once a large batch has been scored.
+        match (self.kernel(), self.algorithm()) {
+            (Kernel::Avx512, Algorithm::Traverse) => "cpu-avx512-traverse",
+            (Kernel::Avx512, Algorithm::Bitvector) => "cpu-avx512-bitvector",
+            (Kernel::Avx512, Algorithm::Masked) => "cpu-avx512-masked",
+            (Kernel::Avx2, Algorithm::Traverse) => "cpu-avx2-traverse",
+            (Kernel::Avx2, Algorithm::Bitvector) => "cpu-avx2-bitvector",
+            (Kernel::Avx2, Algorithm::Masked) => "cpu-avx2-masked",
+            (Kernel::Scalar, Algorithm::Traverse) => "cpu-scalar-traverse",
+            (Kernel::Scalar, Algorithm::Bitvector) => "cpu-scalar-bitvector",
+            (Kernel::Scalar, Algorithm::Masked) => "cpu-scalar-masked",
         }
     }
 
@@ -501,6 +603,15 @@ impl Backend for Cpu {
         if out.len() != rows * width {
             return Err(Error::OutputLength { expected: rows * width, got: out.len() });
         }
+        if let Some(tuning) = &self.tuning
+            && tuning.chosen.get().is_none()
+            && rows >= TUNE_MIN_ROWS
+        {
+            self.tune(tuning, batch);
+        }
+        // Batches below a block keep the default plan (tuned on large batches; traversal's
+        // lanes-are-trees form is made for single rows).
+        let plan = if rows >= LANES { self.current() } else { self.plan };
         let walks = rows * self.fast.n_trees.max(1);
         let parts = (walks / MIN_WALKS_PER_THREAD).clamp(1, self.threads);
         match &self.pool {
@@ -508,12 +619,12 @@ impl Backend for Cpu {
                 // Whole blocks per part, so that only the last block of the batch is short.
                 let rows_per = rows.div_ceil(parts).next_multiple_of(TILE);
                 pool.install(|| {
-                    out.par_chunks_mut(rows_per * width)
-                        .enumerate()
-                        .for_each(|(p, out)| self.score_rows(batch, p * rows_per, output, out))
+                    out.par_chunks_mut(rows_per * width).enumerate().for_each(|(p, out)| {
+                        self.score_rows(plan, batch, p * rows_per, output, out)
+                    })
                 });
             }
-            _ => self.score_rows(batch, 0, output, out),
+            _ => self.score_rows(plan, batch, 0, output, out),
         }
         Ok(())
     }

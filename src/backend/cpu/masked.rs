@@ -76,29 +76,30 @@ pub(crate) fn add_tree<L: Lane>(
         Kernel::Avx512 => unsafe { avx512::tree(forest, block, root, live, stack, values, sums) },
         _ => {
             walk(
-            forest,
-            block,
-            root,
-            live,
-            stack,
-            |node, column, mask| {
-                let mut right = 0;
-                let mut m = mask;
-                while m != 0 {
-                    let i = m.trailing_zeros() as usize;
-                    right |= u64::from(goes_right(node, column[i], &forest.cat, forest.rule)) << i;
-                    m &= m - 1;
-                }
-                right
-            },
-            |mask, leaf| {
-                let value = L::from_leaf(forest.values[leaf as usize]);
-                let mut m = mask;
-                while m != 0 {
-                    values[m.trailing_zeros() as usize] = value;
-                    m &= m - 1;
-                }
-            },
+                forest,
+                block,
+                root,
+                live,
+                stack,
+                |node, column, mask| {
+                    let mut right = 0;
+                    let mut m = mask;
+                    while m != 0 {
+                        let i = m.trailing_zeros() as usize;
+                        right |=
+                            u64::from(goes_right(node, column[i], &forest.cat, forest.rule)) << i;
+                        m &= m - 1;
+                    }
+                    right
+                },
+                |mask, leaf| {
+                    let value = L::from_leaf(forest.values[leaf as usize]);
+                    let mut m = mask;
+                    while m != 0 {
+                        values[m.trailing_zeros() as usize] = value;
+                        m &= m - 1;
+                    }
+                },
             );
             step(sums, values);
         }
@@ -139,12 +140,10 @@ fn walk(
         let goes = right(node, column, mask) & mask;
         let child = i + node.offset();
         for (c, m, is_leaf) in [(child, mask & !goes, LEFT_LEAF), (child + 1, goes, RIGHT_LEAF)] {
-            if m == 0 {
-                continue;
-            }
+            // A leaf takes an empty mask as a no-op (cheaper than a mispredicted branch).
             if node.meta & is_leaf != 0 {
                 leaf(m, c);
-            } else {
+            } else if m != 0 {
                 stack.push((c, m));
             }
         }
@@ -176,7 +175,7 @@ mod avx512 {
             live,
             stack,
             // SAFETY: AVX-512F is available (this function's contract).
-            |node, column, mask| unsafe { right(forest, node, column, mask) },
+            |node, column, _| unsafe { right(forest, node, column) },
             // SAFETY: AVX-512F is available (this function's contract).
             |mask, leaf| unsafe {
                 L::put_avx512(values, mask, L::from_leaf(forest.values[leaf as usize]))
@@ -191,11 +190,11 @@ mod avx512 {
     pub(super) fn put_f64(values: &mut [f64; ROWS], mask: u64, leaf: f64) {
         let leaf = _mm512_set1_pd(leaf);
         for g in 0..ROWS / 8 {
-            let m = (mask >> (8 * g)) as u8;
-            if m != 0 {
-                // SAFETY: `values` holds ROWS values; this writes lanes of 8 at 8 * g.
-                unsafe { _mm512_mask_storeu_pd(values.as_mut_ptr().add(8 * g), m, leaf) };
-            }
+            // No branch: a store with an empty mask writes nothing.
+            // SAFETY: `values` holds ROWS values; this writes lanes of 8 at 8 * g.
+            unsafe {
+                _mm512_mask_storeu_pd(values.as_mut_ptr().add(8 * g), (mask >> (8 * g)) as u8, leaf)
+            };
         }
     }
 
@@ -218,7 +217,7 @@ mod avx512 {
     /// Not itself a `target_feature` function, so that it can be forced inline into
     /// [`tree`] (whose features its intrinsics then use). Safety: AVX-512F is available.
     #[inline(always)]
-    unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS], mask: u64) -> u64 {
+    unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS]) -> u64 {
         // SAFETY: AVX-512F is available (this function's contract); loads stay in `column`.
         unsafe {
             let threshold = _mm512_set1_ps(node.threshold);
@@ -227,9 +226,6 @@ mod avx512 {
             let nan_goes_right = node.meta & NAN_RIGHT != 0;
             let mut right = 0u64;
             for g in 0..ROWS / 16 {
-                if (mask >> (16 * g)) as u16 == 0 {
-                    continue;
-                }
                 let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
                 let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
                 let nan_right = if nan_goes_right { nan } else { 0 };

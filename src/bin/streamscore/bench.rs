@@ -352,6 +352,10 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         }
     }
     bar.finish_and_clear();
+    if !args.json {
+        // Scorers that tune themselves on the first large batch name their pick here.
+        eprintln!("backend after the runs: {}", backend.name());
+    }
     Ok(())
 }
 
