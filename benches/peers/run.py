@@ -70,8 +70,9 @@ def measure(predict, x, batch, seconds):
     return rows / (time.perf_counter() - start), float(np.median(lat))
 
 
-def peers(name, path, lightgbm_model, threads):
-    """(tool, load seconds, predict(x)) for every peer that can run the model."""
+def peers(name, path, lightgbm_model, threads, skip=()):
+    """(tool, load seconds, predict(x)) for every peer that can run the model, but those in
+    `skip`."""
     out = []
     if lightgbm_model:
         import lightgbm as lgb
@@ -95,6 +96,14 @@ def peers(name, path, lightgbm_model, threads):
         b.set_param({"nthread": threads})
         out.append(("xgboost", secs, lambda x: b.inplace_predict(x)))
 
+    if "tl2cgen" not in skip:
+        out.extend(tl2cgen_peer(name, path, lightgbm_model, threads))
+    if "onnxruntime" not in skip:
+        out.extend(onnx_peer(name, path, lightgbm_model, threads))
+    return out
+
+
+def tl2cgen_peer(name, path, lightgbm_model, threads):
     import tl2cgen
     import treelite
 
@@ -111,8 +120,10 @@ def peers(name, path, lightgbm_model, threads):
 
     lib, secs = cached_build(f"{name}.tl2cgen.so", build_tl2cgen)
     pred = tl2cgen.Predictor(lib, nthread=threads)
-    out.append(("tl2cgen", secs, lambda x: pred.predict(tl2cgen.DMatrix(x))))
+    return [("tl2cgen", secs, lambda x: pred.predict(tl2cgen.DMatrix(x)))]
 
+
+def onnx_peer(name, path, lightgbm_model, threads):
     import onnxruntime as ort
 
     def build_onnx(p):
@@ -141,8 +152,7 @@ def peers(name, path, lightgbm_model, threads):
     opts.log_severity_level = 3
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0].name
-    out.append(("onnxruntime", secs, lambda x: sess.run(None, {inp: x})))
-    return out
+    return [("onnxruntime", secs, lambda x: sess.run(None, {inp: x}))]
 
 
 def ours(path, rows, batch, threads, seconds):
@@ -160,6 +170,9 @@ def main():
     ap.add_argument("--batches", default="1,1000,100000")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--json", help="also write every measurement to this file")
+    ap.add_argument("--skip", default="",
+                    help="peers to leave out, e.g. tl2cgen,onnxruntime (TL2cgen's gcc build of "
+                         "lgb_500x255 takes tens of minutes on 2 cores)")
     args = ap.parse_args()
     os.makedirs(CACHE, exist_ok=True)
     records = []
@@ -171,7 +184,8 @@ def main():
         rows_path = os.path.join(DATA, name + ".npy")
         x32 = np.load(rows_path)
         for threads in [int(t) for t in args.threads.split(",")]:
-            tools = peers(name, path, not path.endswith(".json"), threads)
+            skip = set(filter(None, args.skip.split(",")))
+            tools = peers(name, path, not path.endswith(".json"), threads, skip)
             for batch in [int(b) for b in args.batches.split(",")]:
                 res = []
                 for tool, load_s, predict in tools:

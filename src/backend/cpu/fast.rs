@@ -219,7 +219,7 @@ impl Cpu {
         self.tuning.as_ref().and_then(|t| t.chosen.get().copied()).unwrap_or(self.plan)
     }
 
-    /// Times each candidate plan on the first rows of `batch` (best of three runs) and keeps
+    /// Times each candidate plan on the first rows of `batch` (best of three rounds) and keeps
     /// the fastest.
     fn tune(&self, tuning: &Tuning, batch: &Batch) {
         let rows = (TUNE_WALKS / self.fast.n_trees.max(1))
@@ -227,17 +227,16 @@ impl Cpu {
             .min(batch.n_rows());
         let width = self.output_width(Output::Raw);
         let mut out = vec![0.0f32; rows * width];
-        let mut times = Vec::with_capacity(tuning.candidates.len());
-        for &plan in &tuning.candidates {
-            let best = (0..3)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    self.score_rows(plan, batch, 0, Output::Raw, &mut out);
-                    start.elapsed()
-                })
-                .min()
-                .unwrap_or_default();
-            times.push((best, plan));
+        // Rounds over all candidates (not each candidate's runs back to back), so a slow
+        // moment of a shared machine does not fall on one candidate only; best of 3 each.
+        let mut times: Vec<(std::time::Duration, Plan)> =
+            tuning.candidates.iter().map(|&p| (std::time::Duration::MAX, p)).collect();
+        for _ in 0..3 {
+            for (best, plan) in &mut times {
+                let start = std::time::Instant::now();
+                self.score_rows(*plan, batch, 0, Output::Raw, &mut out);
+                *best = (*best).min(start.elapsed());
+            }
         }
         let (_, pick) = *times.iter().min_by_key(|t| t.0).expect("at least one candidate");
         if tuning.chosen.set(pick).is_ok() {

@@ -13,6 +13,6 @@ mod reference;
 mod x86_64;
 
 pub use dense::{DenseCpu, DenseReference};
-pub use fast::{Algorithm, Cpu};
+pub use fast::{Algorithm, Cpu, TUNE_MIN_ROWS};
 pub use kernel::Kernel;
 pub use reference::Reference;
