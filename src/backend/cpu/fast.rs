@@ -9,7 +9,7 @@
 //! library's precision, so raw margins equal the reference scorer's bit for bit.
 
 use std::cell::RefCell;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -17,6 +17,8 @@ use crate::backend::cpu::bitvector::{Bitvector, ROWS};
 use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
 use crate::backend::cpu::layout::FastForest;
 use crate::backend::cpu::masked::{self, ROWS as MASKED_ROWS};
+pub use crate::backend::cpu::tune::TUNE_MIN_ROWS;
+use crate::backend::cpu::tune::{self, Plan, Tuning};
 use crate::backend::{Backend, Output};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -34,26 +36,6 @@ const MIN_WALKS_PER_THREAD: usize = 1 << 17;
 /// Above this share of categorical and zero-band splits (evaluated one by one there), the
 /// bitvector algorithm loses to traversal (airline, 89% categorical, runs 2x faster traversed).
 const MAX_SPECIAL_SHARE: f64 = 0.05;
-
-/// A batch of at least this many rows triggers tuning ([`Cpu::new`]).
-pub const TUNE_MIN_ROWS: usize = 512;
-
-/// Tuning times each candidate on about this many (row, tree) walks...
-const TUNE_WALKS: usize = 1 << 18;
-
-/// ...and at most this many rows.
-const TUNE_MAX_ROWS: usize = 2_048;
-
-/// An algorithm and the kernel it runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Plan(Algorithm, Kernel);
-
-/// The plans tuning times, and its pick.
-#[derive(Debug)]
-struct Tuning {
-    candidates: Vec<Plan>,
-    chosen: OnceLock<Plan>,
-}
 
 /// How the fast CPU scorer finds each tree's leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +140,7 @@ impl Cpu {
         if bitvector.is_some() {
             candidates.push(Plan(Algorithm::Bitvector, Kernel::detect()));
         }
-        let tuning = Some(Tuning { candidates, chosen: OnceLock::new() });
+        let tuning = Some(Tuning::new(candidates));
         Ok(Cpu { forest, fast, bitvector, plan, tuning, threads: 1, pool: None })
     }
 
@@ -184,7 +166,7 @@ impl Cpu {
     pub fn with_kernel(mut self, kernel: Kernel) -> Result<Cpu> {
         self.plan.1 = kernel.check()?;
         if let Some(t) = &mut self.tuning {
-            t.candidates.iter_mut().for_each(|c| c.1 = kernel);
+            t.force_kernel(kernel);
         }
         Ok(self)
     }
@@ -216,41 +198,14 @@ impl Cpu {
 
     /// Tuning's pick once made, else the default (or forced) plan.
     fn current(&self) -> Plan {
-        self.tuning.as_ref().and_then(|t| t.chosen.get().copied()).unwrap_or(self.plan)
+        self.tuning.as_ref().and_then(Tuning::chosen).unwrap_or(self.plan)
     }
 
-    /// Times each candidate plan on the first rows of `batch` (best of three rounds) and keeps
-    /// the fastest.
+    /// Times each candidate plan on the first rows of `batch` and keeps the fastest.
     fn tune(&self, tuning: &Tuning, batch: &Batch) {
-        let rows = (TUNE_WALKS / self.fast.n_trees.max(1))
-            .clamp(MASKED_ROWS, TUNE_MAX_ROWS)
-            .min(batch.n_rows());
-        let width = self.output_width(Output::Raw);
-        let mut out = vec![0.0f32; rows * width];
-        // Rounds over all candidates (not each candidate's runs back to back), so a slow
-        // moment of a shared machine does not fall on one candidate only; best of 3 each.
-        let mut times: Vec<(std::time::Duration, Plan)> =
-            tuning.candidates.iter().map(|&p| (std::time::Duration::MAX, p)).collect();
-        for _ in 0..3 {
-            for (best, plan) in &mut times {
-                let start = std::time::Instant::now();
-                self.score_rows(*plan, batch, 0, Output::Raw, &mut out);
-                *best = (*best).min(start.elapsed());
-            }
-        }
-        let (_, pick) = *times.iter().min_by_key(|t| t.0).expect("at least one candidate");
-        if tuning.chosen.set(pick).is_ok() {
-            log::info!(
-                "tree scorer tuned on {rows} rows: {} {} ({})",
-                pick.0.name(),
-                pick.1,
-                times
-                    .iter()
-                    .map(|(t, p)| format!("{} {} {:.0} us", p.0.name(), p.1, t.as_secs_f64() * 1e6))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+        let rows = tune::rows(self.fast.n_trees, MASKED_ROWS).min(batch.n_rows());
+        let mut out = vec![0.0f32; rows * self.output_width(Output::Raw)];
+        tuning.pick(rows, |plan| self.score_rows(plan, batch, 0, Output::Raw, &mut out));
     }
 
     /// Threads used for large batches.
@@ -367,11 +322,7 @@ impl Cpu {
             for (b, out) in out.chunks_mut(ROWS * width).enumerate() {
                 let r0 = first + b * ROWS;
                 let n = out.len() / width;
-                for f in 0..nf {
-                    let column = &mut block[f * ROWS..(f + 1) * ROWS];
-                    column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
-                    column[n..].fill(f32::NAN);
-                }
+                feature_major(batch, r0, n, ROWS, &mut block[..nf * ROWS]);
                 bv.leaves(kernel, block, state);
                 let mut sums = [S::from_f64(0.0); ROWS];
                 for g in 0..groups {
@@ -419,11 +370,7 @@ impl Cpu {
             for (b, out) in out.chunks_mut(MASKED_ROWS * width).enumerate() {
                 let r0 = first + b * MASKED_ROWS;
                 let n = out.len() / width;
-                for f in 0..nf {
-                    let column = &mut block[f * MASKED_ROWS..(f + 1) * MASKED_ROWS];
-                    column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
-                    column[n..].fill(f32::NAN);
-                }
+                feature_major(batch, r0, n, MASKED_ROWS, &mut block[..nf * MASKED_ROWS]);
                 for (g, sums) in sums_of.iter_mut().enumerate() {
                     sums.fill(S::from_f64(fast.base_margin[g]));
                 }
@@ -442,6 +389,15 @@ impl Cpu {
             }
             *S::lanes(s) = sums;
         });
+    }
+}
+
+/// Copies rows `r0..r0 + n` of `batch` into `block`, one column of `rows` values per
+/// feature, NaN past `n`.
+fn feature_major(batch: &Batch, r0: usize, n: usize, rows: usize, block: &mut [f32]) {
+    for (f, column) in block.chunks_exact_mut(rows).enumerate() {
+        column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
+        column[n..].fill(f32::NAN);
     }
 }
 
@@ -603,7 +559,7 @@ impl Backend for Cpu {
             return Err(Error::OutputLength { expected: rows * width, got: out.len() });
         }
         if let Some(tuning) = &self.tuning
-            && tuning.chosen.get().is_none()
+            && tuning.chosen().is_none()
             && rows >= TUNE_MIN_ROWS
         {
             self.tune(tuning, batch);

@@ -3,10 +3,11 @@
 //! (contiguous: the block is feature-major) with its threshold for the rows at it, splits the
 //! mask in two, and hands each half to its child; a node no row reaches is never touched.
 //!
-//! No gathers and no per-row branches: a node costs a few vector compares (AVX-512: one per
-//! 16 rows holding any row at the node), whatever its depth. It wins when the block's rows
-//! share paths (few distinct nodes visited per block: shallow paths, skewed data) and loses
-//! to traversal when 64 rows scatter over hundreds of nodes.
+//! No gathers: with AVX-512 a node costs four 16-row compares and a leaf eight masked stores,
+//! both branch-free (a mispredicted branch costs more than the work it would skip), whatever
+//! the depth. It wins when the block's rows share paths (few distinct nodes visited per block:
+//! shallow paths, skewed data) and loses to traversal when 64 rows scatter over hundreds of
+//! nodes. The portable form decides row by row over the mask's bits.
 //!
 //! Every node decides exactly as `layout::goes_right` states (the AVX-512 form reuses the
 //! traversal kernel's vector decision), so leaves, and sums, equal the reference scorer's.
@@ -114,8 +115,9 @@ fn step<L: Lane>(sums: &mut [L; ROWS], values: &[L; ROWS]) {
     }
 }
 
-/// Depth-first over the nodes the rows reach; `right` gives, of a mask's rows, those a node
-/// sends right; `leaf` takes each leaf reached with its rows.
+/// Depth-first over the nodes the rows reach; `right` gives, of a mask's rows (it may answer
+/// for others too), those a node sends right; `leaf` takes each leaf reached with its rows
+/// (an empty mask included).
 #[inline(always)]
 fn walk(
     forest: &FastForest,
@@ -212,9 +214,8 @@ mod avx512 {
         }
     }
 
-    /// Of the rows in `mask`, those `node` sends right: 16 rows per compare, only over the
-    /// 16-row groups holding a row of `mask`.
-    /// Not itself a `target_feature` function, so that it can be forced inline into
+    /// Of all 64 rows, those `node` sends right (the caller keeps its mask's): four 16-row
+    /// compares, no branch on the mask. Not itself a `target_feature` function, so that it can be forced inline into
     /// [`tree`] (whose features its intrinsics then use). Safety: AVX-512F is available.
     #[inline(always)]
     unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS]) -> u64 {

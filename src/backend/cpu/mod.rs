@@ -9,6 +9,7 @@ mod kernel;
 mod layout;
 mod masked;
 mod reference;
+mod tune;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
