@@ -157,6 +157,8 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{CATEGORICAL, FastForest, Lane, NAN_RIGHT, Node, ROWS, ZERO};
+    use crate::backend::cpu::layout::IN_SET_LEFT;
+    use crate::backend::cpu::x86_64::category_range;
 
     /// [`super::walk`] with the AVX-512 decision and leaf stores inlined. Safety: AVX-512F
     /// is available.
@@ -215,10 +217,18 @@ mod avx512 {
     }
 
     /// Of all 64 rows, those `node` sends right (the caller keeps its mask's): four 16-row
-    /// compares, no branch on the mask. Not itself a `target_feature` function, so that it can be forced inline into
-    /// [`tree`] (whose features its intrinsics then use). Safety: AVX-512F is available.
+    /// compares, no branch on the mask. Not itself a `target_feature` function, so that it can
+    /// be forced inline into [`tree`] (whose features its intrinsics then use). Safety:
+    /// AVX-512F is available.
     #[inline(always)]
     unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS]) -> u64 {
+        if node.meta & CATEGORICAL != 0 {
+            let at = node.threshold.to_bits() as usize;
+            if forest.cat[at] & !IN_SET_LEFT <= 16 {
+                // SAFETY: forwarded.
+                return unsafe { categorical(forest, node, at, column) };
+            }
+        }
         // SAFETY: AVX-512F is available (this function's contract); loads stay in `column`.
         unsafe {
             let threshold = _mm512_set1_ps(node.threshold);
@@ -236,6 +246,53 @@ mod avx512 {
                         forest, r, nan, nan_right, threshold, meta, x,
                     );
                 }
+                right |= u64::from(r) << (16 * g);
+            }
+            right
+        }
+    }
+
+    /// [`right`] for a categorical node whose set has at most 16 words: the set sits in one
+    /// register and each row's word is picked by a permute, not gathered. The decision is
+    /// `full_decision`'s (and `goes_right`'s): NaN by `NAN_RIGHT`; a value outside the
+    /// library's category range, or past the set, is not in the set; in-set rows go left
+    /// when the set's header says so. Safety: AVX-512F is available, `at` is the node's set.
+    #[inline(always)]
+    unsafe fn categorical(forest: &FastForest, node: Node, at: usize, column: &[f32; ROWS]) -> u64 {
+        let header = forest.cat[at];
+        let words = header & !IN_SET_LEFT;
+        let flip: u16 = if header & IN_SET_LEFT != 0 { u16::MAX } else { 0 };
+        let nan_goes_right = node.meta & NAN_RIGHT != 0;
+        let (cat_lo, cat_hi, lo_inclusive) = category_range(forest.rule);
+        // SAFETY: the set's words lie inside `cat` (`FastForest::check`); the masked load
+        // reads only those; loads of rows stay in `column`.
+        unsafe {
+            let set = _mm512_maskz_loadu_epi32(
+                ((1u32 << words) - 1) as u16,
+                forest.cat.as_ptr().add(at + 1) as *const i32,
+            );
+            let (lo, hi) = (_mm512_set1_ps(cat_lo), _mm512_set1_ps(cat_hi));
+            let words = _mm512_set1_epi32(words as i32);
+            let (one, low5) = (_mm512_set1_epi32(1), _mm512_set1_epi32(31));
+            let mut right = 0u64;
+            for g in 0..ROWS / 16 {
+                let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                let above = if lo_inclusive {
+                    _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, lo)
+                } else {
+                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, lo)
+                };
+                let c = _mm512_cvttps_epi32(x);
+                let word = _mm512_srli_epi32::<5>(c);
+                let valid = above
+                    & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, hi)
+                    & _mm512_cmplt_epu32_mask(word, words);
+                let bits = _mm512_permutexvar_epi32(word, set);
+                let bit = _mm512_srlv_epi32(bits, _mm512_and_si512(c, low5));
+                let in_set = valid & _mm512_test_epi32_mask(bit, one);
+                let nan_right = if nan_goes_right { nan } else { 0 };
+                let r = ((in_set ^ flip) & !nan) | nan_right;
                 right |= u64::from(r) << (16 * g);
             }
             right

@@ -20,7 +20,7 @@ use crate::model::gbdt::{CategoryRule, ZERO_BAND};
 
 /// The lower bound of a category's value (exclusive for LightGBM, inclusive for XGBoost) and its
 /// exclusive upper bound, as `CategoryRule::category` states them.
-fn category_range(rule: CategoryRule) -> (f32, f32, bool) {
+pub(crate) fn category_range(rule: CategoryRule) -> (f32, f32, bool) {
     match rule {
         CategoryRule::LightGbm => (-1.0, 2_147_483_648.0, false),
         CategoryRule::Xgboost => (0.0, 16_777_216.0, true),
