@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::backend::cpu::bitvector::{Bitvector, ROWS};
 use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
 use crate::backend::cpu::layout::FastForest;
-use crate::backend::cpu::masked::{self, ROWS as MASKED_ROWS};
+use crate::backend::cpu::masked::{self, Mask, ROWS as MASKED_ROWS};
 pub use crate::backend::cpu::tune::TUNE_MIN_ROWS;
 use crate::backend::cpu::tune::{self, Plan, Tuning};
 use crate::backend::{Backend, Output};
@@ -45,7 +45,7 @@ pub enum Algorithm {
     /// QuickScorer bitvectors over splits sorted by threshold (trees of at most 64 leaves).
     /// Chosen by default when it applies and categorical splits are rare.
     Bitvector,
-    /// Each tree node by node for 64 rows at once, the rows at a node kept as a bit mask:
+    /// Each tree node by node for 128 rows at once, the rows at a node kept as a bit mask:
     /// contiguous column compares, no gathers (any forest; fastest where rows share paths).
     Masked,
 }
@@ -346,7 +346,7 @@ impl Cpu {
 }
 
 impl Cpu {
-    /// The masked algorithm over rows `first..`, 64 rows at a time, feature-major.
+    /// The masked algorithm over rows `first..`, 128 rows at a time, feature-major.
     fn score_masked<S: Sum + masked::Lane>(
         &self,
         kernel: Kernel,
@@ -374,7 +374,7 @@ impl Cpu {
                 for (g, sums) in sums_of.iter_mut().enumerate() {
                     sums.fill(S::from_f64(fast.base_margin[g]));
                 }
-                let live = if n == MASKED_ROWS { u64::MAX } else { (1u64 << n) - 1 };
+                let live = if n == MASKED_ROWS { Mask::MAX } else { (1 << n) - 1 };
                 for t in 0..fast.n_trees {
                     let sums = &mut sums_of[fast.groups[t] as usize];
                     let root = fast.roots[t];
@@ -492,10 +492,10 @@ struct Scratch {
     /// Bitvector algorithm: 16 rows feature-major, and the per-(tree, row) leaf masks.
     block: Vec<f32>,
     state: Vec<u64>,
-    /// Masked algorithm: 64 rows feature-major (the padding column last), the node stack,
+    /// Masked algorithm: 128 rows feature-major (the padding column last), the node stack,
     /// the rows' sums per group and, last, the rows' leaf values in the current tree.
     columns: Vec<f32>,
-    stack: Vec<(u32, u64)>,
+    stack: Vec<(u32, Mask)>,
     sums_f64: Vec<[f64; MASKED_ROWS]>,
     sums_f32: Vec<[f32; MASKED_ROWS]>,
 }

@@ -1,12 +1,12 @@
-//! The masked algorithm: a tree is evaluated node by node for a block of 64 rows at once, the
-//! rows standing at each node kept as a 64-bit mask. A node compares its feature's column
+//! The masked algorithm: a tree is evaluated node by node for a block of 128 rows at once, the
+//! rows standing at each node kept as a 128-bit mask. A node compares its feature's column
 //! (contiguous: the block is feature-major) with its threshold for the rows at it, splits the
 //! mask in two, and hands each half to its child; a node no row reaches is never touched.
 //!
-//! No gathers: with AVX-512 a node costs four 16-row compares and a leaf eight masked stores,
+//! No gathers: with AVX-512 a node costs eight 16-row compares and a leaf sixteen masked stores,
 //! both branch-free (a mispredicted branch costs more than the work it would skip), whatever
 //! the depth. It wins when the block's rows share paths (few distinct nodes visited per block:
-//! shallow paths, skewed data) and loses to traversal when 64 rows scatter over hundreds of
+//! shallow paths, skewed data) and loses to traversal when the rows scatter over hundreds of
 //! nodes. The portable form decides row by row over the mask's bits.
 //!
 //! Every node decides exactly as `layout::goes_right` states (the AVX-512 form reuses the
@@ -17,8 +17,11 @@ use crate::backend::cpu::layout::{
     CATEGORICAL, FastForest, LEFT_LEAF, NAN_RIGHT, Node, RIGHT_LEAF, ZERO, goes_right,
 };
 
-/// Rows per block: one bit each in a `u64` mask.
-pub(crate) const ROWS: usize = 64;
+/// Rows per block: one bit each in a [`Mask`].
+pub(crate) const ROWS: usize = 128;
+
+/// A set of a block's rows, one bit per row.
+pub(crate) type Mask = u128;
 
 /// A row's running sum as the training library forms it: f64 (LightGBM) or f32 (XGBoost).
 pub(crate) trait Lane: Copy + Default + std::ops::Add<Output = Self> {
@@ -27,7 +30,7 @@ pub(crate) trait Lane: Copy + Default + std::ops::Add<Output = Self> {
     /// `values[i] = leaf` for the rows `i` in `mask`, with AVX-512 masked stores. Safety:
     /// AVX-512F is available.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn put_avx512(values: &mut [Self; ROWS], mask: u64, leaf: Self);
+    unsafe fn put_avx512(values: &mut [Self; ROWS], mask: Mask, leaf: Self);
 }
 
 impl Lane for f64 {
@@ -38,7 +41,7 @@ impl Lane for f64 {
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn put_avx512(values: &mut [f64; ROWS], mask: u64, leaf: f64) {
+    unsafe fn put_avx512(values: &mut [f64; ROWS], mask: Mask, leaf: f64) {
         avx512::put_f64(values, mask, leaf)
     }
 }
@@ -51,7 +54,7 @@ impl Lane for f32 {
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn put_avx512(values: &mut [f32; ROWS], mask: u64, leaf: f32) {
+    unsafe fn put_avx512(values: &mut [f32; ROWS], mask: Mask, leaf: f32) {
         avx512::put_f32(values, mask, leaf)
     }
 }
@@ -65,8 +68,8 @@ pub(crate) fn add_tree<L: Lane>(
     forest: &FastForest,
     block: &[f32],
     root: u32,
-    live: u64,
-    stack: &mut Vec<(u32, u64)>,
+    live: Mask,
+    stack: &mut Vec<(u32, Mask)>,
     values: &mut [L; ROWS],
     sums: &mut [L; ROWS],
 ) {
@@ -88,7 +91,7 @@ pub(crate) fn add_tree<L: Lane>(
                     while m != 0 {
                         let i = m.trailing_zeros() as usize;
                         right |=
-                            u64::from(goes_right(node, column[i], &forest.cat, forest.rule)) << i;
+                            Mask::from(goes_right(node, column[i], &forest.cat, forest.rule)) << i;
                         m &= m - 1;
                     }
                     right
@@ -123,10 +126,10 @@ fn walk(
     forest: &FastForest,
     block: &[f32],
     root: u32,
-    live: u64,
-    stack: &mut Vec<(u32, u64)>,
-    right: impl Fn(Node, &[f32; ROWS], u64) -> u64,
-    mut leaf: impl FnMut(u64, u32),
+    live: Mask,
+    stack: &mut Vec<(u32, Mask)>,
+    right: impl Fn(Node, &[f32; ROWS], Mask) -> Mask,
+    mut leaf: impl FnMut(Mask, u32),
 ) {
     if forest.nodes[root as usize].offset() == 0 {
         // A single-leaf tree.
@@ -156,7 +159,7 @@ fn walk(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{CATEGORICAL, FastForest, Lane, NAN_RIGHT, Node, ROWS, ZERO};
+    use super::{CATEGORICAL, FastForest, Lane, Mask, NAN_RIGHT, Node, ROWS, ZERO};
     use crate::backend::cpu::layout::IN_SET_LEFT;
     use crate::backend::cpu::x86_64::category_range;
 
@@ -167,8 +170,8 @@ mod avx512 {
         forest: &FastForest,
         block: &[f32],
         root: u32,
-        live: u64,
-        stack: &mut Vec<(u32, u64)>,
+        live: Mask,
+        stack: &mut Vec<(u32, Mask)>,
         values: &mut [L; ROWS],
         sums: &mut [L; ROWS],
     ) {
@@ -191,7 +194,7 @@ mod avx512 {
     /// `values[i] = leaf` for the rows `i` in `mask`: masked stores of 8, none reading back.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) fn put_f64(values: &mut [f64; ROWS], mask: u64, leaf: f64) {
+    pub(super) fn put_f64(values: &mut [f64; ROWS], mask: Mask, leaf: f64) {
         let leaf = _mm512_set1_pd(leaf);
         for g in 0..ROWS / 8 {
             // No branch: a store with an empty mask writes nothing.
@@ -205,7 +208,7 @@ mod avx512 {
     /// `values[i] = leaf` for the rows `i` in `mask`: masked stores of 16.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) fn put_f32(values: &mut [f32; ROWS], mask: u64, leaf: f32) {
+    pub(super) fn put_f32(values: &mut [f32; ROWS], mask: Mask, leaf: f32) {
         let leaf = _mm512_set1_ps(leaf);
         for g in 0..ROWS / 16 {
             let m = (mask >> (16 * g)) as u16;
@@ -216,12 +219,12 @@ mod avx512 {
         }
     }
 
-    /// Of all 64 rows, those `node` sends right (the caller keeps its mask's): four 16-row
+    /// Of all the block's rows, those `node` sends right (the caller keeps its mask's): 16-row
     /// compares, no branch on the mask. Not itself a `target_feature` function, so that it can
     /// be forced inline into [`tree`] (whose features its intrinsics then use). Safety:
     /// AVX-512F is available.
     #[inline(always)]
-    unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS]) -> u64 {
+    unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS]) -> Mask {
         if node.meta & CATEGORICAL != 0 {
             let at = node.threshold.to_bits() as usize;
             if forest.cat[at] & !IN_SET_LEFT <= 16 {
@@ -235,7 +238,7 @@ mod avx512 {
             let meta = _mm512_set1_epi32(node.meta as i32);
             let special = node.meta & (CATEGORICAL | ZERO) != 0;
             let nan_goes_right = node.meta & NAN_RIGHT != 0;
-            let mut right = 0u64;
+            let mut right: Mask = 0;
             for g in 0..ROWS / 16 {
                 let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
                 let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
@@ -246,7 +249,7 @@ mod avx512 {
                         forest, r, nan, nan_right, threshold, meta, x,
                     );
                 }
-                right |= u64::from(r) << (16 * g);
+                right |= Mask::from(r) << (16 * g);
             }
             right
         }
@@ -258,7 +261,12 @@ mod avx512 {
     /// library's category range, or past the set, is not in the set; in-set rows go left
     /// when the set's header says so. Safety: AVX-512F is available, `at` is the node's set.
     #[inline(always)]
-    unsafe fn categorical(forest: &FastForest, node: Node, at: usize, column: &[f32; ROWS]) -> u64 {
+    unsafe fn categorical(
+        forest: &FastForest,
+        node: Node,
+        at: usize,
+        column: &[f32; ROWS],
+    ) -> Mask {
         let header = forest.cat[at];
         let words = header & !IN_SET_LEFT;
         let flip: u16 = if header & IN_SET_LEFT != 0 { u16::MAX } else { 0 };
@@ -274,7 +282,7 @@ mod avx512 {
             let (lo, hi) = (_mm512_set1_ps(cat_lo), _mm512_set1_ps(cat_hi));
             let words = _mm512_set1_epi32(words as i32);
             let (one, low5) = (_mm512_set1_epi32(1), _mm512_set1_epi32(31));
-            let mut right = 0u64;
+            let mut right: Mask = 0;
             for g in 0..ROWS / 16 {
                 let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
                 let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
@@ -293,7 +301,7 @@ mod avx512 {
                 let in_set = valid & _mm512_test_epi32_mask(bit, one);
                 let nan_right = if nan_goes_right { nan } else { 0 };
                 let r = ((in_set ^ flip) & !nan) | nan_right;
-                right |= u64::from(r) << (16 * g);
+                right |= Mask::from(r) << (16 * g);
             }
             right
         }
