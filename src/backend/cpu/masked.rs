@@ -205,17 +205,21 @@ mod avx512 {
         }
     }
 
-    /// `values[i] = leaf` for the rows `i` in `mask`: masked stores of 16.
+    /// `values[i] = leaf` for the rows `i` in `mask`: masked stores of 16, none reading back.
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(super) fn put_f32(values: &mut [f32; ROWS], mask: Mask, leaf: f32) {
         let leaf = _mm512_set1_ps(leaf);
         for g in 0..ROWS / 16 {
-            let m = (mask >> (16 * g)) as u16;
-            if m != 0 {
-                // SAFETY: `values` holds ROWS values; this writes lanes of 16 at 16 * g.
-                unsafe { _mm512_mask_storeu_ps(values.as_mut_ptr().add(16 * g), m, leaf) };
-            }
+            // No branch, as for f64: a store with an empty mask writes nothing.
+            // SAFETY: `values` holds ROWS values; this writes lanes of 16 at 16 * g.
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    values.as_mut_ptr().add(16 * g),
+                    (mask >> (16 * g)) as u16,
+                    leaf,
+                )
+            };
         }
     }
 
