@@ -272,6 +272,9 @@ def main():
     lightgbm_case("lgb_deep", {"objective": "regression", "num_leaves": 400, "max_depth": -1,
                                "min_data_in_leaf": 1, "min_sum_hessian_in_leaf": 0,
                                "max_bin": 1023}, "regression", rounds=5, d=3, n=6000)
+    # Trees of 33-256 leaves: the masked algorithm's table lookup by gather.
+    lightgbm_case("lgb_wide", {"objective": "binary", "num_leaves": 120, "min_data_in_leaf": 3},
+                  "binary", rounds=12, n=6000)
     lightgbm_case("lgb_single_leaf", {"objective": "regression", "min_data_in_leaf": 5000},
                   "regression", rounds=3)
     lightgbm_case("lgb_poisson", {"objective": "poisson"}, "count", rounds=30)

@@ -98,6 +98,8 @@ pub struct Cpu {
     fast: FastForest,
     /// The QuickScorer form, when the algorithm applies to the forest.
     bitvector: Option<Bitvector>,
+    /// The masked algorithm's leaf tables.
+    leaves: masked::Leaves,
     /// The algorithm and kernel used until tuning picks (or when it is off).
     plan: Plan,
     /// Candidates timed on the first large batch, and the pick; `None` once forced.
@@ -141,7 +143,8 @@ impl Cpu {
             candidates.push(Plan(Algorithm::Bitvector, Kernel::detect()));
         }
         let tuning = Some(Tuning::new(candidates));
-        Ok(Cpu { forest, fast, bitvector, plan, tuning, threads: 1, pool: None })
+        let leaves = masked::Leaves::new(&fast);
+        Ok(Cpu { forest, fast, bitvector, leaves, plan, tuning, threads: 1, pool: None })
     }
 
     /// Forces `algorithm` (no tuning); `Bitvector` errors for a forest with a tree of more
@@ -355,7 +358,7 @@ impl Cpu {
         output: Output,
         out: &mut [f32],
     ) {
-        let fast = &self.fast;
+        let (fast, leaves) = (&self.fast, &self.leaves);
         let (groups, width, nf) =
             (self.forest.n_groups, self.output_width(output), fast.n_features);
         SCRATCH.with_borrow_mut(|s| {
@@ -366,6 +369,7 @@ impl Cpu {
             let mut sums = std::mem::take(S::lanes(s));
             sums.resize(groups + 1, [S::default(); MASKED_ROWS]);
             let (values, sums_of) = sums.split_last_mut().expect("groups + 1 arrays");
+            s.stack.resize(leaves.stack, (0, 0));
             let Scratch { acc, raw, transformed, columns: block, stack, .. } = s;
             for (b, out) in out.chunks_mut(MASKED_ROWS * width).enumerate() {
                 let r0 = first + b * MASKED_ROWS;
@@ -377,8 +381,7 @@ impl Cpu {
                 let live = if n == MASKED_ROWS { Mask::MAX } else { (1 << n) - 1 };
                 for t in 0..fast.n_trees {
                     let sums = &mut sums_of[fast.groups[t] as usize];
-                    let root = fast.roots[t];
-                    masked::add_tree(kernel, fast, block, root, live, stack, values, sums);
+                    masked::add_tree(kernel, fast, leaves, block, t, live, stack, values, sums);
                 }
                 for (g, sums) in sums_of.iter().enumerate() {
                     for (i, sum) in sums[..n].iter().enumerate() {

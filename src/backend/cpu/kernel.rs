@@ -25,7 +25,7 @@ pub enum Kernel {
     Scalar,
     /// x86-64 AVX2: 8 lanes per vector, gathers for nodes and values.
     Avx2,
-    /// x86-64 AVX-512: 16 lanes per vector, gathers and mask registers.
+    /// x86-64 AVX-512 (F and BW): 16 lanes per vector, gathers and mask registers.
     Avx512,
 }
 
@@ -49,7 +49,10 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Kernel::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }

@@ -3,11 +3,14 @@
 //! (contiguous: the block is feature-major) with its threshold for the rows at it, splits the
 //! mask in two, and hands each half to its child; a node no row reaches is never touched.
 //!
-//! No gathers: with AVX-512 a node costs eight 16-row compares and a leaf sixteen masked stores,
-//! both branch-free (a mispredicted branch costs more than the work it would skip), whatever
-//! the depth. It wins when the block's rows share paths (few distinct nodes visited per block:
-//! shallow paths, skewed data) and loses to traversal when the rows scatter over hundreds of
-//! nodes. The portable form decides row by row over the mask's bits.
+//! No gathers on the way down: with AVX-512 a node costs eight 16-row compares, branch-free
+//! (a mispredicted branch costs more than the work it would skip), whatever the depth. A leaf
+//! costs two masked byte moves in registers: each row keeps its leaf's ordinal within the tree
+//! (one byte), and once the tree is done one lookup per 8 or 16 rows turns the ordinals into
+//! leaf values (a permute for trees of at most 32 leaves, a gather beyond) and adds them to
+//! the rows' sums, in tree order. It wins when the block's rows share paths (few distinct
+//! nodes visited per block: shallow paths, skewed data) and loses to traversal when the rows
+//! scatter over hundreds of nodes. The portable form decides row by row over the mask's bits.
 //!
 //! Every node decides exactly as `layout::goes_right` states (the AVX-512 form reuses the
 //! traversal kernel's vector decision), so leaves, and sums, equal the reference scorer's.
@@ -23,14 +26,78 @@ pub(crate) const ROWS: usize = 128;
 /// A set of a block's rows, one bit per row.
 pub(crate) type Mask = u128;
 
+/// Most leaves a tree may have for the AVX-512 form (a leaf's ordinal is one byte); forests
+/// with larger trees take the portable form.
+pub(crate) const MAX_LEAVES: usize = 256;
+
+/// What the masked algorithm needs beyond the compact layout, built once at load: each leaf's
+/// ordinal within its tree, each tree's leaf values in ordinal order (in both precisions,
+/// padded so that vector loads of a table stay inside it), and the deepest tree's depth (the
+/// walk's stack never holds more entries than that).
+#[derive(Debug, Clone)]
+pub(crate) struct Leaves {
+    /// Parallel to the layout's nodes: a leaf's ordinal within its tree (0 for splits).
+    ordinal: Vec<u8>,
+    /// Per tree: where its table starts in `f64s` / `f32s`, and its number of leaves.
+    tables: Vec<(u32, u32)>,
+    f64s: Vec<f64>,
+    f32s: Vec<f32>,
+    /// Whether every tree has at most [`MAX_LEAVES`] leaves (the AVX-512 form applies).
+    pub fits: bool,
+    /// Entries the walk's stack needs (the deepest tree's depth, plus one).
+    pub stack: usize,
+}
+
+impl Leaves {
+    /// Numbers the leaves of each of `forest`'s real trees, in node order.
+    pub fn new(forest: &FastForest) -> Leaves {
+        let mut ordinal = vec![0u8; forest.nodes.len()];
+        let (mut tables, mut f64s, mut f32s) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut fits, mut deepest) = (true, 0usize);
+        let mut todo = Vec::new();
+        for &root in &forest.roots[..forest.n_trees] {
+            let start = f64s.len();
+            todo.push((root as usize, 0usize));
+            while let Some((i, depth)) = todo.pop() {
+                deepest = deepest.max(depth);
+                let node = forest.nodes[i];
+                if node.offset() == 0 {
+                    let n = f64s.len() - start;
+                    fits &= n < MAX_LEAVES;
+                    ordinal[i] = n as u8;
+                    f64s.push(forest.values[i]);
+                    f32s.push(forest.values[i] as f32);
+                } else {
+                    let child = i + node.offset() as usize;
+                    todo.extend([(child + 1, depth + 1), (child, depth + 1)]);
+                }
+            }
+            let n = f64s.len() - start;
+            let padded = n.next_multiple_of(16).max(32);
+            f64s.resize(start + padded, 0.0);
+            f32s.resize(start + padded, 0.0);
+            tables.push((start as u32, n as u32));
+        }
+        Leaves { ordinal, tables, f64s, f32s, fits, stack: deepest + 1 }
+    }
+}
+
 /// A row's running sum as the training library forms it: f64 (LightGBM) or f32 (XGBoost).
 pub(crate) trait Lane: Copy + Default + std::ops::Add<Output = Self> {
     /// A leaf value in this precision (`sum + leaf` in it is the library's step).
     fn from_leaf(leaf: f64) -> Self;
-    /// `values[i] = leaf` for the rows `i` in `mask`, with AVX-512 masked stores. Safety:
-    /// AVX-512F is available.
+    /// Tree `t`'s leaf values in ordinal order, padded, and its number of leaves.
+    fn table(leaves: &Leaves, t: usize) -> (&[Self], usize);
+    /// `sums[i] += table[ordinals[i]]` for every row `i`. Safety: AVX-512F is available, and
+    /// every ordinal is below `count`, which `table` covers (padded to a multiple of 16, and
+    /// to at least 32).
     #[cfg(target_arch = "x86_64")]
-    unsafe fn put_avx512(values: &mut [Self; ROWS], mask: Mask, leaf: Self);
+    unsafe fn add_avx512(
+        sums: &mut [Self; ROWS],
+        ordinals: &[u8; ROWS],
+        table: &[Self],
+        count: usize,
+    );
 }
 
 impl Lane for f64 {
@@ -38,11 +105,17 @@ impl Lane for f64 {
     fn from_leaf(leaf: f64) -> f64 {
         leaf
     }
+    #[inline(always)]
+    fn table(leaves: &Leaves, t: usize) -> (&[f64], usize) {
+        let (start, n) = leaves.tables[t];
+        (&leaves.f64s[start as usize..], n as usize)
+    }
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn put_avx512(values: &mut [f64; ROWS], mask: Mask, leaf: f64) {
-        avx512::put_f64(values, mask, leaf)
+    unsafe fn add_avx512(sums: &mut [f64; ROWS], ordinals: &[u8; ROWS], table: &[f64], n: usize) {
+        // SAFETY: forwarded.
+        unsafe { avx512::add_f64(sums, ordinals, table, n) }
     }
 }
 
@@ -51,33 +124,45 @@ impl Lane for f32 {
     fn from_leaf(leaf: f64) -> f32 {
         leaf as f32
     }
+    #[inline(always)]
+    fn table(leaves: &Leaves, t: usize) -> (&[f32], usize) {
+        let (start, n) = leaves.tables[t];
+        (&leaves.f32s[start as usize..], n as usize)
+    }
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn put_avx512(values: &mut [f32; ROWS], mask: Mask, leaf: f32) {
-        avx512::put_f32(values, mask, leaf)
+    unsafe fn add_avx512(sums: &mut [f32; ROWS], ordinals: &[u8; ROWS], table: &[f32], n: usize) {
+        // SAFETY: forwarded.
+        unsafe { avx512::add_f32(sums, ordinals, table, n) }
     }
 }
 
 /// Adds, for each row of `live` in the feature-major `block` (`ROWS` values per column, the
-/// padding column included), the value of its leaf in the tree at `root` to `sums`. `stack`
-/// and `values` are scratch.
+/// padding column included), the value of its leaf in tree `t` to `sums`. `stack` (at least
+/// `leaves.stack` entries) and `values` are scratch.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn add_tree<L: Lane>(
     kernel: Kernel,
     forest: &FastForest,
+    leaves: &Leaves,
     block: &[f32],
-    root: u32,
+    t: usize,
     live: Mask,
-    stack: &mut Vec<(u32, Mask)>,
+    stack: &mut [(u32, Mask)],
     values: &mut [L; ROWS],
     sums: &mut [L; ROWS],
 ) {
     assert!(block.len() > forest.n_features * ROWS, "the block holds every column");
+    assert!(stack.len() >= leaves.stack, "the stack holds the deepest path");
+    let root = forest.roots[t];
     match kernel {
-        // SAFETY: a kernel is checked available (`Kernel::check`) before it is used.
+        // SAFETY: a kernel is checked available (`Kernel::check`) before it is used; the
+        // tables were built from this forest.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { avx512::tree(forest, block, root, live, stack, values, sums) },
+        Kernel::Avx512 if leaves.fits => unsafe {
+            avx512::tree(forest, leaves, block, t, live, stack, sums)
+        },
         _ => {
             walk(
                 forest,
@@ -105,29 +190,24 @@ pub(crate) fn add_tree<L: Lane>(
                     }
                 },
             );
-            step(sums, values);
+            for (sum, &value) in sums.iter_mut().zip(values.iter()) {
+                *sum = *sum + value;
+            }
         }
     }
 }
 
-/// Every live row got exactly one leaf value: one step of its sum, in tree order.
-#[inline(always)]
-fn step<L: Lane>(sums: &mut [L; ROWS], values: &[L; ROWS]) {
-    for (sum, &value) in sums.iter_mut().zip(values.iter()) {
-        *sum = *sum + value;
-    }
-}
-
-/// Depth-first over the nodes the rows reach; `right` gives, of a mask's rows (it may answer
-/// for others too), those a node sends right; `leaf` takes each leaf reached with its rows
-/// (an empty mask included).
+/// Depth-first over the nodes the rows reach, following one child and stacking the other;
+/// `right` gives, of a mask's rows (it may answer for others too), those a node sends right;
+/// `leaf` takes each leaf reached with its rows (an empty mask included: a no-op, cheaper
+/// than a mispredicted branch).
 #[inline(always)]
 fn walk(
     forest: &FastForest,
     block: &[f32],
     root: u32,
     live: Mask,
-    stack: &mut Vec<(u32, Mask)>,
+    stack: &mut [(u32, Mask)],
     right: impl Fn(Node, &[f32; ROWS], Mask) -> Mask,
     mut leaf: impl FnMut(Mask, u32),
 ) {
@@ -136,21 +216,35 @@ fn walk(
         leaf(live, root);
         return;
     }
-    stack.clear();
-    stack.push((root, live));
-    while let Some((i, mask)) = stack.pop() {
+    let (mut i, mut mask, mut top) = (root, live, 0);
+    loop {
         let node = forest.nodes[i as usize];
         let f = node.feature() * ROWS;
         let column: &[f32; ROWS] = block[f..f + ROWS].try_into().expect("a whole column");
         let goes = right(node, column, mask) & mask;
+        let (l, r) = (mask & !goes, goes);
         let child = i + node.offset();
-        for (c, m, is_leaf) in [(child, mask & !goes, LEFT_LEAF), (child + 1, goes, RIGHT_LEAF)] {
-            // A leaf takes an empty mask as a no-op (cheaper than a mispredicted branch).
-            if node.meta & is_leaf != 0 {
-                leaf(m, c);
-            } else if m != 0 {
-                stack.push((c, m));
+        let (left_leaf, right_leaf) = (node.meta & LEFT_LEAF != 0, node.meta & RIGHT_LEAF != 0);
+        if left_leaf {
+            leaf(l, child);
+        }
+        if right_leaf {
+            leaf(r, child + 1);
+        }
+        let (go_left, go_right) = (!left_leaf && l != 0, !right_leaf && r != 0);
+        if go_left {
+            if go_right {
+                stack[top] = (child + 1, r);
+                top += 1;
             }
+            (i, mask) = (child, l);
+        } else if go_right {
+            (i, mask) = (child + 1, r);
+        } else if top > 0 {
+            top -= 1;
+            (i, mask) = stack[top];
+        } else {
+            return;
         }
     }
 }
@@ -159,67 +253,145 @@ fn walk(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{CATEGORICAL, FastForest, Lane, Mask, NAN_RIGHT, Node, ROWS, ZERO};
+    use super::{CATEGORICAL, FastForest, Lane, Leaves, Mask, NAN_RIGHT, Node, ROWS, ZERO};
     use crate::backend::cpu::layout::IN_SET_LEFT;
     use crate::backend::cpu::x86_64::category_range;
 
-    /// [`super::walk`] with the AVX-512 decision and leaf stores inlined. Safety: AVX-512F
-    /// is available.
-    #[target_feature(enable = "avx512f")]
+    /// [`super::walk`] with the AVX-512 decision inlined; each leaf writes its ordinal into
+    /// its rows' bytes (two masked moves between registers), and the ordinals are turned into
+    /// values and added to `sums` once the tree is done. Safety: AVX-512F and AVX-512BW are
+    /// available, `leaves` was built from `forest` and fits.
+    #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn tree<L: Lane>(
         forest: &FastForest,
+        leaves: &Leaves,
         block: &[f32],
-        root: u32,
+        t: usize,
         live: Mask,
-        stack: &mut Vec<(u32, Mask)>,
-        values: &mut [L; ROWS],
+        stack: &mut [(u32, Mask)],
         sums: &mut [L; ROWS],
     ) {
+        // Rows outside `live` keep ordinal 0, which every table holds.
+        let (mut low, mut high) = (_mm512_setzero_si512(), _mm512_setzero_si512());
         super::walk(
             forest,
             block,
-            root,
+            forest.roots[t],
             live,
             stack,
             // SAFETY: AVX-512F is available (this function's contract).
             |node, column, _| unsafe { right(forest, node, column) },
-            // SAFETY: AVX-512F is available (this function's contract).
-            |mask, leaf| unsafe {
-                L::put_avx512(values, mask, L::from_leaf(forest.values[leaf as usize]))
+            |mask, leaf| {
+                let ordinal = _mm512_set1_epi8(leaves.ordinal[leaf as usize] as i8);
+                low = _mm512_mask_mov_epi8(low, mask as u64, ordinal);
+                high = _mm512_mask_mov_epi8(high, (mask >> 64) as u64, ordinal);
             },
         );
-        super::step(sums, values);
-    }
-
-    /// `values[i] = leaf` for the rows `i` in `mask`: masked stores of 8, none reading back.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub(super) fn put_f64(values: &mut [f64; ROWS], mask: Mask, leaf: f64) {
-        let leaf = _mm512_set1_pd(leaf);
-        for g in 0..ROWS / 8 {
-            // No branch: a store with an empty mask writes nothing.
-            // SAFETY: `values` holds ROWS values; this writes lanes of 8 at 8 * g.
-            unsafe {
-                _mm512_mask_storeu_pd(values.as_mut_ptr().add(8 * g), (mask >> (8 * g)) as u8, leaf)
-            };
+        let mut ordinals = [0u8; ROWS];
+        let (table, count) = L::table(leaves, t);
+        // SAFETY: `ordinals` holds 128 bytes; each ordinal is below its tree's leaf count,
+        // which its table covers (padded as `Lane::add_avx512` requires).
+        unsafe {
+            _mm512_storeu_si512(ordinals.as_mut_ptr() as *mut _, low);
+            _mm512_storeu_si512(ordinals.as_mut_ptr().add(64) as *mut _, high);
+            L::add_avx512(sums, &ordinals, table, count);
         }
     }
 
-    /// `values[i] = leaf` for the rows `i` in `mask`: masked stores of 16, none reading back.
+    /// `sums[i] += table[ordinals[i]]`, 8 rows at a time. Safety: as `Lane::add_avx512`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) fn put_f32(values: &mut [f32; ROWS], mask: Mask, leaf: f32) {
-        let leaf = _mm512_set1_ps(leaf);
-        for g in 0..ROWS / 16 {
-            // No branch, as for f64: a store with an empty mask writes nothing.
-            // SAFETY: `values` holds ROWS values; this writes lanes of 16 at 16 * g.
+    pub(super) unsafe fn add_f64(
+        sums: &mut [f64; ROWS],
+        ordinals: &[u8; ROWS],
+        table: &[f64],
+        count: usize,
+    ) {
+        debug_assert!(table.len() >= count.next_multiple_of(16).max(32));
+        let t = table.as_ptr();
+        // SAFETY: the table holds at least 32 values (padded), every ordinal is below
+        // `count`; the loops stay inside `sums` and `ordinals`.
+        unsafe {
+            let (t0, t1, t2, t3) = (
+                _mm512_loadu_pd(t),
+                _mm512_loadu_pd(t.add(8)),
+                _mm512_loadu_pd(t.add(16)),
+                _mm512_loadu_pd(t.add(24)),
+            );
+            let sixteen = _mm512_set1_epi64(16);
+            match count {
+                0..=8 => each_f64(sums, ordinals, |i| _mm512_permutexvar_pd(i, t0)),
+                9..=16 => each_f64(sums, ordinals, |i| _mm512_permutex2var_pd(t0, i, t1)),
+                17..=32 => each_f64(sums, ordinals, |i| {
+                    let high = _mm512_test_epi64_mask(i, sixteen);
+                    _mm512_mask_blend_pd(
+                        high,
+                        _mm512_permutex2var_pd(t0, i, t1),
+                        _mm512_permutex2var_pd(t2, i, t3),
+                    )
+                }),
+                _ => each_f64(sums, ordinals, |i| _mm512_i64gather_pd::<8>(i, t)),
+            }
+        }
+    }
+
+    /// `sums[i] += table[ordinals[i]]`, 16 rows at a time. Safety: as `Lane::add_avx512`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn add_f32(
+        sums: &mut [f32; ROWS],
+        ordinals: &[u8; ROWS],
+        table: &[f32],
+        count: usize,
+    ) {
+        debug_assert!(table.len() >= count.next_multiple_of(16).max(32));
+        let t = table.as_ptr();
+        // SAFETY: as in `add_f64`.
+        unsafe {
+            let (t0, t1) = (_mm512_loadu_ps(t), _mm512_loadu_ps(t.add(16)));
+            match count {
+                0..=16 => each_f32(sums, ordinals, |i| _mm512_permutexvar_ps(i, t0)),
+                17..=32 => each_f32(sums, ordinals, |i| _mm512_permutex2var_ps(t0, i, t1)),
+                _ => each_f32(sums, ordinals, |i| _mm512_i32gather_ps::<4>(i, t)),
+            }
+        }
+    }
+
+    /// `sums[i] += lookup(ordinals[i])`, 8 rows at a time. Safety: AVX-512F is available.
+    #[inline(always)]
+    unsafe fn each_f64(
+        sums: &mut [f64; ROWS],
+        ordinals: &[u8; ROWS],
+        lookup: impl Fn(__m512i) -> __m512d,
+    ) {
+        for g in 0..ROWS / 8 {
+            // SAFETY: both arrays hold ROWS entries; this reads and writes 8 at 8 * g.
             unsafe {
-                _mm512_mask_storeu_ps(
-                    values.as_mut_ptr().add(16 * g),
-                    (mask >> (16 * g)) as u16,
-                    leaf,
-                )
-            };
+                let i = _mm512_cvtepu8_epi64(_mm_loadl_epi64(
+                    ordinals.as_ptr().add(8 * g) as *const __m128i
+                ));
+                let s = sums.as_mut_ptr().add(8 * g);
+                _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), lookup(i)));
+            }
+        }
+    }
+
+    /// `sums[i] += lookup(ordinals[i])`, 16 rows at a time. Safety: AVX-512F is available.
+    #[inline(always)]
+    unsafe fn each_f32(
+        sums: &mut [f32; ROWS],
+        ordinals: &[u8; ROWS],
+        lookup: impl Fn(__m512i) -> __m512,
+    ) {
+        for g in 0..ROWS / 16 {
+            // SAFETY: both arrays hold ROWS entries; this reads and writes 16 at 16 * g.
+            unsafe {
+                let i = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                    ordinals.as_ptr().add(16 * g) as *const __m128i
+                ));
+                let s = sums.as_mut_ptr().add(16 * g);
+                _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), lookup(i)));
+            }
         }
     }
 
@@ -236,26 +408,34 @@ mod avx512 {
                 return unsafe { categorical(forest, node, at, column) };
             }
         }
+        let nan_goes_right = node.meta & NAN_RIGHT != 0;
         // SAFETY: AVX-512F is available (this function's contract); loads stay in `column`.
         unsafe {
             let threshold = _mm512_set1_ps(node.threshold);
-            let meta = _mm512_set1_epi32(node.meta as i32);
-            let special = node.meta & (CATEGORICAL | ZERO) != 0;
-            let nan_goes_right = node.meta & NAN_RIGHT != 0;
-            let mut right: Mask = 0;
-            for g in 0..ROWS / 16 {
-                let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
-                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-                let nan_right = if nan_goes_right { nan } else { 0 };
-                let mut r = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold) | nan_right;
-                if special {
-                    r = crate::backend::cpu::x86_64::full_decision(
+            let load = |g: usize| _mm512_loadu_ps(column.as_ptr().add(16 * g));
+            let mut parts = [0u16; ROWS / 16];
+            if node.meta & (CATEGORICAL | ZERO) == 0 {
+                // One compare: `!(x <= t)` is `x > t` or NaN, `x > t` alone sends NaN left.
+                for (g, part) in parts.iter_mut().enumerate() {
+                    *part = if nan_goes_right {
+                        _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(load(g), threshold)
+                    } else {
+                        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load(g), threshold)
+                    };
+                }
+            } else {
+                let meta = _mm512_set1_epi32(node.meta as i32);
+                for (g, part) in parts.iter_mut().enumerate() {
+                    let x = load(g);
+                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                    let nan_right = if nan_goes_right { nan } else { 0 };
+                    let r = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold) | nan_right;
+                    *part = crate::backend::cpu::x86_64::full_decision(
                         forest, r, nan, nan_right, threshold, meta, x,
                     );
                 }
-                right |= Mask::from(r) << (16 * g);
             }
-            right
+            parts.iter().rev().fold(0, |m, &p| (m << 16) | Mask::from(p))
         }
     }
 
