@@ -41,7 +41,14 @@ impl Transform {
         }
     }
 
-    /// Transforms one row: `raw` has `n_groups` values, `out` has `output_width(n_groups)`.
+    /// Whether each output depends only on its own raw value (everything but `Softmax` and
+    /// `ArgMax`), so that [`Transform::apply`] may take many single-output rows at once.
+    pub fn is_elementwise(&self) -> bool {
+        !matches!(self, Transform::Softmax | Transform::ArgMax)
+    }
+
+    /// Transforms one row: `raw` has `n_groups` values, `out` has `output_width(n_groups)` (for
+    /// an elementwise transform, any number of single-output rows at once).
     pub fn apply(&self, raw: &[f64], out: &mut [f64]) {
         let sigmoid = |x: f64, s: f64| 1.0 / (1.0 + (-s * x).exp());
         match *self {

@@ -415,6 +415,24 @@ fn emit(
     out: &mut [f32],
 ) {
     let width = forest.output_width(output == Output::Raw);
+    if output == Output::Transformed
+        && groups == 1
+        && width == 1
+        && !forest.average_trees
+        && forest.transform.is_elementwise()
+    {
+        // One value per row, transformed on its own: whole runs of rows at once, no per-row
+        // copies.
+        let mut buf = [0.0f64; 64];
+        for (o, a) in out.chunks_mut(buf.len()).zip(acc.chunks(buf.len())) {
+            let b = &mut buf[..o.len()];
+            forest.transform.apply(&a[..o.len()], b);
+            for (o, &v) in o.iter_mut().zip(b.iter()) {
+                *o = v as f32;
+            }
+        }
+        return;
+    }
     for (i, o) in out.chunks_exact_mut(width).enumerate() {
         let sums = &acc[i * groups..(i + 1) * groups];
         match output {
