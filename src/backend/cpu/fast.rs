@@ -102,6 +102,9 @@ pub struct Cpu {
     leaves: masked::Leaves,
     /// The algorithm and kernel used until tuning picks (or when it is off).
     plan: Plan,
+    /// The plan for batches under [`LANES`] rows: traversal, whose lanes-are-trees form is
+    /// made for single rows, unless an algorithm is forced.
+    small: Plan,
     /// Candidates timed on the first large batch, and the pick; `None` once forced.
     tuning: Option<Tuning>,
     threads: usize,
@@ -125,8 +128,9 @@ impl Cpu {
     /// each candidate (traversal, masked, and bitvector where it applies and categorical splits
     /// are rare) on up to 2,048 of its rows, and the fastest is kept (every candidate gives the
     /// same bits, so only speed differs: it depends on the data's paths). Until then: bitvector
-    /// where it applies, else traversal. Fails with `Unsupported` for the rare forest the
-    /// compact layout cannot hold.
+    /// where it applies, else traversal. Batches of fewer than 16 rows always take traversal
+    /// (trees in lanes) unless an algorithm is forced. Fails with `Unsupported` for the rare
+    /// forest the compact layout cannot hold.
     pub fn new(forest: impl Into<Arc<Forest>>) -> Result<Cpu> {
         let forest = forest.into();
         let fast = FastForest::new(&forest)?;
@@ -144,7 +148,17 @@ impl Cpu {
         }
         let tuning = Some(Tuning::new(candidates));
         let leaves = masked::Leaves::new(&fast);
-        Ok(Cpu { forest, fast, bitvector, leaves, plan, tuning, threads: 1, pool: None })
+        Ok(Cpu {
+            forest,
+            fast,
+            bitvector,
+            leaves,
+            plan,
+            small: traverse,
+            tuning,
+            threads: 1,
+            pool: None,
+        })
     }
 
     /// Forces `algorithm` (no tuning); `Bitvector` errors for a forest with a tree of more
@@ -156,6 +170,7 @@ impl Cpu {
             })?);
         }
         self.plan.0 = algorithm;
+        self.small = self.plan;
         self.tuning = None;
         Ok(self)
     }
@@ -168,6 +183,7 @@ impl Cpu {
     /// Forces `kernel` for every algorithm; errors when this CPU cannot run it.
     pub fn with_kernel(mut self, kernel: Kernel) -> Result<Cpu> {
         self.plan.1 = kernel.check()?;
+        self.small.1 = kernel;
         if let Some(t) = &mut self.tuning {
             t.force_kernel(kernel);
         }
@@ -585,9 +601,8 @@ impl Backend for Cpu {
         {
             self.tune(tuning, batch);
         }
-        // Batches below a block keep the default plan (tuned on large batches; traversal's
-        // lanes-are-trees form is made for single rows).
-        let plan = if rows >= LANES { self.current() } else { self.plan };
+        // Tuning times large batches; tiny ones take traversal's lanes-are-trees form.
+        let plan = if rows >= LANES { self.current() } else { self.small };
         let walks = rows * self.fast.n_trees.max(1);
         let parts = (walks / MIN_WALKS_PER_THREAD).clamp(1, self.threads);
         match &self.pool {
