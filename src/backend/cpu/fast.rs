@@ -386,18 +386,22 @@ impl Cpu {
             sums.resize(groups + 1, [S::default(); MASKED_ROWS]);
             let (values, sums_of) = sums.split_last_mut().expect("groups + 1 arrays");
             s.stack.resize(leaves.stack, (0, 0));
-            let Scratch { acc, raw, transformed, columns: block, stack, .. } = s;
+            s.nans.resize(nf + 1, 0);
+            let Scratch { acc, raw, transformed, columns: block, stack, nans, .. } = s;
             for (b, out) in out.chunks_mut(MASKED_ROWS * width).enumerate() {
                 let r0 = first + b * MASKED_ROWS;
                 let n = out.len() / width;
                 feature_major(batch, r0, n, MASKED_ROWS, &mut block[..nf * MASKED_ROWS]);
+                masked::nan_rows(block, nans);
                 for (g, sums) in sums_of.iter_mut().enumerate() {
                     sums.fill(S::from_f64(fast.base_margin[g]));
                 }
                 let live = if n == MASKED_ROWS { Mask::MAX } else { (1 << n) - 1 };
                 for t in 0..fast.n_trees {
                     let sums = &mut sums_of[fast.groups[t] as usize];
-                    masked::add_tree(kernel, fast, leaves, block, t, live, stack, values, sums);
+                    masked::add_tree(
+                        kernel, fast, leaves, block, nans, t, live, stack, values, sums,
+                    );
                 }
                 for (g, sums) in sums_of.iter().enumerate() {
                     for (i, sum) in sums[..n].iter().enumerate() {
@@ -530,9 +534,10 @@ struct Scratch {
     block: Vec<f32>,
     state: Vec<u64>,
     /// Masked algorithm: 128 rows feature-major (the padding column last), the node stack,
-    /// the rows' sums per group and, last, the rows' leaf values in the current tree.
+    /// each column's NaN rows, the rows' sums per group and, last, the rows' leaf values in the current tree.
     columns: Vec<f32>,
     stack: Vec<(u32, Mask)>,
+    nans: Vec<Mask>,
     sums_f64: Vec<[f64; MASKED_ROWS]>,
     sums_f32: Vec<[f32; MASKED_ROWS]>,
 }

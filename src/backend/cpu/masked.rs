@@ -139,14 +139,16 @@ impl Lane for f32 {
 }
 
 /// Adds, for each row of `live` in the feature-major `block` (`ROWS` values per column, the
-/// padding column included), the value of its leaf in tree `t` to `sums`. `stack` (at least
-/// `leaves.stack` entries) and `values` are scratch.
+/// padding column included), the value of its leaf in tree `t` to `sums`. `nans` holds each
+/// column's NaN rows ([`nan_rows`]); `stack` (at least `leaves.stack` entries) and `values`
+/// are scratch.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn add_tree<L: Lane>(
     kernel: Kernel,
     forest: &FastForest,
     leaves: &Leaves,
     block: &[f32],
+    nans: &[Mask],
     t: usize,
     live: Mask,
     stack: &mut [(u32, Mask)],
@@ -155,13 +157,14 @@ pub(crate) fn add_tree<L: Lane>(
 ) {
     assert!(block.len() > forest.n_features * ROWS, "the block holds every column");
     assert!(stack.len() >= leaves.stack, "the stack holds the deepest path");
+    assert!(nans.len() > forest.n_features, "a NaN mask per column");
     let root = forest.roots[t];
     match kernel {
         // SAFETY: a kernel is checked available (`Kernel::check`) before it is used; the
         // tables were built from this forest.
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512 if leaves.fits => unsafe {
-            avx512::tree(forest, leaves, block, t, live, stack, sums)
+            avx512::tree(forest, leaves, block, nans, t, live, stack, sums)
         },
         _ => {
             walk(
@@ -194,6 +197,21 @@ pub(crate) fn add_tree<L: Lane>(
                 *sum = *sum + value;
             }
         }
+    }
+}
+
+/// Each column's NaN rows in the feature-major `block` (`ROWS` values per column).
+pub(crate) fn nan_rows(block: &[f32], nans: &mut [Mask]) {
+    for (column, nan) in block.chunks_exact(ROWS).zip(nans.iter_mut()) {
+        let mut m: Mask = 0;
+        for (h, half) in column.chunks_exact(64).enumerate() {
+            let mut bits = 0u64;
+            for (i, x) in half.iter().enumerate() {
+                bits |= u64::from(x.is_nan()) << i;
+            }
+            m |= Mask::from(bits) << (64 * h);
+        }
+        *nan = m;
     }
 }
 
@@ -266,6 +284,7 @@ mod avx512 {
         forest: &FastForest,
         leaves: &Leaves,
         block: &[f32],
+        nans: &[Mask],
         t: usize,
         live: Mask,
         stack: &mut [(u32, Mask)],
@@ -280,7 +299,7 @@ mod avx512 {
             live,
             stack,
             // SAFETY: AVX-512F is available (this function's contract).
-            |node, column, _| unsafe { right(forest, node, column) },
+            |node, column, _| unsafe { right(forest, node, column, nans[node.feature()]) },
             |mask, leaf| {
                 let ordinal = _mm512_set1_epi8(leaves.ordinal[leaf as usize] as i8);
                 low = _mm512_mask_mov_epi8(low, mask as u64, ordinal);
@@ -397,10 +416,10 @@ mod avx512 {
 
     /// Of all the block's rows, those `node` sends right (the caller keeps its mask's): 16-row
     /// compares, no branch on the mask. Not itself a `target_feature` function, so that it can
-    /// be forced inline into [`tree`] (whose features its intrinsics then use). Safety:
-    /// AVX-512F is available.
+    /// be forced inline into [`tree`] (whose features its intrinsics then use). `nans` is the
+    /// column's NaN rows. Safety: AVX-512F and AVX-512BW are available.
     #[inline(always)]
-    unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS]) -> Mask {
+    unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS], nans: Mask) -> Mask {
         if node.meta & CATEGORICAL != 0 {
             let at = node.threshold.to_bits() as usize;
             if forest.cat[at] & !IN_SET_LEFT <= 16 {
@@ -409,31 +428,41 @@ mod avx512 {
             }
         }
         let nan_goes_right = node.meta & NAN_RIGHT != 0;
-        // SAFETY: AVX-512F is available (this function's contract); loads stay in `column`.
+        // SAFETY: AVX-512F and AVX-512BW are available (this function's contract); loads
+        // stay in `column`.
         unsafe {
             let threshold = _mm512_set1_ps(node.threshold);
             let load = |g: usize| _mm512_loadu_ps(column.as_ptr().add(16 * g));
-            let mut parts = [0u16; ROWS / 16];
             if node.meta & (CATEGORICAL | ZERO) == 0 {
-                // One compare: `!(x <= t)` is `x > t` or NaN, `x > t` alone sends NaN left.
-                for (g, part) in parts.iter_mut().enumerate() {
-                    *part = if nan_goes_right {
-                        _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(load(g), threshold)
-                    } else {
-                        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(load(g), threshold)
-                    };
+                // One compare per 16 rows (`x > t` sends NaN left), and the column's NaN rows
+                // added when NaN goes right: no branch on the node's default direction, which
+                // XGBoost learns node by node.
+                let mut k = [0u32; ROWS / 16];
+                for (g, k) in k.iter_mut().enumerate() {
+                    let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
+                    *k = u32::from(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold));
                 }
-            } else {
-                let meta = _mm512_set1_epi32(node.meta as i32);
-                for (g, part) in parts.iter_mut().enumerate() {
-                    let x = load(g);
-                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-                    let nan_right = if nan_goes_right { nan } else { 0 };
-                    let r = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold) | nan_right;
-                    *part = crate::backend::cpu::x86_64::full_decision(
-                        forest, r, nan, nan_right, threshold, meta, x,
-                    );
-                }
+                let low = _mm512_kunpackd(
+                    u64::from(_mm512_kunpackw(k[3], k[2])),
+                    u64::from(_mm512_kunpackw(k[1], k[0])),
+                );
+                let high = _mm512_kunpackd(
+                    u64::from(_mm512_kunpackw(k[7], k[6])),
+                    u64::from(_mm512_kunpackw(k[5], k[4])),
+                );
+                let right = Mask::from(low) | Mask::from(high) << 64;
+                return right | (nans & Mask::from(nan_goes_right).wrapping_neg());
+            }
+            let meta = _mm512_set1_epi32(node.meta as i32);
+            let mut parts = [0u16; ROWS / 16];
+            for (g, part) in parts.iter_mut().enumerate() {
+                let x = load(g);
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                let nan_right = if nan_goes_right { nan } else { 0 };
+                let r = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold) | nan_right;
+                *part = crate::backend::cpu::x86_64::full_decision(
+                    forest, r, nan, nan_right, threshold, meta, x,
+                );
             }
             parts.iter().rev().fold(0, |m, &p| (m << 16) | Mask::from(p))
         }
