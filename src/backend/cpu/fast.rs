@@ -14,9 +14,10 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::backend::cpu::bitvector::{Bitvector, ROWS};
+use crate::backend::cpu::io::{emit, feature_major};
 use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
 use crate::backend::cpu::layout::FastForest;
-use crate::backend::cpu::masked::{self, Mask, ROWS as MASKED_ROWS};
+use crate::backend::cpu::masked::{self, Mask};
 pub use crate::backend::cpu::tune::TUNE_MIN_ROWS;
 use crate::backend::cpu::tune::{self, Plan, Tuning};
 use crate::backend::{Backend, Output};
@@ -161,15 +162,17 @@ impl Cpu {
         })
     }
 
-    /// Forces `algorithm` (no tuning); `Bitvector` errors for a forest with a tree of more
-    /// than 64 leaves.
+    /// Forces `algorithm` for every batch (no tuning), on the kernel tuning would have run it
+    /// on, or the one forced. `Bitvector` errors for a forest with a tree of more than 64
+    /// leaves.
     pub fn with_algorithm(mut self, algorithm: Algorithm) -> Result<Cpu> {
         if algorithm == Algorithm::Bitvector && self.bitvector.is_none() {
             self.bitvector = Some(Bitvector::new(&self.forest, &self.fast).ok_or_else(|| {
                 Error::Config("the bitvector algorithm needs trees of at most 64 leaves".into())
             })?);
         }
-        self.plan.0 = algorithm;
+        let candidate = self.tuning.as_ref().and_then(|t| t.first(|p| p.0 == algorithm));
+        self.plan = candidate.unwrap_or(Plan(algorithm, self.plan.1));
         self.small = self.plan;
         self.tuning = None;
         Ok(self)
@@ -222,7 +225,7 @@ impl Cpu {
 
     /// Times each candidate plan on the first rows of `batch` and keeps the fastest.
     fn tune(&self, tuning: &Tuning, batch: &Batch) {
-        let rows = tune::rows(self.fast.n_trees, MASKED_ROWS).min(batch.n_rows());
+        let rows = tune::rows(self.fast.n_trees, masked::ROWS).min(batch.n_rows());
         let mut out = vec![0.0f32; rows * self.output_width(Output::Raw)];
         tuning.pick(rows, |plan| self.score_rows(plan, batch, 0, Output::Raw, &mut out));
     }
@@ -365,7 +368,7 @@ impl Cpu {
 }
 
 impl Cpu {
-    /// The masked algorithm over rows `first..`, 128 rows at a time, feature-major.
+    /// The masked algorithm over rows `first..`, `masked::ROWS` rows at a time, feature-major.
     fn score_masked<S: Sum + masked::Lane>(
         &self,
         kernel: Kernel,
@@ -377,33 +380,36 @@ impl Cpu {
         let (fast, leaves) = (&self.fast, &self.leaves);
         let (groups, width, nf) =
             (self.forest.n_groups, self.output_width(output), fast.n_features);
+        let rows = masked::ROWS;
+        let mut stack = vec![(0, Mask::EMPTY); leaves.stack];
+        let mut nans = vec![Mask::EMPTY; nf + 1];
         SCRATCH.with_borrow_mut(|s| {
             s.prepare(fast.stride(), groups, width);
             // The padding column (index `nf`) stays NaN.
-            s.columns.resize((nf + 1) * MASKED_ROWS, f32::NAN);
-            s.columns[nf * MASKED_ROWS..].fill(f32::NAN);
+            s.columns.resize((nf + 1) * rows, f32::NAN);
+            s.columns[nf * rows..].fill(f32::NAN);
             let mut sums = std::mem::take(S::lanes(s));
-            sums.resize(groups + 1, [S::default(); MASKED_ROWS]);
-            let (values, sums_of) = sums.split_last_mut().expect("groups + 1 arrays");
-            s.stack.resize(leaves.stack, (0, 0));
-            s.nans.resize(nf + 1, 0);
-            let Scratch { acc, raw, transformed, columns: block, stack, nans, .. } = s;
-            for (b, out) in out.chunks_mut(MASKED_ROWS * width).enumerate() {
-                let r0 = first + b * MASKED_ROWS;
+            sums.resize((groups + 1) * rows, S::default());
+            let (values, sums_of) = sums.split_at_mut(rows);
+            let Scratch { acc, raw, transformed, columns: block, .. } = s;
+            let block = &mut block[..(nf + 1) * rows];
+            for (b, out) in out.chunks_mut(rows * width).enumerate() {
+                let r0 = first + b * rows;
                 let n = out.len() / width;
-                feature_major(batch, r0, n, MASKED_ROWS, &mut block[..nf * MASKED_ROWS]);
-                masked::nan_rows(block, nans);
-                for (g, sums) in sums_of.iter_mut().enumerate() {
+                feature_major(batch, r0, n, rows, &mut block[..nf * rows]);
+                masked::nan_rows(kernel, block, &mut nans);
+                for (g, sums) in sums_of.chunks_exact_mut(rows).enumerate() {
                     sums.fill(S::from_f64(fast.base_margin[g]));
                 }
-                let live = if n == MASKED_ROWS { Mask::MAX } else { (1 << n) - 1 };
+                let live = Mask::first(n);
                 for t in 0..fast.n_trees {
-                    let sums = &mut sums_of[fast.groups[t] as usize];
+                    let g = fast.groups[t] as usize;
+                    let sums = &mut sums_of[g * rows..(g + 1) * rows];
                     masked::add_tree(
-                        kernel, fast, leaves, block, nans, t, live, stack, values, sums,
+                        kernel, fast, leaves, block, &nans, t, live, &mut stack, values, sums,
                     );
                 }
-                for (g, sums) in sums_of.iter().enumerate() {
+                for (g, sums) in sums_of.chunks_exact(rows).enumerate() {
                     for (i, sum) in sums[..n].iter().enumerate() {
                         acc[i * groups + g] = sum.to_f64();
                     }
@@ -415,70 +421,13 @@ impl Cpu {
     }
 }
 
-/// Copies rows `r0..r0 + n` of `batch` into `block`, one column of `rows` values per
-/// feature, NaN past `n`.
-fn feature_major(batch: &Batch, r0: usize, n: usize, rows: usize, block: &mut [f32]) {
-    for (f, column) in block.chunks_exact_mut(rows).enumerate() {
-        column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
-        column[n..].fill(f32::NAN);
-    }
-}
-
-/// Writes each row's raw sums (`acc`, `groups` per row) or their transform into `out`.
-fn emit(
-    forest: &Forest,
-    output: Output,
-    groups: usize,
-    acc: &[f64],
-    raw: &mut [f64],
-    transformed: &mut [f64],
-    out: &mut [f32],
-) {
-    let width = forest.output_width(output == Output::Raw);
-    if output == Output::Transformed
-        && groups == 1
-        && width == 1
-        && !forest.average_trees
-        && forest.transform.is_elementwise()
-    {
-        // One value per row, transformed on its own: whole runs of rows at once, no per-row
-        // copies.
-        let mut buf = [0.0f64; 64];
-        for (o, a) in out.chunks_mut(buf.len()).zip(acc.chunks(buf.len())) {
-            let b = &mut buf[..o.len()];
-            forest.transform.apply(&a[..o.len()], b);
-            for (o, &v) in o.iter_mut().zip(b.iter()) {
-                *o = v as f32;
-            }
-        }
-        return;
-    }
-    for (i, o) in out.chunks_exact_mut(width).enumerate() {
-        let sums = &acc[i * groups..(i + 1) * groups];
-        match output {
-            Output::Raw => {
-                for (o, &v) in o.iter_mut().zip(sums) {
-                    *o = v as f32;
-                }
-            }
-            Output::Transformed => {
-                raw.copy_from_slice(sums);
-                forest.transform_row(raw, transformed);
-                for (o, &v) in o.iter_mut().zip(transformed.iter()) {
-                    *o = v as f32;
-                }
-            }
-        }
-    }
-}
-
 /// How one accumulation step is formed: f64 for LightGBM, f32 for XGBoost (the accumulator is
 /// kept in f64 between steps; an f32 accumulator only ever holds f32 values, so that is exact).
 trait Sum: Copy {
     /// The accumulator holding `v` (a base margin, or a sum kept in f64 between steps).
     fn from_f64(v: f64) -> Self;
     /// The masked algorithm's per-group sums of a block's rows, kept in the scratch.
-    fn lanes(s: &mut Scratch) -> &mut Vec<[Self; MASKED_ROWS]>;
+    fn lanes(s: &mut Scratch) -> &mut Vec<Self>;
     fn add(self, leaf: f64) -> Self;
     fn to_f64(self) -> f64;
 }
@@ -488,7 +437,7 @@ impl Sum for f64 {
     fn from_f64(v: f64) -> f64 {
         v
     }
-    fn lanes(s: &mut Scratch) -> &mut Vec<[f64; MASKED_ROWS]> {
+    fn lanes(s: &mut Scratch) -> &mut Vec<f64> {
         &mut s.sums_f64
     }
     #[inline(always)]
@@ -506,7 +455,7 @@ impl Sum for f32 {
     fn from_f64(v: f64) -> f32 {
         v as f32
     }
-    fn lanes(s: &mut Scratch) -> &mut Vec<[f32; MASKED_ROWS]> {
+    fn lanes(s: &mut Scratch) -> &mut Vec<f32> {
         &mut s.sums_f32
     }
     #[inline(always)]
@@ -533,13 +482,11 @@ struct Scratch {
     /// Bitvector algorithm: 16 rows feature-major, and the per-(tree, row) leaf masks.
     block: Vec<f32>,
     state: Vec<u64>,
-    /// Masked algorithm: 128 rows feature-major (the padding column last), the node stack,
-    /// each column's NaN rows, the rows' sums per group and, last, the rows' leaf values in the current tree.
+    /// Masked algorithm: a block's rows feature-major (the padding column last), then the rows'
+    /// leaf values in the current tree followed by their sums per group, a block's rows each.
     columns: Vec<f32>,
-    stack: Vec<(u32, Mask)>,
-    nans: Vec<Mask>,
-    sums_f64: Vec<[f64; MASKED_ROWS]>,
-    sums_f32: Vec<[f32; MASKED_ROWS]>,
+    sums_f64: Vec<f64>,
+    sums_f32: Vec<f32>,
 }
 
 impl Scratch {

@@ -20,11 +20,16 @@ use crate::backend::cpu::layout::{
     CATEGORICAL, FastForest, LEFT_LEAF, NAN_RIGHT, Node, RIGHT_LEAF, ZERO, goes_right,
 };
 
-/// Rows per block: one bit each in a [`Mask`].
-pub(crate) const ROWS: usize = 128;
+/// A block's 128-row halves.
+const HALVES: usize = 2;
 
-/// A set of a block's rows, one bit per row.
-pub(crate) type Mask = u128;
+/// Rows per block: 256, a bit each in a [`Mask`]. Taller blocks share each node's fixed
+/// cost (its load, its branches) among more rows; 256 rather than 128 made deep trees 15-40%
+/// faster (rows spread over many nodes) and shallow ones no slower.
+pub(crate) const ROWS: usize = 128 * HALVES;
+
+/// A set of a block's rows.
+pub(crate) type Mask = crate::backend::cpu::mask::Mask<HALVES>;
 
 /// Most leaves a tree may have for the AVX-512 form (a leaf's ordinal is one byte); forests
 /// with larger trees take the portable form.
@@ -88,16 +93,12 @@ pub(crate) trait Lane: Copy + Default + std::ops::Add<Output = Self> {
     fn from_leaf(leaf: f64) -> Self;
     /// Tree `t`'s leaf values in ordinal order, padded, and its number of leaves.
     fn table(leaves: &Leaves, t: usize) -> (&[Self], usize);
-    /// `sums[i] += table[ordinals[i]]` for every row `i`. Safety: AVX-512F is available, and
-    /// every ordinal is below `count`, which `table` covers (padded to a multiple of 16, and
-    /// to at least 32).
+    /// `sums[i] += table[ordinals[i]]` for every row `i` (both slices hold a whole number of
+    /// 128-row halves). Inlined into the caller, whose target features its intrinsics use.
+    /// Safety: AVX-512F is available, and every ordinal is below `count`, which `table`
+    /// covers (padded to a multiple of 16, and to at least 32).
     #[cfg(target_arch = "x86_64")]
-    unsafe fn add_avx512(
-        sums: &mut [Self; ROWS],
-        ordinals: &[u8; ROWS],
-        table: &[Self],
-        count: usize,
-    );
+    unsafe fn add_avx512(sums: &mut [Self], ordinals: &[u8], table: &[Self], count: usize);
 }
 
 impl Lane for f64 {
@@ -111,9 +112,8 @@ impl Lane for f64 {
         (&leaves.f64s[start as usize..], n as usize)
     }
     #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn add_avx512(sums: &mut [f64; ROWS], ordinals: &[u8; ROWS], table: &[f64], n: usize) {
+    #[inline(always)]
+    unsafe fn add_avx512(sums: &mut [f64], ordinals: &[u8], table: &[f64], n: usize) {
         // SAFETY: forwarded.
         unsafe { avx512::add_f64(sums, ordinals, table, n) }
     }
@@ -130,9 +130,8 @@ impl Lane for f32 {
         (&leaves.f32s[start as usize..], n as usize)
     }
     #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn add_avx512(sums: &mut [f32; ROWS], ordinals: &[u8; ROWS], table: &[f32], n: usize) {
+    #[inline(always)]
+    unsafe fn add_avx512(sums: &mut [f32], ordinals: &[u8], table: &[f32], n: usize) {
         // SAFETY: forwarded.
         unsafe { avx512::add_f32(sums, ordinals, table, n) }
     }
@@ -152,10 +151,12 @@ pub(crate) fn add_tree<L: Lane>(
     t: usize,
     live: Mask,
     stack: &mut [(u32, Mask)],
-    values: &mut [L; ROWS],
-    sums: &mut [L; ROWS],
+    values: &mut [L],
+    sums: &mut [L],
 ) {
-    assert!(block.len() > forest.n_features * ROWS, "the block holds every column");
+    let rows = ROWS;
+    assert!(block.len() > forest.n_features * rows, "the block holds every column");
+    assert!(values.len() == rows && sums.len() == rows, "a value and a sum per row");
     assert!(stack.len() >= leaves.stack, "the stack holds the deepest path");
     assert!(nans.len() > forest.n_features, "a NaN mask per column");
     let root = forest.roots[t];
@@ -174,22 +175,14 @@ pub(crate) fn add_tree<L: Lane>(
                 live,
                 stack,
                 |node, column, mask| {
-                    let mut right = 0;
-                    let mut m = mask;
-                    while m != 0 {
-                        let i = m.trailing_zeros() as usize;
-                        right |=
-                            Mask::from(goes_right(node, column[i], &forest.cat, forest.rule)) << i;
-                        m &= m - 1;
-                    }
-                    right
+                    mask.rows().fold(Mask::EMPTY, |right, i| {
+                        right.with(i, goes_right(node, column[i], &forest.cat, forest.rule))
+                    })
                 },
                 |mask, leaf| {
                     let value = L::from_leaf(forest.values[leaf as usize]);
-                    let mut m = mask;
-                    while m != 0 {
-                        values[m.trailing_zeros() as usize] = value;
-                        m &= m - 1;
+                    for i in mask.rows() {
+                        values[i] = value;
                     }
                 },
             );
@@ -201,17 +194,14 @@ pub(crate) fn add_tree<L: Lane>(
 }
 
 /// Each column's NaN rows in the feature-major `block` (`ROWS` values per column).
-pub(crate) fn nan_rows(block: &[f32], nans: &mut [Mask]) {
+pub(crate) fn nan_rows(kernel: Kernel, block: &[f32], nans: &mut [Mask]) {
     for (column, nan) in block.chunks_exact(ROWS).zip(nans.iter_mut()) {
-        let mut m: Mask = 0;
-        for (h, half) in column.chunks_exact(64).enumerate() {
-            let mut bits = 0u64;
-            for (i, x) in half.iter().enumerate() {
-                bits |= u64::from(x.is_nan()) << i;
-            }
-            m |= Mask::from(bits) << (64 * h);
-        }
-        *nan = m;
+        *nan = match kernel {
+            // SAFETY: the kernel was checked available; `column` holds ROWS values.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { avx512::nan_rows(column) },
+            _ => column.iter().enumerate().fold(Mask::EMPTY, |m, (i, x)| m.with(i, x.is_nan())),
+        };
     }
 }
 
@@ -226,9 +216,10 @@ fn walk(
     root: u32,
     live: Mask,
     stack: &mut [(u32, Mask)],
-    right: impl Fn(Node, &[f32; ROWS], Mask) -> Mask,
+    right: impl Fn(Node, &[f32], Mask) -> Mask,
     mut leaf: impl FnMut(Mask, u32),
 ) {
+    let rows = ROWS;
     if forest.nodes[root as usize].offset() == 0 {
         // A single-leaf tree.
         leaf(live, root);
@@ -237,8 +228,8 @@ fn walk(
     let (mut i, mut mask, mut top) = (root, live, 0);
     loop {
         let node = forest.nodes[i as usize];
-        let f = node.feature() * ROWS;
-        let column: &[f32; ROWS] = block[f..f + ROWS].try_into().expect("a whole column");
+        let f = node.feature() * rows;
+        let column = &block[f..f + rows];
         let goes = right(node, column, mask) & mask;
         let (l, r) = (mask & !goes, goes);
         let child = i + node.offset();
@@ -249,7 +240,7 @@ fn walk(
         if right_leaf {
             leaf(r, child + 1);
         }
-        let (go_left, go_right) = (!left_leaf && l != 0, !right_leaf && r != 0);
+        let (go_left, go_right) = (!left_leaf && !l.is_empty(), !right_leaf && !r.is_empty());
         if go_left {
             if go_right {
                 stack[top] = (child + 1, r);
@@ -271,7 +262,7 @@ fn walk(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{CATEGORICAL, FastForest, Lane, Leaves, Mask, NAN_RIGHT, Node, ROWS, ZERO};
+    use super::{CATEGORICAL, FastForest, HALVES, Lane, Leaves, Mask, NAN_RIGHT, Node, ROWS, ZERO};
     use crate::backend::cpu::layout::IN_SET_LEFT;
     use crate::backend::cpu::x86_64::category_range;
 
@@ -288,10 +279,10 @@ mod avx512 {
         t: usize,
         live: Mask,
         stack: &mut [(u32, Mask)],
-        sums: &mut [L; ROWS],
+        sums: &mut [L],
     ) {
         // Rows outside `live` keep ordinal 0, which every table holds.
-        let (mut low, mut high) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let mut bytes = [[_mm512_setzero_si512(); 2]; HALVES];
         super::walk(
             forest,
             block,
@@ -302,30 +293,40 @@ mod avx512 {
             |node, column, _| unsafe { right(forest, node, column, nans[node.feature()]) },
             |mask, leaf| {
                 let ordinal = _mm512_set1_epi8(leaves.ordinal[leaf as usize] as i8);
-                low = _mm512_mask_mov_epi8(low, mask as u64, ordinal);
-                high = _mm512_mask_mov_epi8(high, (mask >> 64) as u64, ordinal);
+                for (w, bytes) in bytes.as_flattened_mut().iter_mut().enumerate() {
+                    *bytes = _mm512_mask_mov_epi8(*bytes, mask.word(w), ordinal);
+                }
             },
         );
-        let mut ordinals = [0u8; ROWS];
+        let mut ordinals = [[[0u8; 64]; 2]; HALVES];
         let (table, count) = L::table(leaves, t);
-        // SAFETY: `ordinals` holds 128 bytes; each ordinal is below its tree's leaf count,
-        // which its table covers (padded as `Lane::add_avx512` requires).
+        // SAFETY: each store writes one 64-byte word of `ordinals`; each ordinal is below its
+        // tree's leaf count, which its table covers (padded as `Lane::add_avx512` requires).
         unsafe {
-            _mm512_storeu_si512(ordinals.as_mut_ptr() as *mut _, low);
-            _mm512_storeu_si512(ordinals.as_mut_ptr().add(64) as *mut _, high);
-            L::add_avx512(sums, &ordinals, table, count);
+            for (word, &bytes) in ordinals.as_flattened_mut().iter_mut().zip(bytes.as_flattened()) {
+                _mm512_storeu_si512(word.as_mut_ptr() as *mut _, bytes);
+            }
+            L::add_avx512(sums, ordinals.as_flattened().as_flattened(), table, count);
         }
     }
 
+    /// The NaN rows of a column of `ROWS` values. Safety: AVX-512F and AVX-512BW are
+    /// available.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn nan_rows(column: &[f32]) -> Mask {
+        assert_eq!(column.len(), ROWS);
+        let mut parts = [[0u16; 8]; HALVES];
+        for (g, part) in parts.as_flattened_mut().iter_mut().enumerate() {
+            // SAFETY: 16 values at 16 * g, inside the column.
+            let x = unsafe { _mm512_loadu_ps(column.as_ptr().add(16 * g)) };
+            *part = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+        }
+        join(&parts)
+    }
+
     /// `sums[i] += table[ordinals[i]]`, 8 rows at a time. Safety: as `Lane::add_avx512`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub(super) unsafe fn add_f64(
-        sums: &mut [f64; ROWS],
-        ordinals: &[u8; ROWS],
-        table: &[f64],
-        count: usize,
-    ) {
+    #[inline(always)]
+    pub(super) unsafe fn add_f64(sums: &mut [f64], ordinals: &[u8], table: &[f64], count: usize) {
         debug_assert!(table.len() >= count.next_multiple_of(16).max(32));
         let t = table.as_ptr();
         // SAFETY: the table holds at least 32 values (padded), every ordinal is below
@@ -355,14 +356,8 @@ mod avx512 {
     }
 
     /// `sums[i] += table[ordinals[i]]`, 16 rows at a time. Safety: as `Lane::add_avx512`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub(super) unsafe fn add_f32(
-        sums: &mut [f32; ROWS],
-        ordinals: &[u8; ROWS],
-        table: &[f32],
-        count: usize,
-    ) {
+    #[inline(always)]
+    pub(super) unsafe fn add_f32(sums: &mut [f32], ordinals: &[u8], table: &[f32], count: usize) {
         debug_assert!(table.len() >= count.next_multiple_of(16).max(32));
         let t = table.as_ptr();
         // SAFETY: as in `add_f64`.
@@ -378,38 +373,36 @@ mod avx512 {
 
     /// `sums[i] += lookup(ordinals[i])`, 8 rows at a time. Safety: AVX-512F is available.
     #[inline(always)]
-    unsafe fn each_f64(
-        sums: &mut [f64; ROWS],
-        ordinals: &[u8; ROWS],
-        lookup: impl Fn(__m512i) -> __m512d,
-    ) {
-        for g in 0..ROWS / 8 {
-            // SAFETY: both arrays hold ROWS entries; this reads and writes 8 at 8 * g.
-            unsafe {
-                let i = _mm512_cvtepu8_epi64(_mm_loadl_epi64(
-                    ordinals.as_ptr().add(8 * g) as *const __m128i
-                ));
-                let s = sums.as_mut_ptr().add(8 * g);
-                _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), lookup(i)));
+    unsafe fn each_f64(sums: &mut [f64], ordinals: &[u8], lookup: impl Fn(__m512i) -> __m512d) {
+        assert!(ordinals.len() == sums.len() && sums.len().is_multiple_of(128));
+        for (sums, ordinals) in sums.chunks_exact_mut(128).zip(ordinals.chunks_exact(128)) {
+            for g in 0..128 / 8 {
+                // SAFETY: both chunks hold 128 entries; this reads and writes 8 at 8 * g.
+                unsafe {
+                    let i = _mm512_cvtepu8_epi64(_mm_loadl_epi64(
+                        ordinals.as_ptr().add(8 * g) as *const __m128i
+                    ));
+                    let s = sums.as_mut_ptr().add(8 * g);
+                    _mm512_storeu_pd(s, _mm512_add_pd(_mm512_loadu_pd(s), lookup(i)));
+                }
             }
         }
     }
 
     /// `sums[i] += lookup(ordinals[i])`, 16 rows at a time. Safety: AVX-512F is available.
     #[inline(always)]
-    unsafe fn each_f32(
-        sums: &mut [f32; ROWS],
-        ordinals: &[u8; ROWS],
-        lookup: impl Fn(__m512i) -> __m512,
-    ) {
-        for g in 0..ROWS / 16 {
-            // SAFETY: both arrays hold ROWS entries; this reads and writes 16 at 16 * g.
-            unsafe {
-                let i = _mm512_cvtepu8_epi32(_mm_loadu_si128(
-                    ordinals.as_ptr().add(16 * g) as *const __m128i
-                ));
-                let s = sums.as_mut_ptr().add(16 * g);
-                _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), lookup(i)));
+    unsafe fn each_f32(sums: &mut [f32], ordinals: &[u8], lookup: impl Fn(__m512i) -> __m512) {
+        assert!(ordinals.len() == sums.len() && sums.len().is_multiple_of(128));
+        for (sums, ordinals) in sums.chunks_exact_mut(128).zip(ordinals.chunks_exact(128)) {
+            for g in 0..128 / 16 {
+                // SAFETY: both chunks hold 128 entries; this reads and writes 16 at 16 * g.
+                unsafe {
+                    let i = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        ordinals.as_ptr().add(16 * g) as *const __m128i
+                    ));
+                    let s = sums.as_mut_ptr().add(16 * g);
+                    _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), lookup(i)));
+                }
             }
         }
     }
@@ -419,7 +412,8 @@ mod avx512 {
     /// be forced inline into [`tree`] (whose features its intrinsics then use). `nans` is the
     /// column's NaN rows. Safety: AVX-512F and AVX-512BW are available.
     #[inline(always)]
-    unsafe fn right(forest: &FastForest, node: Node, column: &[f32; ROWS], nans: Mask) -> Mask {
+    unsafe fn right(forest: &FastForest, node: Node, column: &[f32], nans: Mask) -> Mask {
+        debug_assert_eq!(column.len(), ROWS);
         if node.meta & CATEGORICAL != 0 {
             let at = node.threshold.to_bits() as usize;
             if forest.cat[at] & !IN_SET_LEFT <= 16 {
@@ -437,25 +431,26 @@ mod avx512 {
                 // One compare per 16 rows (`x > t` sends NaN left), and the column's NaN rows
                 // added when NaN goes right: no branch on the node's default direction, which
                 // XGBoost learns node by node.
-                let mut k = [0u32; ROWS / 16];
-                for (g, k) in k.iter_mut().enumerate() {
+                let mut k = [[0u32; 8]; HALVES];
+                for (g, k) in k.as_flattened_mut().iter_mut().enumerate() {
                     let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
                     *k = u32::from(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, threshold));
                 }
-                let low = _mm512_kunpackd(
-                    u64::from(_mm512_kunpackw(k[3], k[2])),
-                    u64::from(_mm512_kunpackw(k[1], k[0])),
-                );
-                let high = _mm512_kunpackd(
-                    u64::from(_mm512_kunpackw(k[7], k[6])),
-                    u64::from(_mm512_kunpackw(k[5], k[4])),
-                );
-                let right = Mask::from(low) | Mask::from(high) << 64;
-                return right | (nans & Mask::from(nan_goes_right).wrapping_neg());
+                let mut right = Mask::EMPTY;
+                for (part, k) in right.0.iter_mut().zip(&k) {
+                    let word = |k: &[u32]| {
+                        _mm512_kunpackd(
+                            u64::from(_mm512_kunpackw(k[3], k[2])),
+                            u64::from(_mm512_kunpackw(k[1], k[0])),
+                        )
+                    };
+                    *part = u128::from(word(&k[..4])) | u128::from(word(&k[4..])) << 64;
+                }
+                return right | (nans & Mask::all_if(nan_goes_right));
             }
             let meta = _mm512_set1_epi32(node.meta as i32);
-            let mut parts = [0u16; ROWS / 16];
-            for (g, part) in parts.iter_mut().enumerate() {
+            let mut parts = [[0u16; 8]; HALVES];
+            for (g, part) in parts.as_flattened_mut().iter_mut().enumerate() {
                 let x = load(g);
                 let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
                 let nan_right = if nan_goes_right { nan } else { 0 };
@@ -464,7 +459,7 @@ mod avx512 {
                     forest, r, nan, nan_right, threshold, meta, x,
                 );
             }
-            parts.iter().rev().fold(0, |m, &p| (m << 16) | Mask::from(p))
+            join(&parts)
         }
     }
 
@@ -474,12 +469,7 @@ mod avx512 {
     /// library's category range, or past the set, is not in the set; in-set rows go left
     /// when the set's header says so. Safety: AVX-512F is available, `at` is the node's set.
     #[inline(always)]
-    unsafe fn categorical(
-        forest: &FastForest,
-        node: Node,
-        at: usize,
-        column: &[f32; ROWS],
-    ) -> Mask {
+    unsafe fn categorical(forest: &FastForest, node: Node, at: usize, column: &[f32]) -> Mask {
         let header = forest.cat[at];
         let words = header & !IN_SET_LEFT;
         let flip: u16 = if header & IN_SET_LEFT != 0 { u16::MAX } else { 0 };
@@ -495,8 +485,8 @@ mod avx512 {
             let (lo, hi) = (_mm512_set1_ps(cat_lo), _mm512_set1_ps(cat_hi));
             let words = _mm512_set1_epi32(words as i32);
             let (one, low5) = (_mm512_set1_epi32(1), _mm512_set1_epi32(31));
-            let mut right: Mask = 0;
-            for g in 0..ROWS / 16 {
+            let mut parts = [[0u16; 8]; HALVES];
+            for (g, part) in parts.as_flattened_mut().iter_mut().enumerate() {
                 let x = _mm512_loadu_ps(column.as_ptr().add(16 * g));
                 let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
                 let above = if lo_inclusive {
@@ -513,10 +503,19 @@ mod avx512 {
                 let bit = _mm512_srlv_epi32(bits, _mm512_and_si512(c, low5));
                 let in_set = valid & _mm512_test_epi32_mask(bit, one);
                 let nan_right = if nan_goes_right { nan } else { 0 };
-                let r = ((in_set ^ flip) & !nan) | nan_right;
-                right |= Mask::from(r) << (16 * g);
+                *part = ((in_set ^ flip) & !nan) | nan_right;
             }
-            right
+            join(&parts)
         }
+    }
+
+    /// The mask whose rows `128 * h + 16 * j..` are `parts[h][j]`.
+    #[inline(always)]
+    fn join(parts: &[[u16; 8]; HALVES]) -> Mask {
+        let mut mask = Mask::EMPTY;
+        for (part, p) in mask.0.iter_mut().zip(parts) {
+            *part = (0..8).fold(0, |m, j| m | u128::from(p[j]) << (16 * j));
+        }
+        mask
     }
 }

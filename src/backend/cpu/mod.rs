@@ -5,8 +5,10 @@
 mod bitvector;
 mod dense;
 mod fast;
+mod io;
 mod kernel;
 mod layout;
+mod mask;
 mod masked;
 mod reference;
 mod tune;

@@ -48,6 +48,12 @@ impl Tuning {
     /// Every candidate runs on `kernel`.
     pub fn force_kernel(&mut self, kernel: Kernel) {
         self.candidates.iter_mut().for_each(|c| c.1 = kernel);
+        self.candidates.dedup();
+    }
+
+    /// The first candidate `which` accepts.
+    pub fn first(&self, which: impl Fn(&Plan) -> bool) -> Option<Plan> {
+        self.candidates.iter().copied().find(which)
     }
 
     /// Times `score` (the same `rows` rows each call) for each candidate, best of three rounds

@@ -99,8 +99,8 @@ pub struct BenchArgs {
     /// avx512, avx2 or scalar (default: the fastest this CPU runs, or STREAMSCORE_KERNEL).
     #[arg(long)]
     kernel: Option<String>,
-    /// Force the fast CPU scorer's algorithm: traverse or bitvector (default: bitvector for
-    /// trees of at most 64 leaves with few categorical splits, else traverse).
+    /// Force the fast CPU scorer's algorithm: traverse, bitvector or masked (default: timed
+    /// on the first batch of 512 rows or more, and the fastest kept).
     #[arg(long)]
     algorithm: Option<String>,
     /// Threads the fast CPU tree scorer splits one large batch across (direct mode); for
