@@ -1,16 +1,19 @@
-//! The masked algorithm: a tree is evaluated node by node for a block of 128 rows at once, the
-//! rows standing at each node kept as a 128-bit mask. A node compares its feature's column
-//! (contiguous: the block is feature-major) with its threshold for the rows at it, splits the
-//! mask in two, and hands each half to its child; a node no row reaches is never touched.
+//! The masked algorithm: a tree is evaluated node by node for a block of 256 rows at once, the
+//! rows standing at each node kept as a bit mask ([`Mask`]). A node compares its feature's
+//! column (contiguous: the block is feature-major) with its threshold for the rows at it,
+//! splits the mask in two, and hands each half to its child; a node no row reaches is never
+//! touched.
 //!
-//! No gathers on the way down: with AVX-512 a node costs eight 16-row compares, branch-free
-//! (a mispredicted branch costs more than the work it would skip), whatever the depth. A leaf
-//! costs two masked byte moves in registers: each row keeps its leaf's ordinal within the tree
-//! (one byte), and once the tree is done one lookup per 8 or 16 rows turns the ordinals into
-//! leaf values (a permute for trees of at most 32 leaves, a gather beyond) and adds them to
-//! the rows' sums, in tree order. It wins when the block's rows share paths (few distinct
-//! nodes visited per block: shallow paths, skewed data) and loses to traversal when the rows
-//! scatter over hundreds of nodes. The portable form decides row by row over the mask's bits.
+//! No gathers on the way down: with AVX-512 a node costs sixteen 16-row compares, branch-free
+//! (a mispredicted branch costs more than the work it would skip), whatever the depth; each
+//! column's NaN rows are found once per block, so a node's default direction costs no branch
+//! either. A leaf costs four masked byte moves in registers: each row keeps its leaf's ordinal
+//! within the tree (one byte), and once the tree is done one lookup per 8 or 16 rows turns
+//! the ordinals into leaf values (a permute for trees of at most 32 leaves, a gather beyond)
+//! and adds them to the rows' sums, in tree order. It wins when the block's rows share paths
+//! (few distinct nodes visited per block: shallow paths, skewed data) and loses to traversal
+//! when the rows scatter over hundreds of nodes. The portable form decides row by row over the
+//! mask's bits.
 //!
 //! Every node decides exactly as `layout::goes_right` states (the AVX-512 form reuses the
 //! traversal kernel's vector decision), so leaves, and sums, equal the reference scorer's.
