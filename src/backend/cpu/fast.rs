@@ -34,6 +34,11 @@ const TILE: usize = 256;
 /// the tens of microseconds a hand-off to a pool thread costs, so a split never loses.
 const MIN_WALKS_PER_THREAD: usize = 1 << 17;
 
+/// A large batch is cut into about this many chunks per thread, of at least [`MIN_CHUNK`]
+/// rows, which the pool's threads take as they become free.
+const CHUNKS_PER_THREAD: usize = 8;
+const MIN_CHUNK: usize = 1_024;
+
 /// Above this share of categorical and zero-band splits (evaluated one by one there), the
 /// bitvector algorithm loses to traversal (airline, 89% categorical, runs 2x faster traversed).
 const MAX_SPECIAL_SHARE: f64 = 0.05;
@@ -559,8 +564,11 @@ impl Backend for Cpu {
         let parts = (walks / MIN_WALKS_PER_THREAD).clamp(1, self.threads);
         match &self.pool {
             Some(pool) if parts > 1 && width > 0 => {
-                // Whole blocks per part, so that only the last block of the batch is short.
-                let rows_per = rows.div_ceil(parts).next_multiple_of(TILE);
+                // About eight chunks per thread, so that a thread the machine delays leaves
+                // its later chunks to the others; whole blocks each, so that only the last
+                // block of the batch is short.
+                let rows_per = rows.div_ceil(parts * CHUNKS_PER_THREAD).max(MIN_CHUNK);
+                let rows_per = rows_per.next_multiple_of(TILE);
                 pool.install(|| {
                     out.par_chunks_mut(rows_per * width).enumerate().for_each(|(p, out)| {
                         self.score_rows(plan, batch, p * rows_per, output, out)
