@@ -74,7 +74,7 @@ fn kernels(c: &mut Criterion) {
             b.iter(|| reference.score_batch(&batch, Output::Raw, &mut out).unwrap())
         });
         for kernel in Kernel::available() {
-            for algorithm in [Algorithm::Traverse, Algorithm::Bitvector] {
+            for algorithm in [Algorithm::Traverse, Algorithm::Bitvector, Algorithm::Masked] {
                 let Ok(cpu) = Cpu::new(forest.clone())
                     .and_then(|c| c.with_kernel(kernel))
                     .and_then(|c| c.with_algorithm(algorithm))
