@@ -35,7 +35,8 @@ const TILE: usize = 256;
 const MIN_WALKS_PER_THREAD: usize = 1 << 17;
 
 /// A large batch is cut into about this many chunks per thread, of at least [`MIN_CHUNK`]
-/// rows, which the pool's threads take as they become free.
+/// rows (but at least one chunk per thread), which the pool's threads take as they become
+/// free.
 const CHUNKS_PER_THREAD: usize = 8;
 const MIN_CHUNK: usize = 1_024;
 
@@ -568,7 +569,7 @@ impl Backend for Cpu {
                 // its later chunks to the others; whole blocks each, so that only the last
                 // block of the batch is short.
                 let rows_per = rows.div_ceil(parts * CHUNKS_PER_THREAD).max(MIN_CHUNK);
-                let rows_per = rows_per.next_multiple_of(TILE);
+                let rows_per = rows_per.min(rows.div_ceil(parts)).next_multiple_of(TILE);
                 pool.install(|| {
                     out.par_chunks_mut(rows_per * width).enumerate().for_each(|(p, out)| {
                         self.score_rows(plan, batch, p * rows_per, output, out)
