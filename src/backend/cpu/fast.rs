@@ -11,8 +11,6 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use crate::backend::cpu::bitvector::{Bitvector, ROWS};
 use crate::backend::cpu::io::{emit, feature_major};
 use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
@@ -199,15 +197,17 @@ impl Cpu {
         Ok(self)
     }
 
-    /// Scores large batches on `threads` threads (a pool owned by this scorer). Batches too
-    /// small to pay for a hand-off stay on the caller's thread.
+    /// Scores large batches on `threads` threads: the caller's and `threads - 1` of a pool
+    /// owned by this scorer. Batches too small to pay for a hand-off stay on the caller's
+    /// thread.
     pub fn with_threads(mut self, threads: usize) -> Result<Cpu> {
         if threads == 0 || threads > 1024 {
             return Err(Error::Config(format!("threads must be 1..=1024, got {threads}")));
         }
         self.pool = if threads > 1 {
+            // The calling thread scores too (`score_batch`), beside these.
             let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
+                .num_threads(threads - 1)
                 .thread_name(|i| format!("streamscore-cpu-{i}"))
                 .build()
                 .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
@@ -387,8 +387,6 @@ impl Cpu {
         let (groups, width, nf) =
             (self.forest.n_groups, self.output_width(output), fast.n_features);
         let rows = masked::ROWS;
-        let mut stack = vec![(0, Mask::EMPTY); leaves.stack];
-        let mut nans = vec![Mask::EMPTY; nf + 1];
         SCRATCH.with_borrow_mut(|s| {
             s.prepare(fast.stride(), groups, width);
             // The padding column (index `nf`) stays NaN.
@@ -397,13 +395,15 @@ impl Cpu {
             let mut sums = std::mem::take(S::lanes(s));
             sums.resize((groups + 1) * rows, S::default());
             let (values, sums_of) = sums.split_at_mut(rows);
-            let Scratch { acc, raw, transformed, columns: block, .. } = s;
+            s.stack.resize(leaves.stack, (0, Mask::EMPTY));
+            s.nans.resize(nf + 1, Mask::EMPTY);
+            let Scratch { acc, raw, transformed, columns: block, stack, nans, .. } = s;
             let block = &mut block[..(nf + 1) * rows];
             for (b, out) in out.chunks_mut(rows * width).enumerate() {
                 let r0 = first + b * rows;
                 let n = out.len() / width;
                 feature_major(batch, r0, n, rows, &mut block[..nf * rows]);
-                masked::nan_rows(kernel, block, &mut nans);
+                masked::nan_rows(kernel, block, nans);
                 for (g, sums) in sums_of.chunks_exact_mut(rows).enumerate() {
                     sums.fill(S::from_f64(fast.base_margin[g]));
                 }
@@ -412,7 +412,7 @@ impl Cpu {
                     let g = fast.groups[t] as usize;
                     let sums = &mut sums_of[g * rows..(g + 1) * rows];
                     masked::add_tree(
-                        kernel, fast, leaves, block, &nans, t, live, &mut stack, values, sums,
+                        kernel, fast, leaves, block, nans, t, live, stack, values, sums,
                     );
                 }
                 for (g, sums) in sums_of.chunks_exact(rows).enumerate() {
@@ -488,9 +488,12 @@ struct Scratch {
     /// Bitvector algorithm: 16 rows feature-major, and the per-(tree, row) leaf masks.
     block: Vec<f32>,
     state: Vec<u64>,
-    /// Masked algorithm: a block's rows feature-major (the padding column last), then the rows'
-    /// leaf values in the current tree followed by their sums per group, a block's rows each.
+    /// Masked algorithm: a block's rows feature-major (the padding column last), the walk's
+    /// stack, each column's NaN rows, then the rows' leaf values in the current tree followed
+    /// by their sums per group, a block's rows each.
     columns: Vec<f32>,
+    stack: Vec<(u32, Mask)>,
+    nans: Vec<Mask>,
     sums_f64: Vec<f64>,
     sums_f32: Vec<f32>,
 }
@@ -570,10 +573,21 @@ impl Backend for Cpu {
                 // block of the batch is short.
                 let rows_per = rows.div_ceil(parts * CHUNKS_PER_THREAD).max(MIN_CHUNK);
                 let rows_per = rows_per.min(rows.div_ceil(parts)).next_multiple_of(TILE);
-                pool.install(|| {
-                    out.par_chunks_mut(rows_per * width).enumerate().for_each(|(p, out)| {
-                        self.score_rows(plan, batch, p * rows_per, output, out)
-                    })
+                // The caller takes chunks too, beside `parts - 1` pool threads: one hand-off
+                // fewer on the way in, and no thread left idle waiting for the others.
+                let chunks = std::sync::Mutex::new(out.chunks_mut(rows_per * width).enumerate());
+                let work = || {
+                    loop {
+                        let next = chunks.lock().unwrap_or_else(|e| e.into_inner()).next();
+                        let Some((p, out)) = next else { break };
+                        self.score_rows(plan, batch, p * rows_per, output, out);
+                    }
+                };
+                pool.in_place_scope(|scope| {
+                    for _ in 1..parts {
+                        scope.spawn(|_| work());
+                    }
+                    work();
                 });
             }
             _ => self.score_rows(plan, batch, 0, output, out),
