@@ -35,7 +35,7 @@ const MIN_WALKS_PER_THREAD: usize = 1 << 17;
 /// A large batch is cut into about this many chunks per thread, of at least [`MIN_CHUNK`]
 /// rows (but at least one chunk per thread), which the pool's threads take as they become
 /// free.
-const CHUNKS_PER_THREAD: usize = 8;
+const CHUNKS_PER_THREAD: usize = 16;
 const MIN_CHUNK: usize = 1_024;
 
 /// Above this share of categorical and zero-band splits (evaluated one by one there), the
@@ -568,7 +568,7 @@ impl Backend for Cpu {
         let parts = (walks / MIN_WALKS_PER_THREAD).clamp(1, self.threads);
         match &self.pool {
             Some(pool) if parts > 1 && width > 0 => {
-                // About eight chunks per thread, so that a thread the machine delays leaves
+                // About 16 chunks per thread, so that a thread the machine delays leaves
                 // its later chunks to the others; whole blocks each, so that only the last
                 // block of the batch is short.
                 let rows_per = rows.div_ceil(parts * CHUNKS_PER_THREAD).max(MIN_CHUNK);
