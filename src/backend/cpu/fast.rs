@@ -32,11 +32,9 @@ const TILE: usize = 256;
 /// the tens of microseconds a hand-off to a pool thread costs, so a split never loses.
 const MIN_WALKS_PER_THREAD: usize = 1 << 17;
 
-/// A large batch is cut into about this many chunks per thread, of at least [`MIN_CHUNK`]
-/// rows (but at least one chunk per thread), which the pool's threads take as they become
-/// free.
-const CHUNKS_PER_THREAD: usize = 16;
-const MIN_CHUNK: usize = 1_024;
+/// A large batch is cut into chunks of about this many (row, tree) walks (0.1-2 ms of work;
+/// at least one chunk per thread), which the threads take as they become free.
+const CHUNK_WALKS: usize = 1 << 19;
 
 /// Above this share of categorical and zero-band splits (evaluated one by one there), the
 /// bitvector algorithm loses to traversal (airline, 89% categorical, runs 2x faster traversed).
@@ -568,10 +566,10 @@ impl Backend for Cpu {
         let parts = (walks / MIN_WALKS_PER_THREAD).clamp(1, self.threads);
         match &self.pool {
             Some(pool) if parts > 1 && width > 0 => {
-                // About 16 chunks per thread, so that a thread the machine delays leaves
-                // its later chunks to the others; whole blocks each, so that only the last
-                // block of the batch is short.
-                let rows_per = rows.div_ceil(parts * CHUNKS_PER_THREAD).max(MIN_CHUNK);
+                // Short chunks, so that a thread the machine delays leaves its later chunks
+                // to the others and the last chunk leaves little tail; whole blocks each, so
+                // that only the last block of the batch is short.
+                let rows_per = (CHUNK_WALKS / self.fast.n_trees.max(1)).max(TILE);
                 let rows_per = rows_per.min(rows.div_ceil(parts)).next_multiple_of(TILE);
                 // The caller takes chunks too, beside `parts - 1` pool threads: one hand-off
                 // fewer on the way in, and no thread left idle waiting for the others.
