@@ -108,6 +108,8 @@ pub struct Cpu {
     /// The plan for batches under [`LANES`] rows: traversal, whose lanes-are-trees form is
     /// made for single rows, unless an algorithm is forced.
     small: Plan,
+    /// Whether the last batch scored was under [`LANES`] rows (so took `small`); for the name.
+    last_small: std::sync::atomic::AtomicBool,
     /// Candidates timed on the first large batch, and the pick; `None` once forced.
     tuning: Option<Tuning>,
     threads: usize,
@@ -158,6 +160,7 @@ impl Cpu {
             leaves,
             plan,
             small: traverse,
+            last_small: Default::default(),
             tuning,
             threads: 1,
             pool: None,
@@ -520,8 +523,11 @@ thread_local! {
 
 impl Backend for Cpu {
     fn name(&self) -> &'static str {
-        // The plan in use: tuning's pick once a large batch has been scored.
-        match (self.kernel(), self.algorithm()) {
+        // The plan of the last batch: tuning's pick (or the default before it) for batches
+        // of 16 rows or more, the small-batch plan below.
+        let small = self.last_small.load(std::sync::atomic::Ordering::Relaxed);
+        let Plan(algorithm, kernel) = if small { self.small } else { self.current() };
+        match (kernel, algorithm) {
             (Kernel::Avx512, Algorithm::Traverse) => "cpu-avx512-traverse",
             (Kernel::Avx512, Algorithm::Bitvector) => "cpu-avx512-bitvector",
             (Kernel::Avx512, Algorithm::Masked) => "cpu-avx512-masked",
@@ -562,6 +568,7 @@ impl Backend for Cpu {
         }
         // Tuning times large batches; tiny ones take traversal's lanes-are-trees form.
         let plan = if rows >= LANES { self.current() } else { self.small };
+        self.last_small.store(rows < LANES, std::sync::atomic::Ordering::Relaxed);
         let walks = rows * self.fast.n_trees.max(1);
         let parts = (walks / MIN_WALKS_PER_THREAD).clamp(1, self.threads);
         match &self.pool {
