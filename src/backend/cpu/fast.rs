@@ -16,8 +16,8 @@ use crate::backend::cpu::io::{emit, feature_major};
 use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
 use crate::backend::cpu::layout::FastForest;
 use crate::backend::cpu::masked::{self, Mask};
-pub use crate::backend::cpu::tune::TUNE_MIN_ROWS;
 use crate::backend::cpu::tune::{self, Plan, Tuning};
+pub use crate::backend::cpu::tune::{Algorithm, TUNE_MIN_ROWS};
 use crate::backend::{Backend, Output};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -39,45 +39,6 @@ const CHUNK_WALKS: usize = 1 << 19;
 /// Above this share of categorical and zero-band splits (evaluated one by one there), the
 /// bitvector algorithm loses to traversal (airline, 89% categorical, runs 2x faster traversed).
 const MAX_SPECIAL_SHARE: f64 = 0.05;
-
-/// How the fast CPU scorer finds each tree's leaf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    /// Walk each tree from its root, many rows at once (any forest).
-    Traverse,
-    /// QuickScorer bitvectors over splits sorted by threshold (trees of at most 64 leaves).
-    /// Chosen by default when it applies and categorical splits are rare.
-    Bitvector,
-    /// Each tree node by node for 128 rows at once, the rows at a node kept as a bit mask:
-    /// contiguous column compares, no gathers (any forest; fastest where rows share paths).
-    Masked,
-}
-
-impl Algorithm {
-    /// Short name, as [`FromStr`](std::str::FromStr) reads it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Traverse => "traverse",
-            Algorithm::Bitvector => "bitvector",
-            Algorithm::Masked => "masked",
-        }
-    }
-}
-
-impl std::str::FromStr for Algorithm {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Algorithm> {
-        match s {
-            "traverse" => Ok(Algorithm::Traverse),
-            "bitvector" => Ok(Algorithm::Bitvector),
-            "masked" => Ok(Algorithm::Masked),
-            _ => Err(Error::Config(format!(
-                "unknown algorithm `{s}` (traverse, bitvector or masked)"
-            ))),
-        }
-    }
-}
 
 /// Fast CPU scorer for tree ensembles: SIMD kernels chosen at run time, optional threads.
 ///

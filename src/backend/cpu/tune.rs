@@ -1,13 +1,54 @@
 //! Tuning: which algorithm scores a forest fastest depends on the data's paths as much as on
 //! the model, and every algorithm gives the same bits, so the scorer measures instead of
 //! guessing. The first batch of at least [`TUNE_MIN_ROWS`] rows is scored by each candidate
-//! plan on the same rows, in three interleaved rounds, and the fastest is kept.
+//! plan on the same rows, in three interleaved rounds, and the fastest is kept. A plan is an
+//! [`Algorithm`] and the kernel it runs on.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::backend::cpu::fast::Algorithm;
 use crate::backend::cpu::kernel::Kernel;
+use crate::error::{Error, Result};
+
+/// How the fast CPU scorer finds each tree's leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Walk each tree from its root, many rows at once (any forest).
+    Traverse,
+    /// QuickScorer bitvectors over splits sorted by threshold (trees of at most 64 leaves).
+    /// Chosen by default when it applies and categorical splits are rare.
+    Bitvector,
+    /// Each tree node by node for 256 rows at once, the rows at a node kept as a bit mask:
+    /// contiguous column compares, no gathers on the way down (any forest; fastest where
+    /// rows share paths).
+    Masked,
+}
+
+impl Algorithm {
+    /// Short name, as [`FromStr`](std::str::FromStr) reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Traverse => "traverse",
+            Algorithm::Bitvector => "bitvector",
+            Algorithm::Masked => "masked",
+        }
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Algorithm> {
+        match s {
+            "traverse" => Ok(Algorithm::Traverse),
+            "bitvector" => Ok(Algorithm::Bitvector),
+            "masked" => Ok(Algorithm::Masked),
+            _ => Err(Error::Config(format!(
+                "unknown algorithm `{s}` (traverse, bitvector or masked)"
+            ))),
+        }
+    }
+}
 
 /// A batch of at least this many rows triggers tuning (`Cpu::new` explains it).
 pub const TUNE_MIN_ROWS: usize = 512;
