@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use crate::backend::cpu::aligned::Aligned;
 use crate::backend::cpu::bitvector::{Bitvector, ROWS};
 use crate::backend::cpu::io::{emit, feature_major};
 use crate::backend::cpu::kernel::{BLOCK, Kernel, LANES};
@@ -391,11 +392,11 @@ impl Cpu {
 
 /// How one accumulation step is formed: f64 for LightGBM, f32 for XGBoost (the accumulator is
 /// kept in f64 between steps; an f32 accumulator only ever holds f32 values, so that is exact).
-trait Sum: Copy {
+trait Sum: bytemuck::Pod {
     /// The accumulator holding `v` (a base margin, or a sum kept in f64 between steps).
     fn from_f64(v: f64) -> Self;
     /// The masked algorithm's per-group sums of a block's rows, kept in the scratch.
-    fn lanes(s: &mut Scratch) -> &mut Vec<Self>;
+    fn lanes(s: &mut Scratch) -> &mut Aligned<Self>;
     fn add(self, leaf: f64) -> Self;
     fn to_f64(self) -> f64;
 }
@@ -405,7 +406,7 @@ impl Sum for f64 {
     fn from_f64(v: f64) -> f64 {
         v
     }
-    fn lanes(s: &mut Scratch) -> &mut Vec<f64> {
+    fn lanes(s: &mut Scratch) -> &mut Aligned<f64> {
         &mut s.sums_f64
     }
     #[inline(always)]
@@ -423,7 +424,7 @@ impl Sum for f32 {
     fn from_f64(v: f64) -> f32 {
         v as f32
     }
-    fn lanes(s: &mut Scratch) -> &mut Vec<f32> {
+    fn lanes(s: &mut Scratch) -> &mut Aligned<f32> {
         &mut s.sums_f32
     }
     #[inline(always)]
@@ -437,10 +438,11 @@ impl Sum for f32 {
 }
 
 /// Per-thread buffers, grown once and reused, so that scoring allocates nothing per batch.
+/// Those the kernels load whole vectors from start on a 64-byte line ([`Aligned`]).
 #[derive(Default)]
 struct Scratch {
     stride: usize,
-    tile: Vec<f32>,
+    tile: Aligned<f32>,
     acc: Vec<f64>,
     raw: Vec<f64>,
     transformed: Vec<f64>,
@@ -448,16 +450,16 @@ struct Scratch {
     bases: Vec<u32>,
     leaves: Vec<u32>,
     /// Bitvector algorithm: 16 rows feature-major, and the per-(tree, row) leaf masks.
-    block: Vec<f32>,
-    state: Vec<u64>,
+    block: Aligned<f32>,
+    state: Aligned<u64>,
     /// Masked algorithm: a block's rows feature-major (the padding column last), the walk's
     /// stack, each column's NaN rows, then the rows' leaf values in the current tree followed
     /// by their sums per group, a block's rows each.
-    columns: Vec<f32>,
+    columns: Aligned<f32>,
     stack: Vec<(u32, Mask)>,
     nans: Vec<Mask>,
-    sums_f64: Vec<f64>,
-    sums_f32: Vec<f32>,
+    sums_f64: Aligned<f64>,
+    sums_f32: Aligned<f32>,
 }
 
 impl Scratch {

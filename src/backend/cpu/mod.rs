@@ -2,6 +2,7 @@
 //! SIMD kernel ([`Kernel`]) is chosen at run time; [`DenseReference`] and [`DenseCpu`] for
 //! dense nets.
 
+mod aligned;
 mod bitvector;
 mod dense;
 mod fast;
