@@ -22,6 +22,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::backend::cpu::Kernel;
+use crate::backend::cpu::aligned::Aligned;
 use crate::backend::{Backend, Output};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -150,10 +151,12 @@ fn kernel_available(kernel: Kernel) -> bool {
     }
 }
 
+/// Activations in and out of a layer, each `TILE x widest`; rows the kernels load as vectors,
+/// so they start on a 64-byte line ([`Aligned`]).
 #[derive(Default)]
 struct Scratch {
-    a: Vec<f32>,
-    b: Vec<f32>,
+    a: Aligned<f32>,
+    b: Aligned<f32>,
 }
 
 thread_local! {
@@ -205,7 +208,8 @@ impl DenseCpu {
     /// Runs rows `r0..r0 + n` through every layer; `s.a` and `s.b` hold `n x widest` each.
     fn tile(&self, batch: &Batch, r0: usize, n: usize, s: &mut Scratch, out: &mut [f32]) {
         let k0 = self.net.n_inputs();
-        let (mut x, mut y) = (&mut s.a, &mut s.b);
+        // Plain slices: one deref, not one per element.
+        let (mut x, mut y): (&mut [f32], &mut [f32]) = (&mut s.a, &mut s.b);
         for f in 0..k0 {
             let column = &batch.column(f)[r0..r0 + n];
             for (r, &v) in column.iter().enumerate() {

@@ -243,6 +243,8 @@ impl Cpu {
         SCRATCH.with_borrow_mut(|s| {
             s.prepare(stride, groups, width);
             let Scratch { tile, acc, raw, transformed, roots, bases, leaves, .. } = s;
+            // Plain slices from here: one deref, not one per element.
+            let tile: &mut [f32] = tile;
             for (b, out) in out.chunks_mut(TILE * width).enumerate() {
                 let r0 = first + b * TILE;
                 let n = out.len() / width;
@@ -310,6 +312,7 @@ impl Cpu {
             s.block.resize(nf * ROWS, f32::NAN);
             s.state.resize(bv.n_trees * ROWS, 0);
             let Scratch { acc, raw, transformed, block, state, .. } = s;
+            let (block, state): (&mut [f32], &mut [u64]) = (block, state);
             for (b, out) in out.chunks_mut(ROWS * width).enumerate() {
                 let r0 = first + b * ROWS;
                 let n = out.len() / width;
