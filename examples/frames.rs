@@ -18,7 +18,11 @@ fn main() -> Result<(), Error> {
     let gpu = Context::new(AdapterChoice::Hardware).ok();
     let scorer = FrameScorer::new(config, gpu, 16)?;
     println!("preprocessing on the {}", if scorer.on_gpu() { "GPU" } else { "CPU" });
-    let rt = FrameRuntime::new(scorer, 8, Duration::from_millis(5), 256)?;
+    let config = streamscore::RuntimeConfig::default()
+        .with_max_batch(8)
+        .with_max_delay(Duration::from_millis(5))
+        .with_queue_capacity(256);
+    let rt = FrameRuntime::new(scorer, config)?;
 
     // The committed test frames: three cameras, four captures each; camera 0 sees no motion.
     let index: serde_json::Value = serde_json::from_slice(

@@ -23,7 +23,7 @@ fn main() -> Result<(), Error> {
             "the model was trained on other features than the spec's".into(),
         ));
     }
-    let backend = streamscore::backend::select(Default::default(), forest)?;
+    let backend = streamscore::BackendSpec::auto().select(forest)?;
     let config =
         RuntimeConfig::default().with_max_batch(256).with_max_delay(Duration::from_micros(500));
     let rt = Runtime::with_features(Features::new(spec.clone()), backend, config)?;

@@ -37,7 +37,7 @@ pub mod model;
 pub mod runtime;
 
 pub use backend::cpu::Reference;
-pub use backend::{Backend, Output};
+pub use backend::{Backend, BackendChoice, BackendSpec, Output};
 pub use batch::Batch;
 pub use error::{Error, ModelFormat, ModelProblem, Result};
 pub use event::{Event, NonFinitePolicy, Schema};
@@ -46,7 +46,7 @@ pub use ingest::reply::{Score, Ticket, Timing};
 pub use metrics::{MetricsSnapshot, Stage};
 pub use model::{Forest, Model, load_forest, load_model};
 pub use runtime::Runtime;
-pub use runtime::config::{BackendChoice, Overload, RuntimeConfig};
+pub use runtime::config::{Overload, RuntimeConfig};
 
 /// The README's Rust examples, compiled and run as doc tests so they cannot go stale.
 #[cfg(doctest)]

@@ -22,6 +22,9 @@ pub enum Stage {
     Queue,
     /// Taken off the queue until its batch is handed to a scoring worker.
     Batching,
+    /// The stages between flush and backend, per batch: the feature stage for rows,
+    /// preprocessing and motion gating for frames (one sample per batch; none without a stage).
+    Prepare,
     /// Backend time per batch (one sample per batch).
     Scoring,
     /// Acceptance until the answer is written.
@@ -30,13 +33,15 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 4] = [Stage::Queue, Stage::Batching, Stage::Scoring, Stage::EndToEnd];
+    pub const ALL: [Stage; 5] =
+        [Stage::Queue, Stage::Batching, Stage::Prepare, Stage::Scoring, Stage::EndToEnd];
 
     /// Label used in the Prometheus rendering.
     pub fn label(self) -> &'static str {
         match self {
             Stage::Queue => "queue",
             Stage::Batching => "batching",
+            Stage::Prepare => "prepare",
             Stage::Scoring => "scoring",
             Stage::EndToEnd => "end_to_end",
         }
@@ -50,7 +55,7 @@ pub fn latency_histogram() -> Histogram<u64> {
 }
 
 pub(crate) struct Recorder {
-    hists: [Histogram<u64>; 4],
+    hists: [Histogram<u64>; 5],
     batch_rows: Histogram<u64>,
 }
 
@@ -58,7 +63,7 @@ impl Recorder {
     fn new() -> Self {
         let h = latency_histogram;
         Recorder {
-            hists: [h(), h(), h(), h()],
+            hists: [h(), h(), h(), h(), h()],
             batch_rows: Histogram::new_with_bounds(1, 1 << 24, 3).expect("valid static bounds"),
         }
     }
@@ -182,7 +187,7 @@ pub struct MetricsSnapshot {
     /// Batches scored.
     pub batches: u64,
     /// Latency per stage in nanoseconds, indexed by `Stage as usize`.
-    pub stages: [Summary; 4],
+    pub stages: [Summary; 5],
     /// Rows per scored batch.
     pub batch_rows: Summary,
 }

@@ -1,5 +1,8 @@
 //! The command line contract: `streamscore score` and `streamscore inspect`.
 
+// The binary is built only with the `cli` feature.
+#![cfg(feature = "cli")]
+
 mod common;
 
 use std::io::Write;
@@ -151,5 +154,164 @@ fn inspect_describes_the_model() {
         "depth: min 5",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
+
+/// What the library writes for `spec` on `case`'s rows, rendered as `score` renders it.
+fn library_scores(spec: &str, case: &common::Case, output: streamscore::Output) -> String {
+    let forest = case.forest();
+    let batch = case.batch(&forest);
+    let backend = spec.parse::<streamscore::BackendSpec>().unwrap().select(forest).unwrap();
+    let width = backend.output_width(output);
+    let mut out = vec![0.0; batch.n_rows() * width];
+    backend.score_batch(&batch, output, &mut out).unwrap();
+    let mut text = Vec::new();
+    streamscore::io::write_scores(&mut text, &out, width).unwrap();
+    String::from_utf8(text).unwrap()
+}
+
+/// `score --backend X` gives the library's bits for X on every golden file (auto, cpu and
+/// reference), also when the input is read and scored in small chunks.
+#[test]
+fn score_backends_give_the_library_bits() {
+    for case in common::golden_cases() {
+        let model = case.model.to_str().unwrap();
+        let csv = format!("{}/input.csv", case.dir.to_str().unwrap());
+        for spec in ["auto", "cpu", "reference"] {
+            for raw in [false, true] {
+                let mut args = vec!["score", "--model", model, "--input", &csv, "--backend", spec];
+                if raw {
+                    args.push("--raw");
+                }
+                let output =
+                    if raw { streamscore::Output::Raw } else { streamscore::Output::Transformed };
+                let out = streamscore(&args, None);
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    case.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let want = library_scores(spec, &case, output);
+                assert_eq!(
+                    String::from_utf8(out.stdout).unwrap(),
+                    want,
+                    "{} --backend {spec}",
+                    case.name
+                );
+                let expected = if raw { &case.raw } else { &case.pred };
+                assert_close(&lines(&streamscore(&args, None)), expected, &case.name);
+            }
+        }
+        let chunked = streamscore(
+            &["score", "--model", model, "--input", &csv, "--backend", "cpu", "--chunk-rows", "7"],
+            None,
+        );
+        assert_eq!(
+            String::from_utf8(chunked.stdout).unwrap(),
+            library_scores("cpu", &case, streamscore::Output::Transformed),
+            "{} in chunks of 7",
+            case.name
+        );
+    }
+}
+
+/// `--verbose` names the backend; a spec no backend of which can take the model is an error
+/// naming each one's reason; `--cpu-threads` reaches the fast CPU path.
+#[test]
+fn score_names_its_backend_and_explains_refusals() {
+    let model = "models/golden/lgb_binary/model.txt";
+    let input = "models/golden/lgb_binary/input.csv";
+    let out = streamscore(
+        &[
+            "score",
+            "--model",
+            model,
+            "--input",
+            input,
+            "--backend",
+            "cpu",
+            "--cpu-threads",
+            "2",
+            "--verbose",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("backend cpu"), "{stderr}");
+    let out =
+        streamscore(&["score", "--model", model, "--input", input, "--backend", "onnx"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("onnx backend runs ONNX files"), "{stderr}");
+    let out = streamscore(&["score", "--model", model, "--input", input, "--backend", "tpu"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("unknown backend `tpu`"), "{stderr}");
+    // A fallback list: onnx cannot take trees, so reference scores them.
+    let out = streamscore(
+        &["score", "--model", model, "--input", input, "--backend", "onnx,reference", "--verbose"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backend reference"));
+    let case = common::golden_cases().into_iter().find(|c| c.name == "lgb_binary").unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        library_scores("reference", &case, streamscore::Output::Transformed)
+    );
+}
+
+/// `score --backend gpu --gpu-software` on every golden file, within the CPU paths' tolerance
+/// of the training library (lavapipe where there is no GPU; SKIP only where no Vulkan device
+/// exists at all and STREAMSCORE_REQUIRE_GPU is unset).
+#[cfg(feature = "gpu")]
+#[test]
+fn score_on_the_gpu_matches_the_library() {
+    use streamscore::backend::gpu::{AdapterChoice, Context};
+    if let Err(e) = Context::new(AdapterChoice::AllowSoftware) {
+        assert!(std::env::var("STREAMSCORE_REQUIRE_GPU").is_err(), "no GPU adapter: {e}");
+        eprintln!("SKIP: no GPU adapter ({e})");
+        return;
+    }
+    for case in common::golden_cases() {
+        let model = case.model.to_str().unwrap();
+        let csv = format!("{}/input.csv", case.dir.to_str().unwrap());
+        let args = [
+            "score",
+            "--model",
+            model,
+            "--input",
+            &csv,
+            "--backend",
+            "gpu",
+            "--gpu-software",
+            "--verbose",
+        ];
+        let out = streamscore(&args, None);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("backend gpu"), "{}", case.name);
+        assert_close(&lines(&out), &case.pred, &format!("{} on the gpu", case.name));
+    }
+}
+
+/// `score --backend onnx` on the committed ONNX models, against ONNX Runtime's own outputs
+/// from Python (models/generate_onnx.py), within 1e-5 relative or 2^-23 absolute.
+#[cfg(feature = "onnx")]
+#[test]
+fn score_on_onnx_runtime_matches_its_python_outputs() {
+    for name in
+        ["mlp_std_relu_sigmoid", "mlp_matmul_softmax", "mlp_gelu", "mlp_32_256_256_1", "lgb_trees"]
+    {
+        let dir = format!("models/onnx/{name}");
+        let (model, input) = (format!("{dir}/model.onnx"), format!("{dir}/input.npy"));
+        let out = streamscore(
+            &["score", "--model", &model, "--input", &input, "--backend", "onnx"],
+            None,
+        );
+        let ours = lines(&out);
+        let text = std::fs::read_to_string(common::root().join(&dir).join("expected.csv")).unwrap();
+        let theirs: Vec<Vec<f64>> =
+            text.lines().map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        for (a, b) in ours.iter().flatten().zip(theirs.iter().flatten()) {
+            assert!((a - b).abs() <= 1e-5 * b.abs() + 1.0 / (1 << 23) as f64, "{name}: {a} vs {b}");
+        }
     }
 }

@@ -376,6 +376,7 @@ fn key_churn_stays_within_the_key_cap_and_its_memory() {
 }
 
 #[test]
+#[cfg(feature = "csv")]
 fn bad_input_has_a_stated_outcome() {
     let spec = Spec::from_toml(
         r#"

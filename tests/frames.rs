@@ -1,6 +1,9 @@
 //! Frames: the GPU's preprocessing and motion scores against the CPU's, on generated frames
 //! (moving shapes on noise) of several sizes and pixel formats, on a hardware GPU or lavapipe.
 
+// Frames run their CNN on ONNX Runtime and preprocess on the GPU.
+#![cfg(all(feature = "gpu", feature = "onnx"))]
+
 use streamscore::backend::gpu::{AdapterChoice, Context, FramesGpu};
 use streamscore::frames::{
     Frame, FrameConfig, FrameScorer, MotionTracker, PixelFormat, Preprocess, preprocess,
@@ -290,13 +293,11 @@ fn frames_through_the_runtime() {
         motion_threshold: Some(0.01),
         ..FrameConfig::from_path(dir.join("config.toml")).unwrap()
     };
-    let rt = FrameRuntime::new(
-        FrameScorer::new(config, context(), 8).unwrap(),
-        4,
-        std::time::Duration::from_millis(2),
-        64,
-    )
-    .unwrap();
+    let runtime = streamscore::RuntimeConfig::default()
+        .with_max_batch(4)
+        .with_max_delay(std::time::Duration::from_millis(2))
+        .with_queue_capacity(64);
+    let rt = FrameRuntime::new(FrameScorer::new(config, context(), 8).unwrap(), runtime).unwrap();
     let tickets: Vec<_> = data
         .iter()
         .map(|(camera, t, w, h, format, bytes)| {
@@ -332,7 +333,9 @@ fn frames_through_the_runtime() {
         (c.frames.load(Relaxed), c.scored.load(Relaxed), c.skipped.load(Relaxed)),
         (12, 9, 3)
     );
-    assert_eq!(rt.latency().end_to_end.len(), 12);
+    let m = rt.metrics();
+    assert_eq!((m.accepted, m.scored), (12, 12));
+    assert_eq!(m.stage(streamscore::Stage::EndToEnd).count, 9, "the model's frames");
     let bad = OwnedFrame {
         camera: 9,
         timestamp_ms: 0,
@@ -344,4 +347,179 @@ fn frames_through_the_runtime() {
     };
     assert!(matches!(rt.try_submit(bad).unwrap_err().error, streamscore::Error::Input { .. }));
     rt.shutdown();
+}
+
+/// A backend held shut until opened: the scorer can take nothing more, so queue behaviour is
+/// deterministic whatever the machine's load.
+struct Gate {
+    inner: std::sync::Arc<dyn streamscore::Backend>,
+    open: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    fn set_open(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.cv.notify_all();
+    }
+    fn wait_held(&self) {
+        let start = std::time::Instant::now();
+        while self.held.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(start.elapsed().as_secs() < 60, "no batch reached the gate");
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl streamscore::Backend for Gate {
+    fn name(&self) -> &'static str {
+        "gate"
+    }
+    fn n_features(&self) -> usize {
+        self.inner.n_features()
+    }
+    fn output_width(&self, output: streamscore::Output) -> usize {
+        self.inner.output_width(output)
+    }
+    fn score_batch(
+        &self,
+        batch: &streamscore::Batch,
+        output: streamscore::Output,
+        out: &mut [f32],
+    ) -> streamscore::Result<()> {
+        self.score_rows(&batch.to_rows(), output, out)
+    }
+    fn score_rows(
+        &self,
+        rows: &[f32],
+        output: streamscore::Output,
+        out: &mut [f32],
+    ) -> streamscore::Result<()> {
+        let mut open = self.open.lock().unwrap();
+        if !*open {
+            self.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.score_rows(rows, output, out)
+    }
+}
+
+fn gated_frames(
+    overload: streamscore::Overload,
+    workers: usize,
+) -> (std::sync::Arc<Gate>, streamscore::frames::FrameRuntime) {
+    use streamscore::frames::FrameRuntime;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/frames");
+    let config = FrameConfig::from_path(dir.join("config.toml")).unwrap();
+    let model = streamscore::load_model(&config.model).unwrap();
+    let inner = streamscore::BackendSpec::onnx(Default::default()).select(model).unwrap();
+    let gate = std::sync::Arc::new(Gate {
+        inner,
+        open: std::sync::Mutex::new(false),
+        cv: std::sync::Condvar::new(),
+        held: Default::default(),
+    });
+    let scorer = FrameScorer::with_backend(config, gate.clone(), None, 8).unwrap();
+    let runtime = streamscore::RuntimeConfig::default()
+        .with_max_batch(1)
+        .with_queue_capacity(4)
+        .with_workers(workers)
+        .with_overload(overload);
+    (gate, FrameRuntime::new(scorer, runtime).unwrap())
+}
+
+fn frame(camera: u32, i: usize) -> streamscore::frames::OwnedFrame {
+    let (w, h) = (64u32, 48u32);
+    let data = (0..(w * h * 3) as usize).map(|k| ((k * 7 + i * 31) % 251) as u8).collect();
+    streamscore::frames::OwnedFrame {
+        camera,
+        timestamp_ms: i as i64 * 40,
+        width: w,
+        height: h,
+        format: PixelFormat::Rgb8,
+        data,
+        deadline: None,
+    }
+}
+
+/// Frames have the rows' overload policies: `reject` hands frames back once the queue is full,
+/// `shed_oldest` answers the oldest with `Shed`; every accepted frame is answered once, and the
+/// counters and Prometheus text say so.
+#[test]
+fn frames_follow_the_overload_policy() {
+    use streamscore::{Error, Overload};
+    for policy in [Overload::Reject, Overload::ShedOldest] {
+        let (gate, rt) = gated_frames(policy, 1);
+        let mut tickets = vec![rt.try_submit(frame(1, 0)).unwrap()];
+        gate.wait_held();
+        let mut refused = 0;
+        for i in 1..20 {
+            match rt.try_submit(frame(1, i)) {
+                Ok(t) => tickets.push(t),
+                Err(r) => {
+                    assert!(matches!(r.error, Error::QueueFull), "{policy:?}: {}", r.error);
+                    assert_eq!(r.event.timestamp_ms, i as i64 * 40, "the frame comes back");
+                    refused += 1;
+                }
+            }
+        }
+        gate.set_open(true);
+        let answers: Vec<_> = tickets.into_iter().map(|t| t.wait()).collect();
+        let shed = answers.iter().filter(|a| matches!(a, Err(Error::Shed))).count();
+        let scored = answers.iter().filter(|a| a.is_ok()).count();
+        assert_eq!(shed + scored, answers.len());
+        match policy {
+            Overload::Reject => assert_eq!((refused, shed, scored), (15, 0, 5)),
+            _ => assert_eq!((refused, shed, scored), (0, 15, 5)),
+        }
+        rt.shutdown();
+        let m = rt.metrics();
+        assert_eq!((m.accepted, m.rejected, m.shed, m.scored), (
+            20 - refused as u64,
+            refused as u64,
+            shed as u64,
+            scored as u64
+        ));
+        let text = m.prometheus();
+        assert!(text.contains(&format!("streamscore_events_total{{outcome=\"scored\"}} {scored}\n")));
+        assert!(text.contains("streamscore_latency_seconds_count{stage=\"prepare\"}"), "{text}");
+        assert!(matches!(rt.try_submit(frame(1, 99)).map_err(|r| r.error), Err(Error::Closed)));
+    }
+}
+
+/// Blocking `score` and `submit().await` wait for room under the `block` policy, with two
+/// workers running the model while the batcher preprocesses.
+#[test]
+fn frames_block_for_room_and_await_their_answers() {
+    let (gate, rt) = gated_frames(streamscore::Overload::Block, 2);
+    let rt = std::sync::Arc::new(rt);
+    let blocked = {
+        let rt = rt.clone();
+        std::thread::spawn(move || (0..12).filter(|&i| rt.score(frame(2, i)).is_ok()).count())
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let awaited = {
+        let rt = rt.clone();
+        std::thread::spawn(move || {
+            tokio.block_on(async {
+                let mut ok = 0;
+                for i in 0..12 {
+                    ok += rt.submit(frame(3, i)).await.is_ok() as usize;
+                }
+                ok
+            })
+        })
+    };
+    gate.wait_held();
+    assert!(!blocked.is_finished() && !awaited.is_finished(), "both wait while the model is shut");
+    gate.set_open(true);
+    assert_eq!((blocked.join().unwrap(), awaited.join().unwrap()), (12, 12));
+    rt.shutdown();
+    let m = rt.metrics();
+    assert_eq!((m.accepted, m.scored, m.rejected), (24, 24, 0));
+    assert_eq!(m.answered(), 24);
 }

@@ -7,6 +7,9 @@
 //! failover to the CPU. Where no adapter exists at all these tests say SKIP and pass, unless
 //! `STREAMSCORE_REQUIRE_GPU=1` (set by the README's test command) makes that a failure.
 
+// The GPU backend exists only with the `gpu` feature.
+#![cfg(feature = "gpu")]
+
 mod common;
 
 use std::sync::Arc;
@@ -266,7 +269,7 @@ fn device_loss_mid_stream_loses_nothing_and_answers_once() {
     rt.shutdown();
 }
 
-/// `BackendChoice::Gpu` gives the GPU (behind failover) where a hardware adapter opens, and
+/// The spec `gpu,auto` gives the GPU (behind failover) where a hardware adapter opens, and
 /// the CPU backend otherwise; both score like the reference. On a machine with only lavapipe
 /// this checks the fallback (software adapters are not picked unless asked for).
 #[test]
@@ -278,10 +281,9 @@ fn gpu_choice_falls_back_to_the_cpu_without_a_hardware_adapter() {
     let case = golden_cases().into_iter().find(|c| c.name == "xgb_binary").unwrap();
     let forest = Arc::new(case.forest());
     let hardware = Context::new(AdapterChoice::Hardware).is_ok();
-    let backend =
-        streamscore::backend::select(streamscore::BackendChoice::Gpu, forest.clone()).unwrap();
-    let cpu =
-        streamscore::backend::select(streamscore::BackendChoice::Auto, forest.clone()).unwrap();
+    let spec: streamscore::BackendSpec = "gpu,auto".parse().unwrap();
+    let backend = spec.select(forest.clone()).unwrap();
+    let cpu = streamscore::BackendSpec::auto().select(forest.clone()).unwrap();
     assert_eq!(backend.name(), if hardware { "gpu" } else { cpu.name() });
     let batch = case.batch(&forest);
     matches_reference(&case.name, backend.as_ref(), &forest, &batch, 100);

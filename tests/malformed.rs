@@ -4,6 +4,7 @@
 
 mod common;
 
+#[cfg(feature = "csv")]
 use streamscore::io::{Columns, read_rows};
 use streamscore::model::gbdt::MAX_DEPTH;
 use streamscore::{Backend, Batch, Error, Forest, ModelProblem, Output, Reference};
@@ -280,6 +281,7 @@ fn mutated_models_never_panic() {
 }
 
 #[test]
+#[cfg(feature = "csv")]
 fn wrong_feature_count_in_input() {
     let forest = Forest::from_text(&lgb()).unwrap();
     let names = forest.feature_names.clone();

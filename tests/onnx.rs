@@ -7,6 +7,9 @@
 //! `ORT_DYLIB_PATH` (scripts/onnxruntime.sh, run by the README's test command): these tests
 //! fail, not skip, without it.
 
+// ONNX Runtime through `ort`.
+#![cfg(feature = "onnx")]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use streamscore::backend::gpu::{AdapterChoice, Gpu, GpuOptions};
 use streamscore::backend::onnx::{OnnxOptions, OnnxRuntime};
 use streamscore::model::dense::{Activation, Dense};
 use streamscore::model::onnx::OnnxModel;
-use streamscore::{Backend, BackendChoice, Batch, Error, Model, Output};
+use streamscore::{Backend, BackendSpec, Batch, Error, Model, Output};
 
 const DENSE: [&str; 4] =
     ["mlp_std_relu_sigmoid", "mlp_matmul_softmax", "mlp_gelu", "mlp_32_256_256_1"];
@@ -184,10 +187,9 @@ fn non_dense_graphs_run_on_onnx_runtime_and_are_refused_by_the_dense_path() {
             assert!(err <= 1e-6, "{name} in batches of {size}: {err:e}");
         }
         // `auto` falls back to ONNX Runtime; `cpu` says why it cannot.
-        let auto = streamscore::backend::select(BackendChoice::Auto, Model::Onnx(c.model.clone()))
-            .unwrap();
+        let auto = BackendSpec::auto().select(Model::Onnx(c.model.clone())).unwrap();
         assert_eq!(auto.name(), "onnx");
-        let cpu = streamscore::backend::select(BackendChoice::Cpu, Model::Onnx(c.model.clone()));
+        let cpu = BackendSpec::cpu(Default::default()).select(Model::Onnx(c.model.clone()));
         assert!(matches!(cpu, Err(Error::Unsupported { .. })));
     }
 }
@@ -195,8 +197,7 @@ fn non_dense_graphs_run_on_onnx_runtime_and_are_refused_by_the_dense_path() {
 #[test]
 fn auto_picks_our_dense_path_and_widths_are_checked() {
     let c = case("mlp_matmul_softmax");
-    let auto =
-        streamscore::backend::select(BackendChoice::Auto, Model::Onnx(c.model.clone())).unwrap();
+    let auto = BackendSpec::auto().select(Model::Onnx(c.model.clone())).unwrap();
     assert!(auto.name().starts_with("dense-cpu"), "{}", auto.name());
     let ort = OnnxRuntime::new(c.model.clone(), OnnxOptions::default()).unwrap();
     for backend in [auto.as_ref(), &ort as &dyn Backend] {
@@ -214,10 +215,7 @@ fn auto_picks_our_dense_path_and_widths_are_checked() {
     }
     // A tree model has no ONNX Runtime backend here.
     let forest = streamscore::load_forest("models/golden/lgb_binary/model.txt").unwrap();
-    assert!(matches!(
-        streamscore::backend::select(BackendChoice::Onnx, forest),
-        Err(Error::Config(_))
-    ));
+    assert!(matches!(BackendSpec::onnx(Default::default()).select(forest), Err(Error::Config(_))));
 }
 
 #[test]
@@ -299,8 +297,8 @@ fn the_runtime_scores_onnx_files_end_to_end() {
     let c = case("mlp_std_relu_sigmoid");
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/onnx/mlp_std_relu_sigmoid/model.onnx");
-    for backend in [BackendChoice::Auto, BackendChoice::Onnx] {
-        let config = streamscore::RuntimeConfig::default().with_backend(backend);
+    for backend in [BackendSpec::auto(), BackendSpec::onnx(Default::default())] {
+        let config = streamscore::RuntimeConfig::default().with_backend(backend.clone());
         let rt = streamscore::Runtime::from_path(&dir, config).unwrap();
         let f = c.model.n_features();
         for (row, want) in c.rows.chunks(f).zip(&c.expected).take(50) {

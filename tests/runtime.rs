@@ -21,6 +21,8 @@ struct Gated {
     open: Mutex<bool>,
     cv: Condvar,
     fail: AtomicBool,
+    /// Batches held at the closed gate right now.
+    held: AtomicUsize,
 }
 
 impl Gated {
@@ -32,11 +34,23 @@ impl Gated {
             open: Mutex::new(true),
             cv: Condvar::new(),
             fail: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
         })
     }
     fn set_open(&self, open: bool) {
         *self.open.lock().unwrap() = open;
         self.cv.notify_all();
+    }
+    /// Blocks until a batch is held at the closed gate (the scorer can take nothing more).
+    fn wait_held(&self) {
+        let start = std::time::Instant::now();
+        while self.held.load(Ordering::SeqCst) == 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "no batch reached the gate"
+            );
+            std::thread::yield_now();
+        }
     }
     fn schema(&self) -> Schema {
         Schema::new(self.inner.forest().feature_names.iter().cloned())
@@ -60,9 +74,13 @@ impl Backend for Gated {
         out: &mut [f32],
     ) -> streamscore::Result<()> {
         let mut open = self.open.lock().unwrap();
+        if !*open {
+            self.held.fetch_add(1, Ordering::SeqCst);
+        }
         while !*open {
             open = self.cv.wait(open).unwrap();
         }
+        self.held.store(0, Ordering::SeqCst);
         drop(open);
         self.rows.fetch_add(batch.n_rows(), Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {
@@ -214,9 +232,12 @@ fn a_full_queue_follows_the_overload_policy() {
         let config =
             RuntimeConfig::default().with_queue_capacity(8).with_max_batch(2).with_overload(policy);
         let rt = Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap();
-        let mut tickets = Vec::new();
+        // One event first, held at the gate once its batch is due: from then on nothing drains
+        // the queue, whatever the machine's load, so what follows is deterministic.
+        let mut tickets = vec![rt.try_submit(Event::new(vec![0.0; 8])).unwrap()];
+        gated.wait_held();
         let mut refused = 0;
-        for i in 0..100 {
+        for i in 1..100 {
             match rt.try_submit(Event::new(vec![i as f32; 8])) {
                 Ok(t) => tickets.push(t),
                 Err(r) => {

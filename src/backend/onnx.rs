@@ -16,58 +16,13 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+pub use crate::backend::options::{OnnxOptions, Optimization};
 use crate::backend::{Backend, Output};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::model::onnx::OnnxModel;
 
 const NAME: &str = "onnx";
-
-/// How hard ONNX Runtime optimizes the graph at session creation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Optimization {
-    /// No graph rewrites.
-    Disable,
-    /// Constant folding and redundant-node removal.
-    Basic,
-    /// Basic plus operator fusions.
-    Extended,
-    /// Everything, layout optimizations included (ONNX Runtime's default).
-    #[default]
-    All,
-}
-
-/// ONNX Runtime session settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnnxOptions {
-    /// Threads ONNX Runtime uses inside one operator (default 1: the runtime's workers are the
-    /// parallelism).
-    pub intra_threads: usize,
-    /// Graph optimization level (default: all).
-    pub optimization: Optimization,
-    /// Whether idle intra-op threads spin (default false: they would steal the producers' cores).
-    pub spinning: bool,
-}
-
-impl Default for OnnxOptions {
-    fn default() -> Self {
-        OnnxOptions { intra_threads: 1, optimization: Optimization::All, spinning: false }
-    }
-}
-
-impl OnnxOptions {
-    /// Sets [`intra_threads`](OnnxOptions::intra_threads).
-    pub fn with_intra_threads(mut self, n: usize) -> Self {
-        self.intra_threads = n.max(1);
-        self
-    }
-
-    /// Sets [`optimization`](OnnxOptions::optimization).
-    pub fn with_optimization(mut self, level: Optimization) -> Self {
-        self.optimization = level;
-        self
-    }
-}
 
 fn unavailable(reason: impl std::fmt::Display) -> Error {
     Error::Unavailable { backend: NAME, reason: reason.to_string() }
@@ -230,14 +185,12 @@ impl Backend for OnnxRuntime {
         if rows == 0 {
             return Ok(());
         }
-        self.score_rows(&batch.to_rows(), out)
+        self.score_rows(&batch.to_rows(), Output::Raw, out)
     }
-}
 
-impl OnnxRuntime {
-    /// Scores row-major input (each row laid out as the model's input shape after the batch
-    /// dimension, e.g. one CHW image) into `out`, without a [`Batch`].
-    pub fn score_rows(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+    /// Row-major input is the tensor's own layout (each row laid out as the model's input
+    /// shape after the batch dimension, e.g. one CHW image): no transposition.
+    fn score_rows(&self, input: &[f32], _output: Output, out: &mut [f32]) -> Result<()> {
         let width = self.model.n_features();
         if width == 0 || !input.len().is_multiple_of(width) {
             return Err(Error::WidthMismatch { expected: width, got: input.len() });

@@ -1,7 +1,9 @@
 //! Offline mode: raw events from a CSV file, in file order, through the same [`Features`] the
 //! runtime uses (`streamscore features`).
 
-use super::{Features, Output, Spec};
+#[cfg(feature = "csv")]
+use super::Spec;
+use super::{Features, Output};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 
@@ -36,6 +38,7 @@ impl Events {
 
 /// Reads a CSV with a header naming the key, the time and every field of `spec` (other
 /// columns are ignored). An empty numeric or categorical value is missing (NaN).
+#[cfg(feature = "csv")]
 pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
     let header = reader.headers().map_err(|e| input(at, e.to_string()))?.clone();
@@ -135,6 +138,7 @@ pub(crate) fn raw_batch(rows: &[f32], n: usize, width: usize) -> Result<Batch> {
     if width == 0 { Batch::from_columns(Vec::new(), n, 0) } else { Batch::from_rows(rows, width) }
 }
 
+#[cfg(feature = "csv")]
 fn input(at: &str, message: String) -> Error {
     Error::Input { at: at.to_string(), message }
 }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 
 mod runtime;
 mod scorer;
-pub use runtime::{FrameLatency, FrameRuntime, FrameTicket, OwnedFrame};
+pub use runtime::{FrameRuntime, FrameTicket, OwnedFrame};
 pub use scorer::{FrameConfig, FrameCounters, FrameOutput, FrameScore, FrameScorer};
 
 /// How a frame's bytes hold its pixels.
@@ -45,6 +45,7 @@ impl PixelFormat {
     }
 
     /// The code `shaders/frames.wgsl` uses.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     pub(crate) fn code(self) -> u32 {
         match self {
             PixelFormat::Rgb8 => 0,

@@ -1,19 +1,19 @@
-//! Frames through a runtime: a bounded queue that cameras submit to without blocking, the same
-//! deadline micro-batcher as rows ([`Batcher`]), batches formed across cameras, one answer per
-//! accepted frame, and latency histograms per stage.
+//! Frames through the one pipeline ([`crate::Runtime`]'s): the same bounded queue, overload
+//! policies, deadline micro-batcher, workers, reply slots and metrics as rows. Only the flow
+//! differs: at flush, in the batcher thread and in acceptance order (motion is a per-camera
+//! sequence), frames are preprocessed and gated on motion, and the frames motion keeps from
+//! the model are answered at once; a worker then runs the model through its backend.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use hdrhistogram::Histogram;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::{Frame, FrameScore, FrameScorer, PixelFormat};
-use crate::batch::batcher::{Batcher, Queued};
 use crate::error::{Error, Result};
 use crate::ingest::Rejected;
+use crate::ingest::reply::Ticket;
+use crate::metrics::{MetricsSnapshot, Stage};
+use crate::runtime::config::RuntimeConfig;
+use crate::runtime::{Flow, Job, Pipeline, Shared};
 
 /// A frame the caller hands over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,238 +48,181 @@ impl OwnedFrame {
     }
 }
 
-struct Job {
-    frame: OwnedFrame,
-    accepted: Instant,
-    reply: Sender<Result<FrameScore>>,
+/// The answer to one submitted frame: wait, await or poll it as a row's [`Ticket`].
+pub type FrameTicket = Ticket<FrameScore>;
+
+/// The frame flow: the scorer, shared by the batcher (preprocessing) and the workers (model).
+pub(crate) struct FrameFlow {
+    scorer: FrameScorer,
 }
 
-impl Queued for Job {
-    fn accepted(&self) -> Instant {
-        self.accepted
+/// A gated batch on its way to a worker: the model input of its kept frames, in job order.
+pub(crate) struct FrameWork {
+    input: Vec<f32>,
+    jobs: Vec<Job<FrameFlow>>,
+    motion: Vec<f32>,
+}
+
+impl Flow for FrameFlow {
+    type Payload = OwnedFrame;
+    type Answer = FrameScore;
+    type Work = FrameWork;
+    type Scorer = usize;
+
+    fn recycle(&self, _: OwnedFrame) {}
+
+    fn prepare(&self, sh: &Shared<Self>, jobs: Vec<Job<Self>>, now: Instant) -> Option<FrameWork> {
+        let frames: Vec<Frame> = jobs.iter().map(|j| j.payload.borrow()).collect();
+        let gated = self.scorer.gate(&frames);
+        drop(frames);
+        sh.metrics.with(0, |rec| rec.record(Stage::Prepare, now.elapsed()));
+        let gated = match gated {
+            Ok(g) => g,
+            Err(e) => {
+                for job in jobs {
+                    let error = Error::Backend { backend: "frames", message: e.to_string() };
+                    sh.fail(job, error, &sh.metrics.counters.errors);
+                }
+                return None;
+            }
+        };
+        let mut keep = gated.keep.iter().peekable();
+        let (mut kept, mut motion) = (Vec::with_capacity(gated.keep.len()), Vec::new());
+        let mut skipped = 0;
+        for (i, job) in jobs.into_iter().enumerate() {
+            if keep.next_if_eq(&&i).is_some() {
+                kept.push(job);
+                motion.push(gated.motion[i]);
+            } else {
+                let camera = job.payload.camera;
+                job.reply.send(Ok(FrameScore { camera, motion: gated.motion[i], scores: None }));
+                skipped += 1;
+            }
+        }
+        sh.metrics.counters.scored.fetch_add(skipped, Ordering::Relaxed);
+        (!kept.is_empty()).then_some(FrameWork { input: gated.input, jobs: kept, motion })
     }
-    fn deadline(&self) -> Option<Instant> {
-        self.frame.deadline
+
+    fn scorer(&self, recorder: usize) -> usize {
+        recorder
+    }
+
+    fn score(&self, sh: &Shared<Self>, recorder: &mut usize, work: FrameWork) {
+        let FrameWork { input, jobs, motion } = work;
+        let t0 = Instant::now();
+        let n = jobs.len();
+        let result = self.scorer.run_model(&input, n);
+        let t1 = Instant::now();
+        sh.note_scoring(t1 - t0);
+        let counters = &sh.metrics.counters;
+        sh.metrics.with(*recorder, |rec| {
+            rec.record(Stage::Scoring, t1 - t0);
+            rec.record_batch(n);
+            match result {
+                Ok(out) => {
+                    let width = self.scorer.out_width();
+                    for ((job, row), motion) in
+                        jobs.into_iter().zip(out.chunks_exact(width)).zip(motion)
+                    {
+                        rec.record(Stage::EndToEnd, t1.saturating_duration_since(job.accepted));
+                        let scores = Some(self.scorer.read(row));
+                        job.reply.send(Ok(FrameScore {
+                            camera: job.payload.camera,
+                            motion,
+                            scores,
+                        }));
+                    }
+                    counters.scored.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    for job in jobs {
+                        let message = e.to_string();
+                        job.reply.send(Err(Error::Backend { backend: "frames", message }));
+                    }
+                    counters.errors.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        });
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn jobs(work: FrameWork) -> Vec<Job<Self>> {
+        work.jobs
     }
 }
 
-/// The answer to one submitted frame.
-#[derive(Debug)]
-pub struct FrameTicket(Receiver<Result<FrameScore>>);
-
-impl FrameTicket {
-    /// Blocks until the frame is answered.
-    pub fn wait(self) -> Result<FrameScore> {
-        self.0.recv().unwrap_or(Err(Error::Closed))
-    }
-}
-
-/// Latency per stage, in µs, since the runtime started.
-#[derive(Debug, Clone)]
-pub struct FrameLatency {
-    /// Acceptance to the batch's start.
-    pub queue: Histogram<u64>,
-    /// Preprocessing and motion of the batch (on the GPU: upload, dispatch and readback).
-    pub preprocess: Histogram<u64>,
-    /// The model on the batch's moving frames.
-    pub model: Histogram<u64>,
-    /// Acceptance to answer.
-    pub end_to_end: Histogram<u64>,
-    /// Frames per batch.
-    pub batch: Histogram<u64>,
-}
-
-impl FrameLatency {
-    fn new() -> Self {
-        let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-        FrameLatency { queue: h(), preprocess: h(), model: h(), end_to_end: h(), batch: h() }
-    }
-}
-
-/// Frame scoring behind a queue and a micro-batcher.
+/// Frame scoring behind the runtime's pipeline.
+///
+/// `config`'s queue, batching, workers and overload settings apply as they do to rows (its
+/// backend, NaN and output settings are the rows' and do not: the frame model's backend is
+/// in the [`FrameConfig`](super::FrameConfig)).
 pub struct FrameRuntime {
-    tx: Sender<Option<Job>>,
-    closed: Arc<AtomicBool>,
-    scorer: Arc<FrameScorer>,
-    latency: Arc<Mutex<FrameLatency>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    pipeline: Pipeline<FrameFlow>,
 }
 
 impl std::fmt::Debug for FrameRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrameRuntime").field("scorer", &self.scorer).finish_non_exhaustive()
+        f.debug_struct("FrameRuntime").field("scorer", self.scorer()).finish_non_exhaustive()
     }
 }
 
 impl FrameRuntime {
-    /// Starts the batcher thread: a batch is flushed at `max_batch` frames or when its oldest
-    /// frame has waited `max_delay`.
-    pub fn new(
-        scorer: FrameScorer,
-        max_batch: usize,
-        max_delay: Duration,
-        queue: usize,
-    ) -> Result<Self> {
-        if max_batch == 0 || queue == 0 {
-            return Err(Error::Config("max_batch and queue must be positive".into()));
-        }
-        let (tx, rx) = crossbeam_channel::bounded(queue);
-        let scorer = Arc::new(scorer);
-        let latency = Arc::new(Mutex::new(FrameLatency::new()));
-        let (s, l) = (scorer.clone(), latency.clone());
-        let thread = std::thread::Builder::new()
-            .name("streamscore-frames".into())
-            .spawn(move || batcher(&rx, &s, &l, max_batch, max_delay))
-            .map_err(|e| Error::Config(format!("cannot start the frame batcher: {e}")))?;
-        Ok(FrameRuntime {
-            tx,
-            closed: Arc::new(AtomicBool::new(false)),
-            scorer,
-            latency,
-            thread: Mutex::new(Some(thread)),
-        })
+    /// Starts the pipeline: a batch is flushed at `config.max_batch` frames or when its oldest
+    /// frame has waited `config.max_delay`.
+    pub fn new(scorer: FrameScorer, config: RuntimeConfig) -> Result<Self> {
+        Ok(FrameRuntime { pipeline: Pipeline::start(FrameFlow { scorer }, config)? })
     }
 
-    /// Queues a frame without blocking; a full queue, a closed runtime or a malformed frame
-    /// hands it back with the reason (boxed: a frame is large).
+    /// Queues a frame without blocking; a full queue (under the `block` and `reject`
+    /// policies), a closed runtime or a malformed frame hands it back with the reason (boxed:
+    /// a frame is large).
     pub fn try_submit(
         &self,
         frame: OwnedFrame,
     ) -> std::result::Result<FrameTicket, Box<Rejected<OwnedFrame>>> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(Box::new(Rejected { event: frame, error: Error::Closed }));
-        }
         if let Err(error) = frame.borrow().check() {
+            let error = self.pipeline.rejected(error);
             return Err(Box::new(Rejected { event: frame, error }));
         }
-        let (reply, rx) = crossbeam_channel::bounded(1);
-        let job = Job { frame, accepted: Instant::now(), reply };
-        match self.tx.try_send(Some(job)) {
-            Ok(()) => Ok(FrameTicket(rx)),
-            Err(TrySendError::Full(Some(job)) | TrySendError::Disconnected(Some(job))) => {
-                let error = if self.closed.load(Ordering::SeqCst) {
-                    Error::Closed
-                } else {
-                    Error::QueueFull
-                };
-                Err(Box::new(Rejected { event: job.frame, error }))
-            }
-            Err(_) => unreachable!("a job was sent"),
-        }
+        let deadline = frame.deadline;
+        self.pipeline.offer(frame, deadline).map_err(|(error, frame)| {
+            Box::new(Rejected { event: frame, error: self.pipeline.rejected(error) })
+        })
+    }
+
+    /// Scores one frame, blocking until its answer (and, under the `block` policy, until there
+    /// is room in the queue).
+    pub fn score(&self, frame: OwnedFrame) -> Result<FrameScore> {
+        frame.borrow().check().map_err(|e| self.pipeline.rejected(e))?;
+        let deadline = frame.deadline;
+        let ticket = self
+            .pipeline
+            .offer_waiting(frame, deadline)
+            .map_err(|(error, _)| self.pipeline.rejected(error))?;
+        ticket.wait()
+    }
+
+    /// Scores one frame asynchronously: awaits room under the `block` policy, then the answer.
+    pub async fn submit(&self, frame: OwnedFrame) -> Result<FrameScore> {
+        frame.borrow().check().map_err(|e| self.pipeline.rejected(e))?;
+        let deadline = frame.deadline;
+        self.pipeline.submit(frame, deadline).await
     }
 
     /// The scorer (its counters: frames, scored, skipped).
     pub fn scorer(&self) -> &FrameScorer {
-        &self.scorer
+        &self.pipeline.shared.flow.scorer
     }
 
-    /// Latency histograms so far.
-    pub fn latency(&self) -> FrameLatency {
-        self.latency.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// A snapshot of every counter and histogram (`prometheus()` renders it): queue wait,
+    /// batching, preprocessing with motion (`prepare`, per batch), the model (`scoring`, per
+    /// batch) and end to end for the frames the model scored.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.pipeline.metrics()
     }
 
-    /// Answers every queued frame, then stops the batcher.
+    /// Answers every queued frame, then stops.
     pub fn shutdown(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(None);
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for FrameRuntime {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn batcher(
-    rx: &Receiver<Option<Job>>,
-    scorer: &FrameScorer,
-    latency: &Mutex<FrameLatency>,
-    max_batch: usize,
-    max_delay: Duration,
-) {
-    let mut b: Batcher<Job> = Batcher::new(max_batch, max_delay);
-    let (mut batch, mut expired) = (Vec::new(), Vec::new());
-    let mut draining = false;
-    loop {
-        let msg = if draining {
-            rx.try_recv().ok()
-        } else {
-            match b.flush_at() {
-                Some(t) => match rx.recv_deadline(t) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => Some(None),
-                },
-                None => Some(rx.recv().unwrap_or(None)),
-            }
-        };
-        let now = Instant::now();
-        // Take what is already queued (up to a full batch) before deciding to flush: frames
-        // that waited in the queue are past their delay, and flushing each alone would
-        // starve the batch.
-        let mut next = msg;
-        while let Some(m) = next.take() {
-            match m {
-                Some(job) => {
-                    if let Err(job) = b.admit(job, now) {
-                        let _ = job.reply.send(Err(Error::Expired { waited: now - job.accepted }));
-                    }
-                }
-                None => draining = true,
-            }
-            if !b.is_full() {
-                next = rx.try_recv().ok();
-            }
-        }
-        if b.is_full() || b.flush_due(now) || (draining && !b.is_empty()) {
-            b.take(now, &mut batch, &mut expired);
-            for job in expired.drain(..) {
-                let _ = job.reply.send(Err(Error::Expired { waited: now - job.accepted }));
-            }
-            if !batch.is_empty() {
-                score(&mut batch, scorer, latency);
-            }
-        }
-        if draining && b.is_empty() && rx.is_empty() {
-            // Frames sent after `closed` was set are refused by `try_submit`; answer any
-            // that raced in.
-            while let Ok(Some(job)) = rx.try_recv() {
-                let _ = job.reply.send(Err(Error::Closed));
-            }
-            return;
-        }
-    }
-}
-
-fn score(batch: &mut Vec<Job>, scorer: &FrameScorer, latency: &Mutex<FrameLatency>) {
-    let start = Instant::now();
-    let frames: Vec<Frame> = batch.iter().map(|j| j.frame.borrow()).collect();
-    let result = scorer.score_timed(&frames);
-    let done = Instant::now();
-    let mut l = latency.lock().unwrap_or_else(|p| p.into_inner());
-    let us = |d: Duration| (d.as_micros() as u64).max(1);
-    l.batch.saturating_record(batch.len() as u64);
-    match result {
-        Ok((scores, pre, model)) => {
-            l.preprocess.saturating_record(us(pre));
-            l.model.saturating_record(us(model));
-            for (job, s) in batch.drain(..).zip(scores) {
-                l.queue.saturating_record(us(start.saturating_duration_since(job.accepted)));
-                l.end_to_end.saturating_record(us(done.saturating_duration_since(job.accepted)));
-                let _ = job.reply.send(Ok(s));
-            }
-        }
-        Err(e) => {
-            let message = e.to_string();
-            for job in batch.drain(..) {
-                let _ = job
-                    .reply
-                    .send(Err(Error::Backend { backend: "frames", message: message.clone() }));
-            }
-        }
+        self.pipeline.shutdown();
     }
 }

@@ -11,9 +11,9 @@ use serde::Deserialize;
 
 use super::{Frame, MotionTracker, Preprocess, preprocess};
 use crate::backend::gpu::{Context, FramesGpu};
-use crate::backend::onnx::{OnnxOptions, OnnxRuntime};
-use crate::backend::{Backend, Output};
+use crate::backend::{Backend, BackendSpec, Output};
 use crate::error::{Error, Result};
+use crate::model::Model;
 use crate::model::onnx::OnnxModel;
 
 /// What the model's output means.
@@ -37,6 +37,7 @@ pub enum FrameOutput {
 /// std = [0.229, 0.224, 0.225]
 /// motion_threshold = 0.02       # optional: frames moving less skip the model
 /// output = { kind = "classes" } # or { kind = "anomaly", index = 0 }
+/// backend = "onnx"              # optional backend spec for the CNN (default: auto)
 /// ```
 ///
 /// The input size and channels come from the model's declared input `[N, C, H, W]`.
@@ -55,6 +56,10 @@ pub struct FrameConfig {
     pub motion_threshold: Option<f32>,
     /// How to read the output.
     pub output: FrameOutput,
+    /// Which backends may run the model, as a spec (`"onnx"`, `"auto"`: see
+    /// [`BackendSpec`]); default `auto`, which gives ONNX Runtime for a CNN.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 impl FrameConfig {
@@ -100,7 +105,7 @@ pub struct FrameCounters {
 pub struct FrameScorer {
     config: FrameConfig,
     preprocess: Preprocess,
-    model: OnnxRuntime,
+    model: Arc<dyn Backend>,
     width: usize,
     gpu: Option<FramesGpu>,
     tracker: Mutex<MotionTracker>,
@@ -120,6 +125,26 @@ impl FrameScorer {
     /// Loads the model, checks its input is `[N, 1 or 3, H, W]`, and prepares the GPU path on
     /// `gpu` (for up to `max_cameras` cameras) or the CPU path.
     pub fn new(config: FrameConfig, gpu: Option<Arc<Context>>, max_cameras: usize) -> Result<Self> {
+        Self::build(config, None, gpu, max_cameras)
+    }
+
+    /// As [`new`](FrameScorer::new), with the model scored by `backend` (any [`Backend`]
+    /// taking the model's input, one preprocessed frame per row) instead of the config's spec.
+    pub fn with_backend(
+        config: FrameConfig,
+        backend: Arc<dyn Backend>,
+        gpu: Option<Arc<Context>>,
+        max_cameras: usize,
+    ) -> Result<Self> {
+        Self::build(config, Some(backend), gpu, max_cameras)
+    }
+
+    fn build(
+        config: FrameConfig,
+        backend: Option<Arc<dyn Backend>>,
+        gpu: Option<Arc<Context>>,
+        max_cameras: usize,
+    ) -> Result<Self> {
         let bytes = std::fs::read(&config.model).map_err(|e| Error::io(&config.model, e))?;
         let onnx = Arc::new(OnnxModel::from_bytes(bytes)?);
         let dims = &onnx.input().dims;
@@ -142,7 +167,16 @@ impl FrameScorer {
             std: config.std,
         };
         preprocess.check()?;
-        let model = OnnxRuntime::new(onnx, OnnxOptions::default())?;
+        let model = match backend {
+            Some(b) if b.n_features() != preprocess.len(1) => {
+                return Err(Error::WidthMismatch { expected: preprocess.len(1), got: b.n_features() });
+            }
+            Some(b) => b,
+            None => {
+                let spec: BackendSpec = config.backend.as_deref().unwrap_or("auto").parse()?;
+                spec.select(Model::Onnx(onnx))?
+            }
+        };
         let out_width = model.output_width(Output::Raw);
         if let FrameOutput::Anomaly { index } = config.output
             && index >= out_width
@@ -201,8 +235,27 @@ impl FrameScorer {
     /// the model.
     pub fn score_timed(&self, frames: &[Frame]) -> Result<(Vec<FrameScore>, Duration, Duration)> {
         let start = Instant::now();
-        let (tensor, motion) = self.prepare(frames)?;
+        let gated = self.gate(frames)?;
         let prepared = Instant::now();
+        let out = self.run_model(&gated.input, gated.keep.len())?;
+        let scored = Instant::now();
+        let mut scores: Vec<Option<Vec<f32>>> = vec![None; frames.len()];
+        for (k, &i) in gated.keep.iter().enumerate() {
+            scores[i] = Some(self.read(&out[k * self.width..(k + 1) * self.width]));
+        }
+        let scores = frames
+            .iter()
+            .zip(gated.motion)
+            .zip(scores)
+            .map(|((f, motion), scores)| FrameScore { camera: f.camera, motion, scores })
+            .collect();
+        Ok((scores, prepared - start, scored - prepared))
+    }
+
+    /// Preprocesses `frames`, scores their motion and keeps those the motion threshold lets
+    /// through: the model's input for them, row after row.
+    pub(crate) fn gate(&self, frames: &[Frame]) -> Result<Gated> {
+        let (tensor, motion) = self.prepare(frames)?;
         let per = self.preprocess.len(1);
         let keep: Vec<usize> = (0..frames.len())
             .filter(|&i| self.config.motion_threshold.is_none_or(|t| motion[i] >= t))
@@ -211,26 +264,44 @@ impl FrameScorer {
         for &i in &keep {
             input.extend_from_slice(&tensor[i * per..(i + 1) * per]);
         }
-        let mut out = vec![0.0; keep.len() * self.width];
-        self.model.score_rows(&input, &mut out)?;
-        let scored = Instant::now();
-        let mut scores: Vec<Option<Vec<f32>>> = vec![None; frames.len()];
-        for (k, &i) in keep.iter().enumerate() {
-            let row = &out[k * self.width..(k + 1) * self.width];
-            scores[i] = Some(match self.config.output {
-                FrameOutput::Classes => row.to_vec(),
-                FrameOutput::Anomaly { index } => vec![row[index]],
-            });
-        }
         self.counters.frames.fetch_add(frames.len() as u64, Ordering::Relaxed);
-        self.counters.scored.fetch_add(keep.len() as u64, Ordering::Relaxed);
         self.counters.skipped.fetch_add((frames.len() - keep.len()) as u64, Ordering::Relaxed);
-        let scores = frames
-            .iter()
-            .zip(motion)
-            .zip(scores)
-            .map(|((f, motion), scores)| FrameScore { camera: f.camera, motion, scores })
-            .collect();
-        Ok((scores, prepared - start, scored - prepared))
+        Ok(Gated { input, keep, motion })
     }
+
+    /// The model's raw output for `rows` preprocessed frames (`width` values each).
+    pub(crate) fn run_model(&self, input: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; rows * self.width];
+        self.model.score_rows(input, Output::Raw, &mut out)?;
+        self.counters.scored.fetch_add(rows as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// One frame's answer from its row of model output.
+    pub(crate) fn read(&self, row: &[f32]) -> Vec<f32> {
+        match self.config.output {
+            FrameOutput::Classes => row.to_vec(),
+            FrameOutput::Anomaly { index } => vec![row[index]],
+        }
+    }
+
+    /// Values per row of the model's output.
+    pub(crate) fn out_width(&self) -> usize {
+        self.width
+    }
+
+    /// The backend running the model.
+    pub fn model_backend(&self) -> &str {
+        self.model.name()
+    }
+}
+
+/// A batch after preprocessing and motion gating.
+pub(crate) struct Gated {
+    /// The model input of the kept frames, row after row.
+    pub input: Vec<f32>,
+    /// Indices (in the batch) of the frames the model scores.
+    pub keep: Vec<usize>,
+    /// Every frame's motion score.
+    pub motion: Vec<f32>,
 }

@@ -7,11 +7,7 @@
 
 pub mod reply;
 
-use std::time::Instant;
-
-use crate::batch::batcher::Queued;
 use crate::error::Error;
-use reply::Responder;
 
 /// An event the runtime refused, handed back to the caller with the reason (as crossbeam's
 /// `TrySendError::Full(T)` hands back its message).
@@ -33,28 +29,5 @@ impl<E> std::fmt::Display for Rejected<E> {
 impl<E: std::fmt::Debug> std::error::Error for Rejected<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
-    }
-}
-
-/// One accepted event on its way through the runtime.
-pub(crate) struct Job {
-    /// The validated row, in a pooled buffer.
-    pub row: Vec<f32>,
-    /// Key and event time (ms), for the feature stage (0 when the runtime has none).
-    pub key: u64,
-    pub time_ms: i64,
-    pub deadline: Option<Instant>,
-    pub accepted: Instant,
-    /// When the batcher took it off the queue.
-    pub popped: Instant,
-    pub reply: Responder,
-}
-
-impl Queued for Job {
-    fn accepted(&self) -> Instant {
-        self.accepted
-    }
-    fn deadline(&self) -> Option<Instant> {
-        self.deadline
     }
 }

@@ -80,21 +80,21 @@ impl Score {
     }
 }
 
-pub(crate) struct Slot {
+pub(crate) struct Slot<T> {
     state: AtomicU8,
     holders: AtomicU8,
-    value: UnsafeCell<MaybeUninit<Result<Score>>>,
+    value: UnsafeCell<MaybeUninit<Result<T>>>,
     waker: AtomicWaker,
-    pool: Arc<SlotPool>,
+    pool: Arc<SlotPool<T>>,
 }
 
 // SAFETY: `value` is written only by the responder before it publishes READY (Release) and read
 // only by the ticket after it observes READY (Acquire), or by the last holder in `reset`, after
-// both holders have let go (AcqRel on `holders`). `Result<Score>` is Send.
-unsafe impl Sync for Slot {}
-unsafe impl Send for Slot {}
+// both holders have let go (AcqRel on `holders`). `Result<T>` is Send when `T` is.
+unsafe impl<T: Send> Sync for Slot<T> {}
+unsafe impl<T: Send> Send for Slot<T> {}
 
-impl Slot {
+impl<T> Slot<T> {
     /// Called only by the last holder: no one else can touch the slot.
     fn reset(&self) {
         if self.state.load(Ordering::Acquire) == READY {
@@ -107,12 +107,12 @@ impl Slot {
 }
 
 /// Lets go of one holder's share; the last one recycles the slot.
-fn release(slot: Arc<Slot>) {
+fn release<T>(slot: Arc<Slot<T>>) {
     if slot.holders.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
     slot.reset();
-    let pool: *const SlotPool = Arc::as_ptr(&slot.pool);
+    let pool: *const SlotPool<T> = Arc::as_ptr(&slot.pool);
     // SAFETY: `slot` holds a strong reference to the pool, so the pool outlives this call
     // whether `push` keeps the slot (the pool then owns it) or hands it back (dropped after).
     let pool = unsafe { &*pool };
@@ -123,12 +123,12 @@ fn release(slot: Arc<Slot>) {
 
 /// Recycled reply slots. Holds at most `capacity` idle slots; more are allocated when a burst
 /// needs them and dropped when the pool is full again.
-pub(crate) struct SlotPool {
-    free: ArrayQueue<Arc<Slot>>,
+pub(crate) struct SlotPool<T = Score> {
+    free: ArrayQueue<Arc<Slot<T>>>,
     closed: AtomicBool,
 }
 
-impl SlotPool {
+impl<T> SlotPool<T> {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(SlotPool {
             free: ArrayQueue::new(capacity.max(1)),
@@ -137,7 +137,7 @@ impl SlotPool {
     }
 
     /// A fresh pair of ends for one event.
-    pub(crate) fn pair(self: &Arc<Self>) -> (Ticket, Responder) {
+    pub(crate) fn pair(self: &Arc<Self>) -> (Ticket<T>, Responder<T>) {
         let slot = self.free.pop().unwrap_or_else(|| {
             Arc::new(Slot {
                 state: AtomicU8::new(EMPTY),
@@ -161,12 +161,12 @@ impl SlotPool {
 
 /// The runtime's end of a reply slot. Answers exactly once: by [`Responder::send`], or with an
 /// error if dropped unanswered.
-pub(crate) struct Responder {
-    slot: Option<Arc<Slot>>,
+pub(crate) struct Responder<T = Score> {
+    slot: Option<Arc<Slot<T>>>,
 }
 
-impl Responder {
-    pub(crate) fn send(mut self, answer: Result<Score>) {
+impl<T> Responder<T> {
+    pub(crate) fn send(mut self, answer: Result<T>) {
         if let Some(slot) = self.slot.take() {
             put(slot, answer);
         }
@@ -181,7 +181,7 @@ impl Responder {
     }
 }
 
-fn put(slot: Arc<Slot>, answer: Result<Score>) {
+fn put<T>(slot: Arc<Slot<T>>, answer: Result<T>) {
     // SAFETY: the responder is the only writer and writes once; the ticket reads only after
     // observing READY below.
     unsafe { (*slot.value.get()).write(answer) };
@@ -190,7 +190,7 @@ fn put(slot: Arc<Slot>, answer: Result<Score>) {
     release(slot);
 }
 
-impl Drop for Responder {
+impl<T> Drop for Responder<T> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             let message = "the event was dropped unanswered (a worker panicked)".to_string();
@@ -199,17 +199,18 @@ impl Drop for Responder {
     }
 }
 
-/// The caller's claim on one accepted event's answer.
+/// The caller's claim on one accepted event's answer (a [`Score`] for rows; a
+/// [`FrameScore`](crate::frames::FrameScore) for frames).
 ///
 /// Wait for it with [`Ticket::wait`] (blocking), `.await` it (any async runtime), or poll it
 /// with [`Ticket::try_take`]. Dropping a ticket is fine: the event is still scored and the
 /// answer discarded, with nothing leaked and nothing blocked.
 #[must_use = "a ticket is the only way to read the event's answer"]
-pub struct Ticket {
-    slot: Option<Arc<Slot>>,
+pub struct Ticket<T = Score> {
+    slot: Option<Arc<Slot<T>>>,
 }
 
-impl std::fmt::Debug for Ticket {
+impl<T> std::fmt::Debug for Ticket<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ticket").field("ready", &self.is_ready()).finish()
     }
@@ -230,7 +231,7 @@ thread_local! {
     static THREAD_WAKER: Waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
 }
 
-impl Ticket {
+impl<T> Ticket<T> {
     /// True once the answer is there (taking it will not block).
     pub fn is_ready(&self) -> bool {
         self.slot.as_ref().is_some_and(|s| s.state.load(Ordering::Acquire) == READY)
@@ -238,12 +239,12 @@ impl Ticket {
 
     /// The answer if it is there, without blocking. Returns `None` while pending and after the
     /// answer has been taken.
-    pub fn try_take(&mut self) -> Option<Result<Score>> {
+    pub fn try_take(&mut self) -> Option<Result<T>> {
         if self.is_ready() { Some(self.take()) } else { None }
     }
 
     /// Blocks the current thread until the answer arrives.
-    pub fn wait(mut self) -> Result<Score> {
+    pub fn wait(mut self) -> Result<T> {
         THREAD_WAKER.with(|waker| {
             loop {
                 if let Poll::Ready(answer) = self.poll_with(waker) {
@@ -254,7 +255,7 @@ impl Ticket {
         })
     }
 
-    fn take(&mut self) -> Result<Score> {
+    fn take(&mut self) -> Result<T> {
         let Some(slot) = self.slot.take() else {
             return Err(Error::Closed);
         };
@@ -266,7 +267,7 @@ impl Ticket {
         answer
     }
 
-    fn poll_with(&mut self, waker: &Waker) -> Poll<Result<Score>> {
+    fn poll_with(&mut self, waker: &Waker) -> Poll<Result<T>> {
         let Some(slot) = &self.slot else {
             // Polled again after completion.
             return Poll::Ready(Err(Error::Closed));
@@ -283,15 +284,15 @@ impl Ticket {
     }
 }
 
-impl Future for Ticket {
-    type Output = Result<Score>;
+impl<T> Future for Ticket<T> {
+    type Output = Result<T>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Score>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         self.get_mut().poll_with(cx.waker())
     }
 }
 
-impl Drop for Ticket {
+impl<T> Drop for Ticket<T> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             release(slot);
@@ -325,7 +326,7 @@ mod tests {
 
     #[test]
     fn dropped_responder_answers_with_an_error() {
-        let pool = SlotPool::new(4);
+        let pool = SlotPool::<Score>::new(4);
         let (ticket, responder) = pool.pair();
         drop(responder);
         assert!(matches!(ticket.wait(), Err(Error::Backend { .. })));

@@ -19,51 +19,93 @@ pub(super) fn read(
     names: &[String],
     source: &str,
 ) -> Result<Batch> {
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(columns == Columns::ByName)
-        .trim(::csv::Trim::All)
-        .from_reader(bytes);
-    let csv_err = |e: ::csv::Error| {
-        let at = match e.position() {
-            Some(p) => format!("{source}, line {}", p.line()),
-            None => source.to_string(),
+    let mut rows = CsvRows::new(bytes, columns, names, source)?;
+    Ok(rows.next_chunk(usize::MAX)?.unwrap_or_else(|| {
+        Batch::from_columns(Vec::new(), 0, names.len()).expect("0 rows of any width")
+    }))
+}
+
+/// CSV rows read a chunk at a time from any reader, so a large file is never held whole.
+pub(super) struct CsvRows<R> {
+    reader: ::csv::Reader<R>,
+    /// Position in the file of each model feature.
+    index: Vec<usize>,
+    names: Vec<String>,
+    columns: Columns,
+    source: String,
+    record: ::csv::StringRecord,
+    rows: Vec<f32>,
+}
+
+impl<R: std::io::Read> CsvRows<R> {
+    pub(super) fn new(input: R, columns: Columns, names: &[String], source: &str) -> Result<Self> {
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(columns == Columns::ByName)
+            .trim(::csv::Trim::All)
+            .from_reader(input);
+        let index: Vec<usize> = match columns {
+            Columns::ByName => {
+                let header = reader.headers().map_err(|e| csv_err(source, e))?.clone();
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        header
+                            .iter()
+                            .position(|h| h == name)
+                            .ok_or_else(|| Error::MissingColumn { name: name.clone(), index: i })
+                    })
+                    .collect::<Result<_>>()?
+            }
+            Columns::Positional => (0..names.len()).collect(),
         };
-        Error::Input { at, message: e.to_string() }
-    };
-    // Position in the file of each model feature.
-    let index: Vec<usize> = match columns {
-        Columns::ByName => {
-            let header = reader.headers().map_err(csv_err)?.clone();
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    header
-                        .iter()
-                        .position(|h| h == name)
-                        .ok_or_else(|| Error::MissingColumn { name: name.clone(), index: i })
-                })
-                .collect::<Result<_>>()?
-        }
-        Columns::Positional => (0..names.len()).collect(),
-    };
-    let mut rows = Vec::new();
-    let mut record = ::csv::StringRecord::new();
-    while reader.read_record(&mut record).map_err(csv_err)? {
-        if columns == Columns::Positional && record.len() != names.len() {
-            return Err(Error::WidthMismatch { expected: names.len(), got: record.len() });
-        }
-        for (&col, name) in index.iter().zip(names) {
-            let text = &record[col];
-            let value = field(text).ok_or_else(|| {
-                let line = record.position().map_or(0, |p| p.line());
-                Error::Input {
-                    at: format!("{source}, line {line}, column `{name}`"),
-                    message: format!("`{text}` is not a number"),
-                }
-            })?;
-            rows.push(value);
-        }
+        Ok(CsvRows {
+            reader,
+            index,
+            names: names.to_vec(),
+            columns,
+            source: source.to_string(),
+            record: ::csv::StringRecord::new(),
+            rows: Vec::new(),
+        })
     }
-    Batch::from_rows(&rows, names.len())
+
+    /// The next batch of at most `max_rows` rows; `None` at the end of the input.
+    pub(super) fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Batch>> {
+        self.rows.clear();
+        let mut n = 0;
+        let source = &self.source;
+        while n < max_rows
+            && self.reader.read_record(&mut self.record).map_err(|e| csv_err(source, e))?
+        {
+            let record = &self.record;
+            if self.columns == Columns::Positional && record.len() != self.names.len() {
+                return Err(Error::WidthMismatch { expected: self.names.len(), got: record.len() });
+            }
+            for (&col, name) in self.index.iter().zip(&self.names) {
+                let text = &record[col];
+                let value = field(text).ok_or_else(|| {
+                    let line = record.position().map_or(0, |p| p.line());
+                    Error::Input {
+                        at: format!("{source}, line {line}, column `{name}`"),
+                        message: format!("`{text}` is not a number"),
+                    }
+                })?;
+                self.rows.push(value);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        Batch::from_rows(&self.rows, self.names.len()).map(Some)
+    }
+}
+
+fn csv_err(source: &str, e: ::csv::Error) -> Error {
+    let at = match e.position() {
+        Some(p) => format!("{source}, line {}", p.line()),
+        None => source.to_string(),
+    };
+    Error::Input { at, message: e.to_string() }
 }

@@ -2,11 +2,12 @@
 //!
 //! Input values travel as f32: f64 `.npy` files are rounded to the nearest f32 on read.
 
+#[cfg(feature = "csv")]
 mod csv;
 mod npy;
 mod synthetic;
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -47,7 +48,94 @@ pub fn read_rows(bytes: &[u8], columns: Columns, names: &[String], source: &str)
         }
         return Batch::from_rows(&array.values, array.cols);
     }
-    csv::read(bytes, columns, names, source)
+    #[cfg(feature = "csv")]
+    return csv::read(bytes, columns, names, source);
+    #[cfg(not(feature = "csv"))]
+    {
+        let _ = columns;
+        Err(no_csv(source))
+    }
+}
+
+/// Rows read a chunk at a time: CSV straight from its reader (never held whole), `.npy` parsed
+/// once and cut into chunks. `streamscore score` uses it to score files of any size in bounded
+/// memory.
+pub struct RowStream {
+    inner: Rows,
+}
+
+enum Rows {
+    #[cfg(feature = "csv")]
+    Csv(Box<csv::CsvRows<Box<dyn std::io::Read>>>),
+    Npy {
+        array: npy::NpyArray,
+        next: usize,
+    },
+}
+
+impl RowStream {
+    /// Opens `input` for a model with features `names` (see [`read_rows`] for the formats).
+    pub fn new(
+        mut input: Box<dyn std::io::Read>,
+        columns: Columns,
+        names: &[String],
+        source: &str,
+    ) -> Result<Self> {
+        let mut head = Vec::with_capacity(npy::MAGIC.len());
+        (&mut input)
+            .take(npy::MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io(source, e))?;
+        if head == npy::MAGIC {
+            let mut bytes = head;
+            input.read_to_end(&mut bytes).map_err(|e| Error::io(source, e))?;
+            let array = npy::parse(&bytes)
+                .map_err(|message| Error::Input { at: source.into(), message })?;
+            if array.cols != names.len() {
+                return Err(Error::WidthMismatch { expected: names.len(), got: array.cols });
+            }
+            return Ok(RowStream { inner: Rows::Npy { array, next: 0 } });
+        }
+        #[cfg(feature = "csv")]
+        {
+            let chained: Box<dyn std::io::Read> = Box::new(std::io::Cursor::new(head).chain(input));
+            let rows = csv::CsvRows::new(chained, columns, names, source)?;
+            Ok(RowStream { inner: Rows::Csv(Box::new(rows)) })
+        }
+        #[cfg(not(feature = "csv"))]
+        {
+            let _ = columns;
+            Err(no_csv(source))
+        }
+    }
+
+    /// The next batch of at most `max_rows` rows (at least 1); `None` at the end.
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Batch>> {
+        let max_rows = max_rows.max(1);
+        match &mut self.inner {
+            #[cfg(feature = "csv")]
+            Rows::Csv(rows) => rows.next_chunk(max_rows),
+            Rows::Npy { array, next } => {
+                if *next >= array.rows {
+                    return Ok(None);
+                }
+                let take = max_rows.min(array.rows - *next);
+                let values = &array.values[*next * array.cols..(*next + take) * array.cols];
+                *next += take;
+                Batch::from_rows(values, array.cols).map(Some)
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "csv"))]
+fn no_csv(source: &str) -> Error {
+    Error::Input {
+        at: source.into(),
+        message: "reading CSV needs the Cargo feature `csv` (on by default); this input is not \
+                  a .npy array"
+            .into(),
+    }
 }
 
 /// Writes `values` (row-major, `width` per row) one row per line, values comma-separated, each

@@ -4,45 +4,9 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::backend::Output;
+use crate::backend::{BackendSpec, Output};
 use crate::error::{Error, Result};
 use crate::event::NonFinitePolicy;
-
-/// Which backend scores the batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendChoice {
-    /// The fastest backend available on this machine for this model.
-    #[default]
-    Auto,
-    /// The scalar reference scorer (the truth every other backend is tested against).
-    Reference,
-    /// The fast CPU tree scorer ([`Cpu`](crate::backend::cpu::Cpu)), with the SIMD kernel
-    /// this machine supports; an error for a model it cannot lay out.
-    Cpu,
-    /// ONNX Runtime ([`OnnxRuntime`](crate::backend::onnx::OnnxRuntime)), for ONNX models;
-    /// an error when its library cannot be loaded.
-    Onnx,
-    /// The GPU ([`Gpu`](crate::backend::gpu::Gpu)) with the CPU as fallback: the `Auto` CPU
-    /// backend when no GPU can take the model, and for every batch after the device is lost.
-    Gpu,
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(BackendChoice::Auto),
-            "reference" => Ok(BackendChoice::Reference),
-            "cpu" => Ok(BackendChoice::Cpu),
-            "onnx" => Ok(BackendChoice::Onnx),
-            "gpu" => Ok(BackendChoice::Gpu),
-            other => Err(Error::Config(format!(
-                "unknown backend `{other}` (expected auto, cpu, gpu, onnx or reference)"
-            ))),
-        }
-    }
-}
 
 /// What a submission does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,8 +40,8 @@ pub enum Overload {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
-    /// Backend choice (default: auto).
-    pub backend: BackendChoice,
+    /// Which backends may score the model, in order, with their options (default: auto).
+    pub backend: BackendSpec,
     /// A batch is flushed when it holds this many events (default 256).
     pub max_batch: NonZeroUsize,
     /// ... or when its oldest event has waited this long since acceptance (default 500 µs).
@@ -106,7 +70,7 @@ const MAX_WORKERS: usize = 1024;
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            backend: BackendChoice::Auto,
+            backend: BackendSpec::auto(),
             max_batch: NonZeroUsize::new(256).expect("nonzero"),
             max_delay: Duration::from_micros(500),
             queue_capacity: NonZeroUsize::new(65_536).expect("nonzero"),
@@ -126,9 +90,9 @@ fn nonzero(n: usize) -> NonZeroUsize {
 }
 
 impl RuntimeConfig {
-    /// Sets the backend.
-    pub fn with_backend(mut self, backend: BackendChoice) -> Self {
-        self.backend = backend;
+    /// Sets the backend spec (a [`BackendChoice`](crate::backend::BackendChoice) converts).
+    pub fn with_backend(mut self, backend: impl Into<BackendSpec>) -> Self {
+        self.backend = backend.into();
         self
     }
 

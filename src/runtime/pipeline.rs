@@ -1,87 +1,135 @@
-//! The runtime's threads: one batcher (queue -> columnar batches) that either scores each
-//! batch itself (one worker) or hands it through a small bounded channel to N worker threads
-//! (batch -> backend -> replies), filling the next batch while they score.
+//! The one pipeline every runtime runs, generic over what is queued ([`Flow`]): admission and
+//! the overload policy, the bounded queue, the deadline batcher, the hand-off to N workers,
+//! pooled reply slots, metrics and shutdown are written once. Rows (`Runtime`) and frames
+//! (`FrameRuntime`) are two flows; what differs between them is a flow's `prepare` (in the
+//! batcher thread, in acceptance order: column transposition and the feature stage; frame
+//! preprocessing and motion gating) and `score` (in a worker: the backend, the answers).
 //!
 //! Invariant: every `Job` taken off the queue is answered exactly once, by `Shared::fail`
-//! (expired, shed, no worker), a `Scorer`'s reply loop, or (if a scorer panics) its
+//! (expired, shed, no worker), a flow's `prepare` or `score`, or (if either panics) its
 //! `Responder`'s drop.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::task::Waker;
-use std::thread;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use crossbeam_utils::CachePadded;
 
-use crate::backend::Backend;
-use crate::batch::Batch;
-use crate::batch::batcher::Batcher;
-use crate::error::Error;
-use crate::ingest::Job;
-use crate::ingest::reply::{Score, SlotPool, Timing};
-use crate::metrics::{Metrics, Stage};
+use crate::batch::batcher::{Batcher, Queued};
+use crate::error::{Error, Result};
+use crate::ingest::reply::{Responder, SlotPool, Ticket};
+use crate::metrics::{Metrics, MetricsSnapshot, Stage};
 
-use super::config::RuntimeConfig;
+use super::config::{Overload, RuntimeConfig};
 
 /// The batcher takes at most this many events per drain round before re-checking its flush
 /// deadline, so a flood cannot delay a due flush.
 const DRAIN_ROUND: usize = 4096;
 
+/// What one kind of queued item needs from the pipeline. Everything else is shared.
+pub(crate) trait Flow: Send + Sync + Sized + 'static {
+    /// What a producer hands over, validated (a row in a pooled buffer; a frame).
+    type Payload: Send + 'static;
+    /// What each accepted item is answered with, when it is not an error.
+    type Answer: Send + 'static;
+    /// A prepared batch on its way to a scorer, owning its jobs.
+    type Work: Send + 'static;
+    /// One scoring thread's state (output buffers).
+    type Scorer: Send + 'static;
+
+    /// Takes back the buffers of a payload that will not be scored (expired, shed, refused).
+    fn recycle(&self, payload: Self::Payload);
+
+    /// Runs in the batcher thread, in acceptance order, on each flushed batch (never empty):
+    /// builds its work, answering the jobs it refuses or completes itself. `None` when no job
+    /// is left to score.
+    fn prepare(&self, sh: &Shared<Self>, jobs: Vec<Job<Self>>, now: Instant) -> Option<Self::Work>;
+
+    /// A scorer recording its metrics into recorder `recorder`.
+    fn scorer(&self, recorder: usize) -> Self::Scorer;
+
+    /// Scores `work` and answers every one of its jobs.
+    fn score(&self, sh: &Shared<Self>, scorer: &mut Self::Scorer, work: Self::Work);
+
+    /// The jobs of `work`, unscored (no scoring worker is left: the pipeline answers them).
+    fn jobs(work: Self::Work) -> Vec<Job<Self>>;
+}
+
+/// One accepted item on its way through the pipeline.
+pub(crate) struct Job<F: Flow> {
+    pub payload: F::Payload,
+    pub deadline: Option<Instant>,
+    pub accepted: Instant,
+    /// When the batcher took it off the queue.
+    pub popped: Instant,
+    pub reply: Responder<F::Answer>,
+}
+
+impl<F: Flow> Queued for Job<F> {
+    fn accepted(&self) -> Instant {
+        self.accepted
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
 /// State shared by producers, the batcher and the workers.
-pub(crate) struct Shared {
-    pub tx: Sender<Option<Job>>,
-    /// Producers use it to shed the oldest event; the batcher holds a clone.
-    pub rx: Receiver<Option<Job>>,
-    pub slots: Arc<SlotPool>,
-    pub rows: ArrayQueue<Vec<f32>>,
-    pub spare_columns: ArrayQueue<Vec<f32>>,
-    pub spare_jobs: ArrayQueue<Vec<Job>>,
+pub(crate) struct Shared<F: Flow> {
+    pub flow: F,
+    tx: Sender<Option<Job<F>>>,
+    /// Producers use it to shed the oldest item; the batcher holds a clone.
+    rx: Receiver<Option<Job<F>>>,
+    slots: Arc<SlotPool<F::Answer>>,
+    pub spare_jobs: ArrayQueue<Vec<Job<F>>>,
     /// Wakers of async submitters waiting for room in the queue.
-    pub room: SegQueue<Waker>,
-    pub closed: AtomicBool,
+    room: SegQueue<Waker>,
+    closed: AtomicBool,
     /// Producers between their `closed` check and the end of their send: the batcher drains
-    /// until this is zero, so shutdown never strands an accepted event.
-    pub in_submit: CachePadded<AtomicUsize>,
+    /// until this is zero, so shutdown never strands an accepted item.
+    in_submit: CachePadded<AtomicUsize>,
     /// Recent scoring time of one batch (ns), for deadline decisions.
-    pub scoring_estimate_ns: AtomicU64,
+    scoring_estimate_ns: AtomicU64,
     pub metrics: Metrics,
     /// The validated configuration.
     pub config: RuntimeConfig,
-    /// Width of an accepted row (the backend's, or the feature spec's raw fields).
-    pub width: usize,
-    /// The feature stage between batcher and backend, if any (only the batcher locks it).
-    pub features: Option<std::sync::Mutex<crate::features::Features>>,
-    pub out_width: usize,
-    /// `config.model_version`, defaulted.
-    pub model_version: u64,
 }
 
-impl Shared {
-    /// Answers an event that cannot meet its deadline; its row buffer goes back to the pool.
-    pub(crate) fn expire(&self, job: Job, now: Instant) {
+impl<F: Flow> Shared<F> {
+    /// Answers an item that cannot meet its deadline.
+    pub(crate) fn expire(&self, job: Job<F>, now: Instant) {
         let waited = now.saturating_duration_since(job.accepted);
         self.fail(job, Error::Expired { waited }, &self.metrics.counters.expired);
     }
 
-    /// Answers an accepted event with `error` instead of a score, counting it in `counter`;
-    /// its row buffer (if it still has one) goes back to the pool.
-    pub(crate) fn fail(&self, job: Job, error: Error, counter: &AtomicU64) {
-        self.recycle_row(job.row);
+    /// Answers an accepted item with `error` instead of a score, counting it in `counter`;
+    /// its payload goes back to the flow.
+    pub(crate) fn fail(&self, job: Job<F>, error: Error, counter: &AtomicU64) {
+        self.flow.recycle(job.payload);
         job.reply.send(Err(error));
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn recycle_row(&self, row: Vec<f32>) {
-        if row.capacity() > 0 {
-            let _ = self.rows.push(row);
-        }
+    /// Feeds one batch's scoring time into the estimate the batcher's deadline rule uses.
+    pub(crate) fn note_scoring(&self, scoring: Duration) {
+        let ns = scoring.as_nanos() as u64;
+        let old = self.scoring_estimate_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { ns } else { (old * 7 + ns) / 8 };
+        self.scoring_estimate_ns.store(new, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Wakes every async submitter waiting for room.
-    pub(crate) fn wake_room(&self) {
+    fn wake_room(&self) {
         // Pairs with the fence in `RoomWait::poll`: either we see its waker or it sees room.
         fence(Ordering::SeqCst);
         while let Some(w) = self.room.pop() {
@@ -90,37 +138,230 @@ impl Shared {
     }
 }
 
-/// A batch on its way to a worker.
-pub(crate) struct Work {
-    batch: Batch,
-    jobs: Vec<Job>,
+/// The queue, batcher and workers of one flow, and the ways in.
+pub(crate) struct Pipeline<F: Flow> {
+    pub shared: Arc<Shared<F>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Where the batcher's batches go.
-pub(crate) enum Sink {
+impl<F: Flow> Pipeline<F> {
+    /// Validates `config` and starts the batcher and worker threads.
+    pub(crate) fn start(flow: F, config: RuntimeConfig) -> Result<Self> {
+        config.validate()?;
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.get());
+        let workers = config.workers.get();
+        // Enough idle reply slots for a full queue plus the batches in flight.
+        let in_flight =
+            config.queue_capacity.get().min(1 << 20) + config.max_batch.get() * (workers + 2);
+        let shared = Arc::new(Shared {
+            flow,
+            tx,
+            rx,
+            slots: SlotPool::new(in_flight),
+            spare_jobs: ArrayQueue::new(workers + 2),
+            room: SegQueue::new(),
+            closed: AtomicBool::new(false),
+            in_submit: Default::default(),
+            scoring_estimate_ns: AtomicU64::new(0),
+            metrics: Metrics::new(workers + 1),
+            config,
+        });
+        let mut threads = Vec::with_capacity(workers + 1);
+        let spawned = (|| {
+            let sink = if workers == 1 {
+                Sink::Inline(shared.flow.scorer(0))
+            } else {
+                // One batch waits per worker while the next one fills in the batcher.
+                let (work_tx, work_rx) = crossbeam_channel::bounded(workers);
+                for i in 0..workers {
+                    let (sh, rx) = (shared.clone(), work_rx.clone());
+                    let t = thread::Builder::new()
+                        .name(format!("streamscore-worker-{i}"))
+                        .spawn(move || worker_loop(&sh, rx, i + 1))?;
+                    threads.push(t);
+                }
+                Sink::Workers(work_tx)
+            };
+            let sh = shared.clone();
+            let t = thread::Builder::new()
+                .name("streamscore-batcher".into())
+                .spawn(move || batcher_loop(&sh, sink))?;
+            threads.push(t);
+            std::io::Result::Ok(())
+        })();
+        let pipeline = Pipeline { shared, threads: Mutex::new(threads) };
+        spawned.map_err(|e| Error::Config(format!("cannot start runtime threads: {e}")))?;
+        Ok(pipeline)
+    }
+
+    /// Queues a validated payload without blocking. A full queue (under the `block` and
+    /// `reject` policies) or a closed pipeline hands it back with the reason; refusals are
+    /// not counted here (see [`Pipeline::rejected`]).
+    pub(crate) fn offer(
+        &self,
+        payload: F::Payload,
+        deadline: Option<Instant>,
+    ) -> Result<Ticket<F::Answer>, (Error, F::Payload)> {
+        let sh = &*self.shared;
+        let _entered = Entered::new(sh);
+        if sh.closed.load(Ordering::SeqCst) {
+            return Err((Error::Closed, payload));
+        }
+        let (ticket, reply) = sh.slots.pair();
+        let accepted = Instant::now();
+        let mut job = Job { payload, deadline, accepted, popped: accepted, reply };
+        loop {
+            match sh.tx.try_send(Some(job)) {
+                Ok(()) => {
+                    sh.metrics.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    return Ok(ticket);
+                }
+                Err(TrySendError::Full(back)) => {
+                    job = back.expect("we sent Some");
+                    if sh.config.overload == Overload::ShedOldest
+                        && let Ok(Some(old)) = sh.rx.try_recv()
+                    {
+                        sh.fail(old, Error::Shed, &sh.metrics.counters.shed);
+                        continue;
+                    }
+                    job.reply.cancel();
+                    return Err((Error::QueueFull, job.payload));
+                }
+                Err(TrySendError::Disconnected(_)) => unreachable!("Shared holds a receiver"),
+            }
+        }
+    }
+
+    /// Queues a validated payload, waiting for room under the `block` policy (other policies
+    /// answer as [`offer`](Pipeline::offer) does).
+    pub(crate) fn offer_waiting(
+        &self,
+        payload: F::Payload,
+        deadline: Option<Instant>,
+    ) -> Result<Ticket<F::Answer>, (Error, F::Payload)> {
+        let sh = &*self.shared;
+        if sh.config.overload != Overload::Block {
+            return self.offer(payload, deadline);
+        }
+        let _entered = Entered::new(sh);
+        if sh.closed.load(Ordering::SeqCst) {
+            return Err((Error::Closed, payload));
+        }
+        let (ticket, reply) = sh.slots.pair();
+        let accepted = Instant::now();
+        let job = Job { payload, deadline, accepted, popped: accepted, reply };
+        // Blocking send: `_entered` keeps the batcher draining, so this cannot wait forever.
+        if sh.tx.send(Some(job)).is_err() {
+            unreachable!("Shared holds a receiver");
+        }
+        sh.metrics.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        Ok(ticket)
+    }
+
+    /// Queues a payload, awaiting room (without blocking the executor) under the `block`
+    /// policy, then awaits its answer. Works with any async runtime.
+    pub(crate) async fn submit(
+        &self,
+        payload: F::Payload,
+        deadline: Option<Instant>,
+    ) -> Result<F::Answer> {
+        let mut payload = payload;
+        loop {
+            match self.offer(payload, deadline) {
+                Ok(ticket) => return ticket.await,
+                Err((Error::QueueFull, back)) if self.shared.config.overload == Overload::Block => {
+                    payload = back;
+                    RoomWait { shared: &self.shared, registered: false }.await;
+                }
+                Err((error, back)) => {
+                    self.shared.flow.recycle(back);
+                    return Err(self.rejected(error));
+                }
+            }
+        }
+    }
+
+    /// Counts a refusal and passes its error on.
+    pub(crate) fn rejected(&self, error: Error) -> Error {
+        self.shared.metrics.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        error
+    }
+
+    /// A snapshot of every counter and histogram.
+    pub(crate) fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Stops intake and returns once every accepted item has been answered and the threads
+    /// have exited. Idempotent; concurrent callers all wait for the drain.
+    pub(crate) fn shutdown(&self) {
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.shared.closed.swap(true, Ordering::SeqCst) {
+            // Wakes a batcher blocked on an empty queue; it then drains and exits.
+            let _ = self.shared.tx.send(None);
+        }
+        for t in threads.drain(..) {
+            // A panicked thread's jobs were answered by their responders' drop.
+            let _ = t.join();
+        }
+        self.shared.wake_room();
+    }
+}
+
+impl<F: Flow> Drop for Pipeline<F> {
+    fn drop(&mut self) {
+        self.shutdown();
+        self.shared.slots.close();
+    }
+}
+
+/// Marks a producer as inside a submission (see `Shared::in_submit`).
+struct Entered<'a, F: Flow>(&'a Shared<F>);
+
+impl<'a, F: Flow> Entered<'a, F> {
+    fn new(shared: &'a Shared<F>) -> Self {
+        shared.in_submit.fetch_add(1, Ordering::SeqCst);
+        Entered(shared)
+    }
+}
+
+impl<F: Flow> Drop for Entered<'_, F> {
+    fn drop(&mut self) {
+        self.0.in_submit.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Resolves once the queue may have room (or the pipeline closed); the caller retries.
+struct RoomWait<'a, F: Flow> {
+    shared: &'a Shared<F>,
+    registered: bool,
+}
+
+impl<F: Flow> Future for RoomWait<'_, F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered {
+            return Poll::Ready(());
+        }
+        self.shared.room.push(cx.waker().clone());
+        self.registered = true;
+        // Pairs with the fence in `Shared::wake_room`.
+        fence(Ordering::SeqCst);
+        if !self.shared.tx.is_full() || self.shared.closed.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// Where the batcher's prepared batches go.
+enum Sink<F: Flow> {
     /// The batcher scores each batch itself (one worker): no hand-off, one thread fewer to
-    /// schedule; events keep queueing while it scores.
-    Inline(Scorer),
+    /// schedule; items keep queueing while it scores.
+    Inline(F::Scorer),
     /// Handed to worker threads; the batcher fills the next batch while they score.
-    Workers(Sender<Work>),
-}
-
-pub(crate) fn spawn_batcher(
-    sh: Arc<Shared>,
-    sink: Sink,
-) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name("streamscore-batcher".into()).spawn(move || batcher_loop(&sh, sink))
-}
-
-pub(crate) fn spawn_worker(
-    sh: Arc<Shared>,
-    backend: Arc<dyn Backend>,
-    work: Receiver<Work>,
-    index: usize,
-) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
-        .name(format!("streamscore-worker-{index}"))
-        .spawn(move || worker_loop(&sh, Scorer::new(backend, index + 1), work))
+    Workers(Sender<F::Work>),
 }
 
 /// Linux wakes a thread from a timed wait up to its timer slack (50 µs by default) late; the
@@ -133,10 +374,10 @@ fn tighten_timer_slack() {
     }
 }
 
-fn batcher_loop(sh: &Shared, mut sink: Sink) {
+fn batcher_loop<F: Flow>(sh: &Shared<F>, mut sink: Sink<F>) {
     tighten_timer_slack();
     let rx = sh.rx.clone();
-    let mut b: Batcher<Job> = Batcher::new(sh.config.max_batch.get(), sh.config.max_delay);
+    let mut b: Batcher<Job<F>> = Batcher::new(sh.config.max_batch.get(), sh.config.max_delay);
     let mut draining = false;
     let mut expired = Vec::new();
     loop {
@@ -202,7 +443,13 @@ fn batcher_loop(sh: &Shared, mut sink: Sink) {
     // Dropping the sink lets the workers finish the batches in flight and exit.
 }
 
-fn flush(sh: &Shared, b: &mut Batcher<Job>, sink: &mut Sink, now: Instant, expired: &mut Vec<Job>) {
+fn flush<F: Flow>(
+    sh: &Shared<F>,
+    b: &mut Batcher<Job<F>>,
+    sink: &mut Sink<F>,
+    now: Instant,
+    expired: &mut Vec<Job<F>>,
+) {
     let mut jobs =
         sh.spare_jobs.pop().unwrap_or_else(|| Vec::with_capacity(sh.config.max_batch.get()));
     b.take(now, &mut jobs, expired);
@@ -213,43 +460,23 @@ fn flush(sh: &Shared, b: &mut Batcher<Job>, sink: &mut Sink, now: Instant, expir
         let _ = sh.spare_jobs.push(jobs);
         return;
     }
-    let (n, width) = (jobs.len(), sh.width);
-    let mut columns = sh.spare_columns.pop().unwrap_or_default();
-    columns.clear();
-    columns.resize(n * width, 0.0);
-    for (r, job) in jobs.iter_mut().enumerate() {
-        // Every row was checked to be `width` long when it was accepted.
-        for (f, &v) in job.row.iter().enumerate() {
-            columns[f * n + r] = v;
-        }
-        sh.recycle_row(std::mem::take(&mut job.row));
-    }
     sh.metrics.with(0, |rec| {
         for job in &jobs {
             rec.record(Stage::Queue, job.popped.saturating_duration_since(job.accepted));
             rec.record(Stage::Batching, now.saturating_duration_since(job.popped));
         }
     });
-    let mut batch = Batch::from_columns(columns, n, width).expect("length is n * width");
-    if let Some(stage) = &sh.features {
-        match features(sh, stage, batch, &mut jobs) {
-            Some(b) => batch = b,
-            None => {
-                let _ = sh.spare_jobs.push(jobs);
-                return;
-            }
-        }
-    }
-    let work = match sink {
-        Sink::Inline(scorer) => return scorer.score(sh, Work { batch, jobs }),
-        Sink::Workers(work) => work,
+    let Some(work) = sh.flow.prepare(sh, jobs, now) else { return };
+    let work_tx = match sink {
+        Sink::Inline(scorer) => return sh.flow.score(sh, scorer, work),
+        Sink::Workers(work_tx) => work_tx,
     };
     // Blocks while every worker is busy and the hand-off slot is taken: backpressure reaches
     // the queue, which keeps accepting until it is full.
-    if let Err(failed) = work.send(Work { batch, jobs }) {
+    if let Err(failed) = work_tx.send(work) {
         // Every worker is gone (they only exit when this sender drops, or by panicking):
         // answer the batch rather than lose it.
-        for job in failed.0.jobs {
+        for job in F::jobs(failed.0) {
             let message = "no scoring worker is running".to_string();
             sh.fail(
                 job,
@@ -260,127 +487,9 @@ fn flush(sh: &Shared, b: &mut Batcher<Job>, sink: &mut Sink, now: Instant, expir
     }
 }
 
-/// Runs the feature stage over a raw batch: answers the events it refuses, drops them from
-/// `jobs`, and returns the feature batch of the rest (`None` when none is left).
-fn features(
-    sh: &Shared,
-    stage: &std::sync::Mutex<crate::features::Features>,
-    raw: Batch,
-    jobs: &mut Vec<Job>,
-) -> Option<Batch> {
-    let keys: Vec<u64> = jobs.iter().map(|j| j.key).collect();
-    let times: Vec<i64> = jobs.iter().map(|j| j.time_ms).collect();
-    let mut out = crate::features::Output::default();
-    let mut stage = stage.lock().unwrap_or_else(|p| p.into_inner());
-    let n_out = stage.spec().names.len();
-    let result = stage.transform(&raw, &keys, &times, &mut out);
-    drop(stage);
-    let n = jobs.len();
-    if let Err(e) = result {
-        // Widths were checked when the runtime started; answer rather than lose the batch.
-        for job in jobs.drain(..) {
-            let error = Error::Backend { backend: "features", message: e.to_string() };
-            sh.fail(job, error, &sh.metrics.counters.errors);
-        }
-        return None;
-    }
-    if out.errors.is_empty() {
-        return Some(Batch::from_columns(out.values, n, n_out).expect("n * n_out values"));
-    }
-    let mut refused = vec![false; n];
-    let mut kept = Vec::with_capacity(n);
-    for (r, e) in out.errors.drain(..).rev() {
-        refused[r] = true;
-        let job = jobs.remove(r);
-        sh.fail(job, e, &sh.metrics.counters.errors);
-    }
-    let live: Vec<usize> = (0..n).filter(|&r| !refused[r]).collect();
-    for c in 0..n_out {
-        kept.extend(live.iter().map(|&r| out.values[c * n + r]));
-    }
-    (!live.is_empty())
-        .then(|| Batch::from_columns(kept, live.len(), n_out).expect("rows * n_out values"))
-}
-
-/// Scores batches and answers their events; owned by one thread.
-pub(crate) struct Scorer {
-    backend: Arc<dyn Backend>,
-    recorder: usize,
-    out: Vec<f32>,
-    keep: Vec<bool>,
-}
-
-impl Scorer {
-    /// A scorer recording its metrics into recorder `recorder`.
-    pub(crate) fn new(backend: Arc<dyn Backend>, recorder: usize) -> Self {
-        Scorer { backend, recorder, out: Vec::new(), keep: Vec::new() }
-    }
-
-    fn score(&mut self, sh: &Shared, Work { mut batch, mut jobs }: Work) {
-        let backend = &*self.backend;
-        let (out, keep) = (&mut self.out, &mut self.keep);
-        let ow = sh.out_width;
-        let t0 = Instant::now();
-        // Deadlines that passed while the batch waited for a scorer: drop those rows before
-        // spending model time on them.
-        if jobs.iter().any(|j| j.deadline.is_some_and(|d| d <= t0)) {
-            keep.clear();
-            keep.extend(jobs.iter().map(|j| j.deadline.is_none_or(|d| d > t0)));
-            batch.retain_rows(keep);
-            let mut k = keep.iter();
-            for job in std::mem::take(&mut jobs) {
-                if *k.next().expect("one flag per job") {
-                    jobs.push(job);
-                } else {
-                    sh.expire(job, t0);
-                }
-            }
-        }
-        let n = jobs.len();
-        if n > 0 {
-            out.clear();
-            out.resize(n * ow, 0.0);
-            let result = backend.score_batch(&batch, sh.config.output, out);
-            let t1 = Instant::now();
-            let scoring = t1 - t0;
-            let old = sh.scoring_estimate_ns.load(Ordering::Relaxed);
-            let new = (old * 7 + scoring.as_nanos() as u64) / 8;
-            sh.scoring_estimate_ns
-                .store(if old == 0 { scoring.as_nanos() as u64 } else { new }, Ordering::Relaxed);
-            let counters = &sh.metrics.counters;
-            sh.metrics.with(self.recorder, |rec| {
-                rec.record(Stage::Scoring, scoring);
-                rec.record_batch(n);
-                match &result {
-                    Ok(()) => {
-                        for (job, values) in jobs.drain(..).zip(out.chunks_exact(ow)) {
-                            let total = t1.saturating_duration_since(job.accepted);
-                            rec.record(Stage::EndToEnd, total);
-                            let queued = t0.saturating_duration_since(job.accepted);
-                            let timing = Timing { queued, scoring, batch_rows: n as u32, total };
-                            job.reply.send(Ok(Score::new(values, sh.model_version, timing)));
-                        }
-                        counters.scored.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        for job in jobs.drain(..) {
-                            let message = e.to_string();
-                            job.reply
-                                .send(Err(Error::Backend { backend: backend.name(), message }));
-                        }
-                        counters.errors.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                }
-            });
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-        }
-        let _ = sh.spare_columns.push(batch.into_values());
-        let _ = sh.spare_jobs.push(jobs);
-    }
-}
-
-fn worker_loop(sh: &Shared, mut scorer: Scorer, work: Receiver<Work>) {
+fn worker_loop<F: Flow>(sh: &Shared<F>, work: Receiver<F::Work>, recorder: usize) {
+    let mut scorer = sh.flow.scorer(recorder);
     while let Ok(w) = work.recv() {
-        scorer.score(sh, w);
+        sh.flow.score(sh, &mut scorer, w);
     }
 }

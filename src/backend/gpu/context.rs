@@ -7,22 +7,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::backend::options::AdapterChoice;
 use crate::error::{Error, Result};
 
 /// How long a wait on the GPU may take before the device counts as lost.
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
-
-/// Which adapters the context may pick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AdapterChoice {
-    /// A hardware GPU (discrete first, then integrated, then virtual); an error when only a
-    /// software rasterizer exists.
-    #[default]
-    Hardware,
-    /// A hardware GPU when present, else a software device such as Mesa's lavapipe (for tests
-    /// and CI: real shaders, meaningless timings).
-    AllowSoftware,
-}
 
 /// One device and its queue, shared by every model scored on it.
 pub struct Context {

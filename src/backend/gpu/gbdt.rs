@@ -9,6 +9,7 @@ use super::context::Context;
 use super::run::{self, Program, Slot, f32_bytes};
 use super::shaders::Shader;
 use crate::backend::Output;
+use crate::backend::options::Strategy;
 use crate::error::{Error, Result};
 use crate::model::Forest;
 use crate::model::gbdt::{Accumulation, CategoryRule, Node as TreeNode, Test};
@@ -26,19 +27,6 @@ const MAX_FEATURES: usize = 1 << 24;
 const TILE_FLOATS: usize = 4096;
 /// Invocations per `tiles` workgroup.
 const TILE_THREADS: usize = 256;
-
-/// How the GPU walks the trees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// Chosen per batch from the batch size and the model's shape.
-    #[default]
-    Auto,
-    /// One invocation per row walks every tree.
-    Rows,
-    /// A workgroup stages a tile of rows in workgroup memory and splits the trees between
-    /// several invocations per row, then reduces (only for rows of at most 4,096 features).
-    Tiles,
-}
 
 /// A forest in the GPU layout.
 #[derive(Debug, Clone, PartialEq)]

@@ -31,9 +31,9 @@ mod shaders;
 
 use std::sync::Arc;
 
-pub use context::{AdapterChoice, Context};
+pub use crate::backend::options::{AdapterChoice, GpuOptions, Strategy};
+pub use context::Context;
 pub use frames::FramesGpu;
-pub use gbdt::Strategy;
 pub use run::StageTimes;
 
 use crate::backend::{Backend, Output};
@@ -41,58 +41,6 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model::dense::Dense;
-
-/// GPU backend settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GpuOptions {
-    /// Which adapters may be used (default: hardware only, unless the environment variable
-    /// `STREAMSCORE_GPU_SOFTWARE=1` allows software ones).
-    pub adapter: AdapterChoice,
-    /// Tree traversal strategy (default: chosen per batch).
-    pub strategy: Strategy,
-    /// Chunks of one batch queued on the GPU at once (default 3: upload, compute, readback).
-    pub in_flight: usize,
-    /// Largest chunk in rows (default 262,144); the device's binding limits may lower it.
-    pub max_chunk_rows: usize,
-}
-
-impl Default for GpuOptions {
-    fn default() -> Self {
-        let software = std::env::var("STREAMSCORE_GPU_SOFTWARE").is_ok_and(|v| v == "1");
-        GpuOptions {
-            adapter: if software { AdapterChoice::AllowSoftware } else { AdapterChoice::Hardware },
-            strategy: Strategy::Auto,
-            in_flight: 3,
-            max_chunk_rows: 1 << 18,
-        }
-    }
-}
-
-impl GpuOptions {
-    /// Sets the adapter choice.
-    pub fn with_adapter(mut self, adapter: AdapterChoice) -> Self {
-        self.adapter = adapter;
-        self
-    }
-
-    /// Sets the tree strategy.
-    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
-        self.strategy = strategy;
-        self
-    }
-
-    /// Sets the largest chunk (at least 1 row).
-    pub fn with_max_chunk_rows(mut self, rows: usize) -> Self {
-        self.max_chunk_rows = rows.max(1);
-        self
-    }
-
-    /// Sets the chunks in flight (at least 1).
-    pub fn with_in_flight(mut self, chunks: usize) -> Self {
-        self.in_flight = chunks.max(1);
-        self
-    }
-}
 
 enum Programs {
     Gbdt(gbdt::GbdtProgram),

@@ -15,13 +15,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use streamscore::backend::cpu::{Algorithm, Cpu, DenseCpu, Kernel};
-use streamscore::backend::onnx::{OnnxOptions, OnnxRuntime};
+use streamscore::backend::BackendChoice;
 use streamscore::io::{Columns, normal_rows, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
-    Backend, BackendChoice, Batch, Error, Event, Model, Output, Runtime, RuntimeConfig, Schema,
-    Stage, Ticket,
+    Backend, Batch, Error, Event, Model, Output, Runtime, RuntimeConfig, Schema, Stage, Ticket,
 };
 
 /// What to measure.
@@ -84,8 +82,10 @@ pub struct BenchArgs {
     /// loop (`--rate`) never waits on answers.
     #[arg(long)]
     window: Option<usize>,
-    /// auto, cpu, gpu, onnx (ONNX Runtime, for ONNX models) or reference. `gpu` benchmarks
-    /// the GPU alone (no CPU fallback) and also reports the upload / compute / readback split.
+    /// auto, cpu, gpu, onnx (ONNX Runtime, for ONNX models) or reference, or a comma-separated
+    /// fallback list such as `gpu,cpu` (the first that can take the model wins). `gpu` alone
+    /// benchmarks the GPU itself (no CPU fallback) and also reports the upload / compute /
+    /// readback split.
     #[arg(long, default_value = "auto")]
     pub backend: String,
     /// With `--backend gpu`: allow a software adapter such as lavapipe (correctness only: its
@@ -151,57 +151,6 @@ impl Outcome {
     }
 }
 
-/// The backend `--backend`, `--kernel` and `--cpu-threads` ask for.
-fn backend(
-    choice: BackendChoice,
-    args: &BenchArgs,
-    model: &Model,
-) -> Result<Arc<dyn Backend>, Error> {
-    let tuned = args.kernel.is_some() || args.algorithm.is_some() || args.cpu_threads != 1;
-    let forest = match model {
-        Model::Forest(forest) => forest,
-        Model::Onnx(onnx) => {
-            if choice == BackendChoice::Onnx {
-                if args.kernel.is_some() || args.algorithm.is_some() {
-                    return Err(Error::Config(
-                        "--kernel and --algorithm are for our CPU paths".into(),
-                    ));
-                }
-                let options = OnnxOptions::default().with_intra_threads(args.cpu_threads);
-                return Ok(Arc::new(OnnxRuntime::new(onnx.clone(), options)?));
-            }
-            if args.algorithm.is_some() || args.cpu_threads != 1 {
-                return Err(Error::Config(
-                    "--algorithm and --cpu-threads do not apply to dense nets on our CPU path"
-                        .into(),
-                ));
-            }
-            if let (Some(kernel), BackendChoice::Cpu | BackendChoice::Auto) = (&args.kernel, choice)
-            {
-                let net = onnx.dense()?.clone();
-                return Ok(Arc::new(
-                    DenseCpu::with_kernel(net, kernel.parse()?).map_err(|(_, e)| e)?,
-                ));
-            }
-            return streamscore::backend::select(choice, model.clone());
-        }
-    };
-    if choice == BackendChoice::Cpu || (choice == BackendChoice::Auto && tuned) {
-        let mut cpu = Cpu::new(forest.clone())?.with_threads(args.cpu_threads)?;
-        if let Some(kernel) = &args.kernel {
-            cpu = cpu.with_kernel(kernel.parse::<Kernel>()?)?;
-        }
-        if let Some(algorithm) = &args.algorithm {
-            cpu = cpu.with_algorithm(algorithm.parse::<Algorithm>()?)?;
-        }
-        return Ok(Arc::new(cpu));
-    }
-    if tuned {
-        return Err(Error::Config("--kernel and --cpu-threads need --backend cpu or auto".into()));
-    }
-    streamscore::backend::select(choice, model.clone())
-}
-
 /// One line about the model for the report's header.
 fn describe(model: &Model) -> String {
     match model {
@@ -227,17 +176,25 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     if let Some(config) = &args.frames {
         return crate::frames_bench::run(&args, config);
     }
-    let choice: BackendChoice = args.backend.parse()?;
+    let spec = crate::spec::spec(&crate::spec::BackendFlags {
+        backend: &args.backend,
+        cpu_threads: args.cpu_threads,
+        kernel: args.kernel.as_deref(),
+        algorithm: args.algorithm.as_deref(),
+        gpu_software: args.gpu_software,
+        gpu_strategy: &args.gpu_strategy,
+    })?;
     let load = Instant::now();
     let model_path = args.model.clone().expect("clap requires --model without --frames");
     let model = streamscore::load_model(&model_path)?;
-    let gpu = match choice {
-        BackendChoice::Gpu => Some(Arc::new(crate::gpu_bench::gpu(&args, &model)?)),
+    // `--backend gpu` alone measures the GPU itself (no fallback) and its stage split.
+    let gpu = match spec.choices() {
+        [BackendChoice::Gpu(options)] => Some(Arc::new(crate::gpu_bench::gpu(options, &model)?)),
         _ => None,
     };
     let backend = match &gpu {
         Some(gpu) => gpu.clone() as Arc<dyn Backend>,
-        None => backend(choice, &args, &model)?,
+        None => spec.select(model.clone())?,
     };
     // Load time is what a user waits for: parse, validate and lay out for the backend.
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
@@ -318,7 +275,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             direct(&*backend, &rows, batch, args.threads, duration, tick)
         } else {
             let config = RuntimeConfig::default()
-                .with_backend(choice)
+                .with_backend(spec.clone())
                 .with_max_batch(batch)
                 .with_max_delay(Duration::from_micros(delay.unwrap_or(500)))
                 .with_workers(args.threads)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use streamscore::Error;
+use streamscore::Stage;
 use streamscore::backend::gpu::{AdapterChoice, Context};
 use streamscore::frames::{FrameConfig, FrameRuntime, FrameScorer, OwnedFrame, PixelFormat};
 
@@ -75,12 +76,12 @@ pub fn run(args: &BenchArgs, config: &Path) -> Result<(), Error> {
     }
     let scorer = FrameScorer::new(config, gpu, args.cameras.max(1))?;
     let p = *scorer.preprocessing();
-    let rt = FrameRuntime::new(
-        scorer,
-        args.batch.max(1),
-        Duration::from_micros(args.max_delay_us),
-        args.queue.max(1),
-    )?;
+    let config = streamscore::RuntimeConfig::default()
+        .with_max_batch(args.batch.max(1))
+        .with_max_delay(Duration::from_micros(args.max_delay_us))
+        .with_queue_capacity(args.queue.max(1))
+        .with_overload(streamscore::Overload::Reject);
+    let rt = FrameRuntime::new(scorer, config)?;
     let period = Duration::from_secs_f64(1.0 / args.fps.max(0.001));
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let start = Instant::now();
@@ -140,10 +141,13 @@ pub fn run(args: &BenchArgs, config: &Path) -> Result<(), Error> {
             .fold((0, 0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3))
     });
     let seconds = start.elapsed().as_secs_f64();
-    let l = rt.latency();
+    let m = rt.metrics();
+    let (e2e, queue) = (m.stage(Stage::EndToEnd), m.stage(Stage::Queue));
+    let (pre, model) = (m.stage(Stage::Prepare), m.stage(Stage::Scoring));
+    let mean = |s: &streamscore::metrics::Summary| s.sum / s.count.max(1) as f64;
     let c = rt.scorer().counters();
     let (scored, skipped) = (c.scored.load(Ordering::Relaxed), c.skipped.load(Ordering::Relaxed));
-    let ms = |v: u64| v as f64 / 1e3;
+    let ms = |v: u64| v as f64 / 1e6;
     let path = if rt.scorer().on_gpu() { "gpu" } else { "cpu" };
     if args.json {
         println!(
@@ -154,9 +158,9 @@ pub fn run(args: &BenchArgs, config: &Path) -> Result<(), Error> {
                 "seconds": seconds, "submitted": submitted, "rejected": rejected, "answered": answered,
                 "errors": errors, "scored": scored, "skipped": skipped,
                 "frames_per_sec": answered as f64 / seconds,
-                "latency_ms": { "p50": ms(l.end_to_end.value_at_quantile(0.5)), "p99": ms(l.end_to_end.value_at_quantile(0.99)), "max": ms(l.end_to_end.max()) },
-                "stage_mean_ms": { "queue": l.queue.mean() / 1e3, "preprocess_per_batch": l.preprocess.mean() / 1e3, "model_per_batch": l.model.mean() / 1e3 },
-                "mean_batch": l.batch.mean(),
+                "latency_ms": { "p50": ms(e2e.p50), "p99": ms(e2e.p99), "max": ms(e2e.max) },
+                "stage_mean_ms": { "queue": mean(queue) / 1e6, "preprocess_per_batch": mean(pre) / 1e6, "model_per_batch": mean(model) / 1e6 },
+                "mean_batch": mean(&m.batch_rows),
             })
         );
     } else {
@@ -170,16 +174,16 @@ pub fn run(args: &BenchArgs, config: &Path) -> Result<(), Error> {
         );
         println!(
             "  end-to-end latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; mean batch {:.1} frames",
-            ms(l.end_to_end.value_at_quantile(0.5)),
-            ms(l.end_to_end.value_at_quantile(0.99)),
-            ms(l.end_to_end.max()),
-            l.batch.mean()
+            ms(e2e.p50),
+            ms(e2e.p99),
+            ms(e2e.max),
+            mean(&m.batch_rows)
         );
         println!(
             "  stages (mean): queue {:.2} ms per frame; preprocess+motion {:.2} ms and model {:.2} ms per batch",
-            l.queue.mean() / 1e3,
-            l.preprocess.mean() / 1e3,
-            l.model.mean() / 1e3
+            mean(queue) / 1e6,
+            mean(pre) / 1e6,
+            mean(model) / 1e6
         );
     }
     rt.shutdown();

@@ -2,27 +2,13 @@
 //! upload / compute / readback split of one batch.
 
 use serde_json::json;
-use streamscore::backend::gpu::{AdapterChoice, Gpu, GpuOptions, Strategy};
+use streamscore::backend::GpuOptions;
+use streamscore::backend::gpu::Gpu;
 use streamscore::{Backend, Batch, Error, Model, Output};
 
-use crate::bench::BenchArgs;
-
-/// The GPU backend `--gpu-software` and `--gpu-strategy` ask for, with no CPU fallback.
-pub fn gpu(args: &BenchArgs, model: &Model) -> Result<Gpu, Error> {
-    let strategy = match args.gpu_strategy.as_str() {
-        "auto" => Strategy::Auto,
-        "rows" => Strategy::Rows,
-        "tiles" => Strategy::Tiles,
-        other => {
-            return Err(Error::Config(format!(
-                "unknown --gpu-strategy `{other}` (auto, rows or tiles)"
-            )));
-        }
-    };
-    let adapter =
-        if args.gpu_software { AdapterChoice::AllowSoftware } else { AdapterChoice::Hardware };
-    let options = GpuOptions::default().with_adapter(adapter).with_strategy(strategy);
-    Gpu::new(model.clone(), options)
+/// The GPU backend as `--gpu-software` and `--gpu-strategy` set it, with no CPU fallback.
+pub fn gpu(options: &GpuOptions, model: &Model) -> Result<Gpu, Error> {
+    Gpu::new(model.clone(), options.clone())
 }
 
 /// Times upload, compute and readback of one batch of `batch` rows with a wait after each

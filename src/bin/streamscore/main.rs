@@ -3,7 +3,7 @@
 //! `score`, `inspect` and `bench --json` are a stable contract: scripts and later tools rely on their flags and
 //! output layout. Every error prints one `error:` line and exits with 1.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -11,12 +11,13 @@ use std::time::Instant;
 mod bench;
 mod frames_bench;
 mod gpu_bench;
+mod spec;
 
 use clap::{Parser, Subcommand};
-use streamscore::io::{Columns, read_rows, write_scores};
+use streamscore::io::{Columns, RowStream, write_scores};
 use streamscore::model::gbdt::{Node, Test};
 use streamscore::model::onnx::{OnnxModel, TensorInfo};
-use streamscore::{Backend, BackendChoice, Error, Forest, Model, Output, Reference, load_model};
+use streamscore::{BackendSpec, Error, Forest, Model, Output, load_model};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +50,23 @@ enum Command {
         /// The CSV has no header line: columns are the model's features in order.
         #[arg(long)]
         no_header: bool,
+        /// auto (the fast CPU path), cpu, gpu, onnx or reference, or a comma-separated fallback
+        /// list such as `gpu,cpu` (the first that can take the model wins).
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// Threads the fast CPU tree scorer splits a chunk across; with `onnx`, ONNX Runtime's
+        /// intra-op threads.
+        #[arg(long, default_value_t = 1)]
+        cpu_threads: usize,
+        /// With `gpu`: allow a software adapter such as lavapipe (correct, not fast).
+        #[arg(long)]
+        gpu_software: bool,
+        /// Rows read, scored and written at a time (memory stays bounded whatever the input).
+        #[arg(long, default_value_t = 65_536)]
+        chunk_rows: usize,
+        /// Name the backend that scored the rows on stderr.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Compute a feature spec's features over a CSV of raw events, in file order, through the
     /// same code the runtime runs online. Output: key, time, the features, error.
@@ -132,8 +150,28 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Score { model, input, output, raw, no_header } => {
-            score(&model, &input, &output, raw, no_header)
+        Command::Score {
+            model,
+            input,
+            output,
+            raw,
+            no_header,
+            backend,
+            cpu_threads,
+            gpu_software,
+            chunk_rows,
+            verbose,
+        } => {
+            let flags = spec::BackendFlags {
+                backend: &backend,
+                cpu_threads,
+                kernel: None,
+                algorithm: None,
+                gpu_software,
+                gpu_strategy: "auto",
+            };
+            let how = ScoreArgs { raw, no_header, chunk_rows, verbose };
+            spec::spec(&flags).and_then(|spec| score(&model, &input, &output, &spec, &how))
         }
         Command::Inspect { model } => inspect(&model),
         Command::Features { spec, input, output } => features(&spec, &input, &output),
@@ -153,37 +191,52 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_input(input: &str) -> Result<Vec<u8>, Error> {
-    if input == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::io("-", e))?;
-        Ok(bytes)
-    } else {
-        std::fs::read(input).map_err(|e| Error::io(input, e))
-    }
+/// `score`'s flags other than the paths and the backend.
+struct ScoreArgs {
+    raw: bool,
+    no_header: bool,
+    chunk_rows: usize,
+    verbose: bool,
 }
 
-fn score(model: &Path, input: &str, output: &str, raw: bool, no_header: bool) -> Result<(), Error> {
+fn score(
+    model: &Path,
+    input: &str,
+    output: &str,
+    spec: &BackendSpec,
+    how: &ScoreArgs,
+) -> Result<(), Error> {
     let model = load_model(model)?;
-    let bytes = read_input(input)?;
-    let columns = if no_header { Columns::Positional } else { Columns::ByName };
-    let batch = read_rows(&bytes, columns, &model.feature_names(), input)?;
-    let scorer: std::sync::Arc<dyn Backend> = match model {
-        Model::Forest(forest) => std::sync::Arc::new(Reference::new(forest)),
-        onnx => streamscore::backend::select(BackendChoice::Auto, onnx)?,
+    let names = model.feature_names();
+    let scorer = spec.select(model)?;
+    let reader: Box<dyn Read> = if input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(input).map_err(|e| Error::io(input, e))?)
     };
-    let kind = if raw { Output::Raw } else { Output::Transformed };
+    let columns = if how.no_header { Columns::Positional } else { Columns::ByName };
+    let mut rows = RowStream::new(Box::new(BufReader::new(reader)), columns, &names, input)?;
+    let kind = if how.raw { Output::Raw } else { Output::Transformed };
     let width = scorer.output_width(kind);
-    let mut scores = vec![0.0; batch.n_rows() * width];
-    scorer.score_batch(&batch, kind, &mut scores)?;
-
     let sink: Box<dyn Write> = if output == "-" {
         Box::new(std::io::stdout().lock())
     } else {
         Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
     };
     let mut w = BufWriter::new(sink);
-    write_scores(&mut w, &scores, width).and_then(|()| w.flush()).map_err(|e| Error::io(output, e))
+    let (mut scores, mut total) = (Vec::new(), 0usize);
+    while let Some(batch) = rows.next_chunk(how.chunk_rows)? {
+        scores.clear();
+        scores.resize(batch.n_rows() * width, 0.0);
+        scorer.score_batch(&batch, kind, &mut scores)?;
+        write_scores(&mut w, &scores, width).map_err(|e| Error::io(output, e))?;
+        total += batch.n_rows();
+    }
+    w.flush().map_err(|e| Error::io(output, e))?;
+    if how.verbose {
+        eprintln!("backend {} (spec {spec}); {total} rows", scorer.name());
+    }
+    Ok(())
 }
 
 fn inspect(model: &Path) -> Result<(), Error> {
