@@ -97,7 +97,11 @@ fn end_to_end(c: &mut Criterion) {
             let mut out = vec![0.0; N];
             b.iter(|| reference.score_batch(&rows, Output::Transformed, &mut out).unwrap())
         });
-        let rt = Runtime::from_forest(forest, RuntimeConfig::default().with_max_batch(N)).unwrap();
+        let rt = Runtime::builder()
+            .model(forest)
+            .config(RuntimeConfig::default().with_max_batch(N))
+            .build()
+            .unwrap();
         group.bench_function(BenchmarkId::new("stream", name), |b| {
             let mut tickets = Vec::with_capacity(N);
             b.iter(|| {

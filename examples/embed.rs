@@ -14,7 +14,7 @@ fn main() -> Result<(), Error> {
         .with_max_delay(Duration::from_micros(300))
         .with_overload(Overload::Block);
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/golden/lgb_binary/model.txt");
-    let rt = Arc::new(Runtime::from_path(model, config)?);
+    let rt = Arc::new(Runtime::builder().model_path(model).config(config).build()?);
     println!("backend {}, features {:?}", rt.backend_name(), rt.schema().names());
 
     // Four producer threads, each with its own events; every ticket is answered exactly once.

@@ -4,7 +4,7 @@
 //! `examples/fraud/train.py` generated the stream (`stream.csv`), computed the features
 //! offline with `streamscore features`, trained LightGBM on the first 22 days, and saved
 //! LightGBM's own predictions for the last 8 days (`expected.csv`). Here every transaction is
-//! replayed through `Runtime::with_features` (one producer, so acceptance order is the stream's
+//! replayed through `Runtime::builder().features(..)` (one producer, so acceptance order is the stream's
 //! order) and the scores of the held-out days are checked against LightGBM's.
 //!
 //! `cargo run --release --example fraud`
@@ -26,7 +26,11 @@ fn main() -> Result<(), Error> {
     let backend = streamscore::BackendSpec::auto().select(forest)?;
     let config =
         RuntimeConfig::default().with_max_batch(256).with_max_delay(Duration::from_micros(500));
-    let rt = Runtime::with_features(Features::new(spec.clone()), backend, config)?;
+    let rt = Runtime::builder()
+        .features(Features::new(spec.clone()))
+        .backend(backend)
+        .config(config)
+        .build()?;
 
     let path = format!("{dir}/stream.csv");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;

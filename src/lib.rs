@@ -3,24 +3,30 @@
 //! An embedded scoring runtime for event streams: gradient-boosted trees (LightGBM, XGBoost)
 //! and neural nets, scored in micro-batches on SIMD CPU paths or the GPU.
 //!
-//! This release holds the foundation every fast path is tested against: model files parsed
-//! into one validated [`Forest`], and the scalar [`Reference`] scorer that reproduces the
-//! training library's predictions (same branch for every f32 input, raw scores within 1e-6
-//! relative).
+//! Events go through one pipeline ([`Runtime`]): a bounded lock-free queue, a deadline
+//! micro-batcher, optional streaming features, and a backend chosen by a [`BackendSpec`] (the
+//! fast CPU scorer by default; the GPU, ONNX Runtime or the scalar [`Reference`] on request).
+//! Every accepted event gets exactly one answer. Model files are parsed into one validated
+//! [`Forest`] (or an ONNX model), and every backend is tested against the reference scorer,
+//! which reproduces the training library's predictions.
 //!
 //! # Examples
 //!
 //! ```
-//! use streamscore::{Backend, Batch, Output, Reference};
+//! use streamscore::{Event, Runtime, RuntimeConfig};
 //!
-//! let forest = streamscore::load_forest("models/golden/lgb_binary/model.txt")?;
-//! let scorer = Reference::new(forest);
-//! let batch = Batch::from_rows(&[0.5, -1.0, 2.0, 0.0, f32::NAN, 1.0, 3.0, -2.0], 8)?;
-//! let mut scores = vec![0.0; batch.n_rows() * scorer.output_width(Output::Transformed)];
-//! scorer.score_batch(&batch, Output::Transformed, &mut scores)?;
-//! assert!(scores[0] > 0.0 && scores[0] < 1.0); // a probability
+//! let rt = Runtime::builder()
+//!     .model_path("models/golden/lgb_binary/model.txt")
+//!     .config(RuntimeConfig::default().with_max_batch(128))
+//!     .build()?;
+//! let score = rt.score(Event::new(vec![0.5, -1.0, 2.0, 0.0, f32::NAN, 1.0, 3.0, -2.0]))?;
+//! assert!(score.value() > 0.0 && score.value() < 1.0); // a probability
+//! rt.shutdown();
 //! # Ok::<(), streamscore::Error>(())
 //! ```
+//!
+//! Cargo features `gpu`, `onnx`, `csv` and `cli` are on by default; with
+//! `--no-default-features` the crate is the lean core (trees, dense nets, runtime, features).
 
 #![warn(missing_docs)]
 
@@ -45,8 +51,8 @@ pub use ingest::Rejected;
 pub use ingest::reply::{Score, Ticket, Timing};
 pub use metrics::{MetricsSnapshot, Stage};
 pub use model::{Forest, Model, load_forest, load_model};
-pub use runtime::Runtime;
 pub use runtime::config::{Overload, RuntimeConfig};
+pub use runtime::{Runtime, RuntimeBuilder};
 
 /// The README's Rust examples, compiled and run as doc tests so they cannot go stale.
 #[cfg(doctest)]

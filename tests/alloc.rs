@@ -55,7 +55,11 @@ fn run(
 #[test]
 fn steady_state_submission_does_not_allocate() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/golden/lgb_binary/model.txt");
-    let rt = Runtime::from_path(model, RuntimeConfig::default().with_max_batch(64)).unwrap();
+    let rt = Runtime::builder()
+        .model_path(model)
+        .config(RuntimeConfig::default().with_max_batch(64))
+        .build()
+        .unwrap();
     let rows: Vec<[f32; 8]> = (0..256).map(|i| [i as f32 / 64.0 - 2.0; 8]).collect();
     let mut window = VecDeque::with_capacity(512);
     // Warm-up fills the pools.

@@ -315,3 +315,13 @@ fn score_on_onnx_runtime_matches_its_python_outputs() {
         }
     }
 }
+
+/// `inspect` names ONNX element types (ONNX's names, not raw `TensorProto` codes).
+#[test]
+fn inspect_names_onnx_element_types() {
+    let out = streamscore(&["inspect", "--model", "models/onnx/mlp_gelu/model.onnx"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("format: ONNX") && text.contains("(float)"), "{text}");
+    assert!(!text.contains("element type"), "{text}");
+}

@@ -326,7 +326,7 @@ fn online_features_are_bit_identical_to_offline() {
                 .with_max_batch(1 + rng.below(300) as usize)
                 .with_max_delay(Duration::from_micros(rng.below(2_000)))
                 .with_queue_capacity(4_096);
-            let rt = Runtime::with_features(Features::new(spec.clone()), Arc::new(Echo(n_out)), config).unwrap();
+            let rt = Runtime::builder().features(Features::new(spec.clone())).backend(Arc::new(Echo(n_out))).config(config).build().unwrap();
             let tickets: Vec<_> = (0..e.len())
                 .map(|j| {
                     let event = Event::new(&e.rows[j * 3..j * 3 + 3]).with_key(e.keys[j]).with_timestamp_ms(e.times[j]);
@@ -412,12 +412,12 @@ fn bad_input_has_a_stated_outcome() {
     let lax = Spec::from_toml(SPEC).unwrap();
     assert!(lax.encode("mcc", "unheard-of").unwrap().is_nan());
     // Through the runtime, an event without key or time is refused at submission.
-    let rt = Runtime::with_features(
-        Features::new(spec.clone()),
-        Arc::new(Echo(spec.names.len())),
-        RuntimeConfig::default(),
-    )
-    .unwrap();
+    let rt = Runtime::builder()
+        .features(Features::new(spec.clone()))
+        .backend(Arc::new(Echo(spec.names.len())))
+        .config(RuntimeConfig::default())
+        .build()
+        .unwrap();
     let refused = rt.try_submit(Event::new(vec![1.0, 0.0]).with_key(1)).unwrap_err();
     assert!(matches!(refused.error, Error::Input { .. }), "{}", refused.error);
     let wrong = rt.try_submit(Event::new(vec![1.0]).with_key(1).with_timestamp_ms(1)).unwrap_err();

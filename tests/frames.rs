@@ -478,14 +478,14 @@ fn frames_follow_the_overload_policy() {
         }
         rt.shutdown();
         let m = rt.metrics();
-        assert_eq!((m.accepted, m.rejected, m.shed, m.scored), (
-            20 - refused as u64,
-            refused as u64,
-            shed as u64,
-            scored as u64
-        ));
+        assert_eq!(
+            (m.accepted, m.rejected, m.shed, m.scored),
+            (20 - refused as u64, refused as u64, shed as u64, scored as u64)
+        );
         let text = m.prometheus();
-        assert!(text.contains(&format!("streamscore_events_total{{outcome=\"scored\"}} {scored}\n")));
+        assert!(
+            text.contains(&format!("streamscore_events_total{{outcome=\"scored\"}} {scored}\n"))
+        );
         assert!(text.contains("streamscore_latency_seconds_count{stage=\"prepare\"}"), "{text}");
         assert!(matches!(rt.try_submit(frame(1, 99)).map_err(|r| r.error), Err(Error::Closed)));
     }

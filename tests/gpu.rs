@@ -220,7 +220,9 @@ fn device_loss_mid_stream_loses_nothing_and_answers_once() {
         .with_workers(3)
         .with_queue_capacity(producers * per);
     let schema = Schema::new(forest.feature_names.iter().cloned());
-    let rt = Arc::new(Runtime::with_backend(failover.clone(), schema, config).unwrap());
+    let rt = Arc::new(
+        Runtime::builder().backend(failover.clone()).schema(schema).config(config).build().unwrap(),
+    );
     // Producers submit half their events, wait while the device is destroyed (with the first
     // half still queued or in flight), then submit the rest: events meet the loss for sure.
     let barrier = std::sync::Barrier::new(producers + 1);

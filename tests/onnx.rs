@@ -299,7 +299,7 @@ fn the_runtime_scores_onnx_files_end_to_end() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/onnx/mlp_std_relu_sigmoid/model.onnx");
     for backend in [BackendSpec::auto(), BackendSpec::onnx(Default::default())] {
         let config = streamscore::RuntimeConfig::default().with_backend(backend.clone());
-        let rt = streamscore::Runtime::from_path(&dir, config).unwrap();
+        let rt = streamscore::Runtime::builder().model_path(&dir).config(config).build().unwrap();
         let f = c.model.n_features();
         for (row, want) in c.rows.chunks(f).zip(&c.expected).take(50) {
             let got = rt.score(streamscore::Event::new(row.to_vec())).unwrap().value();

@@ -113,7 +113,11 @@ fn every_api_returns_the_reference_score_for_its_own_event() {
     for name in ["lgb_binary", "lgb_multiclass", "xgb_categorical"] {
         let (rows, expected) = golden_rows(name);
         let model = common::golden_cases().into_iter().find(|c| c.name == name).unwrap().model;
-        let rt = Runtime::from_path(&model, RuntimeConfig::default().with_max_batch(7)).unwrap();
+        let rt = Runtime::builder()
+            .model_path(&model)
+            .config(RuntimeConfig::default().with_max_batch(7))
+            .build()
+            .unwrap();
         assert_eq!(rt.output_width(), expected[0].len());
         // Blocking, one at a time.
         for (row, want) in rows.iter().zip(&expected).take(50) {
@@ -148,22 +152,30 @@ fn every_api_returns_the_reference_score_for_its_own_event() {
 
 #[test]
 fn model_version_is_the_file_hash_unless_set() {
-    let rt = Runtime::from_path(common::root().join(BINARY), RuntimeConfig::default()).unwrap();
+    let rt = Runtime::builder()
+        .model_path(common::root().join(BINARY))
+        .config(RuntimeConfig::default())
+        .build()
+        .unwrap();
     let v = rt.score(Event::new(vec![0.0; 8])).unwrap().model_version;
-    let again = Runtime::from_path(common::root().join(BINARY), RuntimeConfig::default()).unwrap();
+    let again = Runtime::builder()
+        .model_path(common::root().join(BINARY))
+        .config(RuntimeConfig::default())
+        .build()
+        .unwrap();
     assert_eq!(again.score(Event::new(vec![0.0; 8])).unwrap().model_version, v);
-    let other = Runtime::from_path(
-        common::root().join("models/golden/lgb_regression/model.txt"),
-        RuntimeConfig::default(),
-    )
-    .unwrap();
+    let other = Runtime::builder()
+        .model_path(common::root().join("models/golden/lgb_regression/model.txt"))
+        .config(RuntimeConfig::default())
+        .build()
+        .unwrap();
     let w = other.schema().len();
     assert_ne!(other.score(Event::new(vec![0.0; w])).unwrap().model_version, v);
-    let set = Runtime::from_path(
-        common::root().join(BINARY),
-        RuntimeConfig::default().with_model_version(42),
-    )
-    .unwrap();
+    let set = Runtime::builder()
+        .model_path(common::root().join(BINARY))
+        .config(RuntimeConfig::default().with_model_version(42))
+        .build()
+        .unwrap();
     assert_eq!(set.score(Event::new(vec![0.0; 8])).unwrap().model_version, 42);
 }
 
@@ -171,7 +183,8 @@ fn model_version_is_the_file_hash_unless_set() {
 fn bad_events_are_handed_back_and_never_poison_a_batch() {
     let config =
         RuntimeConfig::default().with_non_finite(NonFinitePolicy::Reject).with_max_batch(4);
-    let rt = Runtime::from_path(common::root().join(BINARY), config).unwrap();
+    let rt =
+        Runtime::builder().model_path(common::root().join(BINARY)).config(config).build().unwrap();
     let good = vec![0.5; 8];
     let mut tickets = Vec::new();
     for i in 0..20 {
@@ -207,7 +220,8 @@ fn bad_events_are_handed_back_and_never_poison_a_batch() {
     ));
     // Under `InfAsMissing` infinities score as NaN does.
     let config = RuntimeConfig::default().with_non_finite(NonFinitePolicy::InfAsMissing);
-    let rt2 = Runtime::from_path(common::root().join(BINARY), config).unwrap();
+    let rt2 =
+        Runtime::builder().model_path(common::root().join(BINARY)).config(config).build().unwrap();
     let mut inf = good.clone();
     inf[2] = f32::INFINITY;
     let mut nan = good.clone();
@@ -231,7 +245,12 @@ fn a_full_queue_follows_the_overload_policy() {
         gated.set_open(false);
         let config =
             RuntimeConfig::default().with_queue_capacity(8).with_max_batch(2).with_overload(policy);
-        let rt = Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap();
+        let rt = Runtime::builder()
+            .backend(gated.clone())
+            .schema(gated.schema())
+            .config(config)
+            .build()
+            .unwrap();
         // One event first, held at the gate once its batch is due: from then on nothing drains
         // the queue, whatever the machine's load, so what follows is deterministic.
         let mut tickets = vec![rt.try_submit(Event::new(vec![0.0; 8])).unwrap()];
@@ -280,7 +299,14 @@ fn blocking_submitters_wait_for_room() {
     let gated = Gated::new(BINARY);
     gated.set_open(false);
     let config = RuntimeConfig::default().with_queue_capacity(4).with_max_batch(2);
-    let rt = Arc::new(Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap());
+    let rt = Arc::new(
+        Runtime::builder()
+            .backend(gated.clone())
+            .schema(gated.schema())
+            .config(config)
+            .build()
+            .unwrap(),
+    );
     let blocked = {
         let rt = rt.clone();
         std::thread::spawn(move || {
@@ -326,7 +352,12 @@ fn deadlines_expire_queued_events_without_model_time() {
     gated.set_open(false);
     let config =
         RuntimeConfig::default().with_max_batch(4).with_max_delay(Duration::from_micros(100));
-    let rt = Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap();
+    let rt = Runtime::builder()
+        .backend(gated.clone())
+        .schema(gated.schema())
+        .config(config)
+        .build()
+        .unwrap();
     // The first batches fill the backend and the hand-off; everything behind them waits.
     let first: Vec<_> = (0..8).map(|_| rt.try_submit(Event::new(vec![1.0; 8])).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(20));
@@ -361,8 +392,12 @@ fn deadlines_expire_queued_events_without_model_time() {
 #[test]
 fn a_failing_backend_answers_every_event_with_an_error() {
     let gated = Gated::new(BINARY);
-    let rt =
-        Runtime::with_backend(gated.clone(), gated.schema(), RuntimeConfig::default()).unwrap();
+    let rt = Runtime::builder()
+        .backend(gated.clone())
+        .schema(gated.schema())
+        .config(RuntimeConfig::default())
+        .build()
+        .unwrap();
     gated.fail.store(true, Ordering::SeqCst);
     let tickets: Vec<_> =
         (0..10).map(|_| rt.try_submit(Event::new(vec![0.0; 8])).unwrap()).collect();
@@ -379,7 +414,14 @@ fn a_failing_backend_answers_every_event_with_an_error() {
 fn shutdown_under_load_answers_everything_and_dropped_tickets_do_not_block() {
     let gated = Gated::new(BINARY);
     let config = RuntimeConfig::default().with_queue_capacity(64).with_max_batch(16);
-    let rt = Arc::new(Runtime::with_backend(gated.clone(), gated.schema(), config).unwrap());
+    let rt = Arc::new(
+        Runtime::builder()
+            .backend(gated.clone())
+            .schema(gated.schema())
+            .config(config)
+            .build()
+            .unwrap(),
+    );
     let producers: Vec<_> = (0..4)
         .map(|p| {
             let rt = rt.clone();
@@ -418,7 +460,11 @@ fn shutdown_under_load_answers_everything_and_dropped_tickets_do_not_block() {
 
 #[test]
 fn metrics_render_as_prometheus_text() {
-    let rt = Runtime::from_path(common::root().join(BINARY), RuntimeConfig::default()).unwrap();
+    let rt = Runtime::builder()
+        .model_path(common::root().join(BINARY))
+        .config(RuntimeConfig::default())
+        .build()
+        .unwrap();
     for _ in 0..100 {
         rt.score(Event::new(vec![0.1; 8])).unwrap();
     }
@@ -442,11 +488,52 @@ fn invalid_configuration_is_refused_once_at_build() {
         RuntimeConfig::default().with_max_delay(Duration::from_secs(61)),
     ];
     for config in bad {
-        let err = Runtime::from_path(common::root().join(BINARY), config).unwrap_err();
+        let err = Runtime::builder()
+            .model_path(common::root().join(BINARY))
+            .config(config)
+            .build()
+            .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
     let gated = Gated::new(BINARY);
-    let err =
-        Runtime::with_backend(gated, Schema::new(["a"]), RuntimeConfig::default()).unwrap_err();
+    let err = Runtime::builder()
+        .backend(gated)
+        .schema(Schema::new(["a"]))
+        .config(RuntimeConfig::default())
+        .build()
+        .unwrap_err();
     assert!(matches!(err, Error::WidthMismatch { .. }));
+}
+
+/// The builder takes a model as a path, bytes, a loaded model or a backend, and refuses an
+/// incomplete or inconsistent recipe with a clear error before starting anything.
+#[test]
+fn the_builder_takes_every_kind_of_model_and_refuses_bad_recipes() {
+    let path = common::root().join(BINARY);
+    let bytes = std::fs::read(&path).unwrap();
+    let row = vec![0.25f32; 8];
+    let from_path = Runtime::builder().model_path(&path).build().unwrap();
+    let want = from_path.score(Event::new(row.clone())).unwrap();
+    let from_bytes = Runtime::builder().model_bytes(bytes).build().unwrap();
+    let got = from_bytes.score(Event::new(row.clone())).unwrap();
+    assert_eq!((got.value(), got.model_version), (want.value(), want.model_version));
+    let forest = streamscore::load_forest(&path).unwrap();
+    let reference = Runtime::builder()
+        .model(forest)
+        .backend_spec(streamscore::BackendSpec::reference())
+        .config(RuntimeConfig::default().with_model_version(7))
+        .build()
+        .unwrap();
+    assert_eq!(reference.backend_name(), "reference");
+    let s = reference.score(Event::new(row)).unwrap();
+    assert_eq!((s.value(), s.model_version), (want.value(), 7));
+    assert!(matches!(Runtime::builder().build(), Err(Error::Config(_))));
+    let gated = Gated::new(BINARY);
+    let no_schema = Runtime::builder().backend(gated.clone()).build();
+    assert!(matches!(no_schema, Err(Error::Config(m)) if m.contains("schema")));
+    let bad =
+        Runtime::builder().model_path(&path).config(RuntimeConfig::default().with_max_batch(0));
+    assert!(matches!(bad.build(), Err(Error::Config(_))));
+    let missing = Runtime::builder().model_path("models/none.txt").build();
+    assert!(matches!(missing, Err(Error::Io { .. })), "{missing:?}");
 }

@@ -74,7 +74,7 @@ fn a_million_events_each_answered_once_with_its_own_score() {
 
     let config =
         RuntimeConfig::default().with_queue_capacity(256).with_max_batch(64).with_workers(2);
-    let rt = Arc::new(Runtime::from_forest(forest, config).unwrap());
+    let rt = Arc::new(Runtime::builder().model(forest).config(config).build().unwrap());
     let rows = Arc::new(rows);
     let expected = Arc::new(expected);
     let producers: Vec<_> = (0..PRODUCERS)

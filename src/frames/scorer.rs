@@ -169,7 +169,10 @@ impl FrameScorer {
         preprocess.check()?;
         let model = match backend {
             Some(b) if b.n_features() != preprocess.len(1) => {
-                return Err(Error::WidthMismatch { expected: preprocess.len(1), got: b.n_features() });
+                return Err(Error::WidthMismatch {
+                    expected: preprocess.len(1),
+                    got: b.n_features(),
+                });
             }
             Some(b) => b,
             None => {

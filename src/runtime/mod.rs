@@ -11,11 +11,11 @@
 //! [`Error::Shed`] or a backend error); a refused event is handed back with the reason;
 //! [`Runtime::shutdown`] returns only after every accepted event is answered.
 
+mod builder;
 pub mod config;
 mod pipeline;
 mod rows;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::Backend;
@@ -25,7 +25,7 @@ use crate::event::{Event, Schema, copy_checked};
 use crate::ingest::Rejected;
 use crate::ingest::reply::{Score, Ticket};
 use crate::metrics::MetricsSnapshot;
-use crate::model::{Forest, Model};
+pub use builder::RuntimeBuilder;
 use config::RuntimeConfig;
 pub(crate) use pipeline::{Flow, Job, Pipeline, Shared};
 use rows::{Row, RowFlow};
@@ -38,7 +38,10 @@ use rows::{Row, RowFlow};
 /// ```
 /// use streamscore::{Event, Runtime, RuntimeConfig};
 ///
-/// let rt = Runtime::from_path("models/golden/lgb_binary/model.txt", RuntimeConfig::default())?;
+/// let rt = Runtime::builder()
+///     .model_path("models/golden/lgb_binary/model.txt")
+///     .config(RuntimeConfig::default())
+///     .build()?;
 /// let score = rt.score(Event::new(vec![0.5, -1.0, 2.0, 0.0, f32::NAN, 1.0, 3.0, -2.0]))?;
 /// assert!((0.0..=1.0).contains(&score.value()));
 /// rt.shutdown();
@@ -59,66 +62,10 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// FNV-1a, 64 bits: a stable content hash for the default model version.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
 impl Runtime {
-    /// Loads a model file (LightGBM text, XGBoost JSON or ONNX) and starts a runtime for it.
-    /// The default model version is a hash of the file's bytes.
-    pub fn from_path(path: impl AsRef<Path>, config: RuntimeConfig) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let version = fnv1a(&bytes);
-        let model = Model::from_bytes(bytes, path)?;
-        let config =
-            RuntimeConfig { model_version: config.model_version.or(Some(version)), ..config };
-        Self::from_model(model, config)
-    }
-
-    /// Starts a runtime for a loaded forest, on the configured backend.
-    pub fn from_forest(forest: Forest, config: RuntimeConfig) -> Result<Self> {
-        Self::from_model(forest.into(), config)
-    }
-
-    /// Starts a runtime for a loaded model of any format, on the configured backend.
-    pub fn from_model(model: Model, config: RuntimeConfig) -> Result<Self> {
-        let schema = Schema::new(model.feature_names());
-        Self::with_backend(config.backend.select(model)?, schema, config)
-    }
-
-    /// Starts a runtime around any backend; `schema` names its input columns.
-    pub fn with_backend(
-        backend: Arc<dyn Backend>,
-        schema: Schema,
-        config: RuntimeConfig,
-    ) -> Result<Self> {
-        Self::start(backend, schema, config, None)
-    }
-
-    /// Starts a runtime that computes `features` from raw events before `backend` scores
-    /// them. Events carry the spec's raw fields (numeric values, then categorical codes from
-    /// [`Spec::encode`](crate::features::Spec::encode)), a key and a timestamp; the feature
-    /// stage runs in the batcher thread, in acceptance order, so its state sees events in the
-    /// order they were accepted whatever the batching. An event the stage refuses (a late
-    /// event under [`LatePolicy::Reject`](crate::features::LatePolicy)) is answered with the
-    /// error. Expired and shed events never reach the stage.
-    pub fn with_features(
-        features: crate::features::Features,
-        backend: Arc<dyn Backend>,
-        config: RuntimeConfig,
-    ) -> Result<Self> {
-        let spec = features.spec().clone();
-        if backend.n_features() != spec.names.len() {
-            return Err(Error::WidthMismatch {
-                expected: backend.n_features(),
-                got: spec.names.len(),
-            });
-        }
-        Self::start(backend, Schema::new(spec.fields.iter().cloned()), config, Some(features))
+    /// A [`RuntimeBuilder`]: the one way to start a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::new()
     }
 
     /// The feature stage's counters (`None` without one).
@@ -127,7 +74,7 @@ impl Runtime {
         Some(stage.lock().unwrap_or_else(|p| p.into_inner()).counters())
     }
 
-    fn start(
+    pub(crate) fn start(
         backend: Arc<dyn Backend>,
         schema: Schema,
         config: RuntimeConfig,

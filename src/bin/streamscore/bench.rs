@@ -460,7 +460,7 @@ fn stream(
 ) -> Result<(Outcome, streamscore::MetricsSnapshot), Error> {
     let batch = config.max_batch.get();
     let max_delay_us = config.max_delay.as_micros() as u64;
-    let rt = Runtime::with_backend(backend, schema, config)?;
+    let rt = Runtime::builder().backend(backend).schema(schema).config(config).build()?;
     let (n, w) = (rows.n_rows(), rows.n_features());
     let row_major = rows.to_rows();
     let producers = producers.max(1);

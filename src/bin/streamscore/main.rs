@@ -251,12 +251,39 @@ fn inspect(model: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// ONNX's name for a `TensorProto.DataType` code (onnx.proto), or the code when unknown.
+fn element_type(code: i32) -> String {
+    const NAMES: [&str; 17] = [
+        "undefined",
+        "float",
+        "uint8",
+        "int8",
+        "uint16",
+        "int16",
+        "int32",
+        "int64",
+        "string",
+        "bool",
+        "float16",
+        "double",
+        "uint32",
+        "uint64",
+        "complex64",
+        "complex128",
+        "bfloat16",
+    ];
+    match usize::try_from(code).ok().and_then(|c| NAMES.get(c)) {
+        Some(name) => (*name).to_string(),
+        None => format!("element type {code}"),
+    }
+}
+
 /// The `inspect` report for an ONNX model.
 fn describe_onnx(m: &OnnxModel) -> String {
     let shape = |t: &TensorInfo| {
         let dims: Vec<String> =
             t.dims.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
-        format!("{} [{}] (element type {})", t.name, dims.join(", "), t.elem_type)
+        format!("{} [{}] ({})", t.name, dims.join(", "), element_type(t.elem_type))
     };
     let outputs: Vec<String> = m.outputs().iter().map(shape).collect();
     let mut s = format!(
