@@ -3,31 +3,10 @@
 //
 // Entry points, one dispatch each: `prep` (the input's add/sub/mul/div constants), `layer`
 // (tiled multiply with bias and activation fused), `softmax` (a whole row, last layer only).
-
-const A_IDENTITY: u32 = 0u;
-const A_RELU: u32 = 1u;
-const A_LEAKY_RELU: u32 = 2u;
-const A_SIGMOID: u32 = 3u;
-const A_TANH: u32 = 4u;
-const A_GELU: u32 = 5u;
-const A_GELU_TANH: u32 = 6u;
-
-struct Params {
-    n_rows: u32,
-    n_in: u32,
-    n_out: u32,
-    activation: u32,
-    // Offsets into `model` of the weights and biases (layer) or the first op's constants (prep).
-    weights: u32,
-    bias: u32,
-    // prep: number of ops, and their codes 4 bits each (0 add, 1 sub, 2 mul, 3 div).
-    n_ops: u32,
-    ops: u32,
-    alpha: f32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
+//
+// Compiled after the prelude generated from src/backend/gpu/abi.rs (the Rust <-> WGSL contract),
+// which declares A_IDENTITY, A_RELU, A_LEAKY_RELU, A_SIGMOID, A_TANH, A_GELU, A_GELU_TANH, TS,
+// Params.
 
 @group(0) @binding(0) var<uniform> params: Params;
 // Every layer's weights and biases and the input ops' constants (one value per input).
@@ -88,7 +67,6 @@ fn prep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 // Each workgroup computes a 64 (outputs) x 64 (rows) tile, each invocation 4 x 4 of it, over
 // k-steps of 16 staged in workgroup memory.
-const TS: u32 = 64u;
 const KS: u32 = 16u;
 var<workgroup> w_tile: array<f32, 1024>; // [KS][TS] weights: k, output
 var<workgroup> x_tile: array<f32, 1024>; // [KS][TS] inputs: k, row

@@ -9,27 +9,9 @@
 //   (v - mean[c]) / std[c], written NCHW. One invocation per output value.
 // - `luma`: the same resize of the frame's luma (0.299 R + 0.587 G + 0.114 B, in 0..255) at
 //   the model's size, for the motion score.
-
-const RGB8: u32 = 0u;
-const BGR8: u32 = 1u;
-const GRAY8: u32 = 2u;
-
-struct Params {
-    n_frames: u32,
-    out_w: u32,
-    out_h: u32,
-    channels: u32,
-    mean: vec4<f32>,
-    inv_std: vec4<f32>,
-}
-
-struct FrameInfo {
-    // Byte offset of the frame in `pixels` (a multiple of 4).
-    offset: u32,
-    width: u32,
-    height: u32,
-    format: u32,
-}
+//
+// Compiled after the prelude generated from src/backend/gpu/abi.rs (the Rust <-> WGSL contract),
+// which declares RGB8, BGR8, GRAY8, Params, FrameInfo, MotionParams.
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> frames: array<FrameInfo>;
@@ -132,12 +114,6 @@ fn luma(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Motion: the mean absolute luma difference (0..1) between each frame and the previous frame
 // of its camera, at the model's size. One workgroup per frame; 256 strided partial sums, then
 // a fixed-order tree, so the CPU path can add in the same order.
-struct MotionParams {
-    n_frames: u32,
-    pixels: u32,
-    pad0: u32,
-    pad1: u32,
-}
 
 @group(1) @binding(0) var<uniform> motion_params: MotionParams;
 // This batch's luma maps (from `luma`).

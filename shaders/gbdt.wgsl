@@ -16,45 +16,11 @@
 // pairs hi + lo of f32 (Knuth's two-sum, about 48 bits), and rounded once at the end. XGBoost
 // sums in f32 in tree order; both strategies reproduce that order exactly when `exact_f32` is
 // set.
-
-const LEAF: u32 = 1u;
-const NAN_RIGHT: u32 = 2u;
-const CATEGORICAL: u32 = 4u;
-const ZERO: u32 = 8u;
-const ZERO_RIGHT: u32 = 16u;
-const IN_SET_LEFT: u32 = 0x80000000u;
-const ZERO_BAND: f32 = 1e-35;
-
-const T_IDENTITY: u32 = 0u;
-const T_SIGMOID: u32 = 1u;
-const T_EXP: u32 = 2u;
-const T_LOG1P_EXP: u32 = 3u;
-const T_SIGNED_SQUARE: u32 = 4u;
-const T_STEP: u32 = 5u;
-const T_SOFTMAX: u32 = 6u;
-const T_ARGMAX: u32 = 7u;
-
-struct Params {
-    n_rows: u32,
-    n_features: u32,
-    n_groups: u32,
-    // One of the T_* constants (T_IDENTITY for raw margins).
-    transform: u32,
-    // 1: sum in f32 in tree order (XGBoost); 0: sum in hi + lo pairs (LightGBM's f64).
-    exact_f32: u32,
-    // 0: LightGBM's category rule; 1: XGBoost's.
-    cat_rule: u32,
-    // Rows per tile and lanes per row (`tiles` only; TILE * LANES = 256).
-    tile: u32,
-    lanes: u32,
-    sigmoid_scale: f32,
-    // Always 1.0. Multiplying by a value the compiler cannot see keeps it from rewriting the
-    // two-sum's `(a + b) - a` as `b`, which would silently drop the low part.
-    one: f32,
-    // Random forests average their trees before the transform (1.0 otherwise, and for raw).
-    divisor: f32,
-    pad: u32,
-}
+//
+// Compiled after the prelude generated from src/backend/gpu/abi.rs (the Rust <-> WGSL contract),
+// which declares LEAF, NAN_RIGHT, CATEGORICAL, ZERO, ZERO_RIGHT, IN_SET_LEFT, ZERO_BAND,
+// T_IDENTITY, T_SIGMOID, T_EXP, T_LOG1P_EXP, T_SIGNED_SQUARE, T_STEP, T_SOFTMAX, T_ARGMAX,
+// TILE_FLOATS, TILE_THREADS, Params.
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> nodes: array<vec4<u32>>;
@@ -219,10 +185,10 @@ fn rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     transform_row(r);
 }
 
-// Workgroup memory for `tiles`: a tile of rows (row-major, TILE * n_features <= 4096) and the
+// Workgroup memory for `tiles`: a tile of rows (row-major, TILE * n_features <= TILE_FLOATS) and the
 // leaves of the current round.
-var<workgroup> tile_x: array<f32, 4096>;
-var<workgroup> partial: array<vec2<f32>, 256>;
+var<workgroup> tile_x: array<f32, TILE_FLOATS>;
+var<workgroup> partial: array<vec2<f32>, TILE_THREADS>;
 
 fn leaf_tile(root: u32, local: u32) -> vec4<u32> {
     var i = root;
@@ -238,7 +204,7 @@ fn leaf_tile(root: u32, local: u32) -> vec4<u32> {
     return node;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(TILE_THREADS)
 fn tiles(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -249,7 +215,7 @@ fn tiles(
     let first = (wid.x + wid.y * nwg.x) * tile;
     let nf = params.n_features;
     // Stage the tile: element e is row e / nf, feature e % nf.
-    for (var e = li; e < tile * nf; e += 256u) {
+    for (var e = li; e < tile * nf; e += TILE_THREADS) {
         let row = first + e / nf;
         var v = 0.0;
         if (row < params.n_rows) {

@@ -290,3 +290,21 @@ fn gpu_choice_falls_back_to_the_cpu_without_a_hardware_adapter() {
     let batch = case.batch(&forest);
     matches_reference(&case.name, backend.as_ref(), &forest, &batch, 100);
 }
+
+/// Pipelines are compiled once per device: a second model of the same kind on the same
+/// context compiles nothing new, and still scores like the reference.
+#[test]
+fn models_on_one_device_share_their_pipelines() {
+    let Some(ctx) = context() else { return };
+    let cases = golden_cases();
+    let first = cases.iter().find(|c| c.name == "lgb_binary").unwrap();
+    let second = cases.iter().find(|c| c.name == "xgb_multiclass").unwrap();
+    let a = Gpu::with_context(ctx.clone(), first.forest(), GpuOptions::default()).unwrap();
+    let compiled = ctx.pipelines_compiled();
+    assert_eq!(compiled, 2, "rows and tiles");
+    let forest = Arc::new(second.forest());
+    let b = Gpu::with_context(ctx.clone(), forest.clone(), GpuOptions::default()).unwrap();
+    assert_eq!(ctx.pipelines_compiled(), compiled, "the second model reuses them");
+    matches_reference(&second.name, &b, &forest, &second.batch(&forest), 100);
+    drop(a);
+}

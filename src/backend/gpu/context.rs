@@ -4,9 +4,11 @@
 //! for uncaptured errors panics, so the context installs its own, which marks the device
 //! unusable and lets the next call fail with [`Error::DeviceLost`].
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::shaders::Shader;
 use crate::backend::options::AdapterChoice;
 use crate::error::{Error, Result};
 
@@ -21,12 +23,32 @@ pub struct Context {
     limits: wgpu::Limits,
     /// Why the device became unusable, once it has.
     lost: Arc<Mutex<Option<String>>>,
+    /// Compiled once per device, shared by every model on it.
+    cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").field("adapter", &self.info.name).finish_non_exhaustive()
     }
+}
+
+/// What a device compiles once: shader modules, bind group layouts and pipelines.
+#[derive(Default)]
+struct Cache {
+    modules: HashMap<Shader, wgpu::ShaderModule>,
+    layouts: HashMap<&'static str, wgpu::BindGroupLayout>,
+    pipelines: HashMap<PipelineKey, wgpu::ComputePipeline>,
+}
+
+/// A pipeline is its shader, entry point, bind group layouts (by name) and override
+/// constants (by name and the bits of their value).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: Shader,
+    entry: &'static str,
+    layouts: Vec<&'static str>,
+    constants: Vec<(&'static str, u64)>,
 }
 
 fn unavailable(reason: String) -> Error {
@@ -87,7 +109,67 @@ impl Context {
             lost.get_or_insert(format!("uncaptured wgpu error: {e}"));
         }));
         log::info!("gpu: {} ({:?}, {:?})", info.name, info.device_type, info.backend);
-        Ok(Arc::new(Context { device, queue, info, limits, lost }))
+        Ok(Arc::new(Context { device, queue, info, limits, lost, cache: Default::default() }))
+    }
+
+    /// The bind group layout named `name`, made by `make` the first time it is asked for.
+    pub(crate) fn layout(
+        &self,
+        name: &'static str,
+        make: impl FnOnce(&wgpu::Device) -> wgpu::BindGroupLayout,
+    ) -> wgpu::BindGroupLayout {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.layouts.entry(name).or_insert_with(|| make(&self.device)).clone()
+    }
+
+    /// The pipeline for `entry` of `shader` over `layouts` (named as given to
+    /// [`layout`](Context::layout)) with `constants` overridden, compiled the first time it is
+    /// asked for on this device (models loaded later share it).
+    pub(crate) fn pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        layouts: &[(&'static str, &wgpu::BindGroupLayout)],
+        constants: &[(&'static str, f64)],
+    ) -> wgpu::ComputePipeline {
+        let key = PipelineKey {
+            shader,
+            entry,
+            layouts: layouts.iter().map(|(n, _)| *n).collect(),
+            constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.pipelines.get(&key) {
+            return p.clone();
+        }
+        let module =
+            cache.modules.entry(shader).or_insert_with(|| shader.module(&self.device)).clone();
+        let bind_group_layouts: Vec<Option<&wgpu::BindGroupLayout>> =
+            layouts.iter().map(|(_, l)| Some(*l)).collect();
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &bind_group_layouts,
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                ..Default::default()
+            },
+            cache: None,
+        });
+        cache.pipelines.insert(key, pipeline.clone());
+        pipeline
+    }
+
+    /// Pipelines compiled on this device so far: each (shader, entry point, layouts,
+    /// constants) once, however many models use it.
+    pub fn pipelines_compiled(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).pipelines.len()
     }
 
     /// The adapter's name and type.

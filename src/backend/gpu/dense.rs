@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Zeroable;
 
+use super::abi::{DenseParams as Params, activation as code_of, sizes};
 use super::context::Context;
 use super::run::{self, Program, Slot, f32_bytes};
 use super::shaders::Shader;
@@ -12,26 +13,10 @@ use crate::backend::Output;
 use crate::error::{Error, Result};
 use crate::model::dense::{Activation, Dense, InputOp};
 
-/// The shader's `Params`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n_rows: u32,
-    n_in: u32,
-    n_out: u32,
-    activation: u32,
-    weights: u32,
-    bias: u32,
-    n_ops: u32,
-    ops: u32,
-    alpha: f32,
-    pad: [u32; 3],
-}
-
 /// Input ops one `prep` dispatch can apply (4 bits each in `Params::ops`).
 const MAX_OPS: usize = 8;
 /// Outputs x rows per `layer` workgroup.
-const TILE: usize = 64;
+const TILE: usize = sizes::DENSE_TILE as usize;
 
 #[derive(Debug, Clone, Copy)]
 enum Kernel {
@@ -67,13 +52,13 @@ pub(crate) struct DenseProgram {
 
 fn code(a: Activation) -> (u32, f32) {
     match a {
-        Activation::Identity | Activation::Softmax => (0, 0.0),
-        Activation::Relu => (1, 0.0),
-        Activation::LeakyRelu(alpha) => (2, alpha),
-        Activation::Sigmoid => (3, 0.0),
-        Activation::Tanh => (4, 0.0),
-        Activation::Gelu => (5, 0.0),
-        Activation::GeluTanh => (6, 0.0),
+        Activation::Identity | Activation::Softmax => (code_of::IDENTITY, 0.0),
+        Activation::Relu => (code_of::RELU, 0.0),
+        Activation::LeakyRelu(alpha) => (code_of::LEAKY_RELU, alpha),
+        Activation::Sigmoid => (code_of::SIGMOID, 0.0),
+        Activation::Tanh => (code_of::TANH, 0.0),
+        Activation::Gelu => (code_of::GELU, 0.0),
+        Activation::GeluTanh => (code_of::GELU_TANH, 0.0),
     }
 }
 
@@ -147,10 +132,9 @@ impl DenseProgram {
         let widest = net.layers().iter().map(|l| l.n_out).chain([n_in]).max().unwrap_or(1);
         let chunk_rows = ((binding / f32_bytes(widest)) as usize).min(max_chunk).max(1);
         let device = &ctx.device;
-        let layout = layout(device);
-        let module = Shader::Dense.module(device);
-        let pipelines =
-            ["prep", "layer", "softmax"].map(|e| run::pipeline(device, &module, &layout, e));
+        let layout = ctx.layout("dense", layout);
+        let pipelines = ["prep", "layer", "softmax"]
+            .map(|e| run::pipeline(&ctx, Shader::Dense, ("dense", &layout), e));
         let model = run::storage_init(device, &ctx.queue, "dense model", &model);
         let stride = std::mem::size_of::<Params>()
             .next_multiple_of(limits.min_uniform_buffer_offset_alignment as usize)

@@ -5,41 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytemuck::{Pod, Zeroable};
-
+use super::abi::{FrameInfo, FramesParams as Params, MotionParams};
 use super::context::Context;
 use super::run::{self, f32_bytes};
 use super::shaders::Shader;
 use crate::error::{Error, Result};
 use crate::frames::{Frame, Preprocess};
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n_frames: u32,
-    out_w: u32,
-    out_h: u32,
-    channels: u32,
-    mean: [f32; 4],
-    inv_std: [f32; 4],
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct FrameInfo {
-    offset: u32,
-    width: u32,
-    height: u32,
-    format: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct MotionParams {
-    n_frames: u32,
-    pixels: u32,
-    pad: [u32; 2],
-}
 
 /// Each camera's slot in the history buffer.
 struct History {
@@ -73,37 +44,26 @@ impl FramesGpu {
     pub fn new(ctx: Arc<Context>, p: Preprocess, max_cameras: usize) -> Result<Self> {
         p.check()?;
         let device = &ctx.device;
-        let module = Shader::Frames.module(device);
-        let layout = run::layout(device, 3, 1);
-        let motion_layout = run::layout(device, 4, 1);
-        let empty_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: None,
-            entries: &[],
+        let layout = ctx.layout("storage3_1", |d| run::layout(d, 3, 1));
+        let motion_layout = ctx.layout("storage4_1", |d| run::layout(d, 4, 1));
+        let empty_layout = ctx.layout("empty", |d| {
+            d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: None,
+                entries: &[],
+            })
         });
         let empty = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &empty_layout,
             entries: &[],
         });
-        let pipeline = |entry: &str, group1: bool| {
-            let layouts: Vec<Option<&wgpu::BindGroupLayout>> = if group1 {
-                vec![Some(&empty_layout), Some(&motion_layout)]
+        let pipeline = |entry: &'static str, group1: bool| {
+            if group1 {
+                let layouts = [("empty", &empty_layout), ("storage4_1", &motion_layout)];
+                ctx.pipeline(Shader::Frames, entry, &layouts, &[])
             } else {
-                vec![Some(&layout)]
-            };
-            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &layouts,
-                immediate_size: 0,
-            });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pl),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
+                ctx.pipeline(Shader::Frames, entry, &[("storage3_1", &layout)], &[])
+            }
         };
         let (preprocess, luma, motion) = (
             pipeline("preprocess", false),
@@ -233,7 +193,12 @@ impl FramesGpu {
         queue.write_buffer(
             &mparams,
             0,
-            bytemuck::bytes_of(&MotionParams { n_frames: n as u32, pixels: m as u32, pad: [0; 2] }),
+            bytemuck::bytes_of(&MotionParams {
+                n_frames: n as u32,
+                pixels: m as u32,
+                pad0: 0,
+                pad1: 0,
+            }),
         );
         let prev_buf = run::storage_init(device, queue, "previous", &previous);
         let motion_buf = run::storage(device, "motion", f32_bytes(n), usage);

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use bytemuck::{Pod, Zeroable};
-
 use super::context::Context;
 use super::run::{self, Program, Slot, f32_bytes};
 use super::shaders::Shader;
@@ -15,18 +13,14 @@ use crate::model::Forest;
 use crate::model::gbdt::{Accumulation, CategoryRule, Node as TreeNode, Test};
 use crate::model::transform::Transform;
 
-const LEAF: u32 = 1;
-const NAN_RIGHT: u32 = 2;
-const CATEGORICAL: u32 = 4;
-const ZERO: u32 = 8;
-const ZERO_RIGHT: u32 = 16;
-const IN_SET_LEFT: u32 = 1 << 31;
+use super::abi::node::{CATEGORICAL, IN_SET_LEFT, LEAF, NAN_RIGHT, ZERO, ZERO_RIGHT};
+use super::abi::{GbdtParams as Params, sizes, transform as code};
 /// Features a node can name (24 bits).
 const MAX_FEATURES: usize = 1 << 24;
 /// Floats of workgroup memory the `tiles` kernel stages rows in (`tile_x` in the shader).
-const TILE_FLOATS: usize = 4096;
+const TILE_FLOATS: usize = sizes::TILE_FLOATS as usize;
 /// Invocations per `tiles` workgroup.
-const TILE_THREADS: usize = 256;
+const TILE_THREADS: usize = sizes::TILE_THREADS as usize;
 
 /// A forest in the GPU layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,24 +170,6 @@ impl GpuForest {
     }
 }
 
-/// The shader's `Params`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n_rows: u32,
-    n_features: u32,
-    n_groups: u32,
-    transform: u32,
-    exact_f32: u32,
-    cat_rule: u32,
-    tile: u32,
-    lanes: u32,
-    sigmoid_scale: f32,
-    one: f32,
-    divisor: f32,
-    pad: u32,
-}
-
 /// A forest's buffers and pipelines on one device.
 pub(crate) struct GbdtProgram {
     ctx: Arc<Context>,
@@ -244,8 +220,7 @@ impl GbdtProgram {
             }
         }
         let chunk_rows = ((binding / per_row_bytes) as usize).min(max_chunk).max(1);
-        let module = Shader::Gbdt.module(device);
-        let layout = run::layout(device, 7, 1);
+        let layout = ctx.layout("storage7_1", |d| run::layout(d, 7, 1));
         let q = &ctx.queue;
         let model = [
             run::storage_init(device, q, "nodes", &layout_.nodes),
@@ -254,8 +229,8 @@ impl GbdtProgram {
             run::storage_init(device, q, "base", &layout_.base),
             run::storage_init(device, q, "cats", &layout_.cats),
         ];
-        let rows = run::pipeline(device, &module, &layout, "rows");
-        let tiles = run::pipeline(device, &module, &layout, "tiles");
+        let rows = run::pipeline(&ctx, Shader::Gbdt, ("storage7_1", &layout), "rows");
+        let tiles = run::pipeline(&ctx, Shader::Gbdt, ("storage7_1", &layout), "tiles");
         ctx.check()?;
         let rule = layout_.rule;
         Ok(GbdtProgram {
@@ -289,17 +264,19 @@ impl GbdtProgram {
 
     fn transform(&self, output: Output) -> (u32, f32) {
         if output == Output::Raw {
-            return (0, 1.0);
+            return (code::IDENTITY, 1.0);
         }
         match self.forest.transform {
-            Transform::Identity => (0, 1.0),
-            Transform::Sigmoid { scale } | Transform::SigmoidEach { scale } => (1, scale as f32),
-            Transform::Exp => (2, 1.0),
-            Transform::Log1pExp => (3, 1.0),
-            Transform::SignedSquare => (4, 1.0),
-            Transform::Step => (5, 1.0),
-            Transform::Softmax => (6, 1.0),
-            Transform::ArgMax => (7, 1.0),
+            Transform::Identity => (code::IDENTITY, 1.0),
+            Transform::Sigmoid { scale } | Transform::SigmoidEach { scale } => {
+                (code::SIGMOID, scale as f32)
+            }
+            Transform::Exp => (code::EXP, 1.0),
+            Transform::Log1pExp => (code::LOG1P_EXP, 1.0),
+            Transform::SignedSquare => (code::SIGNED_SQUARE, 1.0),
+            Transform::Step => (code::STEP, 1.0),
+            Transform::Softmax => (code::SOFTMAX, 1.0),
+            Transform::ArgMax => (code::ARGMAX, 1.0),
         }
     }
 }

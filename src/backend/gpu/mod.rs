@@ -22,6 +22,7 @@
 //! # Ok::<(), streamscore::Error>(())
 //! ```
 
+mod abi;
 mod context;
 mod dense;
 mod frames;

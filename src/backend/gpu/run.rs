@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::context::{Context, MapWait};
+use super::shaders::Shader;
 use crate::backend::Output;
 use crate::batch::Batch;
 use crate::error::Result;
@@ -322,23 +323,12 @@ pub(crate) fn bind(
 }
 
 /// A compute pipeline for `entry` of `module` over one bind group layout.
+/// The pipeline for `entry` of `shader` over one layout, from the device's cache.
 pub(crate) fn pipeline(
-    device: &wgpu::Device,
-    module: &wgpu::ShaderModule,
-    layout: &wgpu::BindGroupLayout,
-    entry: &str,
+    ctx: &Context,
+    shader: Shader,
+    layout: (&'static str, &wgpu::BindGroupLayout),
+    entry: &'static str,
 ) -> wgpu::ComputePipeline {
-    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some(entry),
-        bind_group_layouts: &[Some(layout)],
-        immediate_size: 0,
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(entry),
-        layout: Some(&pipeline_layout),
-        module,
-        entry_point: Some(entry),
-        compilation_options: Default::default(),
-        cache: None,
-    })
+    ctx.pipeline(shader, entry, &[layout], &[])
 }
