@@ -49,7 +49,7 @@ fn reference(c: &mut Criterion) {
     for (name, model, input) in models() {
         let forest = load_forest(&model).unwrap();
         let bytes = std::fs::read(&input).unwrap();
-        let batch = read_rows(&bytes, Columns::ByName, &forest.feature_names, "bench").unwrap();
+        let batch = read_rows(&bytes, Columns::ByName, forest.feature_names(), "bench").unwrap();
         let scorer = Reference::new(forest);
         let mut out = vec![0.0; batch.n_rows() * scorer.output_width(Output::Raw)];
         group.throughput(Throughput::Elements(batch.n_rows() as u64));

@@ -90,7 +90,7 @@ fn end_to_end(c: &mut Criterion) {
     for name in ["lgb_single_leaf", "lgb_binary"] {
         let forest = load_forest(root.join("models/golden").join(name).join("model.txt")).unwrap();
         let rows = synthetic_rows(&forest, N, 1);
-        let w = forest.n_features;
+        let w = forest.n_features();
         let row_major = rows.to_rows();
         let reference = Reference::new(forest.clone());
         group.bench_function(BenchmarkId::new("direct", name), |b| {

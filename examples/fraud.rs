@@ -18,7 +18,7 @@ fn main() -> Result<(), Error> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fraud");
     let spec = Spec::from_path(format!("{dir}/spec.toml"))?;
     let forest = load_forest(format!("{dir}/model.txt"))?;
-    if forest.feature_names != spec.names {
+    if forest.feature_names() != spec.names {
         return Err(Error::Config(
             "the model was trained on other features than the spec's".into(),
         ));

@@ -32,15 +32,16 @@
 
 pub mod backend;
 pub mod batch;
-pub mod error;
-pub mod event;
+mod error;
+mod event;
 pub mod features;
 pub mod frames;
-pub mod ingest;
+mod ingest;
+#[doc(hidden)]
 pub mod io;
 pub mod metrics;
 pub mod model;
-pub mod runtime;
+mod runtime;
 
 pub use backend::cpu::Reference;
 pub use backend::{Backend, BackendChoice, BackendSpec, Output};
@@ -49,7 +50,7 @@ pub use error::{Error, ModelFormat, ModelProblem, Result};
 pub use event::{Event, NonFinitePolicy, Schema};
 pub use ingest::Rejected;
 pub use ingest::reply::{Score, Ticket, Timing};
-pub use metrics::{MetricsSnapshot, Stage};
+pub use metrics::{MetricsSnapshot, Stage, Summary};
 pub use model::{Forest, Model, load_forest, load_model};
 pub use runtime::config::{Overload, RuntimeConfig};
 pub use runtime::{Runtime, RuntimeBuilder};

@@ -51,11 +51,11 @@ fn close(got: f32, want: f32, scale: f64) -> bool {
 fn leaf_scales(forest: &Forest, batch: &Batch) -> Vec<f64> {
     (0..batch.n_rows())
         .map(|r| {
-            let base: f64 = forest.base_margin.iter().map(|b| b.abs()).sum();
+            let base: f64 = forest.base_margin().iter().map(|b| b.abs()).sum();
             base + forest
-                .trees
+                .trees()
                 .iter()
-                .map(|t| t.leaf_value(&forest.cat_words, |f| batch.value(r, f)).abs())
+                .map(|t| t.leaf_value(forest.cat_words(), |f| batch.value(r, f)).abs())
                 .sum::<f64>()
         })
         .collect()
@@ -72,7 +72,7 @@ fn matches_reference(
 ) {
     let reference = Reference::new(forest.clone());
     let rows = batch.to_rows();
-    let nf = forest.n_features;
+    let nf = forest.n_features();
     for chunk in rows.chunks(size * nf).take(4) {
         let slice = Batch::from_rows(chunk, nf).unwrap();
         let scales = leaf_scales(forest, &slice);
@@ -156,19 +156,20 @@ fn wrong_widths_are_errors_and_empty_batches_are_fine() {
     let case = &golden_cases()[0];
     let forest = Arc::new(case.forest());
     let gpu = Gpu::with_context(ctx, forest.clone(), GpuOptions::default()).unwrap();
-    let wide = Batch::from_rows(&vec![0.0; forest.n_features + 1], forest.n_features + 1).unwrap();
+    let wide =
+        Batch::from_rows(&vec![0.0; forest.n_features() + 1], forest.n_features() + 1).unwrap();
     let mut out = vec![0.0; gpu.output_width(Output::Raw)];
     assert!(matches!(
         gpu.score_batch(&wide, Output::Raw, &mut out),
         Err(Error::WidthMismatch { .. })
     ));
-    let batch = Batch::from_rows(&vec![0.0; forest.n_features], forest.n_features).unwrap();
+    let batch = Batch::from_rows(&vec![0.0; forest.n_features()], forest.n_features()).unwrap();
     let mut short = vec![];
     assert!(matches!(
         gpu.score_batch(&batch, Output::Raw, &mut short),
         Err(Error::OutputLength { .. })
     ));
-    let empty = Batch::from_columns(vec![], 0, forest.n_features).unwrap();
+    let empty = Batch::from_columns(vec![], 0, forest.n_features()).unwrap();
     gpu.score_batch(&empty, Output::Raw, &mut []).unwrap();
 }
 
@@ -208,7 +209,7 @@ fn device_loss_mid_stream_loses_nothing_and_answers_once() {
     let case = golden_cases().into_iter().find(|c| c.name == "lgb_binary").unwrap();
     let forest = Arc::new(case.forest());
     let rows = streamscore::io::synthetic_rows(&forest, 4_000, 3).to_rows();
-    let nf = forest.n_features;
+    let nf = forest.n_features();
     let gpu = Arc::new(Gpu::with_context(ctx, forest.clone(), GpuOptions::default()).unwrap());
     let reference = Reference::new(forest.clone());
     let failover = Arc::new(Failover::new(gpu.clone(), Arc::new(reference.clone())));
@@ -219,7 +220,7 @@ fn device_loss_mid_stream_loses_nothing_and_answers_once() {
         .with_max_batch(32)
         .with_workers(3)
         .with_queue_capacity(producers * per);
-    let schema = Schema::new(forest.feature_names.iter().cloned());
+    let schema = Schema::new(forest.feature_names().iter().cloned());
     let rt = Arc::new(
         Runtime::builder().backend(failover.clone()).schema(schema).config(config).build().unwrap(),
     );

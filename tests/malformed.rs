@@ -266,7 +266,7 @@ fn mutated_models_never_panic() {
             let Ok(text) = std::str::from_utf8(&m) else { continue };
             let Ok(forest) = Forest::from_text(text) else { continue };
             // A model that still loads must also score without panicking.
-            let width = forest.n_features;
+            let width = forest.n_features();
             let rows: Vec<f32> = [f32::NAN, 0.0, 1.5, -3.0, 1e30, 40.0]
                 .iter()
                 .flat_map(|&v| std::iter::repeat_n(v, width))
@@ -284,7 +284,7 @@ fn mutated_models_never_panic() {
 #[cfg(feature = "csv")]
 fn wrong_feature_count_in_input() {
     let forest = Forest::from_text(&lgb()).unwrap();
-    let names = forest.feature_names.clone();
+    let names = forest.feature_names().to_vec();
     let scorer = Reference::new(forest);
     let batch = Batch::from_rows(&[0.0; 14], 7).unwrap();
     let mut out = vec![0.0; 2];

@@ -46,7 +46,7 @@ fn run_suite(label: &str, cases: &[Case], make: &dyn Fn(Forest) -> Box<dyn Backe
 fn slices_match_reference(label: &str, backend: &dyn Backend, forest: &Forest, batch: &Batch) {
     let reference = Reference::new(forest.clone());
     let rows = batch.to_rows();
-    let width = forest.n_features;
+    let width = forest.n_features();
     for size in [1, 3, 15, 16, 17, 64, 65, 130] {
         for output in [Output::Raw, Output::Transformed] {
             let w = backend.output_width(output);
@@ -76,7 +76,7 @@ fn cpu(
         return None;
     }
     Some(move |f: Forest| {
-        let small = f.trees.iter().all(|t| t.leaves() <= 64);
+        let small = f.trees().iter().all(|t| t.leaves() <= 64);
         let algorithm =
             if small || algorithm == Algorithm::Masked { algorithm } else { Algorithm::Traverse };
         let cpu = Cpu::new(f).unwrap().with_kernel(kernel).unwrap().with_threads(threads).unwrap();
@@ -181,7 +181,7 @@ fn npy_and_csv_inputs_agree() {
         let npy = streamscore::io::read_rows(
             &bytes,
             streamscore::io::Columns::ByName,
-            &forest.feature_names,
+            forest.feature_names(),
             "npy",
         )
         .unwrap();
@@ -201,12 +201,12 @@ fn golden_files_cover_the_hard_cases() {
         cases.iter().zip(&forests).any(|(c, f)| c.batch(f).as_slice().iter().any(|v| v.is_nan()));
     let has_cat = forests
         .iter()
-        .any(|f| f.format == streamscore::ModelFormat::LightGbm && !f.cat_words.is_empty())
-        && forests
-            .iter()
-            .any(|f| f.format == streamscore::ModelFormat::XgboostJson && !f.cat_words.is_empty());
-    let has_multi = forests.iter().filter(|f| f.n_groups > 1).count() >= 4;
-    let has_single_leaf = forests.iter().any(|f| f.trees.iter().all(|t| t.nodes.len() == 1));
+        .any(|f| f.format() == streamscore::ModelFormat::LightGbm && !f.cat_words().is_empty())
+        && forests.iter().any(|f| {
+            f.format() == streamscore::ModelFormat::XgboostJson && !f.cat_words().is_empty()
+        });
+    let has_multi = forests.iter().filter(|f| f.n_groups() > 1).count() >= 4;
+    let has_single_leaf = forests.iter().any(|f| f.trees().iter().all(|t| t.nodes.len() == 1));
     let deepest = forests.iter().map(Forest::max_depth).max().unwrap();
     assert!(has_nan && has_cat && has_multi && has_single_leaf, "coverage");
     assert!(deepest >= 20, "deepest golden tree is only {deepest} deep");

@@ -47,7 +47,7 @@ struct Tally {
 fn a_million_events_each_answered_once_with_its_own_score() {
     let model = common::root().join("models/golden/lgb_binary/model.txt");
     let forest = streamscore::load_forest(&model).unwrap();
-    let width = forest.n_features;
+    let width = forest.n_features();
     // Distinct rows: the golden inputs (thresholds, NaN, zero band) and random ones.
     let golden = common::golden_cases().into_iter().find(|c| c.name == "lgb_binary").unwrap();
     let gbatch = golden.batch(&forest);

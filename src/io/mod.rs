@@ -1,4 +1,6 @@
-//! Reading input rows (CSV, `.npy`) and writing scores, for the CLI and offline tools.
+//! Reading input rows (CSV, `.npy`) and writing scores: the command line's plumbing, shared
+//! with the tests and benches. Hidden from the docs and not part of the supported API (it may
+//! change or move into the binary without notice); embedders hand the runtime rows themselves.
 //!
 //! Input values travel as f32: f64 `.npy` files are rounded to the nearest f32 on read.
 

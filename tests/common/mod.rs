@@ -24,7 +24,7 @@ impl Case {
     }
 
     pub fn batch(&self, forest: &Forest) -> Batch {
-        read_csv(&self.dir.join("input.csv"), &forest.feature_names)
+        read_csv(&self.dir.join("input.csv"), forest.feature_names())
     }
 }
 

@@ -5,7 +5,7 @@
 //! per batch there is only write, dispatch, copy, map, with several chunks in flight. No GPU is
 //! an [`Error::Unavailable`] and a lost device an
 //! [`Error::DeviceLost`], never a panic; wrap the backend in
-//! [`Failover`](crate::backend::Failover) (as [`select`](crate::backend::select) does) to have the
+//! [`Failover`](crate::backend::Failover) (as a [`BackendSpec`](crate::backend::BackendSpec) with a fallback does) to have the
 //! CPU rescore what the GPU could not.
 //!
 //! # Examples

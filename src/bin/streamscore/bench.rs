@@ -154,7 +154,7 @@ impl Outcome {
 /// One line about the model for the report's header.
 fn describe(model: &Model) -> String {
     match model {
-        Model::Forest(f) => format!("{} trees, {} features", f.trees.len(), f.n_features),
+        Model::Forest(f) => format!("{} trees, {} features", f.trees().len(), f.n_features()),
         Model::Onnx(m) => match m.dense() {
             Ok(net) => {
                 let widths: Vec<String> = std::iter::once(net.n_inputs())

@@ -313,32 +313,32 @@ fn describe_onnx(m: &OnnxModel) -> String {
 
 /// The `inspect` report, one `key: value` per line.
 fn describe(forest: &Forest) -> String {
-    let depths: Vec<usize> = forest.trees.iter().map(|t| t.depth()).collect();
-    let nodes: usize = forest.trees.iter().map(|t| t.nodes.len()).sum();
-    let leaves: usize = forest.trees.iter().map(|t| t.leaves()).sum();
+    let depths: Vec<usize> = forest.trees().iter().map(|t| t.depth()).collect();
+    let nodes: usize = forest.trees().iter().map(|t| t.nodes.len()).sum();
+    let leaves: usize = forest.trees().iter().map(|t| t.leaves()).sum();
     let categorical = forest
-        .trees
+        .trees()
         .iter()
         .flat_map(|t| &t.nodes)
         .filter(|n| matches!(n, Node::Split { test: Test::Categorical { .. }, .. }))
         .count();
     let mean_depth = depths.iter().sum::<usize>() as f64 / depths.len().max(1) as f64;
-    let names = forest.feature_names.join(" ");
+    let names = forest.feature_names().join(" ");
     let names = if names.len() > 200 {
         format!("{}...", &names[..names.floor_char_boundary(200)])
     } else {
         names
     };
-    let objective = if forest.objective.is_empty() { "(none)" } else { &forest.objective };
+    let objective = if forest.objective().is_empty() { "(none)" } else { forest.objective() };
     format!(
         "format: {}\nobjective: {objective}\ntransform: {:?}\ntrees: {}\nclasses: {}\n\
          features: {}\nfeature names: {names}\nnodes: {nodes}\nleaves: {leaves}\n\
          categorical splits: {categorical}\ndepth: min {} mean {mean_depth:.2} max {}\n",
-        forest.format,
-        forest.transform,
-        forest.trees.len(),
-        forest.n_groups,
-        forest.n_features,
+        forest.format(),
+        forest.transform(),
+        forest.trees().len(),
+        forest.n_groups(),
+        forest.n_features(),
         depths.iter().min().unwrap_or(&0),
         depths.iter().max().unwrap_or(&0),
     )

@@ -181,35 +181,93 @@ pub enum Accumulation {
     F32,
 }
 
-/// A validated tree ensemble.
+/// A validated tree ensemble. Its fields are private, so a `Forest` is always one its parser
+/// checked (every child, feature, category set and root in range): read it through the
+/// accessors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forest {
     /// The format the forest was read from.
-    pub format: ModelFormat,
+    pub(crate) format: ModelFormat,
     /// The objective as named in the file.
-    pub objective: String,
+    pub(crate) objective: String,
     /// The output transform the objective implies.
-    pub transform: Transform,
+    pub(crate) transform: Transform,
     /// Width of an input row.
-    pub n_features: usize,
+    pub(crate) n_features: usize,
     /// Feature names in input order (the format's defaults when the file has none).
-    pub feature_names: Vec<String>,
+    pub(crate) feature_names: Vec<String>,
     /// Raw outputs per row (classes for multiclass, else 1).
-    pub n_groups: usize,
+    pub(crate) n_groups: usize,
     /// The trees, in the order the library sums them.
-    pub trees: Vec<Tree>,
+    pub(crate) trees: Vec<Tree>,
     /// Bitsets of every categorical split.
-    pub cat_words: Vec<u32>,
+    pub(crate) cat_words: Vec<u32>,
     /// Per-group starting value of the sum (0 for LightGBM, whose first trees hold it).
-    pub base_margin: Vec<f64>,
+    pub(crate) base_margin: Vec<f64>,
     /// Divide each group's sum of trees by the number of iterations before the transform
     /// (LightGBM random forest); raw margins stay plain sums, as LightGBM reports them.
-    pub average_trees: bool,
+    pub(crate) average_trees: bool,
     /// How sums are formed.
-    pub accumulation: Accumulation,
+    pub(crate) accumulation: Accumulation,
 }
 
 impl Forest {
+    /// The format the forest was read from.
+    pub fn format(&self) -> ModelFormat {
+        self.format
+    }
+
+    /// The objective as named in the file.
+    pub fn objective(&self) -> &str {
+        &self.objective
+    }
+
+    /// The output transform the objective implies.
+    pub fn transform(&self) -> Transform {
+        self.transform
+    }
+
+    /// Width of an input row.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Feature names in input order (the format's defaults when the file has none).
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// Raw outputs per row (classes for multiclass, else 1).
+    pub fn n_groups(&self) -> usize {
+        self.n_groups
+    }
+
+    /// The trees, in the order the library sums them.
+    pub fn trees(&self) -> &[Tree] {
+        &self.trees
+    }
+
+    /// Bitsets of every categorical split.
+    pub fn cat_words(&self) -> &[u32] {
+        &self.cat_words
+    }
+
+    /// Per-group starting value of the sum (0 for LightGBM, whose first trees hold it).
+    pub fn base_margin(&self) -> &[f64] {
+        &self.base_margin
+    }
+
+    /// Whether each group's sum is divided by the number of iterations before the transform
+    /// (LightGBM random forest).
+    pub fn average_trees(&self) -> bool {
+        self.average_trees
+    }
+
+    /// How sums are formed.
+    pub fn accumulation(&self) -> Accumulation {
+        self.accumulation
+    }
+
     /// Number of output values per row for raw margins (`raw = true`) or transformed output.
     pub fn output_width(&self, raw: bool) -> usize {
         if raw { self.n_groups } else { self.transform.output_width(self.n_groups) }
