@@ -4,6 +4,31 @@
 
 use crate::error::Error;
 
+/// `Backend` for an uninhabited stub: no value exists, so no method can be called.
+macro_rules! never_backend {
+    ($ty:ty) => {
+        impl crate::backend::Backend for $ty {
+            fn name(&self) -> &'static str {
+                match self.0 {}
+            }
+            fn n_features(&self) -> usize {
+                match self.0 {}
+            }
+            fn output_width(&self, _: crate::backend::Output) -> usize {
+                match self.0 {}
+            }
+            fn score_batch(
+                &self,
+                _: &crate::batch::Batch,
+                _: crate::backend::Output,
+                _: &mut [f32],
+            ) -> crate::error::Result<()> {
+                match self.0 {}
+            }
+        }
+    };
+}
+
 /// The error every constructor of a compiled-out backend returns.
 pub(crate) fn unavailable(feature: &'static str) -> Error {
     Error::Unavailable {
@@ -21,8 +46,8 @@ pub mod gpu {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use crate::backend::Output;
     pub use crate::backend::options::{AdapterChoice, GpuOptions, Strategy};
-    use crate::backend::{Backend, Output};
     use crate::batch::Batch;
     use crate::error::Result;
     use crate::frames::{Frame, Preprocess};
@@ -94,20 +119,7 @@ pub mod gpu {
         }
     }
 
-    impl Backend for Gpu {
-        fn name(&self) -> &'static str {
-            match self.0 {}
-        }
-        fn n_features(&self) -> usize {
-            match self.0 {}
-        }
-        fn output_width(&self, _: Output) -> usize {
-            match self.0 {}
-        }
-        fn score_batch(&self, _: &Batch, _: Output, _: &mut [f32]) -> Result<()> {
-            match self.0 {}
-        }
-    }
+    never_backend!(Gpu);
 
     /// Frame preprocessing on a GPU (none in this build).
     #[derive(Debug)]
@@ -132,8 +144,6 @@ pub mod onnx {
     use std::sync::Arc;
 
     pub use crate::backend::options::{OnnxOptions, Optimization};
-    use crate::backend::{Backend, Output};
-    use crate::batch::Batch;
     use crate::error::Result;
     use crate::model::onnx::OnnxModel;
 
@@ -161,18 +171,5 @@ pub mod onnx {
         }
     }
 
-    impl Backend for OnnxRuntime {
-        fn name(&self) -> &'static str {
-            match self.0 {}
-        }
-        fn n_features(&self) -> usize {
-            match self.0 {}
-        }
-        fn output_width(&self, _: Output) -> usize {
-            match self.0 {}
-        }
-        fn score_batch(&self, _: &Batch, _: Output, _: &mut [f32]) -> Result<()> {
-            match self.0 {}
-        }
-    }
+    never_backend!(OnnxRuntime);
 }

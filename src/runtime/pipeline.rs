@@ -194,6 +194,24 @@ impl<F: Flow> Pipeline<F> {
         Ok(pipeline)
     }
 
+    /// Opens a submission: marks the producer as inside one (the batcher drains until it
+    /// leaves, so shutdown cannot strand the job), refuses a closed pipeline, and pairs a reply
+    /// slot with the job for `payload`.
+    fn open(
+        &self,
+        payload: F::Payload,
+        deadline: Option<Instant>,
+    ) -> Result<Opened<'_, F>, (Error, F::Payload)> {
+        let sh = &*self.shared;
+        let entered = Entered::new(sh);
+        if sh.closed.load(Ordering::SeqCst) {
+            return Err((Error::Closed, payload));
+        }
+        let (ticket, reply) = sh.slots.pair();
+        let accepted = Instant::now();
+        Ok((entered, ticket, Job { payload, deadline, accepted, popped: accepted, reply }))
+    }
+
     /// Queues a validated payload without blocking. A full queue (under the `block` and
     /// `reject` policies) or a closed pipeline hands it back with the reason; refusals are
     /// not counted here (see [`Pipeline::rejected`]).
@@ -203,13 +221,7 @@ impl<F: Flow> Pipeline<F> {
         deadline: Option<Instant>,
     ) -> Result<Ticket<F::Answer>, (Error, F::Payload)> {
         let sh = &*self.shared;
-        let _entered = Entered::new(sh);
-        if sh.closed.load(Ordering::SeqCst) {
-            return Err((Error::Closed, payload));
-        }
-        let (ticket, reply) = sh.slots.pair();
-        let accepted = Instant::now();
-        let mut job = Job { payload, deadline, accepted, popped: accepted, reply };
+        let (_entered, ticket, mut job) = self.open(payload, deadline)?;
         loop {
             match sh.tx.try_send(Some(job)) {
                 Ok(()) => {
@@ -243,13 +255,7 @@ impl<F: Flow> Pipeline<F> {
         if sh.config.overload != Overload::Block {
             return self.offer(payload, deadline);
         }
-        let _entered = Entered::new(sh);
-        if sh.closed.load(Ordering::SeqCst) {
-            return Err((Error::Closed, payload));
-        }
-        let (ticket, reply) = sh.slots.pair();
-        let accepted = Instant::now();
-        let job = Job { payload, deadline, accepted, popped: accepted, reply };
+        let (_entered, ticket, job) = self.open(payload, deadline)?;
         // Blocking send: `_entered` keeps the batcher draining, so this cannot wait forever.
         if sh.tx.send(Some(job)).is_err() {
             unreachable!("Shared holds a receiver");
@@ -314,6 +320,9 @@ impl<F: Flow> Drop for Pipeline<F> {
         self.shared.slots.close();
     }
 }
+
+/// An open submission: the producer's mark, the caller's ticket and the job to queue.
+type Opened<'a, F> = (Entered<'a, F>, Ticket<<F as Flow>::Answer>, Job<F>);
 
 /// Marks a producer as inside a submission (see `Shared::in_submit`).
 struct Entered<'a, F: Flow>(&'a Shared<F>);
