@@ -469,3 +469,56 @@ fn late_events_follow_the_policy() {
         }
     }
 }
+
+/// Event times at the edges of i64, or beyond the documented range (|t| <= 2^53 ms), are a
+/// typed error for that event (in the stage, when reading a CSV, and at submission), never a
+/// panic or a silently saturated value; times at the range's ends work.
+#[test]
+fn event_times_outside_the_range_are_refused() {
+    use streamscore::features::MAX_EVENT_TIME_MS;
+    let spec = spec("");
+    let mut stage = Features::new(spec.clone());
+    let times = [
+        i64::MIN,
+        -MAX_EVENT_TIME_MS,
+        i64::MIN + 1,
+        -MAX_EVENT_TIME_MS - 1,
+        0,
+        MAX_EVENT_TIME_MS + 1,
+        i64::MAX,
+        MAX_EVENT_TIME_MS,
+    ];
+    let rows: Vec<f32> = times.iter().flat_map(|_| [5.0, 1.0, 0.0]).collect();
+    let out = stage.transform_rows(&rows, &vec![1; times.len()], &times).unwrap();
+    let refused: Vec<usize> = out.errors.iter().map(|(r, _)| *r).collect();
+    assert_eq!(refused, [0, 2, 3, 5, 6]);
+    for (_, e) in &out.errors {
+        assert!(matches!(e, Error::Input { .. }) && e.to_string().contains("event time"), "{e}");
+    }
+    // The three in range were counted in order: the 1h count sees each alone (2^53 ms apart).
+    let n_1h = spec.names.iter().position(|n| n == "n_1h").unwrap();
+    let n = times.len();
+    for r in [1, 4, 7] {
+        assert_eq!(out.values[n_1h * n + r], 1.0, "row {r}");
+    }
+
+    let csv = "card,ts,amount,score,mcc\n1,NaN,1,1,fuel\n1,inf,1,1,fuel\n1,1e30,1,1,fuel\n1,-1e30,1,1,fuel\n1,5,1,1,fuel\n";
+    let e = offline::read_csv(&spec, csv.as_bytes(), "t.csv").unwrap();
+    let lines: Vec<usize> = e.refused.iter().map(|(l, _)| *l).collect();
+    assert_eq!((lines, e.len()), (vec![2, 3, 4, 5], 1));
+    assert!(e.refused.iter().all(|(_, err)| err.to_string().contains("time")));
+
+    let n_out = spec.names.len();
+    let rt = Runtime::builder()
+        .features(Features::new(spec))
+        .backend(Arc::new(Echo(n_out)))
+        .build()
+        .unwrap();
+    for t in [i64::MIN, MAX_EVENT_TIME_MS + 1] {
+        let event = Event::new(vec![1.0, 1.0, 0.0]).with_key(1).with_timestamp_ms(t);
+        let r = rt.try_submit(event).unwrap_err();
+        assert!(r.error.to_string().contains("event time"), "{}", r.error);
+    }
+    let ok = Event::new(vec![1.0, 1.0, 0.0]).with_key(1).with_timestamp_ms(MAX_EVENT_TIME_MS);
+    assert!(rt.score(ok).is_ok());
+}

@@ -60,6 +60,23 @@ use crate::error::{Error, Result};
 /// by then), then updates group `g`'s keys in row order.
 const GROUP: usize = 16;
 
+/// Event times (ms) the stage takes: `|t| <= 2^53` (about 285,000 years either side of the
+/// epoch; every such time is exact in an f64, so a CSV's times read back unchanged). Window
+/// arithmetic on them cannot overflow, since windows, lateness and TTLs are below 10^15 ms.
+/// A time outside the range is an [`Error::Input`] for its event, never a saturated value.
+pub const MAX_EVENT_TIME_MS: i64 = 1 << 53;
+
+/// Checks an event time against [`MAX_EVENT_TIME_MS`].
+pub(crate) fn check_time(t: i64) -> Result<()> {
+    if t.unsigned_abs() > MAX_EVENT_TIME_MS as u64 {
+        return Err(Error::Input {
+            at: "event".into(),
+            message: format!("event time {t} ms is outside the supported range (|t| <= 2^53 ms)"),
+        });
+    }
+    Ok(())
+}
+
 /// Events between two sweeps of idle keys.
 const SWEEP_EVERY: u64 = 1 << 16;
 
@@ -248,6 +265,8 @@ impl Features {
         out: &mut [f32],
         n: usize,
     ) -> Result<()> {
+        // Before any state moves: a refused time must not advance the clock either.
+        check_time(t)?;
         self.clock = self.clock.max(t);
         self.counters.events += 1;
         if self.counters.events.is_multiple_of(SWEEP_EVERY) {

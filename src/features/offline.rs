@@ -66,6 +66,18 @@ pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
             let t: f64 = get(time).parse().map_err(|_| {
                 input(&format!("{at}:{line}"), format!("time `{}` is not a number", get(time)))
             })?;
+            let ms = t * spec.time_scale;
+            // NaN and infinities fail this too: no time is saturated into range.
+            let range = -(super::MAX_EVENT_TIME_MS as f64)..=super::MAX_EVENT_TIME_MS as f64;
+            if !range.contains(&ms) {
+                return Err(input(
+                    &format!("{at}:{line}"),
+                    format!(
+                        "event time `{}` is outside the supported range (|t| <= 2^53 ms)",
+                        get(time)
+                    ),
+                ));
+            }
             for (j, &c) in fields.iter().enumerate() {
                 let v = get(c);
                 row[j] = if j < n_numeric {
@@ -83,7 +95,7 @@ pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
                     spec.categorical[j - n_numeric].code(v)?
                 };
             }
-            Ok((Spec::key_of(k), (t * spec.time_scale).round() as i64))
+            Ok((Spec::key_of(k), ms.round() as i64))
         })();
         match parsed {
             Ok((k, t)) => {

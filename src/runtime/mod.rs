@@ -190,11 +190,17 @@ impl Runtime {
         if self.pipeline.shared.is_closed() {
             return Err(Error::Closed);
         }
-        if flow.features.is_some() && (event.key.is_none() || event.timestamp_ms.is_none()) {
-            return Err(Error::Input {
-                at: "event".into(),
-                message: "the feature stage needs a key and a timestamp on every event".into(),
-            });
+        if flow.features.is_some() {
+            match (event.key, event.timestamp_ms) {
+                (Some(_), Some(t)) => crate::features::check_time(t)?,
+                _ => {
+                    return Err(Error::Input {
+                        at: "event".into(),
+                        message: "the feature stage needs a key and a timestamp on every event"
+                            .into(),
+                    });
+                }
+            }
         }
         let mut values = flow.rows.pop().unwrap_or_default();
         if let Err(e) =
