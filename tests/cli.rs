@@ -325,3 +325,93 @@ fn inspect_names_onnx_element_types() {
     assert!(text.contains("format: ONNX") && text.contains("(float)"), "{text}");
     assert!(!text.contains("element type"), "{text}");
 }
+
+/// Every failure is one `error:` line and exit status 1: usage errors (clap's own would be
+/// several lines and status 2) and flags beyond their stated limits, which used to panic or
+/// abort on allocation (`--batch 0`, `--duration NaN`, a `--frame-size` whose byte count
+/// overflows, ...). `--help` still succeeds.
+#[test]
+fn every_failure_is_one_error_line_and_status_1() {
+    let model = "models/golden/lgb_binary/model.txt";
+    let frames = "models/frames/config.toml";
+    let bench = |extra: &[&'static str]| {
+        let mut a = vec!["bench", "--model", model, "--duration", "0.1"];
+        a.extend_from_slice(extra);
+        a
+    };
+    let framed = |extra: &[&'static str]| {
+        let mut a = vec!["bench", "--frames", frames, "--duration", "0.1"];
+        a.extend_from_slice(extra);
+        a
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["score", "--bogus"], "--bogus"),
+        (vec!["score"], "--model"),
+        (vec!["frobnicate"], "frobnicate"),
+        (bench(&["--batch", "0"]), "--batch 0"),
+        (bench(&["--batch", "100000000000"]), "--batch"),
+        (bench(&["--rows", "10000000000000"]), "--rows"),
+        (bench(&["--rows", "1000000000"]), "--rows"),
+        (bench(&["--threads", "0"]), "--threads"),
+        (vec!["bench", "--model", model, "--duration", "NaN"], "--duration"),
+        (vec!["bench", "--model", model, "--duration", "inf"], "--duration"),
+        (vec!["bench", "--model", model, "--duration", "1e30"], "--duration"),
+        (vec!["bench", "--model", model, "--duration=-1"], "--duration"),
+        (bench(&["--rate", "NaN"]), "--rate"),
+        (framed(&["--frame-size", "100000x100000"]), "--frame-size"),
+        (framed(&["--frame-size", "4294967296x2"]), "--frame-size"),
+        (framed(&["--fps", "NaN"]), "--fps"),
+        (framed(&["--motion-threshold", "NaN"]), "--motion-threshold"),
+    ];
+    for (args, needle) in cases {
+        let out = streamscore(&args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let ours: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(ours.len(), 1, "{args:?}: {stderr}");
+        assert!(ours[0].contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let help = streamscore(&["score", "--help"], None);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--backend"));
+}
+
+/// A reader that closes stdout early (`| head -1`) ends `score` quietly: no error line.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args([
+            "score",
+            "--model",
+            "models/golden/lgb_binary/model.txt",
+            "--input",
+            "-",
+            "--no-header",
+        ])
+        .current_dir(common::root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let row = b"0.5,-1,2,0,,1,3,-2\n".repeat(10_000);
+        for _ in 0..100 {
+            if stdin.write_all(&row).is_err() {
+                break;
+            }
+        }
+    });
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim().is_empty(), "{stderr}");
+}

@@ -172,7 +172,62 @@ fn describe(model: &Model) -> String {
     }
 }
 
+/// Largest `--batch` (the runtime's own `max_batch` limit).
+const MAX_BATCH: usize = 1 << 20;
+/// Largest `--rows` x features of synthetic input, in values (4 GiB of f32).
+const MAX_VALUES: usize = 1 << 30;
+/// Longest `--duration`, in seconds (a day).
+const MAX_SECONDS: f64 = 86_400.0;
+/// Largest thread, producer and camera counts.
+const MAX_THREADS: usize = 1024;
+
+fn flag_error(flag: &str, value: impl std::fmt::Display, limit: &str) -> Error {
+    Error::Config(format!("--{flag} {value}: must be {limit}"))
+}
+
+/// Checks every numeric flag against its stated limit before anything is allocated or timed.
+fn check_flags(args: &BenchArgs) -> Result<(), Error> {
+    let count = |flag: &str, v: usize, max: usize| {
+        if (1..=max).contains(&v) {
+            Ok(())
+        } else {
+            Err(flag_error(flag, v, &format!("1..={max}")))
+        }
+    };
+    count("batch", args.batch, MAX_BATCH)?;
+    count("rows", args.rows, MAX_VALUES)?;
+    count("threads", args.threads, MAX_THREADS)?;
+    count("producers", args.producers, MAX_THREADS)?;
+    count("cameras", args.cameras, MAX_THREADS)?;
+    count("cpu-threads", args.cpu_threads, MAX_THREADS)?;
+    if let Some(w) = args.window {
+        count("window", w, 1 << 24)?;
+    }
+    let positive = |flag: &str, v: f64, max: f64| {
+        if v > 0.0 && v <= max {
+            Ok(())
+        } else {
+            Err(flag_error(flag, v, &format!("a number above 0 and at most {max}")))
+        }
+    };
+    positive("duration", args.duration, MAX_SECONDS)?;
+    positive("fps", args.fps, 1_000.0)?;
+    if let Some(rate) = args.rate {
+        positive("rate", rate, 1e9)?;
+    }
+    if let Some(t) = args.motion_threshold
+        && !(0.0..=1.0).contains(&t)
+    {
+        return Err(flag_error("motion-threshold", t, "within 0..=1"));
+    }
+    if args.max_delay_us > 60_000_000 {
+        return Err(flag_error("max-delay-us", args.max_delay_us, "at most 60,000,000 (60 s)"));
+    }
+    Ok(())
+}
+
 pub fn run(args: BenchArgs) -> Result<(), Error> {
+    check_flags(&args)?;
     if let Some(config) = &args.frames {
         return crate::frames_bench::run(&args, config);
     }
@@ -203,10 +258,20 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
             read_rows(&bytes, Columns::ByName, &model.feature_names(), path)?
         }
-        None => match &model {
-            Model::Forest(forest) => synthetic_rows(forest, args.rows.max(1), 0x5eed),
-            Model::Onnx(m) => normal_rows(m.n_features(), args.rows.max(1), 0x5eed),
-        },
+        None => {
+            let width = model.feature_names().len().max(1);
+            if args.rows.saturating_mul(width) > MAX_VALUES {
+                return Err(flag_error(
+                    "rows",
+                    args.rows,
+                    &format!("at most {} for a model of {width} features", MAX_VALUES / width),
+                ));
+            }
+            match &model {
+                Model::Forest(forest) => synthetic_rows(forest, args.rows, 0x5eed),
+                Model::Onnx(m) => normal_rows(m.n_features(), args.rows, 0x5eed),
+            }
+        }
     };
     if rows.n_rows() == 0 {
         return Err(Error::Input { at: "bench".into(), message: "no rows to score".into() });

@@ -45,9 +45,16 @@ pub fn run(args: &BenchArgs, config: &Path) -> Result<(), Error> {
         .frame_size
         .split_once('x')
         .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-        .filter(|&(a, b)| a > 0 && b > 0)
+        // At most 16384 on a side and 2^28 bytes of RGB (an 8K frame is 99.5 MB).
+        .filter(|&(a, b)| {
+            (1..=16_384).contains(&a) && (1..=16_384).contains(&b) && a * b * 3 <= 1 << 28
+        })
         .ok_or_else(|| {
-            Error::Config(format!("--frame-size `{}`: expected WIDTHxHEIGHT", args.frame_size))
+            Error::Config(format!(
+                "--frame-size `{}`: expected WIDTHxHEIGHT, each 1..=16384 and at most 2^28 \
+                 bytes of RGB",
+                args.frame_size
+            ))
         })?;
     let mut config = FrameConfig::from_path(config)?;
     if args.motion_threshold.is_some() {

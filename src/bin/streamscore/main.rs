@@ -147,8 +147,38 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     Ok(())
 }
 
+/// A usage error as one `error:` line (clap's own rendering spans several lines).
+fn usage_error(e: &clap::Error) -> String {
+    // The message is clap's first paragraph (e.g. the missing flags, one per line); the
+    // usage and tips after it are what `--help` shows.
+    let text = e.to_string();
+    let first: Vec<&str> =
+        text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let message = first.join(" ");
+    format!("error: {} (see --help)", message.trim_start_matches("error: "))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A closed stdout (`score ... | head -1`) ends the process quietly, as it does a C tool,
+    // rather than as an "error: Broken pipe" line or a panic in `println!`.
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists;
+    // no handler code of ours runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: their text, on stdout, and success.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Score {
             model,
