@@ -84,6 +84,15 @@ pub enum ModelProblem {
     },
     /// The model holds no trees, or a tree holds no nodes.
     Empty,
+    /// Two features share a name, so rows matched by name would feed both from one column.
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The first feature that has it.
+        first: usize,
+        /// The second.
+        second: usize,
+    },
     /// A count (trees, nodes, classes, features) is beyond what streamscore accepts.
     TooLarge {
         /// What is counted.
@@ -120,6 +129,11 @@ impl fmt::Display for ModelProblem {
                 write!(f, "`{field}` has {found} entries, expected {expected}")
             }
             ModelProblem::Empty => f.write_str("no trees or no nodes"),
+            ModelProblem::DuplicateName { name, first, second } => write!(
+                f,
+                "feature name `{}` is given twice (features {first} and {second})",
+                name.escape_debug()
+            ),
             ModelProblem::TooLarge { what, value, max } => {
                 write!(f, "{what} = {value} exceeds the limit of {max}")
             }

@@ -522,3 +522,15 @@ fn event_times_outside_the_range_are_refused() {
     let ok = Event::new(vec![1.0, 1.0, 0.0]).with_key(1).with_timestamp_ms(MAX_EVENT_TIME_MS);
     assert!(rt.score(ok).is_ok());
 }
+
+/// A CSV header naming a column the spec reads twice is an error (it used to resolve to the
+/// first occurrence silently).
+#[test]
+fn duplicate_event_columns_are_refused() {
+    let spec = spec("");
+    let csv = "card,ts,amount,score,mcc,amount\n1,1000,5,1,fuel,7\n";
+    let e = offline::read_csv(&spec, csv.as_bytes(), "t.csv").unwrap_err();
+    assert!(e.to_string().contains("`amount` twice"), "{e}");
+    let fine = "card,ts,amount,score,mcc,other,other\n1,1000,5,1,fuel,7,8\n";
+    assert_eq!(offline::read_csv(&spec, fine.as_bytes(), "t.csv").unwrap().len(), 1);
+}

@@ -307,3 +307,35 @@ fn wrong_feature_count_in_input() {
         read_rows(format!("{header}\n1,2\n").as_bytes(), Columns::ByName, &names, "t").unwrap_err();
     assert!(matches!(e, Error::Input { .. }), "{e:?}");
 }
+
+/// A model that names two features alike would have both read one column when rows are
+/// matched by name: refused at load, naming the duplicate (LightGBM and XGBoost).
+#[test]
+fn duplicate_feature_names_are_refused() {
+    let text = lgb();
+    let line = text.lines().find(|l| l.starts_with("feature_names=")).unwrap();
+    let names: Vec<&str> = line["feature_names=".len()..].split_whitespace().collect();
+    let mut dup = names.clone();
+    dup[2] = names[0];
+    let edited = text.replacen(line, &format!("feature_names={}", dup.join(" ")), 1);
+    let e = Forest::from_text(&edited).unwrap_err();
+    assert!(e.to_string().contains(&format!("`{}`", names[0])), "{e}");
+    assert!(e.to_string().contains("twice"), "{e}");
+    let e = xgb_err(|v| {
+        let names = v["learner"]["feature_names"].as_array_mut().unwrap();
+        names[1] = names[0].clone();
+    });
+    assert!(e.to_string().contains("twice"), "{e}");
+}
+
+/// A CSV header that repeats a column the model reads is ambiguous: an error naming it (it used
+/// to resolve silently to the first occurrence). Repeats of columns nobody reads are fine.
+#[cfg(feature = "csv")]
+#[test]
+fn duplicate_csv_columns_are_refused() {
+    let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    let e = read_rows(b"a,b,a\n1,2,3\n", Columns::ByName, &names, "t.csv").unwrap_err();
+    assert!(e.to_string().contains("`a`") && e.to_string().contains("twice"), "{e}");
+    let ok = read_rows(b"a,x,b,x\n1,9,2,9\n", Columns::ByName, &names, "t.csv").unwrap();
+    assert_eq!((ok.value(0, 0), ok.value(0, 1)), (1.0, 2.0));
+}

@@ -1,5 +1,7 @@
 //! CSV input.
 
+use std::collections::HashMap;
+
 use super::Columns;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -46,14 +48,25 @@ impl<R: std::io::Read> CsvRows<R> {
         let index: Vec<usize> = match columns {
             Columns::ByName => {
                 let header = reader.headers().map_err(|e| csv_err(source, e))?.clone();
+                // One hashed pass over the header: (first position, seen twice).
+                let mut at: HashMap<&str, (usize, bool)> = HashMap::with_capacity(header.len());
+                for (i, h) in header.iter().enumerate() {
+                    at.entry(h).and_modify(|e| e.1 = true).or_insert((i, false));
+                }
                 names
                     .iter()
                     .enumerate()
-                    .map(|(i, name)| {
-                        header
-                            .iter()
-                            .position(|h| h == name)
-                            .ok_or_else(|| Error::MissingColumn { name: name.clone(), index: i })
+                    .map(|(i, name)| match at.get(name.as_str()) {
+                        Some(&(col, false)) => Ok(col),
+                        Some(_) => Err(Error::Input {
+                            at: source.to_string(),
+                            message: format!(
+                                "the header names column `{}` twice: which one to read is \
+                                 ambiguous",
+                                name.escape_debug()
+                            ),
+                        }),
+                        None => Err(Error::MissingColumn { name: name.clone(), index: i }),
                     })
                     .collect::<Result<_>>()?
             }

@@ -181,6 +181,22 @@ pub enum Accumulation {
     F32,
 }
 
+/// Refuses a list of feature names that repeats one (one pass, hashed).
+pub(crate) fn check_unique_names(names: &[String]) -> Result<(), crate::ModelProblem> {
+    let mut seen = std::collections::HashMap::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        if let Some(&first) = seen.get(name.as_str()) {
+            return Err(crate::ModelProblem::DuplicateName {
+                name: name.clone(),
+                first,
+                second: i,
+            });
+        }
+        seen.insert(name.as_str(), i);
+    }
+    Ok(())
+}
+
 /// A validated tree ensemble. Its fields are private, so a `Forest` is always one its parser
 /// checked (every child, feature, category set and root in range): read it through the
 /// accessors.

@@ -132,6 +132,8 @@ fn build_forest(
             },
         ));
     }
+    super::forest::check_unique_names(&feature_names)
+        .map_err(|p| invalid("header `feature_names`", p))?;
     if let Some(sizes) = header.get("tree_sizes") {
         let declared = sizes.split_whitespace().count();
         if declared != blocks.len() {

@@ -190,6 +190,8 @@ pub fn parse(text: &str) -> Result<Forest> {
         };
         return Err(invalid("learner", problem));
     }
+    super::forest::check_unique_names(&feature_names)
+        .map_err(|p| invalid("learner.feature_names", p))?;
 
     let trees_json = array(model, "trees", "model")?;
     let tree_info = ints(model, "tree_info", "model")?;
