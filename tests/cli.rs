@@ -415,3 +415,22 @@ fn a_closed_stdout_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.trim().is_empty(), "{stderr}");
 }
+
+/// `inspect`'s `key: value` lines are a contract: a feature name or objective holding a
+/// newline (possible in XGBoost's JSON) is printed escaped, never as a line of its own.
+#[test]
+fn inspect_escapes_what_it_prints() {
+    let text = std::fs::read_to_string(common::root().join("models/golden/xgb_binary/model.json"))
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["learner"]["feature_names"][0] = serde_json::json!("f0\ntrees: 999");
+    let path =
+        std::env::temp_dir().join(format!("streamscore-inspect-{}.json", std::process::id()));
+    std::fs::write(&path, v.to_string()).unwrap();
+    let out = streamscore(&["inspect", "--model", path.to_str().unwrap()], None);
+    std::fs::remove_file(&path).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("trees: ")).count(), 1, "{text}");
+    assert!(text.contains("f0\\ntrees: 999"), "{text}");
+}

@@ -281,6 +281,12 @@ fn inspect(model: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Text from a model file as `inspect` prints it: control characters (a newline would start a
+/// fake `key: value` line of the report) escaped as Rust does (`\n`, `\u{1b}`).
+fn printable(text: &str) -> String {
+    text.escape_debug().to_string()
+}
+
 /// ONNX's name for a `TensorProto.DataType` code (onnx.proto), or the code when unknown.
 fn element_type(code: i32) -> String {
     const NAMES: [&str; 17] = [
@@ -313,7 +319,7 @@ fn describe_onnx(m: &OnnxModel) -> String {
     let shape = |t: &TensorInfo| {
         let dims: Vec<String> =
             t.dims.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
-        format!("{} [{}] ({})", t.name, dims.join(", "), element_type(t.elem_type))
+        format!("{} [{}] ({})", printable(&t.name), dims.join(", "), element_type(t.elem_type))
     };
     let outputs: Vec<String> = m.outputs().iter().map(shape).collect();
     let mut s = format!(
@@ -353,13 +359,15 @@ fn describe(forest: &Forest) -> String {
         .filter(|n| matches!(n, Node::Split { test: Test::Categorical { .. }, .. }))
         .count();
     let mean_depth = depths.iter().sum::<usize>() as f64 / depths.len().max(1) as f64;
-    let names = forest.feature_names().join(" ");
+    let names: Vec<String> = forest.feature_names().iter().map(|n| printable(n)).collect();
+    let names = names.join(" ");
     let names = if names.len() > 200 {
         format!("{}...", &names[..names.floor_char_boundary(200)])
     } else {
         names
     };
-    let objective = if forest.objective().is_empty() { "(none)" } else { forest.objective() };
+    let objective =
+        if forest.objective().is_empty() { "(none)".into() } else { printable(forest.objective()) };
     format!(
         "format: {}\nobjective: {objective}\ntransform: {:?}\ntrees: {}\nclasses: {}\n\
          features: {}\nfeature names: {names}\nnodes: {nodes}\nleaves: {leaves}\n\
