@@ -84,6 +84,17 @@ pub enum ModelProblem {
     },
     /// The model holds no trees, or a tree holds no nodes.
     Empty,
+    /// A count or index in the file is outside what it may be.
+    OutOfRange {
+        /// The field, as the file names it.
+        what: String,
+        /// The value as written.
+        value: i64,
+        /// The smallest accepted value.
+        min: i64,
+        /// The largest accepted value.
+        max: i64,
+    },
     /// Two features share a name, so rows matched by name would feed both from one column.
     DuplicateName {
         /// The name.
@@ -129,6 +140,9 @@ impl fmt::Display for ModelProblem {
                 write!(f, "`{field}` has {found} entries, expected {expected}")
             }
             ModelProblem::Empty => f.write_str("no trees or no nodes"),
+            ModelProblem::OutOfRange { what, value, min, max } => {
+                write!(f, "{what} = {value} is outside {min}..={max}")
+            }
             ModelProblem::DuplicateName { name, first, second } => write!(
                 f,
                 "feature name `{}` is given twice (features {first} and {second})",

@@ -339,3 +339,32 @@ fn duplicate_csv_columns_are_refused() {
     let ok = read_rows(b"a,x,b,x\n1,9,2,9\n", Columns::ByName, &names, "t.csv").unwrap();
     assert_eq!((ok.value(0, 0), ok.value(0, 1)), (1.0, 2.0));
 }
+
+/// `categories_segments + categories_sizes` that overflow i64 are a typed error, not a slice
+/// to `usize::MAX` (a panic before).
+#[test]
+fn overflowing_category_segments_are_an_error() {
+    let e = xgb_err(|v| {
+        let trees = v["learner"]["gradient_booster"]["model"]["trees"].as_array_mut().unwrap();
+        let tree = trees.iter_mut().find(|t| !t["categories_nodes"].as_array().unwrap().is_empty());
+        let tree = tree.expect("a tree with a categorical split");
+        tree["categories_segments"][0] = serde_json::json!(i64::MAX);
+        tree["categories_sizes"][0] = serde_json::json!(2);
+    });
+    assert!(matches!(e, Error::InvalidModel { .. }), "{e}");
+    assert!(e.to_string().contains("categor"), "{e}");
+}
+
+/// Out-of-range header counts are reported as the value the file holds, not a derived one
+/// (`num_class=0` used to read "1 exceeds the limit", a negative `max_feature_idx` "2^64-1
+/// features").
+#[test]
+fn header_counts_are_reported_as_written() {
+    let text = lgb();
+    let e = Forest::from_text(&text.replacen("num_class=1", "num_class=0", 1)).unwrap_err();
+    assert!(e.to_string().contains("num_class = 0"), "{e}");
+    let line = text.lines().find(|l| l.starts_with("max_feature_idx=")).unwrap();
+    let e = Forest::from_text(&text.replacen(line, "max_feature_idx=-5", 1)).unwrap_err();
+    assert!(e.to_string().contains("max_feature_idx = -5"), "{e}");
+    assert!(!e.to_string().contains("18446744073709551"), "{e}");
+}

@@ -100,23 +100,18 @@ fn build_forest(
     let per_iter = num(header, "num_tree_per_iteration")?.unwrap_or(num_class);
     let max_feature_idx = num(header, "max_feature_idx")?
         .ok_or_else(|| parse_err("header", "missing `max_feature_idx`"))?;
-    if !(1..=1 << 16).contains(&num_class) || !(1..=1 << 16).contains(&per_iter) {
-        let problem = ModelProblem::TooLarge {
-            what: "num_class / num_tree_per_iteration".into(),
-            value: num_class.max(per_iter) as u64,
-            max: 1 << 16,
-        };
-        return Err(invalid("header", problem));
-    }
-    let n_features = max_feature_idx.checked_add(1).filter(|&n| n >= 0).unwrap_or(-1);
-    if n_features < 0 || n_features as u64 > MAX_FEATURES {
-        let problem = ModelProblem::TooLarge {
-            what: "features".into(),
-            value: n_features as u64,
-            max: MAX_FEATURES,
-        };
-        return Err(invalid("header `max_feature_idx`", problem));
-    }
+    let range = |what: &str, value: i64, min: i64, max: i64| {
+        if (min..=max).contains(&value) {
+            return Ok(());
+        }
+        let problem = ModelProblem::OutOfRange { what: what.into(), value, min, max };
+        Err(invalid(format!("header `{what}`"), problem))
+    };
+    range("num_class", num_class, 1, 1 << 16)?;
+    range("num_tree_per_iteration", per_iter, 1, 1 << 16)?;
+    // max_feature_idx = -1 is a model of no features.
+    range("max_feature_idx", max_feature_idx, -1, MAX_FEATURES as i64 - 1)?;
+    let n_features = max_feature_idx + 1;
     let n_features = n_features as usize;
     let feature_names: Vec<String> = match header.get("feature_names") {
         Some(v) => v.split_whitespace().map(str::to_owned).collect(),

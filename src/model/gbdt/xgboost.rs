@@ -440,10 +440,12 @@ fn categorical_sets(
         if node < 0 || node as usize >= n {
             return Err(bad(format!("categories_nodes names node {node} of {n}")));
         }
-        let end = seg.checked_add(size).unwrap_or(-1);
-        if seg < 0 || size < 0 || end > cats.len() as i64 {
+        // Checked: an overflowing sum is out of range, not a wrapped (or -1) end.
+        let end =
+            seg.checked_add(size).filter(|&e| seg >= 0 && size >= 0 && e <= cats.len() as i64);
+        let Some(end) = end else {
             return Err(bad(format!("segment {seg}+{size} outside {} categories", cats.len())));
-        }
+        };
         let list = cats[seg as usize..end as usize].to_vec();
         if let Some(&c) = list.iter().find(|&&c| !(0..MAX_CATEGORY).contains(&c)) {
             return Err(bad(format!("category {c} outside 0..2^24")));
