@@ -168,6 +168,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file is larger than the limit for its kind (checked before it is read).
+    #[error(
+        "{path}: the {what} file is {size} bytes, over the limit of {limit} (set {env} to raise it)"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What kind of file (model, config, input).
+        what: &'static str,
+        /// Its size, or the bytes read when it grew past the limit.
+        size: u64,
+        /// The limit in force.
+        limit: u64,
+        /// The environment variable that sets the limit.
+        env: &'static str,
+    },
     /// The model file could not be recognised as any supported format.
     #[error("{path}: not a LightGBM text, XGBoost JSON or ONNX model ({reason})")]
     UnknownFormat {

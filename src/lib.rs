@@ -35,6 +35,7 @@ pub mod batch;
 mod error;
 mod event;
 pub mod features;
+mod files;
 pub mod frames;
 mod ingest;
 #[doc(hidden)]

@@ -434,3 +434,34 @@ fn inspect_escapes_what_it_prints() {
     assert_eq!(text.lines().filter(|l| l.starts_with("trees: ")).count(), 1, "{text}");
     assert!(text.contains("f0\\ntrees: 999"), "{text}");
 }
+
+/// Each kind of file has a size limit, named in the error with the variable that sets it.
+#[test]
+fn file_size_limits_are_stated_and_configurable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(["inspect", "--model", "models/golden/lgb_binary/model.txt"])
+        .env("STREAMSCORE_MAX_MODEL_BYTES", "100")
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("over the limit of 100") && stderr.contains("STREAMSCORE_MAX_MODEL_BYTES"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args([
+            "features",
+            "--spec",
+            "examples/fraud/spec.toml",
+            "--input",
+            "examples/fraud/stream.csv",
+        ])
+        .env("STREAMSCORE_MAX_CONFIG_BYTES", "10")
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("STREAMSCORE_MAX_CONFIG_BYTES"), "{stderr}");
+}

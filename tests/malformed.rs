@@ -368,3 +368,66 @@ fn header_counts_are_reported_as_written() {
     assert!(e.to_string().contains("max_feature_idx = -5"), "{e}");
     assert!(!e.to_string().contains("18446744073709551"), "{e}");
 }
+
+/// Protobuf, minimally: a varint, and a length-delimited field.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn field(number: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(number << 3 | 2, &mut out);
+    varint(body.len() as u64, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A float tensor's ValueInfoProto with these dimensions.
+fn value_info(name: &str, dims: &[u64]) -> Vec<u8> {
+    let mut shape = Vec::new();
+    for &d in dims {
+        let mut dim = Vec::new();
+        varint(1 << 3, &mut dim); // dim_value, varint
+        varint(d, &mut dim);
+        shape.extend(field(1, &dim));
+    }
+    let mut tensor = vec![1 << 3, 1]; // elem_type = FLOAT
+    tensor.extend(field(2, &shape));
+    [field(1, name.as_bytes()), field(2, &field(1, &tensor))].concat()
+}
+
+/// A tiny ONNX file whose input declares 2^40 values per row is refused at load, before
+/// anything is sized by that width (it used to pass, then abort building 2^40 names).
+#[test]
+fn onnx_widths_beyond_the_limit_are_refused() {
+    let graph =
+        [field(11, &value_info("x", &[1, 1 << 40])), field(12, &value_info("y", &[1, 1]))].concat();
+    let mut model = vec![1 << 3, 8]; // ir_version = 8
+    model.extend(field(7, &graph));
+    assert!(model.len() < 100, "{} bytes", model.len());
+    let e = streamscore::Model::from_bytes(model, std::path::Path::new("wide.onnx")).unwrap_err();
+    assert!(e.to_string().contains("2^24") || e.to_string().contains("16777216"), "{e}");
+}
+
+/// Model files are read as untrusted: a device (which never ends) or a FIFO is refused before
+/// a byte is read, and a file whose first bytes rule out every format is refused without
+/// reading the rest.
+#[cfg(unix)]
+#[test]
+fn model_reads_are_bounded() {
+    for path in ["/dev/zero", "/dev/null"] {
+        let e = streamscore::load_model(path).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{path}: {e}");
+    }
+    let e = streamscore::load_model("models").unwrap_err();
+    assert!(!e.to_string().is_empty());
+    let path = std::env::temp_dir().join(format!("streamscore-junk-{}.txt", std::process::id()));
+    std::fs::write(&path, vec![b'x'; 1 << 20]).unwrap();
+    let e = streamscore::load_model(&path).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(e, Error::UnknownFormat { .. }), "{e}");
+}

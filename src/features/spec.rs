@@ -372,7 +372,7 @@ impl Spec {
     /// Reads and parses a spec file.
     pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Spec> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_to_string(path, &crate::files::CONFIG)?;
         Spec::from_toml(&text).map_err(|e| match e {
             Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
             e => e,

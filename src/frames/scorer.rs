@@ -66,7 +66,7 @@ impl FrameConfig {
     /// Reads a config; the model path is resolved against the config's directory.
     pub fn from_path(path: impl AsRef<Path>) -> Result<FrameConfig> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_to_string(path, &crate::files::CONFIG)?;
         let mut config: FrameConfig =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         if config.model.is_relative() {
@@ -145,7 +145,7 @@ impl FrameScorer {
         gpu: Option<Arc<Context>>,
         max_cameras: usize,
     ) -> Result<Self> {
-        let bytes = std::fs::read(&config.model).map_err(|e| Error::io(&config.model, e))?;
+        let bytes = crate::files::read_model(&config.model)?;
         let onnx = Arc::new(OnnxModel::from_bytes(bytes)?);
         let dims = &onnx.input().dims;
         let shape: Option<Vec<usize>> =

@@ -17,6 +17,12 @@ use crate::error::{Error, Result};
 pub use npy::parse as parse_npy;
 pub use synthetic::{normal_rows, synthetic_rows};
 
+/// A whole input file (`.npy`, an offline event CSV): a regular file within the input limit
+/// (16 GiB, or `STREAMSCORE_MAX_INPUT_BYTES`), checked before it is read.
+pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>> {
+    crate::files::read(path, &crate::files::INPUT)
+}
+
 /// How CSV columns map to the model's features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Columns {
@@ -89,8 +95,22 @@ impl RowStream {
             .read_to_end(&mut head)
             .map_err(|e| Error::io(source, e))?;
         if head == npy::MAGIC {
+            // Parsed whole: bounded like any input read whole, even from a pipe.
+            let limit = crate::files::INPUT.limit();
             let mut bytes = head;
-            input.read_to_end(&mut bytes).map_err(|e| Error::io(source, e))?;
+            input
+                .take(limit.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io(source, e))?;
+            if bytes.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    path: source.into(),
+                    what: "input",
+                    size: bytes.len() as u64,
+                    limit,
+                    env: crate::files::INPUT.env,
+                });
+            }
             let array = npy::parse(&bytes)
                 .map_err(|message| Error::Input { at: source.into(), message })?;
             if array.cols != names.len() {

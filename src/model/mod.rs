@@ -65,6 +65,10 @@ impl From<onnx::OnnxModel> for Model {
     }
 }
 
+/// The widest input row any model may declare (2^24 values): checked at load, before anything
+/// is sized by a width read from a file.
+pub const MAX_FEATURES: usize = 1 << 24;
+
 impl Model {
     /// Input columns' names, in the model's order (`f0`, `f1`, ... for ONNX inputs).
     pub fn feature_names(&self) -> Vec<String> {
@@ -96,7 +100,7 @@ impl Model {
 /// Reads and validates a model file of any supported format.
 pub fn load_model(path: impl AsRef<Path>) -> Result<Model> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read_model(path)?;
     Model::from_bytes(bytes, path)
 }
 
@@ -115,7 +119,7 @@ pub fn detect(text: &str) -> Option<ModelFormat> {
 /// Reads and validates a tree model file (LightGBM text or XGBoost JSON).
 pub fn load_forest(path: impl AsRef<Path>) -> Result<Forest> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read_model(path)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| Error::UnknownFormat {
         path: path.into(),
         reason: format!("not UTF-8 text ({e}); binary formats such as UBJSON are not supported"),

@@ -140,7 +140,7 @@ impl RuntimeBuilder {
                 ));
             }
             Some(Source::Path(path)) => {
-                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                let bytes = crate::files::read_model(&path)?;
                 let version = fnv1a(&bytes);
                 (Model::from_bytes(bytes, &path)?, Some(version))
             }

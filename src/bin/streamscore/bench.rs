@@ -255,7 +255,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
     let rows = match &args.input {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = streamscore::io::read_input(std::path::Path::new(path))?;
             read_rows(&bytes, Columns::ByName, &model.feature_names(), path)?
         }
         None => {

@@ -101,7 +101,7 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| Error::io("-", e))?;
         b
     } else {
-        std::fs::read(input).map_err(|e| Error::io(input, e))?
+        streamscore::io::read_input(std::path::Path::new(input))?
     };
     let events = offline::read_csv(&spec, &bytes, input)?;
     let mut stage = Features::new(spec.clone());

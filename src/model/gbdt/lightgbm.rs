@@ -26,7 +26,7 @@ use crate::model::transform::Transform;
 const FORMAT: ModelFormat = ModelFormat::LightGbm;
 
 /// Most features accepted in one model (bounds per-row buffers).
-const MAX_FEATURES: u64 = 1 << 24;
+const MAX_FEATURES: u64 = crate::model::MAX_FEATURES as u64;
 
 fn parse_err(at: impl Into<String>, message: impl Into<String>) -> Error {
     Error::Parse { format: FORMAT, at: at.into(), message: message.into() }

@@ -103,6 +103,18 @@ impl OnnxModel {
                 ),
             )
         })?;
+        if n_features > super::MAX_FEATURES {
+            let problem = crate::ModelProblem::TooLarge {
+                what: format!("values per row of input `{}`", input.name.escape_debug()),
+                value: n_features as u64,
+                max: super::MAX_FEATURES as u64,
+            };
+            return Err(Error::InvalidModel {
+                format: ModelFormat::Onnx,
+                at: "graph input".into(),
+                problem,
+            });
+        }
         if graph.outputs.is_empty() {
             return Err(parse_err("graph outputs", "the graph has no output"));
         }
