@@ -502,11 +502,14 @@ fn event_times_outside_the_range_are_refused() {
         assert_eq!(out.values[n_1h * n + r], 1.0, "row {r}");
     }
 
-    let csv = "card,ts,amount,score,mcc\n1,NaN,1,1,fuel\n1,inf,1,1,fuel\n1,1e30,1,1,fuel\n1,-1e30,1,1,fuel\n1,5,1,1,fuel\n";
-    let e = offline::read_csv(&spec, csv.as_bytes(), "t.csv").unwrap();
-    let lines: Vec<usize> = e.refused.iter().map(|(l, _)| *l).collect();
-    assert_eq!((lines, e.len()), (vec![2, 3, 4, 5], 1));
-    assert!(e.refused.iter().all(|(_, err)| err.to_string().contains("time")));
+    #[cfg(feature = "csv")]
+    {
+        let csv = "card,ts,amount,score,mcc\n1,NaN,1,1,fuel\n1,inf,1,1,fuel\n1,1e30,1,1,fuel\n1,-1e30,1,1,fuel\n1,5,1,1,fuel\n";
+        let e = offline::read_csv(&spec, csv.as_bytes(), "t.csv").unwrap();
+        let lines: Vec<usize> = e.refused.iter().map(|(l, _)| *l).collect();
+        assert_eq!((lines, e.len()), (vec![2, 3, 4, 5], 1));
+        assert!(e.refused.iter().all(|(_, err)| err.to_string().contains("time")));
+    }
 
     let n_out = spec.names.len();
     let rt = Runtime::builder()
@@ -526,6 +529,7 @@ fn event_times_outside_the_range_are_refused() {
 /// A CSV header naming a column the spec reads twice is an error (it used to resolve to the
 /// first occurrence silently).
 #[test]
+#[cfg(feature = "csv")]
 fn duplicate_event_columns_are_refused() {
     let spec = spec("");
     let csv = "card,ts,amount,score,mcc,amount\n1,1000,5,1,fuel,7\n";
