@@ -465,3 +465,39 @@ fn file_size_limits_are_stated_and_configurable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("STREAMSCORE_MAX_CONFIG_BYTES"), "{stderr}");
 }
+
+/// `features` writes one row per input row, in file order, as its docs say: a row it could not
+/// read comes with empty features and the reason (it used to be dropped from the output).
+#[test]
+fn features_writes_every_row_with_its_reason() {
+    let dir = std::env::temp_dir().join(format!("streamscore-features-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("spec.toml");
+    std::fs::write(
+        &spec,
+        "[events]\nkey = \"k\"\ntime = \"t\"\nnumeric = [\"x\"]\n\n[[feature]]\nname = \"x\"\nop = \"field\"\nfield = \"x\"\n\n[[feature]]\nname = \"n\"\nop = \"count\"\nwindow = \"1h\"\n",
+    )
+    .unwrap();
+    let csv = "k,t,x\n1,1000,5\n1,2000,oops\n,3000,1\n1,4000,7\n1,NaN,2\n";
+    let out = streamscore(
+        &["features", "--spec", spec.to_str().unwrap(), "--input", "-"],
+        Some(csv.as_bytes()),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert_eq!(lines[0], "k,t,x,n,error");
+    assert!(lines[1].ends_with(",5,1,"), "{}", lines[1]);
+    for bad in [2, 3, 5] {
+        let fields: Vec<&str> = lines[bad].split(',').collect();
+        assert_eq!(fields.len(), 5, "{}", lines[bad]);
+        assert!(
+            fields[..4].iter().all(|f| f.is_empty()) && !fields[4].is_empty(),
+            "{}",
+            lines[bad]
+        );
+    }
+    assert!(lines[4].ends_with(",7,2,"), "{}", lines[4]);
+}

@@ -119,14 +119,26 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     let io = |e| Error::io(output, e);
     writeln!(w, "{},{},{},error", spec.key, spec.time, spec.names.join(",")).map_err(io)?;
     let n_out = spec.names.len();
+    // One output row per input row, in file order: the rows refused at reading (both lists
+    // are in line order) come with empty key, time and features and their reason.
+    let one_line = |e: &str| e.replace([',', '\n', '\r'], ";");
+    let mut unread = events.refused.iter().peekable();
     for (i, row) in rows.chunks(n_out.max(1)).take(events.len()).enumerate() {
+        while let Some((_, e)) = unread.next_if(|(line, _)| *line < events.lines[i]) {
+            writeln!(w, ",,{},{}", ",".repeat(n_out.saturating_sub(1)), one_line(&e.to_string()))
+                .map_err(io)?;
+        }
         write!(w, "{},{}", events.keys[i], events.times[i]).map_err(io)?;
         for v in row {
             // NaN (missing, or a refused event) is an empty field; others print in the
             // shortest form that reads back to the same f32.
             if v.is_nan() { write!(w, ",") } else { write!(w, ",{v}") }.map_err(io)?;
         }
-        writeln!(w, ",{}", errors[i].as_deref().unwrap_or("").replace(',', ";")).map_err(io)?;
+        writeln!(w, ",{}", one_line(errors[i].as_deref().unwrap_or(""))).map_err(io)?;
+    }
+    for (_, e) in unread {
+        writeln!(w, ",,{},{}", ",".repeat(n_out.saturating_sub(1)), one_line(&e.to_string()))
+            .map_err(io)?;
     }
     w.flush().map_err(io)?;
     let c = stage.counters();
