@@ -523,3 +523,17 @@ fn frames_block_for_room_and_await_their_answers() {
     assert_eq!((m.accepted, m.scored, m.rejected), (24, 24, 0));
     assert_eq!(m.answered(), 24);
 }
+
+/// A tree model named as the frame model is said to be the wrong kind of file (it used to be
+/// reported as a protobuf wire-type error).
+#[test]
+fn a_tree_model_is_not_a_frame_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = FrameConfig {
+        model: dir.join("models/golden/lgb_binary/model.txt"),
+        ..FrameConfig::from_path(dir.join("models/frames/config.toml")).unwrap()
+    };
+    let e = FrameScorer::new(config, None, 1).unwrap_err();
+    assert!(e.to_string().contains("must be an ONNX file"), "{e}");
+    assert!(!e.to_string().contains("wire"), "{e}");
+}

@@ -46,7 +46,23 @@ fn environment() -> Result<&'static ort::environment::Environment> {
         let builder = ort::init_from(&path).map_err(|e| {
             format!("cannot load ONNX Runtime from `{path}` ({e}); run scripts/onnxruntime.sh or set ORT_DYLIB_PATH")
         })?;
-        builder.with_name("streamscore").build().map_err(|e| format!("ONNX Runtime: {e}"))
+        // ONNX Runtime's own log lines (coloured, on stderr by default) go through the `log`
+        // crate like ours, so an embedder's logger decides what is shown.
+        let logger: ort::logging::LoggerFunction =
+            Arc::new(|level, category: &str, _id: &str, location: &str, message: &str| {
+                let level = match level {
+                    ort::logging::LogLevel::Verbose => log::Level::Trace,
+                    ort::logging::LogLevel::Info => log::Level::Debug,
+                    ort::logging::LogLevel::Warning => log::Level::Warn,
+                    _ => log::Level::Error,
+                };
+                log::log!(target: "onnxruntime", level, "[{category}] {message} ({location})");
+            });
+        builder
+            .with_name("streamscore")
+            .with_logger(logger)
+            .build()
+            .map_err(|e| format!("ONNX Runtime: {e}"))
     })
     .as_ref()
     .map_err(unavailable)

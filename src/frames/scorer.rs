@@ -146,6 +146,13 @@ impl FrameScorer {
         max_cameras: usize,
     ) -> Result<Self> {
         let bytes = crate::files::read_model(&config.model)?;
+        if bytes.first() != Some(&0x08) {
+            return Err(Error::Config(format!(
+                "{}: a frame model must be an ONNX file (a CNN taking [N, C, H, W]); this one is \
+                 a tree model's text",
+                config.model.display()
+            )));
+        }
         let onnx = Arc::new(OnnxModel::from_bytes(bytes)?);
         let dims = &onnx.input().dims;
         let shape: Option<Vec<usize>> =

@@ -159,6 +159,34 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     Ok(())
 }
 
+/// The library's log lines (ours and ONNX Runtime's) on stderr, at the level
+/// `STREAMSCORE_LOG` names (`error`, `warn`, `info`, `debug`, `trace`), or `info` with
+/// `score --verbose`; silent otherwise, so a failure stays one `error:` line.
+struct StderrLog(log::LevelFilter);
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.0
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let level = record.level().as_str().to_ascii_lowercase();
+            eprintln!("{level}: {}: {}", record.target(), record.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn init_log(verbose: bool) {
+    let level = std::env::var("STREAMSCORE_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if verbose { log::LevelFilter::Info } else { log::LevelFilter::Off });
+    if log::set_logger(Box::leak(Box::new(StderrLog(level)))).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
 /// A usage error as one `error:` line (clap's own rendering spans several lines).
 fn usage_error(e: &clap::Error) -> String {
     // The message is clap's first paragraph (e.g. the missing flags, one per line); the
@@ -179,6 +207,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Mesa's device-select layer prints `XDG_RUNTIME_DIR is invalid` lines on machines
+    // without a session; they are noise before our one error line.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: single-threaded at this point (nothing has been spawned yet).
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -191,6 +225,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    init_log(matches!(cli.command, Command::Score { verbose: true, .. }));
     let result = match cli.command {
         Command::Score {
             model,
