@@ -29,6 +29,8 @@
 //! `--no-default-features` the crate is the lean core (trees, dense nets, runtime, features).
 
 #![warn(missing_docs)]
+// Every unsafe block states why it is sound.
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;
 pub mod batch;

@@ -92,6 +92,7 @@ pub(crate) struct Slot<T> {
 // only by the ticket after it observes READY (Acquire), or by the last holder in `reset`, after
 // both holders have let go (AcqRel on `holders`). `Result<T>` is Send when `T` is.
 unsafe impl<T: Send> Sync for Slot<T> {}
+// SAFETY: as above; moving a slot between threads moves at most one `Result<T>`, which is Send.
 unsafe impl<T: Send> Send for Slot<T> {}
 
 impl<T> Slot<T> {

@@ -73,6 +73,9 @@ unsafe fn avx512<const V: usize, const FULL: bool>(
     leaves: &mut [u32],
 ) {
     let nodes = forest.nodes.as_ptr() as *const f32;
+    // SAFETY: the node array is never empty (`FastForest::new` always appends the padding
+    // leaf that spare roots point at), so one i32 past its start is inside it: the second
+    // word of the first 8-byte node.
     let metas = unsafe { (forest.nodes.as_ptr() as *const i32).add(1) };
     let tile = tile.as_ptr();
     let feature_mask = _mm512_set1_epi32(FEATURE_MASK as i32);
@@ -160,6 +163,9 @@ unsafe fn avx2<const V: usize, const FULL: bool>(
 ) {
     const W: usize = 8;
     let nodes = forest.nodes.as_ptr() as *const f32;
+    // SAFETY: the node array is never empty (`FastForest::new` always appends the padding
+    // leaf that spare roots point at), so one i32 past its start is inside it: the second
+    // word of the first 8-byte node.
     let metas = unsafe { (forest.nodes.as_ptr() as *const i32).add(1) };
     let tile = tile.as_ptr();
     let cat = forest.cat.as_ptr() as *const i32;
@@ -294,6 +300,9 @@ unsafe fn rows_avx512<const FULL: bool>(
     const V: usize = 4;
     debug_assert!(n * forest.stride() <= tile.len() && leaves.len() >= n);
     let nodes = forest.nodes.as_ptr() as *const f32;
+    // SAFETY: the node array is never empty (`FastForest::new` always appends the padding
+    // leaf that spare roots point at), so one i32 past its start is inside it: the second
+    // word of the first 8-byte node.
     let metas = unsafe { (forest.nodes.as_ptr() as *const i32).add(1) };
     let tile = tile.as_ptr();
     let out = leaves.as_mut_ptr() as *mut i32;
