@@ -6,20 +6,96 @@
 //! to its pool, so in steady state no event allocates. A responder dropped without answering
 //! (a panicking worker) answers with an error rather than leaving its ticket waiting forever.
 
-use std::cell::UnsafeCell;
 use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 use std::time::Duration;
 
-use atomic_waker::AtomicWaker;
-use crossbeam_queue::ArrayQueue;
-
 use crate::error::{Error, Result};
+use sync::{
+    Arc, ArrayQueue, AtomicBool, AtomicU8, AtomicWaker, Ordering, UnsafeCell, fence, thread,
+};
+
+/// What the slot protocol is built from: std's atomics and two well-kept crates, or, under
+/// `--cfg streamscore_loom`, loom's model-checked twins (a mutex stands in for the two crates, whose
+/// contracts it keeps), so the protocol itself can be checked exhaustively.
+#[cfg(not(streamscore_loom))]
+mod sync {
+    pub(super) use atomic_waker::AtomicWaker;
+    pub(super) use crossbeam_queue::ArrayQueue;
+    pub(super) use std::sync::Arc;
+    pub(super) use std::sync::atomic::{AtomicBool, AtomicU8, Ordering, fence};
+    pub(super) use std::thread;
+
+    /// `std::cell::UnsafeCell` with loom's closure API.
+    pub(super) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(super) fn new(value: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(value))
+        }
+        pub(super) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+#[cfg(streamscore_loom)]
+mod sync {
+    pub(super) use loom::cell::UnsafeCell;
+    pub(super) use loom::sync::Arc;
+    pub(super) use loom::sync::atomic::{AtomicBool, AtomicU8, Ordering, fence};
+    pub(super) use loom::thread;
+    use std::task::Waker;
+
+    /// `atomic_waker::AtomicWaker`'s contract: the last registered waker is woken once.
+    pub(super) struct AtomicWaker(loom::sync::Mutex<Option<Waker>>);
+
+    impl AtomicWaker {
+        pub(super) fn new() -> Self {
+            AtomicWaker(loom::sync::Mutex::new(None))
+        }
+        pub(super) fn register(&self, waker: &Waker) {
+            *self.0.lock().unwrap() = Some(waker.clone());
+        }
+        pub(super) fn wake(&self) {
+            if let Some(w) = self.take() {
+                w.wake();
+            }
+        }
+        pub(super) fn take(&self) -> Option<Waker> {
+            self.0.lock().unwrap().take()
+        }
+    }
+
+    /// `crossbeam_queue::ArrayQueue`'s contract: bounded, a full push hands the value back.
+    pub(super) struct ArrayQueue<T> {
+        items: loom::sync::Mutex<Vec<T>>,
+        capacity: usize,
+    }
+
+    impl<T> ArrayQueue<T> {
+        pub(super) fn new(capacity: usize) -> Self {
+            ArrayQueue { items: loom::sync::Mutex::new(Vec::new()), capacity }
+        }
+        pub(super) fn push(&self, value: T) -> Result<(), T> {
+            let mut items = self.items.lock().unwrap();
+            if items.len() >= self.capacity {
+                return Err(value);
+            }
+            items.push(value);
+            Ok(())
+        }
+        pub(super) fn pop(&self) -> Option<T> {
+            self.items.lock().unwrap().pop()
+        }
+        #[cfg(test)]
+        pub(super) fn len(&self) -> usize {
+            self.items.lock().unwrap().len()
+        }
+    }
+}
 
 const EMPTY: u8 = 0;
 const READY: u8 = 1;
@@ -100,7 +176,7 @@ impl<T> Slot<T> {
     fn reset(&self) {
         if self.state.load(Ordering::Acquire) == READY {
             // SAFETY: READY means written and not yet taken; we are the only holder left.
-            unsafe { (*self.value.get()).assume_init_drop() };
+            self.value.with_mut(|v| unsafe { (*v).assume_init_drop() });
         }
         self.state.store(EMPTY, Ordering::Relaxed);
         drop(self.waker.take());
@@ -113,14 +189,25 @@ fn release<T>(slot: Arc<Slot<T>>) {
         return;
     }
     slot.reset();
-    let pool: *const SlotPool<T> = Arc::as_ptr(&slot.pool);
-    // SAFETY: `slot` holds a strong reference to the pool, so the pool outlives this call
-    // whether `push` keeps the slot (the pool then owns it) or hands it back (dropped after).
-    let pool = unsafe { &*pool };
-    if !pool.closed.load(Ordering::Relaxed) {
-        let _ = pool.free.push(slot);
+    // A reference of our own: once pushed, the slot (and the reference it holds) belongs to
+    // the pool, where a concurrent `close` may drop it.
+    let pool = Arc::clone(&slot.pool);
+    if pool.closed.load(Ordering::Relaxed) {
+        return;
+    }
+    let _ = pool.free.push(slot);
+    // `close` may have drained between the check and the push, which would strand the slot
+    // (and, through it, the pool: a reference cycle). Pairs with the fence in `close`: one of
+    // the two sees the other's write, so one of them drains what the other left. (Found by
+    // the loom model below.)
+    fence(Ordering::SeqCst);
+    if pool.closed.load(Ordering::Relaxed) {
+        while pool.free.pop().is_some() {}
     }
 }
+
+/// A shared pool (loom's Arc under `--cfg streamscore_loom`).
+pub(crate) type Pool<T = Score> = Arc<SlotPool<T>>;
 
 /// Recycled reply slots. Holds at most `capacity` idle slots; more are allocated when a burst
 /// needs them and dropped when the pool is full again.
@@ -138,14 +225,14 @@ impl<T> SlotPool<T> {
     }
 
     /// A fresh pair of ends for one event.
-    pub(crate) fn pair(self: &Arc<Self>) -> (Ticket<T>, Responder<T>) {
-        let slot = self.free.pop().unwrap_or_else(|| {
+    pub(crate) fn pair(pool: &Pool<T>) -> (Ticket<T>, Responder<T>) {
+        let slot = pool.free.pop().unwrap_or_else(|| {
             Arc::new(Slot {
                 state: AtomicU8::new(EMPTY),
                 holders: AtomicU8::new(0),
                 value: UnsafeCell::new(MaybeUninit::uninit()),
                 waker: AtomicWaker::new(),
-                pool: Arc::clone(self),
+                pool: Arc::clone(pool),
             })
         });
         slot.holders.store(2, Ordering::Relaxed);
@@ -156,6 +243,8 @@ impl<T> SlotPool<T> {
     /// longer kept.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `release`.
+        fence(Ordering::SeqCst);
         while self.free.pop().is_some() {}
     }
 }
@@ -185,7 +274,7 @@ impl<T> Responder<T> {
 fn put<T>(slot: Arc<Slot<T>>, answer: Result<T>) {
     // SAFETY: the responder is the only writer and writes once; the ticket reads only after
     // observing READY below.
-    unsafe { (*slot.value.get()).write(answer) };
+    slot.value.with_mut(|v| unsafe { (*v).write(answer) });
     slot.state.store(READY, Ordering::Release);
     slot.waker.wake();
     release(slot);
@@ -217,19 +306,21 @@ impl<T> std::fmt::Debug for Ticket<T> {
     }
 }
 
-struct ThreadWaker(Thread);
+struct ThreadWaker(thread::Thread);
 
+// The waker is std's (the `Wake` trait wants std's Arc) even under loom: it only unparks.
 impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
+    fn wake(self: std::sync::Arc<Self>) {
         self.0.unpark();
     }
-    fn wake_by_ref(self: &Arc<Self>) {
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
         self.0.unpark();
     }
 }
 
+#[cfg(not(streamscore_loom))]
 thread_local! {
-    static THREAD_WAKER: Waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    static THREAD_WAKER: Waker = Waker::from(std::sync::Arc::new(ThreadWaker(thread::current())));
 }
 
 impl<T> Ticket<T> {
@@ -246,14 +337,22 @@ impl<T> Ticket<T> {
 
     /// Blocks the current thread until the answer arrives.
     pub fn wait(mut self) -> Result<T> {
-        THREAD_WAKER.with(|waker| {
-            loop {
-                if let Poll::Ready(answer) = self.poll_with(waker) {
-                    return answer;
-                }
-                thread::park();
+        #[cfg(not(streamscore_loom))]
+        return THREAD_WAKER.with(|waker| self.wait_with(waker));
+        #[cfg(streamscore_loom)]
+        {
+            let waker = Waker::from(std::sync::Arc::new(ThreadWaker(thread::current())));
+            self.wait_with(&waker)
+        }
+    }
+
+    fn wait_with(&mut self, waker: &Waker) -> Result<T> {
+        loop {
+            if let Poll::Ready(answer) = self.poll_with(waker) {
+                return answer;
             }
-        })
+            thread::park();
+        }
     }
 
     fn take(&mut self) -> Result<T> {
@@ -262,7 +361,7 @@ impl<T> Ticket<T> {
         };
         // SAFETY: READY was observed with Acquire by the caller; the value is read exactly once
         // (the slot leaves the ticket here) and marked TAKEN so `reset` does not drop it again.
-        let answer = unsafe { (*slot.value.get()).assume_init_read() };
+        let answer = slot.value.with_mut(|v| unsafe { (*v).assume_init_read() });
         slot.state.store(TAKEN, Ordering::Relaxed);
         release(slot);
         answer
@@ -301,7 +400,7 @@ impl<T> Drop for Ticket<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(streamscore_loom)))]
 mod tests {
     use super::*;
 
@@ -312,12 +411,12 @@ mod tests {
     #[test]
     fn answer_reaches_ticket_and_slot_is_recycled() {
         let pool = SlotPool::new(4);
-        let (ticket, responder) = pool.pair();
+        let (ticket, responder) = SlotPool::pair(&pool);
         responder.send(Ok(score(1.5)));
         let s = ticket.wait().unwrap();
         assert_eq!((s.value(), s.model_version), (1.5, 7));
         assert_eq!(pool.free.len(), 1, "both holders gone: back in the pool");
-        let (t2, r2) = pool.pair();
+        let (t2, r2) = SlotPool::pair(&pool);
         assert_eq!(pool.free.len(), 0, "reused");
         drop(t2);
         r2.send(Ok(score(2.0)));
@@ -328,7 +427,7 @@ mod tests {
     #[test]
     fn dropped_responder_answers_with_an_error() {
         let pool = SlotPool::<Score>::new(4);
-        let (ticket, responder) = pool.pair();
+        let (ticket, responder) = SlotPool::pair(&pool);
         drop(responder);
         assert!(matches!(ticket.wait(), Err(Error::Backend { .. })));
         pool.close();
@@ -338,7 +437,7 @@ mod tests {
     fn wait_across_threads_and_wide_scores() {
         let pool = SlotPool::new(64);
         for i in 0..2000 {
-            let (ticket, responder) = pool.pair();
+            let (ticket, responder) = SlotPool::pair(&pool);
             let h = thread::spawn(move || {
                 let values: Vec<f32> = (0..(i % 7)).map(|k| (i + k) as f32).collect();
                 responder.send(Ok(Score::new(&values, 1, Timing::default())));
@@ -349,5 +448,78 @@ mod tests {
             h.join().unwrap();
         }
         pool.close();
+    }
+}
+
+/// Exhaustive interleavings of the slot protocol under loom (answer on one thread, wait, drop or
+/// poll on another). Run: `RUSTFLAGS="--cfg streamscore_loom" cargo test --release --lib loom`.
+#[cfg(all(test, streamscore_loom))]
+mod loom_tests {
+    use super::*;
+
+    fn score(v: f32) -> Score {
+        Score::new(&[v], 1, Timing::default())
+    }
+
+    #[test]
+    fn loom_answer_reaches_a_waiting_ticket() {
+        loom::model(|| {
+            let pool = SlotPool::new(1);
+            let (ticket, responder) = SlotPool::pair(&pool);
+            // Not joined: the responder's wake may unpark this thread after `wait` returned,
+            // and loom aborts on an unpark that reaches a thread blocked in `join` (loom #249,
+            // open; std allows it). The model still runs the thread to completion.
+            thread::spawn(move || responder.send(Ok(score(2.5))));
+            assert_eq!(ticket.wait().unwrap().value(), 2.5);
+            pool.close();
+        });
+    }
+
+    /// The answer is dropped exactly once whichever holder lets go last (a tracked Arc: a
+    /// missed drop is a leak loom reports, a second one a double free).
+    #[test]
+    fn loom_a_dropped_ticket_frees_the_answer_once() {
+        loom::model(|| {
+            let pool = SlotPool::new(1);
+            let (ticket, responder) = SlotPool::pair(&pool);
+            let answer = Arc::new(7u8);
+            let h = thread::spawn(move || responder.send(Ok(answer)));
+            drop(ticket);
+            h.join().unwrap();
+            pool.close();
+        });
+    }
+
+    #[test]
+    fn loom_a_responder_dropped_unanswered_answers_an_error() {
+        loom::model(|| {
+            let pool = SlotPool::<Score>::new(1);
+            let (ticket, responder) = SlotPool::pair(&pool);
+            // Not joined, as above (loom #249).
+            thread::spawn(move || drop(responder));
+            assert!(matches!(ticket.wait(), Err(Error::Backend { .. })));
+            pool.close();
+        });
+    }
+
+    /// A slot recycled through the pool is clean for its next pair, whichever side finished.
+    #[test]
+    fn loom_a_recycled_slot_starts_empty() {
+        loom::model(|| {
+            let pool = SlotPool::new(1);
+            let (mut ticket, responder) = SlotPool::pair(&pool);
+            let h = thread::spawn(move || responder.send(Ok(score(1.0))));
+            let first = ticket.try_take();
+            h.join().unwrap();
+            drop(ticket);
+            let (mut again, responder) = SlotPool::pair(&pool);
+            assert!(again.try_take().is_none(), "a fresh pair has no answer");
+            responder.send(Ok(score(3.0)));
+            assert_eq!(again.try_take().unwrap().unwrap().value(), 3.0);
+            if let Some(a) = first {
+                assert_eq!(a.unwrap().value(), 1.0);
+            }
+            pool.close();
+        });
     }
 }

@@ -23,7 +23,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::batch::batcher::{Batcher, Queued};
 use crate::error::{Error, Result};
-use crate::ingest::reply::{Responder, SlotPool, Ticket};
+use crate::ingest::reply::{Pool, Responder, SlotPool, Ticket};
 use crate::metrics::{Metrics, MetricsSnapshot, Stage};
 
 use super::config::{Overload, RuntimeConfig};
@@ -86,7 +86,7 @@ pub(crate) struct Shared<F: Flow> {
     tx: Sender<Option<Job<F>>>,
     /// Producers use it to shed the oldest item; the batcher holds a clone.
     rx: Receiver<Option<Job<F>>>,
-    slots: Arc<SlotPool<F::Answer>>,
+    slots: Pool<F::Answer>,
     pub spare_jobs: ArrayQueue<Vec<Job<F>>>,
     /// Wakers of async submitters waiting for room in the queue.
     room: SegQueue<Waker>,
@@ -207,7 +207,7 @@ impl<F: Flow> Pipeline<F> {
         if sh.closed.load(Ordering::SeqCst) {
             return Err((Error::Closed, payload));
         }
-        let (ticket, reply) = sh.slots.pair();
+        let (ticket, reply) = SlotPool::pair(&sh.slots);
         let accepted = Instant::now();
         Ok((entered, ticket, Job { payload, deadline, accepted, popped: accepted, reply }))
     }
