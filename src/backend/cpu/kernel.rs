@@ -12,10 +12,9 @@ use std::sync::OnceLock;
 use crate::backend::cpu::layout::{FastForest, goes_right};
 use crate::error::{Error, Result};
 
-pub(crate) use crate::backend::cpu::layout::BLOCK;
-
-/// Lanes a kernel advances together; lane counts passed to [`Kernel::walk`] are multiples of it.
-pub(crate) const LANES: usize = 16;
+// Both sizes live with the layout, which the kernels here and in x86_64.rs all read, so the
+// SIMD files need nothing from this one (no import cycle).
+pub(crate) use crate::backend::cpu::layout::{BLOCK, LANES};
 
 /// A tree-walking kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -40,6 +40,9 @@ pub(crate) const ZERO_RIGHT: u32 = 1 << 31;
 /// Set in a categorical set's header word when the categories in the set go left.
 pub(crate) const IN_SET_LEFT: u32 = 1 << 31;
 
+/// Lanes a kernel advances together; lane counts passed to `Kernel::walk` are multiples of it.
+pub(crate) const LANES: usize = 16;
+
 /// Rows a kernel scores per block (the row tile's height).
 pub(crate) const BLOCK: usize = 64;
 /// Tree roots are padded to a multiple of this, so kernels that walk many trees of one row at

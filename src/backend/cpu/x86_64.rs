@@ -11,9 +11,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::backend::cpu::kernel::LANES;
 use crate::backend::cpu::layout::{
-    CATEGORICAL, FEATURE_MASK, FastForest, IN_SET_LEFT, LEFT_LEAF, MAX_OFFSET, NAN_RIGHT,
+    CATEGORICAL, FEATURE_MASK, FastForest, IN_SET_LEFT, LANES, LEFT_LEAF, MAX_OFFSET, NAN_RIGHT,
     OFFSET_SHIFT, RIGHT_LEAF, ZERO, ZERO_RIGHT,
 };
 use crate::model::gbdt::{CategoryRule, ZERO_BAND};

@@ -6,7 +6,22 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::shaders::Shader;
+/// A shader file from `shaders/` (its source and compilation live in `shaders.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Shader {
+    /// Tree ensembles: entry points `rows` and `tiles`.
+    Gbdt,
+    /// Dense nets: entry points `layer` and `softmax`.
+    Dense,
+    /// Video frames: entry points `preprocess`, `luma` and `motion_score`.
+    Frames,
+}
+
+impl Shader {
+    /// Every shader, for the validation tests.
+    #[cfg(test)]
+    pub const ALL: [Shader; 3] = [Shader::Gbdt, Shader::Dense, Shader::Frames];
+}
 
 /// A constant of the contract, as it is written in WGSL.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,22 +6,9 @@
 
 use std::sync::OnceLock;
 
-/// A shader file from `shaders/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Shader {
-    /// Tree ensembles: entry points `rows` and `tiles`.
-    Gbdt,
-    /// Dense nets: entry points `layer` and `softmax`.
-    Dense,
-    /// Video frames: entry points `preprocess`, `luma` and `motion_score`.
-    Frames,
-}
+pub(crate) use super::abi::Shader;
 
 impl Shader {
-    /// Every shader, for the validation test.
-    #[cfg(test)]
-    pub const ALL: [Shader; 3] = [Shader::Gbdt, Shader::Dense, Shader::Frames];
-
     /// The shader file as committed.
     fn file(self) -> &'static str {
         match self {

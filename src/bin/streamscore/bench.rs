@@ -7,7 +7,6 @@
 //! runtime's end-to-end histogram (acceptance to answer).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,116 +15,14 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use streamscore::backend::BackendChoice;
+
+pub use crate::args::{BenchArgs, Mode};
+use crate::batches::chunks;
 use streamscore::io::{Columns, normal_rows, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
     Backend, Batch, Error, Event, Model, Output, Runtime, RuntimeConfig, Schema, Stage, Ticket,
 };
-
-/// What to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Whole batches straight through the backend: model throughput.
-    Direct,
-    /// Events one by one through the full runtime: throughput and end-to-end latency.
-    Stream,
-    /// Direct, then stream, on the same rows; stream also reports its ratio to direct.
-    Both,
-}
-
-/// `streamscore bench` flags.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// Model file: LightGBM text, XGBoost JSON or ONNX (not with `--frames`).
-    #[arg(long, required_unless_present = "frames")]
-    model: Option<PathBuf>,
-    /// Frame scoring instead: a frame config (TOML, e.g. models/frames/config.toml), fed by
-    /// `--cameras` simulated cameras at `--fps` each with `--frame-size` RGB frames; batches of
-    /// up to `--batch` frames, `--max-delay-us`; `--backend gpu` preprocesses on the GPU.
-    #[arg(long)]
-    pub frames: Option<PathBuf>,
-    /// Simulated cameras (`--frames`).
-    #[arg(long, default_value_t = 8)]
-    pub cameras: usize,
-    /// Frames per second per camera (`--frames`).
-    #[arg(long, default_value_t = 25.0)]
-    pub fps: f64,
-    /// Frame size, WIDTHxHEIGHT (`--frames`).
-    #[arg(long, default_value = "640x480")]
-    pub frame_size: String,
-    /// Motion threshold for gating (`--frames`; default: the config's).
-    #[arg(long)]
-    pub motion_threshold: Option<f32>,
-    /// Rows to score (.npy, or CSV with a header); without it, `--rows` synthetic rows (for
-    /// trees, drawn within the model's thresholds; for ONNX models, standard normal).
-    #[arg(long)]
-    input: Option<String>,
-    /// Synthetic rows drawn within the model's own thresholds (when no `--input`).
-    #[arg(long, default_value_t = 100_000)]
-    rows: usize,
-    /// direct, stream or both.
-    #[arg(long, value_enum, default_value = "both")]
-    mode: Mode,
-    /// Rows per batch (direct) or the runtime's max_batch (stream).
-    #[arg(long, default_value_t = 256)]
-    pub batch: usize,
-    /// The runtime's max_delay in microseconds (stream).
-    #[arg(long, default_value_t = 500)]
-    pub max_delay_us: u64,
-    /// Producer threads (stream).
-    #[arg(long, default_value_t = 1)]
-    producers: usize,
-    /// Scoring threads: callers in direct mode, runtime workers in stream mode.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Events in flight per producer in closed loop (default: 4 x batch, at least 64). The open
-    /// loop (`--rate`) never waits on answers.
-    #[arg(long)]
-    window: Option<usize>,
-    /// auto, cpu, gpu, onnx (ONNX Runtime, for ONNX models) or reference, or a comma-separated
-    /// fallback list such as `gpu,cpu` (the first that can take the model wins). `gpu` alone
-    /// benchmarks the GPU itself (no CPU fallback) and also reports the upload / compute /
-    /// readback split.
-    #[arg(long, default_value = "auto")]
-    pub backend: String,
-    /// With `--backend gpu`: allow a software adapter such as lavapipe (correctness only: its
-    /// timings say nothing about a GPU).
-    #[arg(long)]
-    pub gpu_software: bool,
-    /// With `--backend gpu` and trees: auto, rows or tiles.
-    #[arg(long, default_value = "auto")]
-    pub gpu_strategy: String,
-    /// Force the fast CPU scorer's kernel (trees; for dense nets, the small-batch kernel):
-    /// avx512, avx2 or scalar (default: the fastest this CPU runs, or STREAMSCORE_KERNEL).
-    #[arg(long)]
-    kernel: Option<String>,
-    /// Force the fast CPU scorer's algorithm: traverse, bitvector or masked (default: timed
-    /// on the first batch of 512 rows or more, and the fastest kept).
-    #[arg(long)]
-    algorithm: Option<String>,
-    /// Threads the fast CPU tree scorer splits one large batch across (direct mode); for
-    /// `--backend onnx`, ONNX Runtime's intra-op threads.
-    #[arg(long, default_value_t = 1)]
-    cpu_threads: usize,
-    /// Seconds per configuration.
-    #[arg(long, default_value_t = 3.0)]
-    pub duration: f64,
-    /// Open loop: total events per second across producers (stream).
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Queue capacity (stream).
-    #[arg(long, default_value_t = 65_536)]
-    pub queue: usize,
-    /// Run a grid over batch size (and max delay in stream mode) and print it as a table.
-    #[arg(long)]
-    sweep: bool,
-    /// One JSON object per configuration instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// After each stream configuration, print the runtime's metrics (Prometheus text) on stderr.
-    #[arg(long)]
-    prometheus: bool,
-}
 
 /// One configuration's result.
 struct Outcome {
@@ -418,25 +315,6 @@ fn report(
             o.mode, o.batch, delay, args.threads, producers, o.rows_per_sec(), p50, p99, p999, max, o.accepted, o.rejected, o.expired, o.lost, ratio, o.mean_batch
         ));
     }
-}
-
-/// Batches of `size` rows cut from `rows` (tiled when there are fewer rows than `size`).
-pub fn chunks(rows: &Batch, size: usize) -> Vec<Batch> {
-    let (n, w) = (rows.n_rows(), rows.n_features());
-    let size = size.max(1);
-    let count = (n / size).clamp(1, 64);
-    (0..count)
-        .map(|c| {
-            let mut values = vec![0.0; size * w];
-            for f in 0..w {
-                let col = rows.column(f);
-                for r in 0..size {
-                    values[f * size + r] = col[(c * size + r) % n];
-                }
-            }
-            Batch::from_columns(values, size, w).expect("size * w values")
-        })
-        .collect()
 }
 
 fn direct(

@@ -11,7 +11,7 @@ use streamscore::Stage;
 use streamscore::backend::gpu::{AdapterChoice, Context};
 use streamscore::frames::{FrameConfig, FrameRuntime, FrameScorer, OwnedFrame, PixelFormat};
 
-use crate::bench::BenchArgs;
+use crate::args::BenchArgs;
 
 /// Frames each simulated camera cycles through: a bright square moving over fixed noise.
 const VARIANTS: usize = 8;

@@ -14,7 +14,7 @@ pub fn gpu(options: &GpuOptions, model: &Model) -> Result<Gpu, Error> {
 /// Times upload, compute and readback of one batch of `batch` rows with a wait after each
 /// stage (medians of 5 runs) and prints their shares.
 pub fn stages(gpu: &Gpu, rows: &Batch, batch: usize, json: bool) -> Result<(), Error> {
-    let one = crate::bench::chunks(rows, batch).swap_remove(0);
+    let one = crate::batches::chunks(rows, batch).swap_remove(0);
     let mut out = vec![0.0; one.n_rows() * gpu.output_width(Output::Transformed)];
     let mut runs = Vec::new();
     for _ in 0..5 {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod args;
+mod batches;
 mod bench;
 mod frames_bench;
 mod gpu_bench;
