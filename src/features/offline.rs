@@ -42,12 +42,7 @@ impl Events {
 pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
     let header = reader.headers().map_err(|e| input(at, e.to_string()))?.clone();
-    // One hashed pass over the header: (first position, seen twice).
-    let mut index: std::collections::HashMap<&str, (usize, bool)> =
-        std::collections::HashMap::with_capacity(header.len());
-    for (i, h) in header.iter().enumerate() {
-        index.entry(h.trim()).and_modify(|e| e.1 = true).or_insert((i, false));
-    }
+    let index = crate::io::csv::header_index(header.iter().map(str::trim));
     let column = |name: &str| match index.get(name) {
         Some(&(col, false)) => Ok(col),
         Some(_) => Err(input(at, format!("the header names column `{name}` twice (ambiguous)"))),

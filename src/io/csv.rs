@@ -48,11 +48,7 @@ impl<R: std::io::Read> CsvRows<R> {
         let index: Vec<usize> = match columns {
             Columns::ByName => {
                 let header = reader.headers().map_err(|e| csv_err(source, e))?.clone();
-                // One hashed pass over the header: (first position, seen twice).
-                let mut at: HashMap<&str, (usize, bool)> = HashMap::with_capacity(header.len());
-                for (i, h) in header.iter().enumerate() {
-                    at.entry(h).and_modify(|e| e.1 = true).or_insert((i, false));
-                }
+                let at = header_index(header.iter());
                 names
                     .iter()
                     .enumerate()
@@ -113,6 +109,18 @@ impl<R: std::io::Read> CsvRows<R> {
         }
         Batch::from_rows(&self.rows, self.names.len()).map(Some)
     }
+}
+
+/// Each header name's first position and whether it appears more than once: one hashed pass,
+/// for matching names to columns without a scan per name.
+pub(crate) fn header_index<'a>(
+    header: impl Iterator<Item = &'a str>,
+) -> HashMap<&'a str, (usize, bool)> {
+    let mut at = HashMap::with_capacity(header.size_hint().0);
+    for (i, h) in header.enumerate() {
+        at.entry(h).and_modify(|e: &mut (usize, bool)| e.1 = true).or_insert((i, false));
+    }
+    at
 }
 
 fn csv_err(source: &str, e: ::csv::Error) -> Error {

@@ -5,7 +5,7 @@
 //! Input values travel as f32: f64 `.npy` files are rounded to the nearest f32 on read.
 
 #[cfg(feature = "csv")]
-mod csv;
+pub(crate) mod csv;
 mod npy;
 mod synthetic;
 

@@ -124,11 +124,14 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     // One output row per input row, in file order: the rows refused at reading (both lists
     // are in line order) come with empty key, time and features and their reason.
     let one_line = |e: &str| e.replace([',', '\n', '\r'], ";");
+    let empty = ",".repeat(n_out.saturating_sub(1));
+    let unreadable = |w: &mut std::io::BufWriter<Box<dyn Write>>, e: &Error| {
+        writeln!(w, ",,{empty},{}", one_line(&e.to_string())).map_err(io)
+    };
     let mut unread = events.refused.iter().peekable();
     for (i, row) in rows.chunks(n_out.max(1)).take(events.len()).enumerate() {
         while let Some((_, e)) = unread.next_if(|(line, _)| *line < events.lines[i]) {
-            writeln!(w, ",,{},{}", ",".repeat(n_out.saturating_sub(1)), one_line(&e.to_string()))
-                .map_err(io)?;
+            unreadable(&mut w, e)?;
         }
         write!(w, "{},{}", events.keys[i], events.times[i]).map_err(io)?;
         for v in row {
@@ -139,8 +142,7 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
         writeln!(w, ",{}", one_line(errors[i].as_deref().unwrap_or(""))).map_err(io)?;
     }
     for (_, e) in unread {
-        writeln!(w, ",,{},{}", ",".repeat(n_out.saturating_sub(1)), one_line(&e.to_string()))
-            .map_err(io)?;
+        unreadable(&mut w, e)?;
     }
     w.flush().map_err(io)?;
     let c = stage.counters();
