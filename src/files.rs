@@ -68,8 +68,15 @@ fn open(path: &Path, kind: &Kind) -> Result<(std::fs::File, u64)> {
     Ok((file, meta.len()))
 }
 
+/// A stream (no size to check first) read whole, never past `kind`'s limit.
+pub(crate) fn read_stream(path: &Path, stream: impl Read, kind: &Kind) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    read_rest(path, kind, stream, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Reads the rest of `file` into `bytes`, never past `kind`'s limit.
-fn read_rest(path: &Path, kind: &Kind, file: std::fs::File, bytes: &mut Vec<u8>) -> Result<()> {
+fn read_rest(path: &Path, kind: &Kind, file: impl Read, bytes: &mut Vec<u8>) -> Result<()> {
     let limit = kind.limit();
     file.take(limit.saturating_add(1).saturating_sub(bytes.len() as u64))
         .read_to_end(bytes)

@@ -501,3 +501,28 @@ fn features_writes_every_row_with_its_reason() {
     }
     assert!(lines[4].ends_with(",7,2,"), "{}", lines[4]);
 }
+
+/// `features --input -` reads standard input within the input limit, as it does files (it
+/// used to read stdin without bound).
+#[test]
+fn features_stdin_is_bounded() {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(["features", "--spec", "examples/fraud/spec.toml", "--input", "-"])
+        .current_dir(common::root())
+        .env("STREAMSCORE_MAX_INPUT_BYTES", "64")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            let mut pipe = child.stdin.take().unwrap();
+            // The child may stop reading at the limit: a broken pipe here is expected.
+            let _ = pipe.write_all(&vec![b'1'; 1 << 20]);
+            drop(pipe);
+            child.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("STREAMSCORE_MAX_INPUT_BYTES") && err.lines().count() == 1, "{err}");
+}

@@ -431,3 +431,27 @@ fn model_reads_are_bounded() {
     std::fs::remove_file(&path).unwrap();
     assert!(matches!(e, Error::UnknownFormat { .. }), "{e}");
 }
+
+/// A quote that is never closed used to swallow the rest of the input into one field of a
+/// column nobody reads: the rows after it were silently lost. Now a typed error, from both
+/// CSV readers (model rows and offline feature events).
+#[cfg(feature = "csv")]
+#[test]
+fn unterminated_quotes_are_refused() {
+    let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    let csv = b"a,b,note\n1,2,\"open\n3,4,x\n5,6,y\n";
+    let e = read_rows(csv, Columns::ByName, &names, "t.csv").unwrap_err();
+    assert!(e.to_string().contains("never closed"), "{e}");
+    // Paired and escaped quotes are fine.
+    let ok =
+        read_rows(b"a,b,note\n1,2,\"a \"\"b\"\", c\"\n3,4,x\n", Columns::ByName, &names, "t.csv")
+            .unwrap();
+    assert_eq!(ok.n_rows(), 2);
+    let spec = streamscore::features::Spec::from_toml(
+        "[events]\nkey = \"k\"\ntime = \"t\"\nnumeric = [\"x\"]\n\n[[feature]]\nname = \"x\"\nop = \"field\"\nfield = \"x\"\n",
+    )
+    .unwrap();
+    let events = b"k,t,x,note\n1,1,1,\"open\n1,2,2,y\n";
+    let e = streamscore::features::offline::read_csv(&spec, events, "e.csv").unwrap_err();
+    assert!(e.to_string().contains("never closed"), "{e}");
+}

@@ -40,6 +40,7 @@ impl Events {
 /// columns are ignored). An empty numeric or categorical value is missing (NaN).
 #[cfg(feature = "csv")]
 pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
+    crate::io::csv::unterminated(crate::io::csv::quotes(bytes), at)?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
     let header = reader.headers().map_err(|e| input(at, e.to_string()))?.clone();
     let index = crate::io::csv::header_index(header.iter().map(str::trim));

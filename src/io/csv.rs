@@ -27,9 +27,55 @@ pub(super) fn read(
     }))
 }
 
+/// Counts the quote characters that pass through it. In well-formed CSV every quote is paired
+/// (enclosing quotes, and `""` inside a quoted field), so an odd count at the end of the input
+/// means a quote was never closed: the csv crate would silently take the rest of the input as
+/// one field, and every row in it would be lost.
+pub(crate) struct QuoteCount<R> {
+    inner: R,
+    quotes: u64,
+}
+
+impl<R> QuoteCount<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        QuoteCount { inner, quotes: 0 }
+    }
+
+    /// An error naming `source` when a quote was left open.
+    pub(crate) fn check(&self, source: &str) -> Result<()> {
+        unterminated(self.quotes, source)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for QuoteCount<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.quotes += quotes(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The quote characters in `bytes`.
+pub(crate) fn quotes(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'"').count() as u64
+}
+
+/// An error naming `source` when `quotes` (the input's whole count) is odd.
+pub(crate) fn unterminated(quotes: u64, source: &str) -> Result<()> {
+    if quotes % 2 == 1 {
+        return Err(Error::Input {
+            at: source.to_string(),
+            message: "a quoted field is never closed (an odd number of `\"` in the input); \
+                      the rows after it would be lost"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// CSV rows read a chunk at a time from any reader, so a large file is never held whole.
 pub(super) struct CsvRows<R> {
-    reader: ::csv::Reader<R>,
+    reader: ::csv::Reader<QuoteCount<R>>,
     /// Position in the file of each model feature.
     index: Vec<usize>,
     names: Vec<String>,
@@ -44,7 +90,7 @@ impl<R: std::io::Read> CsvRows<R> {
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(columns == Columns::ByName)
             .trim(::csv::Trim::All)
-            .from_reader(input);
+            .from_reader(QuoteCount::new(input));
         let index: Vec<usize> = match columns {
             Columns::ByName => {
                 let header = reader.headers().map_err(|e| csv_err(source, e))?.clone();
@@ -103,6 +149,10 @@ impl<R: std::io::Read> CsvRows<R> {
                 self.rows.push(value);
             }
             n += 1;
+        }
+        if n < max_rows {
+            // The end of the input: the last field may have swallowed it.
+            self.reader.get_ref().check(source)?;
         }
         if n == 0 {
             return Ok(None);

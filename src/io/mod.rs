@@ -23,6 +23,15 @@ pub fn read_input(path: &std::path::Path) -> Result<Vec<u8>> {
     crate::files::read(path, &crate::files::INPUT)
 }
 
+/// All of a stream read whole (standard input for `-`), within the same input limit: a
+/// stream has no size to check first, so reading stops with [`Error::TooLarge`] one byte past
+/// the limit.
+///
+/// [`Error::TooLarge`]: crate::Error::TooLarge
+pub fn read_stream(name: &str, stream: impl std::io::Read) -> Result<Vec<u8>> {
+    crate::files::read_stream(std::path::Path::new(name), stream, &crate::files::INPUT)
+}
+
 /// How CSV columns map to the model's features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Columns {

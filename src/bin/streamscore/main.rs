@@ -99,9 +99,7 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     use streamscore::features::{Features, Spec, offline};
     let spec = Spec::from_path(spec)?;
     let bytes = if input == "-" {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| Error::io("-", e))?;
-        b
+        streamscore::io::read_stream("-", std::io::stdin().lock())?
     } else {
         streamscore::io::read_input(std::path::Path::new(input))?
     };
