@@ -85,6 +85,75 @@ pub enum NonFinitePolicy {
     Reject,
 }
 
+/// Many events handed over together (a broker poll, an HTTP body of rows) with
+/// [`Runtime::try_submit_many`](crate::Runtime::try_submit_many): one queue place, one
+/// ticket, one answer per event, and no per-event hand-off. The set shares one deadline and is
+/// never split across batches.
+///
+/// # Examples
+///
+/// ```
+/// use streamscore::{EventBatch, Runtime, RuntimeConfig};
+///
+/// let rt = Runtime::builder()
+///     .model_path("models/golden/lgb_binary/model.txt")
+///     .config(RuntimeConfig::default())
+///     .build()?;
+/// let rows = [0.5f32; 8 * 3]; // three events of 8 features, row after row
+/// let scores = rt.score_many(EventBatch::rows(&rows))?;
+/// assert_eq!(scores.len(), 3);
+/// assert!(scores.iter().all(|s| s.is_ok()));
+/// # Ok::<(), streamscore::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct EventBatch<'a> {
+    pub(crate) values: Values<'a>,
+    pub(crate) keys: Option<&'a [u64]>,
+    pub(crate) times: Option<&'a [i64]>,
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// Where an [`EventBatch`]'s values are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Values<'a> {
+    /// Row after row, the runtime's width each.
+    Rows(&'a [f32]),
+    /// A columnar batch.
+    Columns(&'a crate::Batch),
+}
+
+impl<'a> EventBatch<'a> {
+    /// Events laid out row after row (`width` values each, the runtime's input width).
+    pub fn rows(values: &'a [f32]) -> Self {
+        EventBatch { values: Values::Rows(values), keys: None, times: None, deadline: None }
+    }
+
+    /// Events from a columnar batch (one column per feature, as Arrow holds them).
+    pub fn columns(batch: &'a crate::Batch) -> Self {
+        EventBatch { values: Values::Columns(batch), keys: None, times: None, deadline: None }
+    }
+
+    /// One key per event (needed by a runtime with a feature stage).
+    pub fn with_keys(mut self, keys: &'a [u64]) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// One event time per event, in milliseconds since the Unix epoch (needed by a runtime
+    /// with a feature stage).
+    pub fn with_timestamps_ms(mut self, times: &'a [i64]) -> Self {
+        self.times = Some(times);
+        self
+    }
+
+    /// When the set's answers stop being useful: a set still queued at its deadline is
+    /// answered with [`Error::Expired`] as a whole.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
 impl NonFinitePolicy {
     /// Position of the first value this policy refuses, if any (only `Reject` refuses).
     pub(crate) fn refused(self, values: &[f32]) -> Option<usize> {

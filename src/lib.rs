@@ -50,13 +50,13 @@ pub use backend::cpu::Reference;
 pub use backend::{Backend, BackendChoice, BackendSpec, Output};
 pub use batch::Batch;
 pub use error::{Error, ModelFormat, ModelProblem, Result};
-pub use event::{Event, NonFinitePolicy, Schema};
+pub use event::{Event, EventBatch, NonFinitePolicy, Schema};
 pub use ingest::Rejected;
-pub use ingest::reply::{Score, Ticket, Timing};
-pub use metrics::{MetricsSnapshot, Stage, Summary};
+pub use ingest::reply::{Score, Scores, Ticket, Timing};
+pub use metrics::{Busy, MetricsSnapshot, Stage, Summary};
 pub use model::{Forest, Model, load_forest, load_model};
 pub use runtime::config::{Overload, RuntimeConfig};
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use runtime::{MAX_SET, Runtime, RuntimeBuilder};
 
 /// The README's Rust examples, compiled and run as doc tests so they cannot go stale.
 #[cfg(doctest)]

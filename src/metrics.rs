@@ -48,6 +48,43 @@ impl Stage {
     }
 }
 
+/// Where the runtime's own threads spend their busy time (waiting excluded), summed over all
+/// events: divided by the events answered it is the runtime's cost per event, stage by stage
+/// (`streamscore bench --mode stream` prints it). Measured once per drain round or batch,
+/// never per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Taking events off the queue and admitting them to the batch (deadline checks, expiry).
+    Intake,
+    /// Laying a flushed batch out for the backend (rows: their columns, or their rows
+    /// concatenated when the backend reads rows).
+    Layout,
+    /// The flow's stage between batch and backend: the feature stage for rows; preprocessing
+    /// and motion gating for frames.
+    Prepare,
+    /// The backend scoring batches.
+    Backend,
+    /// Writing the answers: reply slots, per-event timing and metrics.
+    Reply,
+}
+
+impl Busy {
+    /// Every kind, in pipeline order.
+    pub const ALL: [Busy; 5] =
+        [Busy::Intake, Busy::Layout, Busy::Prepare, Busy::Backend, Busy::Reply];
+
+    /// Label used in the Prometheus rendering and the bench's output.
+    pub fn label(self) -> &'static str {
+        match self {
+            Busy::Intake => "intake",
+            Busy::Layout => "layout",
+            Busy::Prepare => "prepare",
+            Busy::Backend => "backend",
+            Busy::Reply => "reply",
+        }
+    }
+}
+
 /// An empty latency histogram in nanoseconds with the runtime's bounds (1 ns to 1 hour, 3
 /// significant digits), for callers that measure alongside the runtime (`streamscore bench`).
 pub fn latency_histogram() -> Histogram<u64> {
@@ -88,6 +125,15 @@ pub(crate) struct Counters {
     pub shed: AtomicU64,
     pub errors: AtomicU64,
     pub batches: AtomicU64,
+    /// Busy nanoseconds, indexed by `Busy as usize`.
+    pub busy: [AtomicU64; 5],
+}
+
+impl Counters {
+    /// Adds `d` to the busy time of `kind`.
+    pub(crate) fn busy(&self, kind: Busy, d: Duration) {
+        self.busy[kind as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Shared by the runtime's threads.
@@ -132,6 +178,7 @@ impl Metrics {
             shed: get(&c.shed),
             errors: get(&c.errors),
             batches: get(&c.batches),
+            busy_ns: c.busy.each_ref().map(get),
             stages: Stage::ALL.map(|s| summary(&all.hists[s as usize])),
             batch_rows: summary(&all.batch_rows),
         }
@@ -186,6 +233,8 @@ pub struct MetricsSnapshot {
     pub errors: u64,
     /// Batches scored.
     pub batches: u64,
+    /// The runtime threads' busy time in nanoseconds, indexed by `Busy as usize`.
+    pub busy_ns: [u64; 5],
     /// Latency per stage in nanoseconds, indexed by `Stage as usize`.
     pub stages: [Summary; 5],
     /// Rows per scored batch.
@@ -196,6 +245,11 @@ impl MetricsSnapshot {
     /// Latency summary of one stage (nanoseconds).
     pub fn stage(&self, stage: Stage) -> &Summary {
         &self.stages[stage as usize]
+    }
+
+    /// Busy nanoseconds of one kind.
+    pub fn busy(&self, kind: Busy) -> u64 {
+        self.busy_ns[kind as usize]
     }
 
     /// Accepted events that have an answer of any kind.
@@ -221,6 +275,15 @@ impl MetricsSnapshot {
         s.push_str("# HELP streamscore_batches_total Batches scored.\n");
         s.push_str("# TYPE streamscore_batches_total counter\n");
         let _ = writeln!(s, "streamscore_batches_total {}", self.batches);
+        s.push_str(
+            "# HELP streamscore_busy_seconds_total Busy time of the runtime's threads by kind.\n",
+        );
+        s.push_str("# TYPE streamscore_busy_seconds_total counter\n");
+        for kind in Busy::ALL {
+            let v = self.busy(kind) as f64 * 1e-9;
+            let _ =
+                writeln!(s, "streamscore_busy_seconds_total{{kind=\"{}\"}} {v:e}", kind.label());
+        }
         s.push_str("# HELP streamscore_latency_seconds Latency per pipeline stage.\n");
         s.push_str("# TYPE streamscore_latency_seconds summary\n");
         for stage in Stage::ALL {

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use streamscore::{Event, Runtime, RuntimeConfig};
+use streamscore::{Event, EventBatch, Runtime, RuntimeConfig};
 
 struct Counting;
 
@@ -28,6 +28,9 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// The counter is global: the tests take turns so neither counts the other's allocations.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(
     rt: &Runtime,
@@ -54,6 +57,7 @@ fn run(
 
 #[test]
 fn steady_state_submission_does_not_allocate() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/golden/lgb_binary/model.txt");
     let rt = Runtime::builder()
         .model_path(model)
@@ -75,4 +79,40 @@ fn steady_state_submission_does_not_allocate() {
     // harness) but fails on anything per event or per batch (a batch is at most 64 events
     // here: one allocation per batch is over 3,000).
     assert!(allocs * 1000 < N as u64, "{allocs} allocations for {N} events");
+}
+
+/// Batch submission allocates per set, never per event: the answers' buffer (one per set)
+/// and nothing else once the pools are warm.
+#[test]
+fn steady_state_sets_allocate_once_per_set() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/golden/lgb_binary/model.txt");
+    let rt = Runtime::builder()
+        .model_path(model)
+        .config(RuntimeConfig::default().with_max_batch(256))
+        .build()
+        .unwrap();
+    let rows: Vec<f32> = (0..256 * 8).map(|i| (i % 97) as f32 / 24.0 - 2.0).collect();
+    let sets = |n: usize| {
+        let mut window = VecDeque::with_capacity(8);
+        let mut sum = 0.0;
+        for _ in 0..n {
+            window.push_back(rt.try_submit_many(EventBatch::rows(&rows)).unwrap());
+            if window.len() == window.capacity() {
+                sum += window.pop_front().unwrap().wait().unwrap().values()[0];
+            }
+        }
+        while let Some(t) = window.pop_front() {
+            sum += t.wait().unwrap().values()[0];
+        }
+        sum
+    };
+    sets(200);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    const N: usize = 2_000;
+    let sum = sets(N);
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    eprintln!("{allocs} allocations for {N} sets of 256 events");
+    assert!(sum.is_finite());
+    assert!(allocs <= N as u64 + N as u64 / 100, "{allocs} allocations for {N} sets");
 }

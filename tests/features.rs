@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use streamscore::backend::{Backend, Output};
 use streamscore::features::{Features, LatePolicy, Spec, offline};
-use streamscore::{Batch, Error, Event, Runtime, RuntimeConfig};
+use streamscore::{Batch, Error, Event, EventBatch, Runtime, RuntimeConfig};
 
 /// A spec with every windowed op, over two numeric fields and one categorical.
 const SPEC: &str = r#"
@@ -326,7 +326,7 @@ fn online_features_are_bit_identical_to_offline() {
                 .with_max_batch(1 + rng.below(300) as usize)
                 .with_max_delay(Duration::from_micros(rng.below(2_000)))
                 .with_queue_capacity(4_096);
-            let rt = Runtime::builder().features(Features::new(spec.clone())).backend(Arc::new(Echo(n_out))).config(config).build().unwrap();
+            let rt = Runtime::builder().features(Features::new(spec.clone())).backend(Arc::new(Echo(n_out))).config(config.clone()).build().unwrap();
             let tickets: Vec<_> = (0..e.len())
                 .map(|j| {
                     let event = Event::new(&e.rows[j * 3..j * 3 + 3]).with_key(e.keys[j]).with_timestamp_ms(e.times[j]);
@@ -350,6 +350,35 @@ fn online_features_are_bit_identical_to_offline() {
             let counters = rt.feature_counters().unwrap();
             assert_eq!(counters.late_rejected as usize, refused.len());
             rt.shutdown();
+            // The same events in sets of random sizes (batch submission): the same answers.
+            let rt = Runtime::builder().features(Features::new(spec.clone())).backend(Arc::new(Echo(n_out))).config(config).build().unwrap();
+            let mut sets = Vec::new();
+            let mut j = 0;
+            while j < e.len() {
+                let k = (1 + rng.below(200) as usize).min(e.len() - j);
+                let events = EventBatch::rows(&e.rows[j * 3..(j + k) * 3])
+                    .with_keys(&e.keys[j..j + k])
+                    .with_timestamps_ms(&e.times[j..j + k]);
+                sets.push((j, rt.try_submit_many(events).unwrap()));
+                j += k;
+            }
+            for (first, t) in sets {
+                let scores = t.wait().unwrap();
+                for (i, answer) in scores.iter().enumerate() {
+                    let j = first + i;
+                    match answer {
+                        Ok(values) => {
+                            let row = &want[j * n_out..(j + 1) * n_out];
+                            assert!(values.iter().zip(row).all(|(a, b)| same(*a, *b)), "set event {j}");
+                        }
+                        Err(Error::Late { .. }) => assert!(refused.iter().any(|(r, _)| *r == j), "set event {j} refused online only"),
+                        Err(other) => panic!("set event {j}: {other}"),
+                    }
+                }
+            }
+            rt.shutdown();
+            let m = rt.metrics();
+            assert_eq!((m.accepted, m.answered(), m.errors as usize), (e.len() as u64, e.len() as u64, refused.len()));
         }
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use streamscore::{
-    Backend, Batch, Error, Event, NonFinitePolicy, Output, Overload, Reference, Runtime,
-    RuntimeConfig, Schema,
+    Backend, Batch, Error, Event, EventBatch, NonFinitePolicy, Output, Overload, Reference,
+    Runtime, RuntimeConfig, Schema,
 };
 
 /// Wraps the reference scorer: counts the rows it is asked to score, can be held shut so
@@ -549,4 +549,147 @@ fn the_builder_takes_every_kind_of_model_and_refuses_bad_recipes() {
     assert!(matches!(bad.build(), Err(Error::Config(_))));
     let missing = Runtime::builder().model_path("models/none.txt").build();
     assert!(matches!(missing, Err(Error::Io { .. })), "{missing:?}");
+}
+
+/// Batch submission: sets of every size (past `max_batch` too), as rows and as columns,
+/// non-blocking, blocking and async, each event answered with the reference score in order.
+#[test]
+fn sets_answer_every_event_with_the_reference_score() {
+    for name in ["lgb_binary", "lgb_multiclass"] {
+        let (rows, expected) = golden_rows(name);
+        let model = common::golden_cases().into_iter().find(|c| c.name == name).unwrap().model;
+        let rt = Runtime::builder()
+            .model_path(&model)
+            .config(RuntimeConfig::default().with_max_batch(7))
+            .build()
+            .unwrap();
+        let flat: Vec<f32> = rows.concat();
+        let w = rows[0].len();
+        let mut tickets = Vec::new();
+        let (mut at, mut k) = (0, 1);
+        while at < rows.len() {
+            let n = k.min(rows.len() - at);
+            let set = EventBatch::rows(&flat[at * w..(at + n) * w]);
+            tickets.push((at, rt.try_submit_many(set).unwrap()));
+            (at, k) = (at + n, k * 2 + 1);
+        }
+        for (first, t) in tickets.into_iter().rev() {
+            let scores = t.wait().unwrap();
+            assert!(scores.timing.batch_rows as usize >= scores.len());
+            for (i, s) in scores.iter().enumerate() {
+                assert!(same(s.unwrap(), &expected[first + i]), "{name} event {}", first + i);
+            }
+        }
+        let columns = Batch::from_rows(&flat, w).unwrap();
+        let all = rt.score_many(EventBatch::columns(&columns)).unwrap();
+        assert_eq!((all.len(), all.width()), (rows.len(), expected[0].len()));
+        assert!(same(all.values(), &expected.concat()));
+        let tokio = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let s = tokio.block_on(rt.submit_many(EventBatch::rows(&flat[..3 * w]))).unwrap();
+        assert!(same(s.values(), &expected[..3].concat()));
+        let empty = rt.score_many(EventBatch::rows(&[])).unwrap();
+        assert!(empty.is_empty() && empty.get(0).is_none());
+        rt.shutdown();
+        let m = rt.metrics();
+        let n = 2 * rows.len() as u64 + 3;
+        assert_eq!((m.accepted, m.scored, m.answered(), m.rejected), (n, n, n, 0));
+    }
+}
+
+/// An event refused on its own is answered in its set with its error, and the rest scored;
+/// a set whose shape is wrong is refused whole, before anything is queued.
+#[test]
+fn a_set_refuses_its_bad_events_alone() {
+    let (rows, _) = golden_rows("lgb_binary");
+    let config = RuntimeConfig::default().with_non_finite(NonFinitePolicy::Reject);
+    let rt = Runtime::builder().model_path(BINARY).config(config).build().unwrap();
+    // The golden rows have missing values, which `reject` refuses: made finite here, and
+    // scored straight through the backend for the expected answers.
+    let mut flat: Vec<f32> =
+        rows[..10].concat().iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
+    let expected: Vec<Vec<f32>> = rt
+        .score_batch(&Batch::from_rows(&flat, 8).unwrap())
+        .unwrap()
+        .chunks(1)
+        .map(<[f32]>::to_vec)
+        .collect();
+    flat[3 * 8 + 2] = f32::NAN;
+    flat[7 * 8] = f32::INFINITY;
+    let scores = rt.score_many(EventBatch::rows(&flat)).unwrap();
+    assert_eq!(scores.errors().len(), 2);
+    for (i, s) in scores.iter().enumerate() {
+        match (i, s) {
+            (3, Err(Error::NonFinite { feature: 2, .. }))
+            | (7, Err(Error::NonFinite { feature: 0, .. })) => {}
+            (3 | 7, other) => panic!("event {i}: {other:?}"),
+            (_, s) => assert!(same(s.unwrap(), &expected[i]), "event {i}"),
+        }
+    }
+    assert!(scores.values()[3].is_nan());
+    // Every event refused: answered at once, nothing queued.
+    let bad = [f32::NAN; 16];
+    let none = rt.try_submit_many(EventBatch::rows(&bad)).unwrap().wait().unwrap();
+    assert_eq!(none.errors().len(), 2);
+    // Shape errors refuse the whole set.
+    for (set, says) in [
+        (EventBatch::rows(&flat[..13]), "whole number"),
+        (EventBatch::rows(&flat[..16]).with_keys(&[1]), "1 keys for 2 events"),
+    ] {
+        let e = rt.try_submit_many(set).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    let big = vec![0.0f32; (streamscore::MAX_SET + 1) * 8];
+    let e = rt.try_submit_many(EventBatch::rows(&big)).unwrap_err();
+    assert!(e.to_string().contains("at most"), "{e}");
+    let narrow = Batch::from_rows(&[0.0; 6], 3).unwrap();
+    assert!(matches!(
+        rt.try_submit_many(EventBatch::columns(&narrow)),
+        Err(Error::WidthMismatch { expected: 8, got: 3 })
+    ));
+    rt.shutdown();
+    assert!(matches!(rt.try_submit_many(EventBatch::rows(&flat)), Err(Error::Closed)));
+    let m = rt.metrics();
+    // 2 + 2 refused events, and 5 sets refused before validation (4 shapes, 1 closed), each
+    // counted once.
+    assert_eq!((m.accepted, m.scored, m.rejected), (8, 8, 9));
+}
+
+/// A set takes one queue place, follows the overload policy as a whole, and shares one
+/// deadline: queued past it, every one of its events expires without model time.
+#[test]
+fn sets_follow_the_overload_policy_and_their_deadline() {
+    let gated = Gated::new(BINARY);
+    gated.set_open(false);
+    let config = RuntimeConfig::default()
+        .with_queue_capacity(2)
+        .with_max_batch(4)
+        .with_max_delay(Duration::from_micros(100))
+        .with_overload(Overload::Reject);
+    let rt = Runtime::builder()
+        .backend(gated.clone())
+        .schema(gated.schema())
+        .config(config)
+        .build()
+        .unwrap();
+    let rows = vec![1.0f32; 8 * 5];
+    let first = rt.try_submit_many(EventBatch::rows(&rows)).unwrap();
+    gated.wait_held();
+    let soon = Instant::now() + Duration::from_millis(30);
+    let doomed = rt.try_submit_many(EventBatch::rows(&rows).with_deadline(soon)).unwrap();
+    let patient = rt.try_submit_many(EventBatch::rows(&rows[..16])).unwrap();
+    // The queue (2 places) is full now: the next set is refused whole, each event counted.
+    assert!(matches!(rt.try_submit_many(EventBatch::rows(&rows)), Err(Error::QueueFull)));
+    while Instant::now() <= soon {
+        std::thread::sleep(
+            soon.saturating_duration_since(Instant::now()) + Duration::from_millis(1),
+        );
+    }
+    gated.set_open(true);
+    assert_eq!(first.wait().unwrap().len(), 5);
+    assert!(matches!(doomed.wait(), Err(Error::Expired { .. })));
+    assert_eq!(patient.wait().unwrap().len(), 2);
+    rt.shutdown();
+    assert_eq!(gated.rows.load(Ordering::SeqCst), 7, "the expired set never reached the model");
+    let m = rt.metrics();
+    assert_eq!((m.accepted, m.scored, m.expired, m.rejected, m.answered()), (12, 7, 5, 5, 12));
 }

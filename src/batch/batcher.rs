@@ -14,6 +14,10 @@ pub trait Queued {
     fn accepted(&self) -> Instant;
     /// When its answer stops being useful, if ever.
     fn deadline(&self) -> Option<Instant>;
+    /// Rows it adds to a batch (a set of events submitted together is never split).
+    fn rows(&self) -> usize {
+        1
+    }
 }
 
 /// Collects items and decides when they form a batch.
@@ -22,6 +26,8 @@ pub struct Batcher<T> {
     max_batch: usize,
     max_delay: Duration,
     items: Vec<T>,
+    /// Rows of `items`.
+    rows: usize,
     oldest: Option<Instant>,
     earliest_deadline: Option<Instant>,
     scoring_estimate: Duration,
@@ -35,6 +41,7 @@ impl<T: Queued> Batcher<T> {
             max_batch,
             max_delay,
             items: Vec::with_capacity(max_batch),
+            rows: 0,
             oldest: None,
             earliest_deadline: None,
             scoring_estimate: Duration::ZERO,
@@ -51,9 +58,15 @@ impl<T: Queued> Batcher<T> {
         self.items.is_empty()
     }
 
-    /// True when the batch is full: flush before admitting more.
+    /// Rows waiting (more than [`len`](Self::len) when sets of events wait).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// True when the batch holds `max_batch` rows or more: flush before admitting more. (An
+    /// admitted set can take a batch past `max_batch`: sets are never split.)
     pub fn is_full(&self) -> bool {
-        self.items.len() >= self.max_batch
+        self.rows >= self.max_batch
     }
 
     /// The expected time to score one batch, used to give up early on events that would miss
@@ -78,6 +91,7 @@ impl<T: Queued> Batcher<T> {
         if let Some(d) = item.deadline() {
             self.earliest_deadline = Some(self.earliest_deadline.map_or(d, |e| e.min(d)));
         }
+        self.rows += item.rows();
         self.items.push(item);
         Ok(())
     }
@@ -106,6 +120,7 @@ impl<T: Queued> Batcher<T> {
                 batch.push(item);
             }
         }
+        self.rows = 0;
         self.oldest = None;
         self.earliest_deadline = None;
     }

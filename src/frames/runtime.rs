@@ -10,8 +10,8 @@ use std::time::Instant;
 use super::{Frame, FrameScore, FrameScorer, PixelFormat};
 use crate::error::{Error, Result};
 use crate::ingest::Rejected;
-use crate::ingest::reply::Ticket;
-use crate::metrics::{MetricsSnapshot, Stage};
+use crate::ingest::reply::{Pool, Responder, SlotPool, Ticket};
+use crate::metrics::{Busy, MetricsSnapshot, Stage};
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::{Flow, Job, Pipeline, Shared};
 
@@ -54,6 +54,13 @@ pub type FrameTicket = Ticket<FrameScore>;
 /// The frame flow: the scorer, shared by the batcher (preprocessing) and the workers (model).
 pub(crate) struct FrameFlow {
     scorer: FrameScorer,
+    slots: Pool<FrameScore>,
+}
+
+impl FrameFlow {
+    fn pair(&self) -> (FrameTicket, Responder<FrameScore>) {
+        SlotPool::pair(&self.slots)
+    }
 }
 
 /// A gated batch on its way to a worker: the model input of its kept frames, in job order.
@@ -66,16 +73,27 @@ pub(crate) struct FrameWork {
 impl Flow for FrameFlow {
     type Payload = OwnedFrame;
     type Answer = FrameScore;
+    type Reply = Responder<FrameScore>;
     type Work = FrameWork;
     type Scorer = usize;
 
     fn recycle(&self, _: OwnedFrame) {}
 
+    fn events(_: &OwnedFrame) -> usize {
+        1
+    }
+
+    fn close(&self) {
+        self.slots.close();
+    }
+
     fn prepare(&self, sh: &Shared<Self>, jobs: Vec<Job<Self>>, now: Instant) -> Option<FrameWork> {
         let frames: Vec<Frame> = jobs.iter().map(|j| j.payload.borrow()).collect();
         let gated = self.scorer.gate(&frames);
         drop(frames);
-        sh.metrics.with(0, |rec| rec.record(Stage::Prepare, now.elapsed()));
+        let prepared = now.elapsed();
+        sh.metrics.with(0, |rec| rec.record(Stage::Prepare, prepared));
+        sh.metrics.counters.busy(Busy::Prepare, prepared);
         let gated = match gated {
             Ok(g) => g,
             Err(e) => {
@@ -144,6 +162,8 @@ impl Flow for FrameFlow {
             }
         });
         counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.busy(Busy::Backend, t1 - t0);
+        counters.busy(Busy::Reply, t1.elapsed());
     }
 
     fn jobs(work: FrameWork) -> Vec<Job<Self>> {
@@ -170,7 +190,11 @@ impl FrameRuntime {
     /// Starts the pipeline: a batch is flushed at `config.max_batch` frames or when its oldest
     /// frame has waited `config.max_delay`.
     pub fn new(scorer: FrameScorer, config: RuntimeConfig) -> Result<Self> {
-        Ok(FrameRuntime { pipeline: Pipeline::start(FrameFlow { scorer }, config)? })
+        // Enough idle reply slots for a full queue plus the batches in flight.
+        let in_flight = config.queue_capacity.get().min(1 << 20)
+            + config.max_batch.get() * (config.workers.get() + 2);
+        let flow = FrameFlow { scorer, slots: SlotPool::new(in_flight) };
+        Ok(FrameRuntime { pipeline: Pipeline::start(flow, config)? })
     }
 
     /// Queues a frame without blocking; a full queue (under the `block` and `reject`
@@ -185,7 +209,7 @@ impl FrameRuntime {
             return Err(Box::new(Rejected { event: frame, error }));
         }
         let deadline = frame.deadline;
-        self.pipeline.offer(frame, deadline).map_err(|(error, frame)| {
+        self.pipeline.offer(frame, deadline, FrameFlow::pair).map_err(|(error, frame)| {
             Box::new(Rejected { event: frame, error: self.pipeline.rejected(error) })
         })
     }
@@ -197,7 +221,7 @@ impl FrameRuntime {
         let deadline = frame.deadline;
         let ticket = self
             .pipeline
-            .offer_waiting(frame, deadline)
+            .offer_waiting(frame, deadline, FrameFlow::pair)
             .map_err(|(error, _)| self.pipeline.rejected(error))?;
         ticket.wait()
     }
@@ -206,7 +230,7 @@ impl FrameRuntime {
     pub async fn submit(&self, frame: OwnedFrame) -> Result<FrameScore> {
         frame.borrow().check().map_err(|e| self.pipeline.rejected(e))?;
         let deadline = frame.deadline;
-        self.pipeline.submit(frame, deadline).await
+        self.pipeline.submit(frame, deadline, FrameFlow::pair).await
     }
 
     /// The scorer (its counters: frames, scored, skipped).

@@ -156,6 +156,67 @@ impl Score {
     }
 }
 
+/// The answers to a set of events submitted together
+/// ([`Runtime::try_submit_many`](crate::Runtime::try_submit_many)): one per event, in
+/// submission order. An event refused on its own (a non-finite value under the `reject`
+/// policy, an event time out of range, a feature-stage refusal) has its error here; the others
+/// were scored in one batch, by one model version.
+#[derive(Debug)]
+pub struct Scores {
+    /// `width` values per event, row-major; NaN for a refused event.
+    pub(crate) values: Vec<f32>,
+    pub(crate) width: usize,
+    /// (event, why), by event.
+    pub(crate) errors: Vec<(usize, Error)>,
+    /// Version of the model that scored the set.
+    pub model_version: u64,
+    /// Where the set's time went (`batch_rows` counts every row of the batch it was in).
+    pub timing: Timing,
+}
+
+impl Scores {
+    /// Events in the set.
+    pub fn len(&self) -> usize {
+        self.values.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    /// True for an empty set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values per event (1, or the number of classes).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Event `i`'s values, or why it was not scored; `None` past the end.
+    pub fn get(&self, i: usize) -> Option<std::result::Result<&[f32], &Error>> {
+        if i >= self.len() {
+            return None;
+        }
+        if let Ok(e) = self.errors.binary_search_by_key(&i, |(r, _)| *r) {
+            return Some(Err(&self.errors[e].1));
+        }
+        Some(Ok(&self.values[i * self.width..(i + 1) * self.width]))
+    }
+
+    /// Every event's answer, in submission order.
+    pub fn iter(&self) -> impl Iterator<Item = std::result::Result<&[f32], &Error>> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Every value, row-major (`width()` per event; NaN for a refused event).
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// The refused events and why, by event index.
+    pub fn errors(&self) -> &[(usize, Error)] {
+        &self.errors
+    }
+}
+
 pub(crate) struct Slot<T> {
     state: AtomicU8,
     holders: AtomicU8,

@@ -21,14 +21,14 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::event::{Event, Schema, copy_checked};
+use crate::event::{Event, EventBatch, Schema, Values, copy_checked};
 use crate::ingest::Rejected;
-use crate::ingest::reply::{Score, Ticket};
+use crate::ingest::reply::{Score, Scores, Ticket};
 use crate::metrics::MetricsSnapshot;
 pub use builder::RuntimeBuilder;
 use config::RuntimeConfig;
 pub(crate) use pipeline::{Flow, Job, Pipeline, Shared};
-use rows::{Row, RowFlow};
+use rows::{Row, RowFlow, Rows, Set};
 
 /// The embedded scorer. Share it across threads by reference or in an `Arc`; every method
 /// takes `&self`.
@@ -122,7 +122,7 @@ impl Runtime {
         event: Event<R>,
     ) -> Result<Ticket, Rejected<Event<R>>> {
         let offered = self.admit(&event).and_then(|row| {
-            self.pipeline.offer(row, event.deadline).map_err(|(error, row)| {
+            self.pipeline.offer(row, event.deadline, RowFlow::pair_one).map_err(|(error, row)| {
                 self.flow().recycle(row);
                 error
             })
@@ -134,10 +134,12 @@ impl Runtime {
     /// policy, until there is room in the queue).
     pub fn score<R: AsRef<[f32]>>(&self, event: Event<R>) -> Result<Score> {
         let row = self.admit(&event).map_err(|e| self.pipeline.rejected(e))?;
-        let ticket = self.pipeline.offer_waiting(row, event.deadline).map_err(|(error, row)| {
-            self.flow().recycle(row);
-            self.pipeline.rejected(error)
-        })?;
+        let ticket = self.pipeline.offer_waiting(row, event.deadline, RowFlow::pair_one).map_err(
+            |(error, row)| {
+                self.flow().recycle(row);
+                self.pipeline.rejected(error)
+            },
+        )?;
         ticket.wait()
     }
 
@@ -145,7 +147,43 @@ impl Runtime {
     /// queue under the `block` policy, then for the answer. Works with any async runtime.
     pub async fn submit<R: AsRef<[f32]>>(&self, event: Event<R>) -> Result<Score> {
         let row = self.admit(&event).map_err(|e| self.pipeline.rejected(e))?;
-        self.pipeline.submit(row, event.deadline).await
+        self.pipeline.submit(row, event.deadline, RowFlow::pair_one).await
+    }
+
+    /// Queues a set of events without blocking: one queue place and one ticket for all of
+    /// them, answered with one [`Scores`] (an answer per event, in order). The set is laid
+    /// out, validated and copied here, on the caller's thread, so the runtime's threads pay
+    /// nothing per event for the hand-off.
+    ///
+    /// An event refused on its own (a non-finite value under the `reject` policy, an event
+    /// time out of range) is answered in the [`Scores`] with its error and not scored; the
+    /// rest are. The whole set is refused (nothing queued) when the queue is full under the
+    /// `block` and `reject` policies, the runtime is closed, its width or lengths do not fit,
+    /// or it holds more than [`MAX_SET`] events. A set is never split across batches, so a
+    /// batch may pass `max_batch` by up to one set; it shares one deadline
+    /// ([`EventBatch::with_deadline`]) and expires or is shed as a whole.
+    pub fn try_submit_many(&self, events: EventBatch<'_>) -> Result<Ticket<Scores>> {
+        let set = self.admit_many(&events).map_err(|e| self.pipeline.rejected(e))?;
+        self.offer_set(set, events.deadline, false)
+    }
+
+    /// Scores a set of events, blocking the calling thread until the answers (and, under the
+    /// `block` policy, until there is room in the queue). See
+    /// [`try_submit_many`](Runtime::try_submit_many).
+    pub fn score_many(&self, events: EventBatch<'_>) -> Result<Scores> {
+        let set = self.admit_many(&events).map_err(|e| self.pipeline.rejected(e))?;
+        self.offer_set(set, events.deadline, true)?.wait()
+    }
+
+    /// Scores a set of events asynchronously: waits (without blocking the executor) for room
+    /// under the `block` policy, then for the answers. See
+    /// [`try_submit_many`](Runtime::try_submit_many).
+    pub async fn submit_many(&self, events: EventBatch<'_>) -> Result<Scores> {
+        let set = self.admit_many(&events).map_err(|e| self.pipeline.rejected(e))?;
+        if set.live() == 0 {
+            return self.offer_set(set, events.deadline, false)?.await;
+        }
+        self.pipeline.submit(Rows::Many(set), events.deadline, RowFlow::pair_many).await
     }
 
     /// Scores a batch the caller already holds, straight through the backend (no queue, no
@@ -184,8 +222,109 @@ impl Runtime {
         self.pipeline.shutdown();
     }
 
+    /// Queues a validated set (answering at once when none of its events is left to score).
+    fn offer_set(
+        &self,
+        set: Box<Set>,
+        deadline: Option<std::time::Instant>,
+        wait: bool,
+    ) -> Result<Ticket<Scores>> {
+        let flow = self.flow();
+        if set.live() == 0 {
+            return Ok(flow.answered(set));
+        }
+        let n = set.live() as u64;
+        let payload = Rows::Many(set);
+        let offered = if wait {
+            self.pipeline.offer_waiting(payload, deadline, RowFlow::pair_many)
+        } else {
+            self.pipeline.offer(payload, deadline, RowFlow::pair_many)
+        };
+        offered.map_err(|(error, set)| {
+            flow.recycle(set);
+            self.pipeline.rejected_n(error, n)
+        })
+    }
+
+    /// Validates a set: its shape as a whole, then each event (refused ones are recorded in
+    /// the set and counted as rejected); copies the values into a pooled buffer, row after row.
+    fn admit_many(&self, events: &EventBatch<'_>) -> Result<Box<Set>> {
+        let flow = self.flow();
+        if self.pipeline.shared.is_closed() {
+            return Err(Error::Closed);
+        }
+        let width = flow.width;
+        let n = match events.values {
+            Values::Rows(v) => {
+                if width == 0 || v.len() % width != 0 {
+                    return Err(set_error(format!(
+                        "{} values are not a whole number of events of {width}",
+                        v.len()
+                    )));
+                }
+                v.len() / width
+            }
+            Values::Columns(b) => {
+                if b.n_features() != width {
+                    return Err(Error::WidthMismatch { expected: width, got: b.n_features() });
+                }
+                b.n_rows()
+            }
+        };
+        if n > MAX_SET {
+            return Err(set_error(format!("{n} events; a set holds at most {MAX_SET}")));
+        }
+        for (what, len) in
+            [("keys", events.keys.map(<[u64]>::len)), ("times", events.times.map(<[i64]>::len))]
+        {
+            if let Some(len) = len.filter(|&l| l != n) {
+                return Err(set_error(format!("{len} {what} for {n} events")));
+            }
+        }
+        let featured = flow.features.is_some();
+        if featured && (events.keys.is_none() || events.times.is_none()) {
+            return Err(set_error(
+                "the feature stage needs a key and a timestamp on every event".into(),
+            ));
+        }
+        let policy = self.config().non_finite;
+        let mut set = flow.spare_set();
+        set.n = n;
+        set.values.clear();
+        match events.values {
+            Values::Rows(v) => set.values.extend(v.iter().map(|&x| policy.clean(x))),
+            Values::Columns(b) => {
+                set.values.resize(n * width, 0.0);
+                for f in 0..width {
+                    for (r, &x) in b.column(f).iter().enumerate() {
+                        set.values[r * width + f] = policy.clean(x);
+                    }
+                }
+            }
+        }
+        set.keys.clear();
+        set.times.clear();
+        if featured {
+            set.keys.extend_from_slice(events.keys.unwrap_or_default());
+            set.times.extend_from_slice(events.times.unwrap_or_default());
+        }
+        for r in 0..n {
+            let row = &set.values[r * width..(r + 1) * width];
+            let refused = match policy.refused(row) {
+                Some(feature) => Some(Error::NonFinite { feature, value: row[feature] }),
+                None if featured => crate::features::check_time(set.times[r]).err(),
+                None => None,
+            };
+            if let Some(e) = refused {
+                set.errors.push((r, e));
+            }
+        }
+        self.pipeline.count_rejected(set.errors.len() as u64);
+        Ok(set)
+    }
+
     /// Validates an event and copies its row into a pooled buffer.
-    fn admit<R: AsRef<[f32]>>(&self, event: &Event<R>) -> Result<Row> {
+    fn admit<R: AsRef<[f32]>>(&self, event: &Event<R>) -> Result<Rows> {
         let flow = self.flow();
         if self.pipeline.shared.is_closed() {
             return Err(Error::Closed);
@@ -209,6 +348,14 @@ impl Runtime {
             flow.recycle_row(values);
             return Err(e);
         }
-        Ok(Row { values, key: event.key.unwrap_or(0), time_ms: event.timestamp_ms.unwrap_or(0) })
+        let (key, time_ms) = (event.key.unwrap_or(0), event.timestamp_ms.unwrap_or(0));
+        Ok(Rows::One(Row { values, key, time_ms }))
     }
+}
+
+/// The most events one set may hold ([`Runtime::try_submit_many`]).
+pub const MAX_SET: usize = 1 << 16;
+
+fn set_error(message: String) -> Error {
+    Error::Input { at: "event set".into(), message }
 }

@@ -23,8 +23,8 @@ use crossbeam_utils::CachePadded;
 
 use crate::batch::batcher::{Batcher, Queued};
 use crate::error::{Error, Result};
-use crate::ingest::reply::{Pool, Responder, SlotPool, Ticket};
-use crate::metrics::{Metrics, MetricsSnapshot, Stage};
+use crate::ingest::reply::Responder;
+use crate::metrics::{Busy, Metrics, MetricsSnapshot, Stage};
 
 use super::config::{Overload, RuntimeConfig};
 
@@ -38,6 +38,8 @@ pub(crate) trait Flow: Send + Sync + Sized + 'static {
     type Payload: Send + 'static;
     /// What each accepted item is answered with, when it is not an error.
     type Answer: Send + 'static;
+    /// The runtime's end of an accepted item's reply slot.
+    type Reply: Reply;
     /// A prepared batch on its way to a scorer, owning its jobs.
     type Work: Send + 'static;
     /// One scoring thread's state (output buffers).
@@ -45,6 +47,13 @@ pub(crate) trait Flow: Send + Sync + Sized + 'static {
 
     /// Takes back the buffers of a payload that will not be scored (expired, shed, refused).
     fn recycle(&self, payload: Self::Payload);
+
+    /// Events in a payload (a set of events counts each), for the counters and the batch size.
+    fn events(payload: &Self::Payload) -> usize;
+
+    /// Lets go of the flow's pools when the pipeline is dropped (they and their slots refer to
+    /// each other).
+    fn close(&self);
 
     /// Runs in the batcher thread, in acceptance order, on each flushed batch (never empty):
     /// builds its work, answering the jobs it refuses or completes itself. `None` when no job
@@ -61,6 +70,24 @@ pub(crate) trait Flow: Send + Sync + Sized + 'static {
     fn jobs(work: Self::Work) -> Vec<Job<Self>>;
 }
 
+/// The runtime's end of a reply: answered once by its flow, or failed or withdrawn by the
+/// pipeline.
+pub(crate) trait Reply: Send + 'static {
+    /// Answers with `error` (every event of the item, for a set).
+    fn fail(self, error: Error);
+    /// Withdraws an item that was never queued.
+    fn cancel(self);
+}
+
+impl<T: Send + 'static> Reply for Responder<T> {
+    fn fail(self, error: Error) {
+        self.send(Err(error));
+    }
+    fn cancel(self) {
+        Responder::cancel(self);
+    }
+}
+
 /// One accepted item on its way through the pipeline.
 pub(crate) struct Job<F: Flow> {
     pub payload: F::Payload,
@@ -68,7 +95,7 @@ pub(crate) struct Job<F: Flow> {
     pub accepted: Instant,
     /// When the batcher took it off the queue.
     pub popped: Instant,
-    pub reply: Responder<F::Answer>,
+    pub reply: F::Reply,
 }
 
 impl<F: Flow> Queued for Job<F> {
@@ -78,6 +105,9 @@ impl<F: Flow> Queued for Job<F> {
     fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
+    fn rows(&self) -> usize {
+        F::events(&self.payload)
+    }
 }
 
 /// State shared by producers, the batcher and the workers.
@@ -86,7 +116,6 @@ pub(crate) struct Shared<F: Flow> {
     tx: Sender<Option<Job<F>>>,
     /// Producers use it to shed the oldest item; the batcher holds a clone.
     rx: Receiver<Option<Job<F>>>,
-    slots: Pool<F::Answer>,
     pub spare_jobs: ArrayQueue<Vec<Job<F>>>,
     /// Wakers of async submitters waiting for room in the queue.
     room: SegQueue<Waker>,
@@ -108,12 +137,12 @@ impl<F: Flow> Shared<F> {
         self.fail(job, Error::Expired { waited }, &self.metrics.counters.expired);
     }
 
-    /// Answers an accepted item with `error` instead of a score, counting it in `counter`;
-    /// its payload goes back to the flow.
+    /// Answers an accepted item with `error` instead of a score, counting its events in
+    /// `counter`; its payload goes back to the flow.
     pub(crate) fn fail(&self, job: Job<F>, error: Error, counter: &AtomicU64) {
+        counter.fetch_add(F::events(&job.payload) as u64, Ordering::Relaxed);
         self.flow.recycle(job.payload);
-        job.reply.send(Err(error));
-        counter.fetch_add(1, Ordering::Relaxed);
+        job.reply.fail(error);
     }
 
     /// Feeds one batch's scoring time into the estimate the batcher's deadline rule uses.
@@ -150,14 +179,10 @@ impl<F: Flow> Pipeline<F> {
         config.validate()?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.get());
         let workers = config.workers.get();
-        // Enough idle reply slots for a full queue plus the batches in flight.
-        let in_flight =
-            config.queue_capacity.get().min(1 << 20) + config.max_batch.get() * (workers + 2);
         let shared = Arc::new(Shared {
             flow,
             tx,
             rx,
-            slots: SlotPool::new(in_flight),
             spare_jobs: ArrayQueue::new(workers + 2),
             room: SegQueue::new(),
             closed: AtomicBool::new(false),
@@ -196,18 +221,19 @@ impl<F: Flow> Pipeline<F> {
 
     /// Opens a submission: marks the producer as inside one (the batcher drains until it
     /// leaves, so shutdown cannot strand the job), refuses a closed pipeline, and pairs a reply
-    /// slot with the job for `payload`.
-    fn open(
+    /// slot (`pair`: the caller's end and the runtime's) with the job for `payload`.
+    fn open<T>(
         &self,
         payload: F::Payload,
         deadline: Option<Instant>,
-    ) -> Result<Opened<'_, F>, (Error, F::Payload)> {
+        pair: impl FnOnce(&F) -> (T, F::Reply),
+    ) -> Result<Opened<'_, F, T>, (Error, F::Payload)> {
         let sh = &*self.shared;
         let entered = Entered::new(sh);
         if sh.closed.load(Ordering::SeqCst) {
             return Err((Error::Closed, payload));
         }
-        let (ticket, reply) = SlotPool::pair(&sh.slots);
+        let (ticket, reply) = pair(&sh.flow);
         let accepted = Instant::now();
         Ok((entered, ticket, Job { payload, deadline, accepted, popped: accepted, reply }))
     }
@@ -215,17 +241,19 @@ impl<F: Flow> Pipeline<F> {
     /// Queues a validated payload without blocking. A full queue (under the `block` and
     /// `reject` policies) or a closed pipeline hands it back with the reason; refusals are
     /// not counted here (see [`Pipeline::rejected`]).
-    pub(crate) fn offer(
+    pub(crate) fn offer<T>(
         &self,
         payload: F::Payload,
         deadline: Option<Instant>,
-    ) -> Result<Ticket<F::Answer>, (Error, F::Payload)> {
+        pair: impl FnOnce(&F) -> (T, F::Reply),
+    ) -> Result<T, (Error, F::Payload)> {
         let sh = &*self.shared;
-        let (_entered, ticket, mut job) = self.open(payload, deadline)?;
+        let (_entered, ticket, mut job) = self.open(payload, deadline, pair)?;
+        let events = F::events(&job.payload) as u64;
         loop {
             match sh.tx.try_send(Some(job)) {
                 Ok(()) => {
-                    sh.metrics.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    sh.metrics.counters.accepted.fetch_add(events, Ordering::Relaxed);
                     return Ok(ticket);
                 }
                 Err(TrySendError::Full(back)) => {
@@ -246,42 +274,46 @@ impl<F: Flow> Pipeline<F> {
 
     /// Queues a validated payload, waiting for room under the `block` policy (other policies
     /// answer as [`offer`](Pipeline::offer) does).
-    pub(crate) fn offer_waiting(
+    pub(crate) fn offer_waiting<T>(
         &self,
         payload: F::Payload,
         deadline: Option<Instant>,
-    ) -> Result<Ticket<F::Answer>, (Error, F::Payload)> {
+        pair: impl FnOnce(&F) -> (T, F::Reply),
+    ) -> Result<T, (Error, F::Payload)> {
         let sh = &*self.shared;
         if sh.config.overload != Overload::Block {
-            return self.offer(payload, deadline);
+            return self.offer(payload, deadline, pair);
         }
-        let (_entered, ticket, job) = self.open(payload, deadline)?;
+        let (_entered, ticket, job) = self.open(payload, deadline, pair)?;
+        let events = F::events(&job.payload) as u64;
         // Blocking send: `_entered` keeps the batcher draining, so this cannot wait forever.
         if sh.tx.send(Some(job)).is_err() {
             unreachable!("Shared holds a receiver");
         }
-        sh.metrics.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        sh.metrics.counters.accepted.fetch_add(events, Ordering::Relaxed);
         Ok(ticket)
     }
 
     /// Queues a payload, awaiting room (without blocking the executor) under the `block`
     /// policy, then awaits its answer. Works with any async runtime.
-    pub(crate) async fn submit(
+    pub(crate) async fn submit<A, T: Future<Output = Result<A>>>(
         &self,
         payload: F::Payload,
         deadline: Option<Instant>,
-    ) -> Result<F::Answer> {
+        pair: impl Fn(&F) -> (T, F::Reply),
+    ) -> Result<A> {
         let mut payload = payload;
         loop {
-            match self.offer(payload, deadline) {
+            match self.offer(payload, deadline, &pair) {
                 Ok(ticket) => return ticket.await,
                 Err((Error::QueueFull, back)) if self.shared.config.overload == Overload::Block => {
                     payload = back;
                     RoomWait { shared: &self.shared, registered: false }.await;
                 }
                 Err((error, back)) => {
+                    let n = F::events(&back) as u64;
                     self.shared.flow.recycle(back);
-                    return Err(self.rejected(error));
+                    return Err(self.rejected_n(error, n));
                 }
             }
         }
@@ -289,8 +321,20 @@ impl<F: Flow> Pipeline<F> {
 
     /// Counts a refusal and passes its error on.
     pub(crate) fn rejected(&self, error: Error) -> Error {
-        self.shared.metrics.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        self.rejected_n(error, 1)
+    }
+
+    /// Counts the refusal of `n` events and passes its error on.
+    pub(crate) fn rejected_n(&self, error: Error, n: u64) -> Error {
+        self.count_rejected(n);
         error
+    }
+
+    /// Counts `n` refused events.
+    pub(crate) fn count_rejected(&self, n: u64) {
+        if n > 0 {
+            self.shared.metrics.counters.rejected.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// A snapshot of every counter and histogram.
@@ -317,12 +361,12 @@ impl<F: Flow> Pipeline<F> {
 impl<F: Flow> Drop for Pipeline<F> {
     fn drop(&mut self) {
         self.shutdown();
-        self.shared.slots.close();
+        self.shared.flow.close();
     }
 }
 
 /// An open submission: the producer's mark, the caller's ticket and the job to queue.
-type Opened<'a, F> = (Entered<'a, F>, Ticket<<F as Flow>::Answer>, Job<F>);
+type Opened<'a, F, T> = (Entered<'a, F>, T, Job<F>);
 
 /// Marks a producer as inside a submission (see `Shared::in_submit`).
 struct Entered<'a, F: Flow>(&'a Shared<F>);
@@ -406,6 +450,9 @@ fn batcher_loop<F: Flow>(sh: &Shared<F>, mut sink: Sink<F>) {
             }
         };
         let mut now = Instant::now();
+        let round = now;
+        // Time spent flushing inside this round: not intake.
+        let mut flushing = Duration::ZERO;
         let mut got = 0;
         let mut next = first;
         while let Some(msg) = next {
@@ -418,8 +465,10 @@ fn batcher_loop<F: Flow>(sh: &Shared<F>, mut sink: Sink<F>) {
                         sh.expire(job, now);
                     }
                     if b.is_full() {
+                        let started = Instant::now();
                         flush(sh, &mut b, &mut sink, now, &mut expired);
                         now = Instant::now();
+                        flushing += now - started;
                     }
                 }
             }
@@ -433,8 +482,12 @@ fn batcher_loop<F: Flow>(sh: &Shared<F>, mut sink: Sink<F>) {
                 None
             };
         }
-        if got > 0 && !sh.room.is_empty() {
-            sh.wake_room();
+        if got > 0 {
+            now = Instant::now();
+            sh.metrics.counters.busy(Busy::Intake, (now - round).saturating_sub(flushing));
+            if !sh.room.is_empty() {
+                sh.wake_room();
+            }
         }
         if b.flush_due(now) || (draining && !b.is_empty()) {
             flush(sh, &mut b, &mut sink, now, &mut expired);

@@ -1,17 +1,19 @@
-//! Rows through the pipeline: validated rows in pooled buffers, transposed into a columnar
-//! batch at flush, the feature stage when there is one, the backend, one [`Score`] each.
+//! Rows through the pipeline: validated rows in pooled buffers (one event, or a set of events
+//! submitted together), laid out as a columnar batch at flush, the feature stage when there is
+//! one, the backend, one [`Score`] per event (one [`Scores`] per set).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 
-use super::pipeline::{Flow, Job, Shared};
+use super::pipeline::{Flow, Job, Reply, Shared};
 use crate::backend::{Backend, Output};
 use crate::batch::Batch;
 use crate::error::Error;
-use crate::ingest::reply::{Score, Timing};
-use crate::metrics::Stage;
+use crate::ingest::reply::{Pool, Responder, Score, Scores, SlotPool, Ticket, Timing};
+use crate::metrics::{Busy, Stage};
 
 /// A validated row and what the feature stage needs of its event.
 pub(crate) struct Row {
@@ -22,11 +24,67 @@ pub(crate) struct Row {
     pub time_ms: i64,
 }
 
+/// Events submitted together: validated, in pooled buffers, answered as one [`Scores`].
+#[derive(Default)]
+pub(crate) struct Set {
+    /// `n * width` values, row after row (a refused event's row is left as it came).
+    pub values: Vec<f32>,
+    /// One key and time per event with a feature stage; empty without one.
+    pub keys: Vec<u64>,
+    pub times: Vec<i64>,
+    pub n: usize,
+    /// Events refused on their own, ascending by event: they are not scored.
+    pub errors: Vec<(usize, Error)>,
+}
+
+impl Set {
+    /// Events still to be scored.
+    pub(crate) fn live(&self) -> usize {
+        self.n - self.errors.len()
+    }
+
+    /// The events still to be scored, ascending.
+    fn live_rows(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut refused = self.errors.iter().map(|(r, _)| *r).peekable();
+        (0..self.n).filter(move |&r| refused.next_if_eq(&r).is_none())
+    }
+}
+
+/// What is queued: one event, or a set.
+pub(crate) enum Rows {
+    One(Row),
+    Many(Box<Set>),
+}
+
+/// The runtime's end of the reply: one event's slot, or a set's.
+pub(crate) enum RowReply {
+    One(Responder<Score>),
+    Many(Responder<Scores>),
+}
+
+impl Reply for RowReply {
+    fn fail(self, error: Error) {
+        match self {
+            RowReply::One(r) => r.send(Err(error)),
+            RowReply::Many(r) => r.send(Err(error)),
+        }
+    }
+    fn cancel(self) {
+        match self {
+            RowReply::One(r) => r.cancel(),
+            RowReply::Many(r) => r.cancel(),
+        }
+    }
+}
+
 /// A batch on its way to a scorer.
 pub(crate) struct RowWork {
     batch: Batch,
     jobs: Vec<Job<RowFlow>>,
 }
+
+/// Idle set buffers kept for reuse.
+const SPARE_SETS: usize = 64;
 
 /// The row flow's state, shared by producers, the batcher and the workers.
 pub(crate) struct RowFlow {
@@ -40,6 +98,9 @@ pub(crate) struct RowFlow {
     /// The feature stage between batcher and backend, if any (only the batcher locks it).
     pub features: Option<Mutex<crate::features::Features>>,
     pub rows: ArrayQueue<Vec<f32>>,
+    sets: ArrayQueue<Box<Set>>,
+    slots: Pool<Score>,
+    set_slots: Pool<Scores>,
     spare_columns: ArrayQueue<Vec<f32>>,
 }
 
@@ -51,7 +112,7 @@ impl RowFlow {
         features: Option<crate::features::Features>,
     ) -> Self {
         let workers = config.workers.get();
-        // Enough idle row buffers for a full queue plus the batches in flight.
+        // Enough idle row buffers and reply slots for a full queue plus the batches in flight.
         let in_flight =
             config.queue_capacity.get().min(1 << 20) + config.max_batch.get() * (workers + 2);
         RowFlow {
@@ -62,6 +123,9 @@ impl RowFlow {
             model_version: config.model_version.unwrap_or(0),
             features: features.map(Mutex::new),
             rows: ArrayQueue::new(in_flight),
+            sets: ArrayQueue::new(SPARE_SETS),
+            slots: SlotPool::new(in_flight),
+            set_slots: SlotPool::new(SPARE_SETS),
             spare_columns: ArrayQueue::new(workers + 2),
         }
     }
@@ -70,6 +134,48 @@ impl RowFlow {
         if row.capacity() > 0 {
             let _ = self.rows.push(row);
         }
+    }
+
+    /// An empty set buffer (pooled).
+    pub(crate) fn spare_set(&self) -> Box<Set> {
+        self.sets.pop().unwrap_or_default()
+    }
+
+    pub(crate) fn recycle_set(&self, mut set: Box<Set>) {
+        set.errors.clear();
+        set.n = 0;
+        let _ = self.sets.push(set);
+    }
+
+    /// A reply slot for one event.
+    pub(crate) fn pair_one(&self) -> (Ticket<Score>, RowReply) {
+        let (ticket, responder) = SlotPool::pair(&self.slots);
+        (ticket, RowReply::One(responder))
+    }
+
+    /// A reply slot for a set.
+    pub(crate) fn pair_many(&self) -> (Ticket<Scores>, RowReply) {
+        let (ticket, responder) = SlotPool::pair(&self.set_slots);
+        (ticket, RowReply::Many(responder))
+    }
+
+    /// A ticket already answered: for a set none of whose events is left to score.
+    pub(crate) fn answered(&self, set: Box<Set>) -> Ticket<Scores> {
+        let (ticket, reply) = SlotPool::pair(&self.set_slots);
+        reply.send(Ok(self.answers(set, &[], Timing::default())));
+        ticket
+    }
+
+    /// A set's answers: its scored rows' values from `out` (in live order), its refusals.
+    fn answers(&self, mut set: Box<Set>, out: &[f32], timing: Timing) -> Scores {
+        let ow = self.out_width;
+        let mut values = vec![f32::NAN; set.n * ow];
+        for (r, v) in set.live_rows().zip(out.chunks_exact(ow)) {
+            values[r * ow..(r + 1) * ow].copy_from_slice(v);
+        }
+        let errors = std::mem::take(&mut set.errors);
+        self.recycle_set(set);
+        Scores { values, width: ow, errors, model_version: self.model_version, timing }
     }
 }
 
@@ -81,32 +187,67 @@ pub(crate) struct RowScorer {
 }
 
 impl Flow for RowFlow {
-    type Payload = Row;
+    type Payload = Rows;
     type Answer = Score;
+    type Reply = RowReply;
     type Work = RowWork;
     type Scorer = RowScorer;
 
-    fn recycle(&self, payload: Row) {
-        self.recycle_row(payload.values);
+    fn recycle(&self, payload: Rows) {
+        match payload {
+            Rows::One(row) => self.recycle_row(row.values),
+            Rows::Many(set) => self.recycle_set(set),
+        }
+    }
+
+    fn events(payload: &Rows) -> usize {
+        match payload {
+            Rows::One(_) => 1,
+            Rows::Many(set) => set.live(),
+        }
+    }
+
+    fn close(&self) {
+        self.slots.close();
+        self.set_slots.close();
     }
 
     fn prepare(&self, sh: &Shared<Self>, mut jobs: Vec<Job<Self>>, _: Instant) -> Option<RowWork> {
-        let (n, width) = (jobs.len(), self.width);
+        let started = Instant::now();
+        let width = self.width;
+        let n: usize = jobs.iter().map(|j| Self::events(&j.payload)).sum();
         let mut columns = self.spare_columns.pop().unwrap_or_default();
         columns.clear();
         columns.resize(n * width, 0.0);
-        for (r, job) in jobs.iter_mut().enumerate() {
-            // Every row was checked to be `width` long when it was accepted.
-            for (f, &v) in job.payload.values.iter().enumerate() {
-                columns[f * n + r] = v;
+        let mut r = 0;
+        for job in jobs.iter_mut() {
+            match &mut job.payload {
+                Rows::One(row) => {
+                    // Every row was checked to be `width` long when it was accepted.
+                    for (f, &v) in row.values.iter().enumerate() {
+                        columns[f * n + r] = v;
+                    }
+                    r += 1;
+                    self.recycle_row(std::mem::take(&mut row.values));
+                }
+                Rows::Many(set) => {
+                    for i in set.live_rows() {
+                        for (f, &v) in set.values[i * width..(i + 1) * width].iter().enumerate() {
+                            columns[f * n + r] = v;
+                        }
+                        r += 1;
+                    }
+                }
             }
-            self.recycle_row(std::mem::take(&mut job.payload.values));
         }
         let mut batch = Batch::from_columns(columns, n, width).expect("length is n * width");
+        let t0 = Instant::now();
+        sh.metrics.counters.busy(Busy::Layout, t0 - started);
         if let Some(stage) = &self.features {
-            let t0 = Instant::now();
             let features = features(sh, stage, batch, &mut jobs);
-            sh.metrics.with(0, |rec| rec.record(Stage::Prepare, t0.elapsed()));
+            let prepared = t0.elapsed();
+            sh.metrics.with(0, |rec| rec.record(Stage::Prepare, prepared));
+            sh.metrics.counters.busy(Busy::Prepare, prepared);
             match features {
                 Some(b) => batch = b,
                 None => {
@@ -132,18 +273,20 @@ impl Flow for RowFlow {
         // spending model time on them.
         if jobs.iter().any(|j| j.deadline.is_some_and(|d| d <= t0)) {
             keep.clear();
-            keep.extend(jobs.iter().map(|j| j.deadline.is_none_or(|d| d > t0)));
+            for j in &jobs {
+                let alive = j.deadline.is_none_or(|d| d > t0);
+                keep.extend(std::iter::repeat_n(alive, Self::events(&j.payload)));
+            }
             batch.retain_rows(keep);
-            let mut k = keep.iter();
             for job in std::mem::take(&mut jobs) {
-                if *k.next().expect("one flag per job") {
+                if job.deadline.is_none_or(|d| d > t0) {
                     jobs.push(job);
                 } else {
                     sh.expire(job, t0);
                 }
             }
         }
-        let n = jobs.len();
+        let n = batch.n_rows();
         if n > 0 {
             out.clear();
             out.resize(n * ow, 0.0);
@@ -157,26 +300,47 @@ impl Flow for RowFlow {
                 rec.record_batch(n);
                 match &result {
                     Ok(()) => {
-                        for (job, values) in jobs.drain(..).zip(out.chunks_exact(ow)) {
+                        let mut at = 0;
+                        for job in jobs.drain(..) {
                             let total = t1.saturating_duration_since(job.accepted);
                             rec.record(Stage::EndToEnd, total);
                             let queued = t0.saturating_duration_since(job.accepted);
                             let timing = Timing { queued, scoring, batch_rows: n as u32, total };
-                            job.reply.send(Ok(Score::new(values, self.model_version, timing)));
+                            match (job.payload, job.reply) {
+                                (Rows::One(_), RowReply::One(reply)) => {
+                                    let values = &out[at * ow..(at + 1) * ow];
+                                    reply.send(Ok(Score::new(values, self.model_version, timing)));
+                                    at += 1;
+                                }
+                                (Rows::Many(set), RowReply::Many(reply)) => {
+                                    let rows = set.live();
+                                    let values = &out[at * ow..(at + rows) * ow];
+                                    reply.send(Ok(self.answers(set, values, timing)));
+                                    at += rows;
+                                }
+                                (payload, reply) => {
+                                    // Built together in `Runtime`; never mixed.
+                                    self.recycle(payload);
+                                    let message = "a reply of the wrong kind".to_string();
+                                    reply.fail(Error::Backend { backend: "runtime", message });
+                                }
+                            }
                         }
-                        counters.scored.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        counters.scored.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
                         for job in jobs.drain(..) {
                             let message = e.to_string();
-                            job.reply
-                                .send(Err(Error::Backend { backend: backend.name(), message }));
+                            self.recycle(job.payload);
+                            job.reply.fail(Error::Backend { backend: backend.name(), message });
                         }
-                        counters.errors.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        counters.errors.fetch_add(n as u64, Ordering::Relaxed);
                     }
                 }
             });
-            counters.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            counters.busy(Busy::Backend, scoring);
+            counters.busy(Busy::Reply, t1.elapsed());
         }
         let _ = self.spare_columns.push(batch.into_values());
         let _ = sh.spare_jobs.push(jobs);
@@ -187,22 +351,40 @@ impl Flow for RowFlow {
     }
 }
 
-/// Runs the feature stage over a raw batch: answers the events it refuses, drops them from
-/// `jobs`, and returns the feature batch of the rest (`None` when none is left).
+/// Runs the feature stage over a raw batch: answers the events it refuses (a set's refused
+/// events become errors in its answers), drops them from `jobs`, and returns the feature batch
+/// of the rest (`None` when none is left).
 fn features(
     sh: &Shared<RowFlow>,
     stage: &Mutex<crate::features::Features>,
     raw: Batch,
     jobs: &mut Vec<Job<RowFlow>>,
 ) -> Option<Batch> {
-    let keys: Vec<u64> = jobs.iter().map(|j| j.payload.key).collect();
-    let times: Vec<i64> = jobs.iter().map(|j| j.payload.time_ms).collect();
+    let n = raw.n_rows();
+    let (mut keys, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // Which job, and which event of a set, each batch row is.
+    let mut owner: Vec<(usize, usize)> = Vec::with_capacity(n);
+    for (j, job) in jobs.iter().enumerate() {
+        match &job.payload {
+            Rows::One(row) => {
+                keys.push(row.key);
+                times.push(row.time_ms);
+                owner.push((j, 0));
+            }
+            Rows::Many(set) => {
+                for i in set.live_rows() {
+                    keys.push(set.keys[i]);
+                    times.push(set.times[i]);
+                    owner.push((j, i));
+                }
+            }
+        }
+    }
     let mut out = crate::features::Output::default();
     let mut stage = stage.lock().unwrap_or_else(|p| p.into_inner());
     let n_out = stage.spec().names.len();
     let result = stage.transform(&raw, &keys, &times, &mut out);
     drop(stage);
-    let n = jobs.len();
     if let Err(e) = result {
         // Widths were checked when the runtime started; answer rather than lose the batch.
         for job in jobs.drain(..) {
@@ -215,13 +397,46 @@ fn features(
         return Some(Batch::from_columns(out.values, n, n_out).expect("n * n_out values"));
     }
     let mut refused = vec![false; n];
-    let mut kept = Vec::with_capacity(n);
-    for (r, e) in out.errors.drain(..).rev() {
+    let mut failed: Vec<Option<Error>> = Vec::new();
+    failed.resize_with(jobs.len(), || None);
+    let counters = &sh.metrics.counters;
+    for (r, e) in out.errors.drain(..) {
         refused[r] = true;
-        let job = jobs.remove(r);
-        sh.fail(job, e, &sh.metrics.counters.errors);
+        let (j, i) = owner[r];
+        match &mut jobs[j].payload {
+            Rows::One(_) => failed[j] = Some(e),
+            Rows::Many(set) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                set.errors.push((i, e));
+            }
+        }
     }
+    // Answer the refused single events, and the sets with nothing left to score.
+    let mut kept_jobs = Vec::with_capacity(jobs.len());
+    for (job, failure) in jobs.drain(..).zip(failed) {
+        if let Some(e) = failure {
+            sh.fail(job, e, &counters.errors);
+            continue;
+        }
+        let Job { payload, reply, deadline, accepted, popped } = job;
+        match (payload, reply) {
+            (Rows::Many(mut set), RowReply::Many(reply)) => {
+                set.errors.sort_unstable_by_key(|(r, _)| *r);
+                if set.live() == 0 {
+                    let timing = Timing { total: accepted.elapsed(), ..Timing::default() };
+                    reply.send(Ok(sh.flow.answers(set, &[], timing)));
+                    continue;
+                }
+                let payload = Rows::Many(set);
+                let reply = RowReply::Many(reply);
+                kept_jobs.push(Job { payload, reply, deadline, accepted, popped });
+            }
+            (payload, reply) => kept_jobs.push(Job { payload, reply, deadline, accepted, popped }),
+        }
+    }
+    *jobs = kept_jobs;
     let live: Vec<usize> = (0..n).filter(|&r| !refused[r]).collect();
+    let mut kept = Vec::with_capacity(live.len() * n_out);
     for c in 0..n_out {
         kept.extend(live.iter().map(|&r| out.values[c * n + r]));
     }

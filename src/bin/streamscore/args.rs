@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// loop (`--rate`) never waits on answers.
     #[arg(long)]
     pub window: Option<usize>,
+    /// Stream mode: each producer hands events over in sets of N with `try_submit_many` (one
+    /// ticket per set) instead of one at a time; 1 submits single events.
+    #[arg(long, default_value_t = 1)]
+    pub submit_batch: usize,
     /// auto, cpu, gpu, onnx (ONNX Runtime, for ONNX models) or reference, or a comma-separated
     /// fallback list such as `gpu,cpu` (the first that can take the model wins). `gpu` alone
     /// benchmarks the GPU itself (no CPU fallback) and also reports the upload / compute /

@@ -21,7 +21,8 @@ use crate::batches::chunks;
 use streamscore::io::{Columns, normal_rows, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
-    Backend, Batch, Error, Event, Model, Output, Runtime, RuntimeConfig, Schema, Stage, Ticket,
+    Backend, Batch, Busy, Error, Event, EventBatch, Model, Output, Runtime, RuntimeConfig, Schema,
+    Stage, Ticket,
 };
 
 /// One configuration's result.
@@ -39,6 +40,9 @@ struct Outcome {
     expired: u64,
     lost: u64,
     stages_us: Option<[f64; 3]>,
+    /// Stream mode: the runtime threads' busy ns per answered event by `Busy` kind, and the
+    /// producers' CPU ns per submitted event (submission and collecting answers).
+    per_event_ns: Option<([f64; 5], f64)>,
     mean_batch: f64,
 }
 
@@ -100,6 +104,7 @@ fn check_flags(args: &BenchArgs) -> Result<(), Error> {
     if let Some(w) = args.window {
         count("window", w, 1 << 24)?;
     }
+    count("submit-batch", args.submit_batch, streamscore::MAX_SET)?;
     let positive = |flag: &str, v: f64, max: f64| {
         if v > 0.0 && v <= max {
             Ok(())
@@ -244,16 +249,14 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 .with_queue_capacity(args.queue);
             let window = args.window.unwrap_or((batch * 4).max(64));
             let schema = Schema::new(model.feature_names());
-            let o = stream(
-                (backend.clone(), schema),
-                config,
-                &rows,
-                args.producers,
+            let load = Load {
+                producers: args.producers,
                 window,
-                args.rate,
+                rate: args.rate,
+                set: args.submit_batch,
                 duration,
-                tick,
-            )?;
+            };
+            let o = stream((backend.clone(), schema), config, &rows, &load, tick)?;
             if args.prometheus {
                 bar.suspend(|| eprint!("{}", o.1.prometheus()));
             }
@@ -294,6 +297,7 @@ fn report(
             "backend": backend, "mode": o.mode, "model": args.model.as_deref().map(|m| m.display().to_string()),
             "load_ms": load_ms, "rows": o.rows, "batch": o.batch, "max_delay_us": o.max_delay_us,
             "threads": args.threads, "producers": producers, "rate": args.rate,
+            "submit_batch": if o.mode == "stream" { args.submit_batch } else { 0 },
             "seconds": o.seconds, "rows_per_sec": o.rows_per_sec(),
             "latency_us": { "p50": p50, "p99": p99, "p999": p999, "max": max },
             "accepted": o.accepted, "scored": o.scored, "rejected": o.rejected, "expired": o.expired,
@@ -306,6 +310,14 @@ fn report(
         if let Some(r) = ratio {
             v["ratio_to_direct"] = json!(r);
         }
+        if let Some((busy, producer)) = o.per_event_ns {
+            let mut per = serde_json::Map::new();
+            for (kind, ns) in Busy::ALL.iter().zip(busy) {
+                per.insert(kind.label().into(), json!(ns));
+            }
+            per.insert("producer".into(), json!(producer));
+            v["ns_per_event"] = per.into();
+        }
         println!("{v}");
     } else {
         let delay = o.max_delay_us.map_or("-".to_string(), |d| d.to_string());
@@ -314,6 +326,20 @@ fn report(
             "{:<7} {:>6} {:>8} {:>4} {:>4} {:>13.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9} {:>8} {:>8} {:>5} {:>10.1}",
             o.mode, o.batch, delay, args.threads, producers, o.rows_per_sec(), p50, p99, p999, max, o.accepted, o.rejected, o.expired, o.lost, ratio, o.mean_batch
         ));
+        if let Some((busy, producer)) = o.per_event_ns {
+            let parts: Vec<String> = Busy::ALL
+                .iter()
+                .zip(busy)
+                .map(|(k, ns)| format!("{} {ns:.0}", k.label()))
+                .collect();
+            let total: f64 = busy.iter().sum();
+            bar.suspend(|| {
+                println!(
+                    "        ns per event: runtime {total:.0} ({}); producer {producer:.0}",
+                    parts.join(", ")
+                )
+            });
+        }
     }
 }
 
@@ -378,42 +404,91 @@ fn direct(
         expired: 0,
         lost: 0,
         stages_us: None,
+        per_event_ns: None,
         mean_batch: batch as f64,
     }
 }
 
-/// Waits for the oldest ticket in the window.
-fn settle(window: &mut VecDeque<Ticket>) {
-    if let Some(t) = window.pop_front() {
-        // Errors (expired, shed) are counted by the runtime's metrics.
-        let _ = std::hint::black_box(t.wait());
+/// CPU time of the calling thread in nanoseconds (0 where the clock is unavailable).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer to a local.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// How stream mode loads the runtime.
+struct Load {
+    producers: usize,
+    /// Events in flight per producer (closed loop).
+    window: usize,
+    /// Events/s over all producers (open loop), or closed loop.
+    rate: Option<f64>,
+    /// Events per submission (1: `try_submit`; more: `try_submit_many`).
+    set: usize,
+    duration: Duration,
+}
+
+/// What a producer waits on: one event's answer or a set's.
+enum Pending {
+    One(Ticket),
+    Many(Ticket<streamscore::Scores>),
+}
+
+impl Pending {
+    fn is_ready(&self) -> bool {
+        match self {
+            Pending::One(t) => t.is_ready(),
+            Pending::Many(t) => t.is_ready(),
+        }
+    }
+    /// Events it answers.
+    fn events(&self, set: usize) -> usize {
+        match self {
+            Pending::One(_) => 1,
+            Pending::Many(_) => set,
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Waits for the oldest submission in the window.
+fn settle(window: &mut VecDeque<Pending>) {
+    // Errors (expired, shed) are counted by the runtime's metrics.
+    match window.pop_front() {
+        Some(Pending::One(t)) => drop(std::hint::black_box(t.wait())),
+        Some(Pending::Many(t)) => drop(std::hint::black_box(t.wait())),
+        None => {}
+    }
+}
+
 fn stream(
     (backend, schema): (Arc<dyn Backend>, Schema),
     config: RuntimeConfig,
     rows: &Batch,
-    producers: usize,
-    window: usize,
-    rate: Option<f64>,
-    duration: Duration,
+    load: &Load,
     tick: impl Fn(Duration),
 ) -> Result<(Outcome, streamscore::MetricsSnapshot), Error> {
     let batch = config.max_batch.get();
     let max_delay_us = config.max_delay.as_micros() as u64;
     let rt = Runtime::builder().backend(backend).schema(schema).config(config).build()?;
     let (n, w) = (rows.n_rows(), rows.n_features());
+    // Sets are cut from the rows without wrapping: at most n events each.
+    let set = load.set.min(n).max(1);
     let row_major = rows.to_rows();
-    let producers = producers.max(1);
+    let producers = load.producers.max(1);
+    let (window, rate, duration) = (load.window.max(set), load.rate, load.duration);
     let start = Instant::now();
-    std::thread::scope(|s| {
+    let producer_cpu_ns = std::thread::scope(|s| {
         let handles: Vec<_> = (0..producers)
             .map(|p| {
                 let (rt, row_major) = (&rt, &row_major);
                 s.spawn(move || {
+                    let cpu0 = thread_cpu_ns();
                     let mut window_q = VecDeque::with_capacity(window);
+                    let mut in_flight = 0;
                     let per_producer = rate.map(|r| r.max(1e-9) / producers as f64);
                     let mut sent = 0u64;
                     let mut i = p * (n / producers);
@@ -423,31 +498,47 @@ fn stream(
                             // the answers that are in, then sleep, so the producer does not
                             // take a core away from the runtime's threads.
                             let due = (start.elapsed().as_secs_f64() * rp) as u64;
-                            if sent >= due {
-                                while window_q.front().is_some_and(|t: &Ticket| t.is_ready()) {
+                            if sent + set as u64 > due {
+                                while window_q.front().is_some_and(Pending::is_ready) {
+                                    in_flight -= window_q.front().map_or(0, |t| t.events(set));
                                     settle(&mut window_q);
                                 }
                                 std::thread::sleep(Duration::from_micros(50));
                                 continue;
                             }
-                            sent += 1;
+                            sent += set as u64;
                         }
-                        let r = i % n;
-                        i += 1;
-                        match rt.try_submit(Event::new(&row_major[r * w..(r + 1) * w])) {
-                            Ok(t) => window_q.push_back(t),
+                        let r = if i % n + set > n { 0 } else { i % n };
+                        i = r + set;
+                        let submitted = if set == 1 {
+                            let event = Event::new(&row_major[r * w..(r + 1) * w]);
+                            rt.try_submit(event).map(Pending::One).map_err(|_| ())
+                        } else {
+                            let events = EventBatch::rows(&row_major[r * w..(r + set) * w]);
+                            rt.try_submit_many(events).map(Pending::Many).map_err(|_| ())
+                        };
+                        match submitted {
+                            Ok(t) => {
+                                in_flight += t.events(set);
+                                window_q.push_back(t);
+                            }
                             // Closed loop: wait for room by settling the oldest. Open loop: the
-                            // event is dropped and counted as rejected.
-                            Err(_) if per_producer.is_none() => settle(&mut window_q),
-                            Err(_) => {}
+                            // events are dropped and counted as rejected.
+                            Err(()) if per_producer.is_none() => {
+                                in_flight -= window_q.front().map_or(0, |t| t.events(set));
+                                settle(&mut window_q);
+                            }
+                            Err(()) => {}
                         }
-                        if per_producer.is_none() && window_q.len() >= window {
+                        while per_producer.is_none() && in_flight + set > window {
+                            in_flight -= window_q.front().map_or(0, |t| t.events(set));
                             settle(&mut window_q);
                         }
                     }
                     while !window_q.is_empty() {
                         settle(&mut window_q);
                     }
+                    thread_cpu_ns() - cpu0
                 })
             })
             .collect();
@@ -455,6 +546,7 @@ fn stream(
             tick(start.elapsed());
             std::thread::sleep(Duration::from_millis(50));
         }
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum::<u64>()
     });
     let seconds = start.elapsed().as_secs_f64();
     rt.shutdown();
@@ -474,6 +566,10 @@ fn stream(
         expired: m.expired,
         lost: m.accepted - m.answered(),
         stages_us: Some([us(Stage::Queue), us(Stage::Batching), us(Stage::Scoring)]),
+        per_event_ns: Some((
+            Busy::ALL.map(|k| m.busy(k) as f64 / m.answered().max(1) as f64),
+            producer_cpu_ns as f64 / (m.accepted + m.rejected).max(1) as f64,
+        )),
         mean_batch: m.batch_rows.sum / m.batch_rows.count.max(1) as f64,
     };
     Ok((outcome, m))
