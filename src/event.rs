@@ -262,17 +262,23 @@ pub(crate) fn copy_checked(
     policy: NonFinitePolicy,
     dst: &mut Vec<f32>,
 ) -> Result<()> {
-    if src.len() != width {
-        return Err(Error::WidthMismatch { expected: width, got: src.len() });
-    }
-    if let Some(feature) = policy.refused(src) {
-        return Err(Error::NonFinite { feature, value: src[feature] });
-    }
+    check_row(src, width, policy)?;
     dst.clear();
     if policy.rewrites(src) {
         dst.extend(src.iter().map(|&v| policy.clean(v)));
     } else {
         dst.extend_from_slice(src);
+    }
+    Ok(())
+}
+
+/// Checks a row's width and, under `reject`, its values.
+pub(crate) fn check_row(src: &[f32], width: usize, policy: NonFinitePolicy) -> Result<()> {
+    if src.len() != width {
+        return Err(Error::WidthMismatch { expected: width, got: src.len() });
+    }
+    if let Some(feature) = policy.refused(src) {
+        return Err(Error::NonFinite { feature, value: src[feature] });
     }
     Ok(())
 }

@@ -13,16 +13,13 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use sync::{
-    Arc, ArrayQueue, AtomicBool, AtomicU8, AtomicWaker, Ordering, UnsafeCell, fence, thread,
-};
+use sync::{Arc, ArrayQueue, AtomicBool, AtomicU8, Ordering, UnsafeCell, fence, thread};
 
 /// What the slot protocol is built from: std's atomics and two well-kept crates, or, under
 /// `--cfg streamscore_loom`, loom's model-checked twins (a mutex stands in for the two crates, whose
 /// contracts it keeps), so the protocol itself can be checked exhaustively.
 #[cfg(not(streamscore_loom))]
 mod sync {
-    pub(super) use atomic_waker::AtomicWaker;
     pub(super) use crossbeam_queue::ArrayQueue;
     pub(super) use std::sync::Arc;
     pub(super) use std::sync::atomic::{AtomicBool, AtomicU8, Ordering, fence};
@@ -47,27 +44,6 @@ mod sync {
     pub(super) use loom::sync::Arc;
     pub(super) use loom::sync::atomic::{AtomicBool, AtomicU8, Ordering, fence};
     pub(super) use loom::thread;
-    use std::task::Waker;
-
-    /// `atomic_waker::AtomicWaker`'s contract: the last registered waker is woken once.
-    pub(super) struct AtomicWaker(loom::sync::Mutex<Option<Waker>>);
-
-    impl AtomicWaker {
-        pub(super) fn new() -> Self {
-            AtomicWaker(loom::sync::Mutex::new(None))
-        }
-        pub(super) fn register(&self, waker: &Waker) {
-            *self.0.lock().unwrap() = Some(waker.clone());
-        }
-        pub(super) fn wake(&self) {
-            if let Some(w) = self.take() {
-                w.wake();
-            }
-        }
-        pub(super) fn take(&self) -> Option<Waker> {
-            self.0.lock().unwrap().take()
-        }
-    }
 
     /// `crossbeam_queue::ArrayQueue`'s contract: bounded, a full push hands the value back.
     pub(super) struct ArrayQueue<T> {
@@ -90,16 +66,18 @@ mod sync {
         pub(super) fn pop(&self) -> Option<T> {
             self.items.lock().unwrap().pop()
         }
-        #[cfg(test)]
-        pub(super) fn len(&self) -> usize {
-            self.items.lock().unwrap().len()
-        }
     }
 }
 
+/// No answer, and no waker registered: only the ticket touches the waker cell.
 const EMPTY: u8 = 0;
-const READY: u8 = 1;
-const TAKEN: u8 = 2;
+/// No answer; the ticket registered a waker and lets go of the cell until it sees READY (or
+/// takes the cell back with a CAS to EMPTY, to register another).
+const WAITING: u8 = 1;
+/// Answered: the value is written; a responder that saw WAITING owns the waker cell.
+const READY: u8 = 2;
+/// The ticket took the value.
+const TAKEN: u8 = 3;
 
 /// Values up to this width are stored inline in a [`Score`] (binary, regression and small
 /// multiclass models need no allocation per answer).
@@ -221,13 +199,16 @@ pub(crate) struct Slot<T> {
     state: AtomicU8,
     holders: AtomicU8,
     value: UnsafeCell<MaybeUninit<Result<T>>>,
-    waker: AtomicWaker,
+    /// The waiting ticket's waker, owned by whoever the state says (see the constants).
+    waker: UnsafeCell<Option<Waker>>,
     pool: Arc<SlotPool<T>>,
 }
 
 // SAFETY: `value` is written only by the responder before it publishes READY (Release) and read
 // only by the ticket after it observes READY (Acquire), or by the last holder in `reset`, after
-// both holders have let go (AcqRel on `holders`). `Result<T>` is Send when `T` is.
+// both holders have let go (AcqRel on `holders`). `waker` is touched by one side at a time, as
+// the state hands it over (EMPTY: the ticket; WAITING -> READY: the responder that swapped it;
+// `reset`: the last holder). `Result<T>` and `Waker` are Send.
 unsafe impl<T: Send> Sync for Slot<T> {}
 // SAFETY: as above; moving a slot between threads moves at most one `Result<T>`, which is Send.
 unsafe impl<T: Send> Send for Slot<T> {}
@@ -240,7 +221,9 @@ impl<T> Slot<T> {
             self.value.with_mut(|v| unsafe { (*v).assume_init_drop() });
         }
         self.state.store(EMPTY, Ordering::Relaxed);
-        drop(self.waker.take());
+        // SAFETY: the last holder owns the waker cell (a ticket whose registration lost the race
+        // to READY leaves its waker here).
+        drop(self.waker.with_mut(|w| unsafe { (*w).take() }));
     }
 }
 
@@ -292,7 +275,7 @@ impl<T> SlotPool<T> {
                 state: AtomicU8::new(EMPTY),
                 holders: AtomicU8::new(0),
                 value: UnsafeCell::new(MaybeUninit::uninit()),
-                waker: AtomicWaker::new(),
+                waker: UnsafeCell::new(None),
                 pool: Arc::clone(pool),
             })
         });
@@ -333,12 +316,58 @@ impl<T> Responder<T> {
 }
 
 fn put<T>(slot: Arc<Slot<T>>, answer: Result<T>) {
+    let waiting = publish(&slot, answer);
+    wake(slot, waiting);
+}
+
+/// Writes the answer and marks it READY: a ticket that looks now takes it, but one already
+/// waiting is not woken until [`wake`]. Returns whether one was waiting.
+fn publish<T>(slot: &Slot<T>, answer: Result<T>) -> bool {
     // SAFETY: the responder is the only writer and writes once; the ticket reads only after
     // observing READY below.
     slot.value.with_mut(|v| unsafe { (*v).write(answer) });
-    slot.state.store(READY, Ordering::Release);
-    slot.waker.wake();
+    slot.state.swap(READY, Ordering::AcqRel) == WAITING
+}
+
+/// Wakes the ticket if it was `waiting` when the answer was published, and lets go of the
+/// responder's share.
+fn wake<T>(slot: Arc<Slot<T>>, waiting: bool) {
+    if waiting {
+        // SAFETY: our swap took WAITING to READY: the ticket registered this waker before it set
+        // WAITING (Release, paired with our AcqRel swap) and no longer touches the cell.
+        let waker = slot.waker.with_mut(|w| unsafe { (*w).take() });
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
     release(slot);
+}
+
+impl<T> Responder<T> {
+    /// Writes the answer without waking a waiting ticket yet: a batch's answers are all
+    /// published first and their waiters woken after, so a caller that catches up with the
+    /// answers mid-batch parks once per batch, not once per event (each wake-up is a system
+    /// call on the answering thread). Dropping the [`Published`] wakes.
+    pub(crate) fn publish(mut self, answer: Result<T>) -> Published<T> {
+        let slot = self.slot.take().map(|slot| {
+            let waiting = publish(&slot, answer);
+            (slot, waiting)
+        });
+        Published { slot }
+    }
+}
+
+/// An answer written but its waiter not yet woken ([`Responder::publish`]).
+pub(crate) struct Published<T = Score> {
+    slot: Option<(Arc<Slot<T>>, bool)>,
+}
+
+impl<T> Drop for Published<T> {
+    fn drop(&mut self) {
+        if let Some((slot, waiting)) = self.slot.take() {
+            wake(slot, waiting);
+        }
+    }
 }
 
 impl<T> Drop for Responder<T> {
@@ -408,6 +437,19 @@ impl<T> Ticket<T> {
     }
 
     fn wait_with(&mut self, waker: &Waker) -> Result<T> {
+        // An answer due within microseconds (the rest of a batch being written) is cheaper to
+        // spin for, then to yield for, than to park for: parking costs both threads a system
+        // call. Bounded (crossbeam's backoff: a few µs), then park.
+        #[cfg(not(streamscore_loom))]
+        {
+            let backoff = crossbeam_utils::Backoff::new();
+            while !backoff.is_completed() {
+                if self.is_ready() {
+                    return self.take();
+                }
+                backoff.snooze();
+            }
+        }
         loop {
             if let Poll::Ready(answer) = self.poll_with(waker) {
                 return answer;
@@ -433,15 +475,33 @@ impl<T> Ticket<T> {
             // Polled again after completion.
             return Poll::Ready(Err(Error::Closed));
         };
-        if slot.state.load(Ordering::Acquire) == READY {
-            return Poll::Ready(self.take());
+        match slot.state.load(Ordering::Acquire) {
+            READY => return Poll::Ready(self.take()),
+            // Registered before: take the cell back to register this waker (a task may move
+            // between executor threads); losing the race means the answer is there.
+            WAITING
+                if slot
+                    .state
+                    .compare_exchange(WAITING, EMPTY, Ordering::Acquire, Ordering::Acquire)
+                    .is_err() =>
+            {
+                return Poll::Ready(self.take());
+            }
+            _ => {}
         }
-        slot.waker.register(waker);
-        // The responder may have published between the check and the registration.
-        if slot.state.load(Ordering::Acquire) == READY {
-            return Poll::Ready(self.take());
+        // SAFETY: the state is EMPTY and only this ticket moves it on from EMPTY to WAITING:
+        // the cell is ours until the CAS below publishes it.
+        slot.waker.with_mut(|w| unsafe {
+            match &mut *w {
+                Some(old) if old.will_wake(waker) => {}
+                cell => *cell = Some(waker.clone()),
+            }
+        });
+        match slot.state.compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Poll::Pending,
+            // Published meanwhile (READY): the waker stays in the cell for `reset`.
+            Err(_) => Poll::Ready(self.take()),
         }
-        Poll::Pending
     }
 }
 
@@ -559,6 +619,76 @@ mod loom_tests {
             // Not joined, as above (loom #249).
             thread::spawn(move || drop(responder));
             assert!(matches!(ticket.wait(), Err(Error::Backend { .. })));
+            pool.close();
+        });
+    }
+
+    /// A waker that counts its wake-ups (std's Arc: the `Wake` trait wants it).
+    struct Count(loom::sync::atomic::AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An async task polled twice, with a different waker each time (it moved between
+    /// executor threads), while the answer is published: it gets the answer, and a waker is
+    /// woken whenever one was registered when the answer came.
+    #[test]
+    fn loom_a_repoll_with_another_waker_is_not_lost() {
+        loom::model(|| {
+            let pool = SlotPool::new(1);
+            let (mut ticket, responder) = SlotPool::pair(&pool);
+            let h = thread::spawn(move || responder.send(Ok(score(4.0))));
+            let (a, b) = (
+                std::sync::Arc::new(Count(loom::sync::atomic::AtomicUsize::new(0))),
+                std::sync::Arc::new(Count(loom::sync::atomic::AtomicUsize::new(0))),
+            );
+            let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+            let mut answer = match ticket.poll_with(&wa) {
+                Poll::Ready(x) => Some(x),
+                Poll::Pending => None,
+            };
+            if answer.is_none() {
+                answer = match ticket.poll_with(&wb) {
+                    Poll::Ready(x) => Some(x),
+                    Poll::Pending => None,
+                };
+            }
+            h.join().unwrap();
+            let answer = answer.or_else(|| {
+                // Still pending after both polls: the answer came after the second
+                // registration, so the second waker was woken and a poll now finds it.
+                assert_eq!(b.0.load(Ordering::SeqCst), 1, "the registered waker is woken");
+                match ticket.poll_with(&wb) {
+                    Poll::Ready(x) => Some(x),
+                    Poll::Pending => None,
+                }
+            });
+            assert_eq!(answer.unwrap().unwrap().value(), 4.0);
+            assert!(a.0.load(Ordering::SeqCst) + b.0.load(Ordering::SeqCst) <= 1, "woken once");
+            drop(ticket);
+            pool.close();
+        });
+    }
+
+    /// A batch's answers published first and woken after: a ticket waiting on either is woken
+    /// once, after its answer is there.
+    #[test]
+    fn loom_published_answers_wake_after_the_batch() {
+        loom::model(|| {
+            let pool = SlotPool::new(2);
+            let (t1, r1) = SlotPool::pair(&pool);
+            let (t2, r2) = SlotPool::pair(&pool);
+            // Not joined, as above (loom #249).
+            thread::spawn(move || {
+                let p1 = r1.publish(Ok(score(1.0)));
+                let p2 = r2.publish(Ok(score(2.0)));
+                drop((p1, p2));
+            });
+            assert_eq!(t2.wait().unwrap().value(), 2.0);
+            assert_eq!(t1.wait().unwrap().value(), 1.0);
             pool.close();
         });
     }

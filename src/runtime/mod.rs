@@ -21,14 +21,14 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventBatch, Schema, Values, copy_checked};
+use crate::event::{Event, EventBatch, Schema, Values, check_row, copy_checked};
 use crate::ingest::Rejected;
 use crate::ingest::reply::{Score, Scores, Ticket};
 use crate::metrics::MetricsSnapshot;
 pub use builder::RuntimeBuilder;
 use config::RuntimeConfig;
 pub(crate) use pipeline::{Flow, Job, Pipeline, Shared};
-use rows::{Row, RowFlow, Rows, Set};
+use rows::{INLINE_ROW, Row, RowFlow, RowValues, Rows, Set};
 
 /// The embedded scorer. Share it across threads by reference or in an `Arc`; every method
 /// takes `&self`.
@@ -341,13 +341,23 @@ impl Runtime {
                 }
             }
         }
-        let mut values = flow.rows.pop().unwrap_or_default();
-        if let Err(e) =
-            copy_checked(event.values(), flow.width, self.config().non_finite, &mut values)
-        {
-            flow.recycle_row(values);
-            return Err(e);
-        }
+        let policy = self.config().non_finite;
+        let values = if flow.width <= INLINE_ROW {
+            let src = event.values();
+            let mut row = [0.0; INLINE_ROW];
+            check_row(src, flow.width, policy)?;
+            for (d, &v) in row.iter_mut().zip(src) {
+                *d = policy.clean(v);
+            }
+            RowValues::Inline(row)
+        } else {
+            let mut values = flow.rows.pop().unwrap_or_default();
+            if let Err(e) = copy_checked(event.values(), flow.width, policy, &mut values) {
+                flow.recycle_row(values);
+                return Err(e);
+            }
+            RowValues::Pooled(values)
+        };
         let (key, time_ms) = (event.key.unwrap_or(0), event.timestamp_ms.unwrap_or(0));
         Ok(Rows::One(Row { values, key, time_ms }))
     }

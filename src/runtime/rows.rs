@@ -12,13 +12,24 @@ use super::pipeline::{Flow, Job, Reply, Shared};
 use crate::backend::{Backend, Output};
 use crate::batch::Batch;
 use crate::error::Error;
-use crate::ingest::reply::{Pool, Responder, Score, Scores, SlotPool, Ticket, Timing};
+use crate::ingest::reply::{Pool, Published, Responder, Score, Scores, SlotPool, Ticket, Timing};
 use crate::metrics::{Busy, Stage};
+
+/// Rows up to this width travel inside their queued job: no buffer to take from a pool and
+/// give back, and no cache line of their own to move between threads.
+pub(crate) const INLINE_ROW: usize = 16;
+
+/// A row's values: inline up to [`INLINE_ROW`], else in a pooled buffer.
+pub(crate) enum RowValues {
+    Inline([f32; INLINE_ROW]),
+    /// A buffer recycled through `RowFlow::rows`.
+    Pooled(Vec<f32>),
+}
 
 /// A validated row and what the feature stage needs of its event.
 pub(crate) struct Row {
-    /// `width` values, in a buffer recycled through `RowFlow::rows`.
-    pub values: Vec<f32>,
+    /// `width` values.
+    pub values: RowValues,
     /// Key and event time (ms), for the feature stage (0 when the runtime has none).
     pub key: u64,
     pub time_ms: i64,
@@ -122,7 +133,8 @@ impl RowFlow {
             output: config.output,
             model_version: config.model_version.unwrap_or(0),
             features: features.map(Mutex::new),
-            rows: ArrayQueue::new(in_flight),
+            // Narrow rows travel inline: no buffers to pool.
+            rows: ArrayQueue::new(if width <= INLINE_ROW { 1 } else { in_flight }),
             sets: ArrayQueue::new(SPARE_SETS),
             slots: SlotPool::new(in_flight),
             set_slots: SlotPool::new(SPARE_SETS),
@@ -184,6 +196,8 @@ pub(crate) struct RowScorer {
     recorder: usize,
     out: Vec<f32>,
     keep: Vec<bool>,
+    /// A batch's answers, published and woken once all are written.
+    published: Vec<Published<Score>>,
 }
 
 impl Flow for RowFlow {
@@ -195,7 +209,8 @@ impl Flow for RowFlow {
 
     fn recycle(&self, payload: Rows) {
         match payload {
-            Rows::One(row) => self.recycle_row(row.values),
+            Rows::One(Row { values: RowValues::Pooled(v), .. }) => self.recycle_row(v),
+            Rows::One(_) => {}
             Rows::Many(set) => self.recycle_set(set),
         }
     }
@@ -224,11 +239,17 @@ impl Flow for RowFlow {
             match &mut job.payload {
                 Rows::One(row) => {
                     // Every row was checked to be `width` long when it was accepted.
-                    for (f, &v) in row.values.iter().enumerate() {
+                    let values = match &mut row.values {
+                        RowValues::Inline(v) => &v[..width],
+                        RowValues::Pooled(v) => &v[..],
+                    };
+                    for (f, &v) in values.iter().enumerate() {
                         columns[f * n + r] = v;
                     }
                     r += 1;
-                    self.recycle_row(std::mem::take(&mut row.values));
+                    if let RowValues::Pooled(v) = &mut row.values {
+                        self.recycle_row(std::mem::take(v));
+                    }
                 }
                 Rows::Many(set) => {
                     for i in set.live_rows() {
@@ -260,7 +281,7 @@ impl Flow for RowFlow {
     }
 
     fn scorer(&self, recorder: usize) -> RowScorer {
-        RowScorer { recorder, out: Vec::new(), keep: Vec::new() }
+        RowScorer { recorder, out: Vec::new(), keep: Vec::new(), published: Vec::new() }
     }
 
     fn score(&self, sh: &Shared<Self>, scorer: &mut RowScorer, work: RowWork) {
@@ -309,7 +330,8 @@ impl Flow for RowFlow {
                             match (job.payload, job.reply) {
                                 (Rows::One(_), RowReply::One(reply)) => {
                                     let values = &out[at * ow..(at + 1) * ow];
-                                    reply.send(Ok(Score::new(values, self.model_version, timing)));
+                                    let score = Score::new(values, self.model_version, timing);
+                                    scorer.published.push(reply.publish(Ok(score)));
                                     at += 1;
                                 }
                                 (Rows::Many(set), RowReply::Many(reply)) => {
@@ -326,6 +348,8 @@ impl Flow for RowFlow {
                                 }
                             }
                         }
+                        // Wake the waiters now that every answer is written.
+                        scorer.published.clear();
                         counters.scored.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
