@@ -6,7 +6,10 @@
 //! Events go through one pipeline ([`Runtime`]): a bounded lock-free queue, a deadline
 //! micro-batcher, optional streaming features, and a backend chosen by a [`BackendSpec`] (the
 //! fast CPU scorer by default; the GPU, ONNX Runtime or the scalar [`Reference`] on request).
-//! Every accepted event gets exactly one answer. Model files are parsed into one validated
+//! Every accepted event gets exactly one answer. Events are submitted one at a time
+//! ([`Runtime::try_submit`], [`Runtime::score`], [`Runtime::submit`]) or in sets with one ticket
+//! and one answer per event ([`Runtime::try_submit_many`] with an [`EventBatch`], answered with
+//! [`Scores`]). Model files are parsed into one validated
 //! [`Forest`] (or an ONNX model), and every backend is tested against the reference scorer,
 //! which reproduces the training library's predictions.
 //!
