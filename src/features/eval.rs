@@ -3,6 +3,8 @@
 //! once per event however many columns read them, and only the parts some column reads (the
 //! extremes, the squared deviations) are computed at all.
 
+use std::collections::HashMap;
+
 use super::spec::{Agg, Op, Spec};
 use super::state::KeyState;
 
@@ -54,33 +56,33 @@ pub(crate) struct Plan {
 impl Plan {
     pub fn new(spec: &Spec) -> Plan {
         let mut plan = Plan::default();
-        let window = |plan: &mut Plan, ms: i64, tumbling: bool| -> usize {
-            plan.windows.iter().position(|&w| w == (ms, tumbling)).unwrap_or_else(|| {
+        // Hashed lookups: a spec of 100,000 features must not cost 10^10 comparisons.
+        let mut windows: HashMap<(i64, bool), usize> = HashMap::new();
+        let mut stats: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut window = |plan: &mut Plan, ms: i64, tumbling: bool| -> usize {
+            *windows.entry((ms, tumbling)).or_insert_with(|| {
                 plan.windows.push((ms, tumbling));
                 plan.windows.len() - 1
             })
         };
-        let stat = |plan: &mut Plan, slot: usize, window: usize, skip: bool, agg: Agg| -> usize {
-            let i = plan
-                .stats
-                .iter()
-                .position(|s| (s.slot, s.window) == (slot, window))
-                .unwrap_or_else(|| {
+        let mut stat =
+            |plan: &mut Plan, slot: usize, window: usize, skip: bool, agg: Agg| -> usize {
+                let i = *stats.entry((slot, window)).or_insert_with(|| {
                     plan.stats.push(StatPlan { slot, window, ..Default::default() });
                     plan.stats.len() - 1
                 });
-            let s = &mut plan.stats[i];
-            let std = matches!(agg, Agg::Std);
-            if skip {
-                s.skip = true;
-                s.m2_skip |= std;
-            } else {
-                s.full = true;
-                s.m2_full |= std;
-                s.minmax |= matches!(agg, Agg::Min | Agg::Max);
-            }
-            i
-        };
+                let s = &mut plan.stats[i];
+                let std = matches!(agg, Agg::Std);
+                if skip {
+                    s.skip = true;
+                    s.m2_skip |= std;
+                } else {
+                    s.full = true;
+                    s.m2_full |= std;
+                    s.minmax |= matches!(agg, Agg::Min | Agg::Max);
+                }
+                i
+            };
         for (c, op) in spec.ops.iter().enumerate() {
             let col = match *op {
                 Op::Window { agg, slot, window_ms, tumbling } => {

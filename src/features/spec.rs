@@ -359,8 +359,9 @@ impl Spec {
         if file.features.is_empty() {
             return Err(bad("no [[feature]]".into()));
         }
+        let mut slot_of = vec![usize::MAX; spec.fields.len()];
         for def in &file.features {
-            spec.add(def, &index)?;
+            spec.add(def, &index, &mut slot_of)?;
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = spec.names.iter().find(|n| !seen.insert(n.as_str())) {
@@ -379,17 +380,22 @@ impl Spec {
         })
     }
 
-    fn slot(&mut self, field: usize) -> usize {
-        match self.slots.iter().position(|&f| f == field) {
-            Some(s) => s,
-            None => {
-                self.slots.push(field);
-                self.slots.len() - 1
-            }
+    /// The windowed slot of raw field `field` (`slot_of[field]`, `usize::MAX` until it has
+    /// one: a lookup, not a scan, so a spec of 100,000 fields parses in linear time).
+    fn slot(&mut self, field: usize, slot_of: &mut [usize]) -> usize {
+        if slot_of[field] == usize::MAX {
+            self.slots.push(field);
+            slot_of[field] = self.slots.len() - 1;
         }
+        slot_of[field]
     }
 
-    fn add(&mut self, d: &FeatureDef, index: &HashMap<&str, usize>) -> Result<()> {
+    fn add(
+        &mut self,
+        d: &FeatureDef,
+        index: &HashMap<&str, usize>,
+        slot_of: &mut [usize],
+    ) -> Result<()> {
         let name = &d.name;
         let field = |f: &Option<String>, what: &str| -> Result<usize> {
             let f = f
@@ -492,7 +498,11 @@ impl Spec {
                     "last" => Agg::Last,
                     _ => Agg::Distinct,
                 };
-                let slot = if agg == Agg::Count { 0 } else { self.slot(field(&d.field, "field")?) };
+                let slot = if agg == Agg::Count {
+                    0
+                } else {
+                    self.slot(field(&d.field, "field")?, slot_of)
+                };
                 let window_ms = window(d)?;
                 // A tumbling window starts at most its length before the event, as a sliding
                 // one does: both need `window_ms` of history.
@@ -505,12 +515,12 @@ impl Spec {
                     .as_deref()
                     .ok_or_else(|| bad(format!("feature `{name}` needs `half_life`")))?;
                 let half_life_ms = parse_duration(half)?.max(1);
-                let slot = self.slot(field(&d.field, "field")?);
+                let slot = self.slot(field(&d.field, "field")?, slot_of);
                 self.n_ewma += 1;
                 Op::Ewma { slot, half_life_ms, state: self.n_ewma - 1 }
             }
             "zscore" | "ratio_to_mean" => {
-                let slot = self.slot(field(&d.field, "field")?);
+                let slot = self.slot(field(&d.field, "field")?, slot_of);
                 let window_ms = window(d)?;
                 self.retention_ms = self.retention_ms.max(window_ms);
                 if d.op == "zscore" {
