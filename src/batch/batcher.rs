@@ -113,6 +113,17 @@ impl<T: Queued> Batcher<T> {
     /// Moves the batch into `batch` and the items that can no longer meet their deadline into
     /// `expired`, in acceptance order within each, and starts a new batch.
     pub fn take(&mut self, now: Instant, batch: &mut Vec<T>, expired: &mut Vec<T>) {
+        let doomed = self.earliest_deadline.is_some_and(|d| d < now + self.scoring_estimate);
+        if !doomed && batch.is_empty() {
+            // Nothing to expire (the usual case): hand the whole batch over without moving
+            // its items one by one.
+            std::mem::swap(&mut self.items, batch);
+            self.items.reserve(self.max_batch);
+            self.rows = 0;
+            self.oldest = None;
+            self.earliest_deadline = None;
+            return;
+        }
         for item in self.items.drain(..) {
             if item.deadline().is_some_and(|d| d < now + self.scoring_estimate) {
                 expired.push(item);

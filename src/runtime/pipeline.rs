@@ -222,6 +222,7 @@ impl<F: Flow> Pipeline<F> {
     /// Opens a submission: marks the producer as inside one (the batcher drains until it
     /// leaves, so shutdown cannot strand the job), refuses a closed pipeline, and pairs a reply
     /// slot (`pair`: the caller's end and the runtime's) with the job for `payload`.
+    #[inline]
     fn open<T>(
         &self,
         payload: F::Payload,
@@ -241,6 +242,7 @@ impl<F: Flow> Pipeline<F> {
     /// Queues a validated payload without blocking. A full queue (under the `block` and
     /// `reject` policies) or a closed pipeline hands it back with the reason; refusals are
     /// not counted here (see [`Pipeline::rejected`]).
+    #[inline]
     pub(crate) fn offer<T>(
         &self,
         payload: F::Payload,
