@@ -537,3 +537,18 @@ fn a_tree_model_is_not_a_frame_model() {
     assert!(e.to_string().contains("must be an ONNX file"), "{e}");
     assert!(!e.to_string().contains("wire"), "{e}");
 }
+
+/// A runtime configuration beyond its limits is refused before anything is sized from it (the
+/// frame runtime once multiplied `max_batch` by the worker count to size its reply pool first,
+/// which overflowed).
+#[test]
+fn an_oversized_frame_runtime_config_is_refused() {
+    use streamscore::frames::FrameRuntime;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/frames");
+    let config = FrameConfig::from_path(dir.join("config.toml")).unwrap();
+    let scorer = FrameScorer::new(config, None, 1).unwrap();
+    let runtime =
+        streamscore::RuntimeConfig::default().with_max_batch(usize::MAX).with_workers(usize::MAX);
+    let e = FrameRuntime::new(scorer, runtime).unwrap_err();
+    assert!(matches!(e, streamscore::Error::Config(_)), "{e}");
+}

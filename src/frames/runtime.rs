@@ -190,6 +190,8 @@ impl FrameRuntime {
     /// Starts the pipeline: a batch is flushed at `config.max_batch` frames or when its oldest
     /// frame has waited `config.max_delay`.
     pub fn new(scorer: FrameScorer, config: RuntimeConfig) -> Result<Self> {
+        // Sizes below come from the config: check it before allocating for them.
+        config.validate()?;
         // Enough idle reply slots for a full queue plus the batches in flight.
         let in_flight = config.queue_capacity.get().min(1 << 20)
             + config.max_batch.get() * (config.workers.get() + 2);
