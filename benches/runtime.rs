@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use streamscore::batch::batcher::{Batcher, Queued};
 use streamscore::io::synthetic_rows;
-use streamscore::{Backend, Event, Output, Reference, Runtime, RuntimeConfig, load_forest};
+use streamscore::{
+    Backend, Event, EventBatch, Output, Reference, Runtime, RuntimeConfig, load_forest,
+};
 
 const N: usize = 256;
 
@@ -113,6 +115,9 @@ fn end_to_end(c: &mut Criterion) {
                     black_box(t.wait().unwrap());
                 }
             })
+        });
+        group.bench_function(BenchmarkId::new("stream_set", name), |b| {
+            b.iter(|| black_box(rt.score_many(EventBatch::rows(&row_major)).unwrap()))
         });
     }
     group.finish();
