@@ -1,5 +1,6 @@
 //! The soak test (not in CI): mixed traffic for a long time, with random deadlines, every
-//! overload policy, blocking, non-blocking and async submission, dropped tickets, and runtimes
+//! overload policy, blocking, non-blocking and async submission, sets of events, dropped
+//! tickets, and runtimes
 //! shut down under load and started again. Each minute it prints resident memory and the
 //! counts; it fails (exit 1) if an accepted event is not answered exactly once, or if resident
 //! memory after the warm-up grows by more than 10%.
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use streamscore::{Error, Event, Overload, Runtime, RuntimeConfig};
+use streamscore::{Error, Event, EventBatch, Overload, Runtime, RuntimeConfig};
 
 /// A small xorshift generator: the soak is reproducible from its seed.
 struct Rng(u64);
@@ -42,6 +43,22 @@ struct Seen {
     dropped: AtomicU64,
 }
 
+/// Counts a set's answers: each scored event, each refused one, or all `n` when the set as a
+/// whole failed after it was accepted (expired, shed); nothing for a set refused at submission.
+fn note_set(seen: &Seen, n: usize, answer: &Result<streamscore::Scores, Error>) {
+    match answer {
+        Ok(scores) => {
+            let failed = scores.errors().len() as u64;
+            seen.scored.fetch_add(scores.len() as u64 - failed, Ordering::Relaxed);
+            seen.failed.fetch_add(failed, Ordering::Relaxed);
+        }
+        Err(Error::QueueFull | Error::Closed) => {}
+        Err(_) => {
+            seen.failed.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One runtime's life: a random config, three producers for `life`, then a shutdown under load.
 /// Returns (accepted, answered as the runtime counts them).
 fn one_life(
@@ -65,7 +82,8 @@ fn one_life(
             let mut rng = Rng(rng.next() | 1);
             std::thread::spawn(move || {
                 let tokio = tokio::runtime::Builder::new_current_thread().build().expect("tokio");
-                let mut tickets = Vec::new();
+                let (mut tickets, mut sets) = (Vec::new(), Vec::new());
+                let rows = vec![(rng.below(100) as f32 - 50.0) / 10.0; 8 * 64];
                 while Instant::now() < stop {
                     let mut event = Event::new(vec![(rng.below(100) as f32 - 50.0) / 10.0; 8]);
                     if rng.below(4) == 0 {
@@ -78,6 +96,20 @@ fn one_life(
                         Err(_) => seen.failed.fetch_add(1, Ordering::Relaxed),
                     };
                     match (p, rng.below(10)) {
+                        (2, 0) => {
+                            // A set of 1 to 64 events, blocking or queued.
+                            let n = 1 + rng.below(64) as usize;
+                            let mut set = EventBatch::rows(&rows[..n * 8]);
+                            if rng.below(4) == 0 {
+                                let timeout = Duration::from_micros(rng.below(3_000));
+                                set = set.with_deadline(Instant::now() + timeout);
+                            }
+                            if rng.below(2) == 0 {
+                                note_set(&seen, n, &rt.score_many(set));
+                            } else if let Ok(t) = rt.try_submit_many(set) {
+                                sets.push((n, t));
+                            }
+                        }
                         (0, 0) => {
                             note(&rt.score(event));
                         }
@@ -100,8 +132,13 @@ fn one_life(
                             note(&t.wait());
                         }
                     }
+                    if sets.len() >= 16 {
+                        for (n, t) in sets.drain(..) {
+                            note_set(&seen, n, &t.wait());
+                        }
+                    }
                 }
-                tickets
+                (tickets, sets)
             })
         })
         .collect();
@@ -109,13 +146,17 @@ fn one_life(
     std::thread::sleep(life.mul_f64(0.9));
     rt.shutdown();
     for h in producers {
-        for t in h.join().expect("producer") {
+        let (tickets, sets) = h.join().expect("producer");
+        for t in tickets {
             let answer = t.wait();
             if answer.is_ok() {
                 seen.scored.fetch_add(1, Ordering::Relaxed);
             } else {
                 seen.failed.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        for (n, t) in sets {
+            note_set(seen, n, &t.wait());
         }
     }
     let m = rt.metrics();
