@@ -3,7 +3,7 @@
 //! tickets, and runtimes
 //! shut down under load and started again. Each minute it prints resident memory and the
 //! counts; it fails (exit 1) if an accepted event is not answered exactly once, or if resident
-//! memory after the warm-up grows by more than 10%.
+//! memory after the warm-up (the first quarter of the run) grows by more than 10%.
 //!
 //! `cargo run --release --example soak -- [MINUTES, default 60]`
 
@@ -205,8 +205,13 @@ fn main() -> Result<(), Error> {
         eprintln!("the producers saw {seen_total} answers for {accepted} accepted events");
         std::process::exit(1);
     }
-    // After the warm-up (the first two samples), memory stays flat.
-    if let (Some(&base), Some(&last)) = (samples.get(2), samples.last())
+    // After the warm-up, memory stays flat. The warm-up is the first quarter of the run (at
+    // least two samples): resident memory follows the largest random configuration drawn so
+    // far (queue capacity, batch size, workers), which takes minutes to saturate; the first
+    // hour-long run rose from 6.0 to 7.2 MiB over its first 6 minutes and then stayed within
+    // 7.2-7.3 MiB for 54, which a two-sample warm-up misread as growth. A leak grows on.
+    let warm = (samples.len() / 4).max(2);
+    if let (Some(&base), Some(&last)) = (samples.get(warm), samples.last())
         && last > base * 1.10
     {
         eprintln!("resident memory grew from {base:.1} to {last:.1} MiB after the warm-up");
