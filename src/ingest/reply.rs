@@ -79,6 +79,10 @@ const READY: u8 = 2;
 /// The ticket took the value.
 const TAKEN: u8 = 3;
 
+/// Rounds of exponentially longer spinning (1, 2, 4 ... 64 hints) before a ticket parks.
+#[cfg(not(streamscore_loom))]
+const SPIN_STEPS: u32 = 7;
+
 /// Values up to this width are stored inline in a [`Score`] (binary, regression and small
 /// multiclass models need no allocation per answer).
 const INLINE: usize = 4;
@@ -438,16 +442,17 @@ impl<T> Ticket<T> {
 
     fn wait_with(&mut self, waker: &Waker) -> Result<T> {
         // An answer due within microseconds (the rest of a batch being written) is cheaper to
-        // spin for, then to yield for, than to park for: parking costs both threads a system
-        // call. Bounded (crossbeam's backoff: a few µs), then park.
+        // spin for than to park for: parking costs both threads a system call. Bounded (127
+        // spin hints, a few µs), then park. Never `yield_now`: on a machine with other busy
+        // processes a yield can hand the core away for a whole time slice (milliseconds),
+        // where a parked thread is woken the moment its answer is written.
         #[cfg(not(streamscore_loom))]
-        {
-            let backoff = crossbeam_utils::Backoff::new();
-            while !backoff.is_completed() {
-                if self.is_ready() {
-                    return self.take();
-                }
-                backoff.snooze();
+        for step in 0..SPIN_STEPS {
+            if self.is_ready() {
+                return self.take();
+            }
+            for _ in 0..1u32 << step {
+                std::hint::spin_loop();
             }
         }
         loop {
