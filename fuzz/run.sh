@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets (libFuzzer + ASan, on the stable toolchain through RUSTC_BOOTSTRAP)
-# and runs each for SECONDS (default 60), from a seed corpus made of the repository's own
-# golden files and specs (made on first use; what libFuzzer adds is kept in fuzz/corpus/).
+# and runs each for SECONDS (default 60), from fuzz/corpus/TARGET: the committed corpus (the
+# smallest files of a minimized corpus, up to 1 MiB per target) plus the repository's own
+# golden files and specs as seeds (copied in when missing). What libFuzzer adds stays there;
+# `git status` shows it (commit only a minimized, size-capped set: see README).
 #   fuzz/run.sh [SECONDS] [TARGET ...]
 # Needs `cargo install cargo-fuzz`. An ASan build takes about 11 minutes on one core. A crash
 # leaves its input in fuzz/artifacts/TARGET/: make it a regression test in tests/.
@@ -14,9 +16,11 @@ targets=("$@")
 seed() {
   local dir=corpus/$1; shift
   mkdir -p "$dir"
-  if [ -z "$(ls -A "$dir")" ]; then
-    for f in "$@"; do cp "$f" "$dir/$(echo "$f" | tr '/' '_')"; done
-  fi
+  for f in "$@"; do
+    local to
+    to="$dir/$(echo "$f" | tr '/' '_')"
+    [ -e "$to" ] || cp "$f" "$to"
+  done
 }
 seed model_text ../models/golden/*/model.txt ../models/golden/*/model.json
 seed onnx ../models/onnx/*/model.onnx

@@ -42,6 +42,9 @@ pub(crate) struct Bitvector {
     cat: Vec<u32>,
     rule: CategoryRule,
     pub n_trees: usize,
+    /// Trees of each output group, in tree order (summing group by group then costs one pass
+    /// over the trees, not one per group: 65,536 classes made it 2^32 steps per 16 rows).
+    pub group_trees: Vec<Vec<u32>>,
 }
 
 impl Bitvector {
@@ -130,6 +133,13 @@ impl Bitvector {
             cat,
             rule: fast.rule,
             n_trees: forest.trees.len(),
+            group_trees: {
+                let mut by_group = vec![Vec::new(); forest.n_groups];
+                for (t, &g) in fast.groups.iter().enumerate().take(forest.trees.len()) {
+                    by_group[g as usize].push(t as u32);
+                }
+                by_group
+            },
         };
         for (mut splits, nans) in numeric.into_iter().zip(nan) {
             // Stable: equal thresholds keep tree order (any order gives the same ANDs).

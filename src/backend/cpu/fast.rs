@@ -327,7 +327,7 @@ impl Cpu {
                 let mut sums = [S::from_f64(0.0); ROWS];
                 for g in 0..groups {
                     sums[..n].fill(S::from_f64(fast.base_margin[g]));
-                    for t in (0..fast.n_trees).filter(|&t| fast.groups[t] as usize == g) {
+                    for t in bv.group_trees[g].iter().map(|&t| t as usize) {
                         let lanes = &state[t * ROWS..t * ROWS + n];
                         let values = &bv.leaf_values[t * 64..t * 64 + 64];
                         for (sum, &bits) in sums.iter_mut().zip(lanes) {
