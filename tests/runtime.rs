@@ -720,7 +720,7 @@ impl Backend for RowSum {
 /// intact, one at a time and in sets, with the buffers reused many times over.
 #[test]
 fn wide_and_narrow_rows_reach_the_backend_intact() {
-    for width in [1, 16, 17, 300] {
+    for width in [1, 8, 9, 300] {
         let schema = Schema::new((0..width).map(|i| format!("f{i}")));
         let rt = Runtime::builder()
             .backend(Arc::new(RowSum(width)))
