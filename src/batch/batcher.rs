@@ -58,11 +58,6 @@ impl<T: Queued> Batcher<T> {
         self.items.is_empty()
     }
 
-    /// Rows waiting (more than [`len`](Self::len) when sets of events wait).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// True when the batch holds `max_batch` rows or more: flush before admitting more. (An
     /// admitted set can take a batch past `max_batch`: sets are never split.)
     pub fn is_full(&self) -> bool {

@@ -72,7 +72,6 @@ pub(crate) struct FrameWork {
 
 impl Flow for FrameFlow {
     type Payload = OwnedFrame;
-    type Answer = FrameScore;
     type Reply = Responder<FrameScore>;
     type Work = FrameWork;
     type Scorer = usize;

@@ -36,8 +36,6 @@ const DRAIN_ROUND: usize = 4096;
 pub(crate) trait Flow: Send + Sync + Sized + 'static {
     /// What a producer hands over, validated (a row in a pooled buffer; a frame).
     type Payload: Send + 'static;
-    /// What each accepted item is answered with, when it is not an error.
-    type Answer: Send + 'static;
     /// The runtime's end of an accepted item's reply slot.
     type Reply: Reply;
     /// A prepared batch on its way to a scorer, owning its jobs.

@@ -204,7 +204,6 @@ pub(crate) struct RowScorer {
 
 impl Flow for RowFlow {
     type Payload = Rows;
-    type Answer = Score;
     type Reply = RowReply;
     type Work = RowWork;
     type Scorer = RowScorer;
@@ -439,25 +438,22 @@ fn features(
     }
     // Answer the refused single events, and the sets with nothing left to score.
     let mut kept_jobs = Vec::with_capacity(jobs.len());
-    for (job, failure) in jobs.drain(..).zip(failed) {
+    for (mut job, failure) in jobs.drain(..).zip(failed) {
         if let Some(e) = failure {
             sh.fail(job, e, &counters.errors);
             continue;
         }
-        let Job { payload, reply, deadline, accepted, popped } = job;
-        match (payload, reply) {
-            (Rows::Many(mut set), RowReply::Many(reply)) => {
-                set.errors.sort_unstable_by_key(|(r, _)| *r);
-                if set.live() == 0 {
-                    let timing = Timing { total: accepted.elapsed(), ..Timing::default() };
-                    reply.send(Ok(sh.flow.answers(set, &[], timing)));
-                    continue;
-                }
-                let payload = Rows::Many(set);
-                let reply = RowReply::Many(reply);
-                kept_jobs.push(Job { payload, reply, deadline, accepted, popped });
-            }
-            (payload, reply) => kept_jobs.push(Job { payload, reply, deadline, accepted, popped }),
+        if let Rows::Many(set) = &mut job.payload {
+            set.errors.sort_unstable_by_key(|(r, _)| *r);
+        }
+        if RowFlow::events(&job.payload) > 0 {
+            kept_jobs.push(job);
+            continue;
+        }
+        // Only a set can be left with no event to score: answered here, with its refusals.
+        let timing = Timing { total: job.accepted.elapsed(), ..Timing::default() };
+        if let (Rows::Many(set), RowReply::Many(reply)) = (job.payload, job.reply) {
+            reply.send(Ok(sh.flow.answers(set, &[], timing)));
         }
     }
     *jobs = kept_jobs;
