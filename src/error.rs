@@ -315,6 +315,18 @@ pub enum Error {
         /// The key's latest event time.
         watermark_ms: i64,
     },
+    /// A model swap would change the runtime's schema (input names, output width) and the
+    /// caller did not say the change is intended; the serving version is unchanged.
+    #[error("model version {version} changes the schema ({change}); the serving version stays")]
+    SchemaChange {
+        /// The refused version.
+        version: u64,
+        /// What differs.
+        change: String,
+    },
+    /// No kept model version has this number (it was never loaded, or has been retired).
+    #[error("no kept model version {0}")]
+    UnknownVersion(u64),
     /// The backend failed on the batch this event was in.
     #[error("backend `{backend}` failed: {message}")]
     Backend {

@@ -13,6 +13,11 @@
 //! [`Forest`] (or an ONNX model), and every backend is tested against the reference scorer,
 //! which reproduces the training library's predictions.
 //!
+//! A running runtime's model is replaced while events flow ([`Runtime::swap`] with a
+//! [`ModelUpdate`], [`Runtime::rollback`], or a watched [`ModelDir`] in Triton's layout): the
+//! new version is loaded and warmed off the runtime's threads and goes live at a batch
+//! boundary, every answer names its version, and its [`Lineage`] says where it came from.
+//!
 //! # Examples
 //!
 //! ```
@@ -47,6 +52,7 @@ mod ingest;
 pub mod io;
 pub mod metrics;
 pub mod model;
+mod registry;
 mod runtime;
 
 pub use backend::cpu::Reference;
@@ -58,6 +64,7 @@ pub use ingest::Rejected;
 pub use ingest::reply::{Score, Scores, Ticket, Timing};
 pub use metrics::{Busy, MetricsSnapshot, Stage, Summary};
 pub use model::{Forest, Model, load_forest, load_model};
+pub use registry::{Lineage, ModelDir, ModelUpdate, VersionPolicy};
 pub use runtime::config::{Overload, RuntimeConfig};
 pub use runtime::{MAX_SET, Runtime, RuntimeBuilder};
 

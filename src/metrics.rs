@@ -127,6 +127,10 @@ pub(crate) struct Counters {
     pub batches: AtomicU64,
     /// Busy nanoseconds, indexed by `Busy as usize`.
     pub busy: [AtomicU64; 5],
+    /// Changes of the live model version (swaps and rollbacks).
+    pub swaps: AtomicU64,
+    /// Model versions that failed to load, validate or warm up, or were refused.
+    pub swap_failures: AtomicU64,
 }
 
 impl Counters {
@@ -181,6 +185,10 @@ impl Metrics {
             busy_ns: c.busy.each_ref().map(get),
             stages: Stage::ALL.map(|s| summary(&all.hists[s as usize])),
             batch_rows: summary(&all.batch_rows),
+            swaps: get(&c.swaps),
+            swap_failures: get(&c.swap_failures),
+            model_version: 0,
+            kept_versions: Vec::new(),
         }
     }
 }
@@ -239,6 +247,14 @@ pub struct MetricsSnapshot {
     pub stages: [Summary; 5],
     /// Rows per scored batch.
     pub batch_rows: Summary,
+    /// Changes of the live model version (swaps and rollbacks).
+    pub swaps: u64,
+    /// Model versions that failed to load, validate or warm up, or were refused.
+    pub swap_failures: u64,
+    /// The live model version.
+    pub model_version: u64,
+    /// The versions kept for rollback, oldest first (the live one among them).
+    pub kept_versions: Vec<u64>,
 }
 
 impl MetricsSnapshot {
@@ -308,6 +324,20 @@ impl MetricsSnapshot {
         }
         let _ = writeln!(s, "streamscore_batch_rows_sum {}", b.sum);
         let _ = writeln!(s, "streamscore_batch_rows_count {}", b.count);
+        s.push_str("# HELP streamscore_model_swaps_total Changes of the live model version.\n");
+        s.push_str("# TYPE streamscore_model_swaps_total counter\n");
+        let _ = writeln!(s, "streamscore_model_swaps_total {}", self.swaps);
+        s.push_str(
+            "# HELP streamscore_model_swap_failures_total Model versions that failed to go live.\n",
+        );
+        s.push_str("# TYPE streamscore_model_swap_failures_total counter\n");
+        let _ = writeln!(s, "streamscore_model_swap_failures_total {}", self.swap_failures);
+        s.push_str("# HELP streamscore_model_version_live The live model version (1) and the kept ones (0).\n");
+        s.push_str("# TYPE streamscore_model_version_live gauge\n");
+        for v in &self.kept_versions {
+            let live = u8::from(*v == self.model_version);
+            let _ = writeln!(s, "streamscore_model_version_live{{version=\"{v}\"}} {live}");
+        }
         s
     }
 }

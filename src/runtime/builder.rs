@@ -1,6 +1,6 @@
 //! [`RuntimeBuilder`]: one way to start a runtime, whatever the model comes as.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::Runtime;
@@ -10,13 +10,9 @@ use crate::error::{Error, Result};
 use crate::event::Schema;
 use crate::features::Features;
 use crate::model::Model;
-
-enum Source {
-    Path(PathBuf),
-    Bytes(Vec<u8>),
-    Model(Model),
-    Backend(Arc<dyn Backend>),
-}
+use crate::registry::load::{LoadOptions, Source, fnv1a};
+use crate::registry::watch::Watch;
+use crate::registry::{Loaded, ModelDir, Version, load};
 
 /// Builds a [`Runtime`]: a model (from a path, bytes, a loaded model, or a backend of your
 /// own), optional features, a backend spec and a config. Nothing starts until
@@ -43,19 +39,13 @@ pub struct RuntimeBuilder {
     features: Option<Features>,
     spec: Option<BackendSpec>,
     config: RuntimeConfig,
+    model_dir: Option<ModelDir>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuntimeBuilder").field("config", &self.config).finish_non_exhaustive()
     }
-}
-
-/// FNV-1a, 64 bits: a stable content hash for the default model version.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 impl RuntimeBuilder {
@@ -66,6 +56,7 @@ impl RuntimeBuilder {
             features: None,
             spec: None,
             config: RuntimeConfig::default(),
+            model_dir: None,
         }
     }
 
@@ -114,6 +105,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Serves the model from a directory in Triton's layout and watches it: new versions go
+    /// live, removed ones are retired (see [`ModelDir`]). Instead of a model source; the
+    /// answers name the directory's version numbers.
+    pub fn model_dir(mut self, dir: ModelDir) -> Self {
+        self.model_dir = Some(dir);
+        self
+    }
+
     /// Which backends may score the model (overrides the config's `backend`).
     pub fn backend_spec(mut self, spec: impl Into<BackendSpec>) -> Self {
         self.spec = Some(spec.into());
@@ -126,42 +125,83 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Loads and validates the model, picks its backend and starts the runtime.
+    /// Loads and validates the model, picks its backend, warms it up and starts the runtime.
     pub fn build(self) -> Result<Runtime> {
-        let RuntimeBuilder { source, schema, features, spec, mut config } = self;
+        let RuntimeBuilder { source, schema, features, spec, mut config, model_dir } = self;
         if let Some(spec) = spec {
             config.backend = spec;
         }
         config.validate()?;
-        let (model, version) = match source {
-            None => {
+        let feature_spec_hash = features.as_ref().map(|f| spec_hash(f.spec()));
+        let opts = LoadOptions {
+            spec: &config.backend,
+            output: config.output,
+            batch: config.max_batch.get(),
+            version: config.model_version,
+            warm_up: None,
+            feature_spec_hash,
+        };
+        let (loaded, watch) = match (source, model_dir) {
+            (None, None) => {
                 return Err(Error::Config(
-                    "no model: give the builder a model_path, model_bytes, model or backend".into(),
+                    "no model: give the builder a model_path, model_bytes, model, backend or \
+                     model_dir"
+                        .into(),
                 ));
             }
-            Some(Source::Path(path)) => {
-                let bytes = crate::files::read_model(&path)?;
-                let version = fnv1a(&bytes);
-                (Model::from_bytes(bytes, &path)?, Some(version))
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "a model source and a model_dir: give the builder one of them".into(),
+                ));
             }
-            Some(Source::Bytes(bytes)) => {
-                let version = fnv1a(&bytes);
-                (Model::from_bytes(bytes, Path::new("model bytes"))?, Some(version))
-            }
-            Some(Source::Model(model)) => (model, None),
-            Some(Source::Backend(backend)) => {
-                return finish(backend, schema, features, config);
+            (Some(source), None) => (load(source, &opts)?, None),
+            (None, Some(dir)) => {
+                let mut watch = Watch::new(dir);
+                (first_from_dir(&mut watch, &opts)?, Some(watch))
             }
         };
-        config.model_version = config.model_version.or(version);
-        let schema = schema.or_else(|| Some(Schema::new(model.feature_names())));
-        let backend = config.backend.select(model)?;
-        finish(backend, schema, features, config)
+        let Loaded { version, model } = loaded;
+        let schema = schema.or_else(|| model.as_ref().map(|m| Schema::new(m.feature_names())));
+        let rt = finish(version, schema, features, config)?;
+        if let Some(watch) = watch {
+            rt.watch(watch)?;
+        }
+        Ok(rt)
     }
 }
 
+/// The canonical form of a compiled spec (its `Debug` text: fields in order, no maps) hashed.
+fn spec_hash(spec: &crate::features::Spec) -> u64 {
+    fnv1a(format!("{spec:?}").as_bytes())
+}
+
+/// Loads the policy's best version of a model directory that loads; errors with every reason
+/// when none does.
+fn first_from_dir(watch: &mut Watch, opts: &LoadOptions<'_>) -> Result<Loaded> {
+    let mut reasons = Vec::new();
+    for (version, entry) in watch.initial()? {
+        let opts = LoadOptions { version: Some(version), ..*opts };
+        match load(Source::Path(entry.path.clone()), &opts) {
+            Ok(loaded) => {
+                watch.loaded(version);
+                return Ok(loaded);
+            }
+            Err(e) => {
+                log::warn!("model version {version} ({}) does not load: {e}", entry.path.display());
+                watch.failed(version, entry.signature);
+                reasons.push(format!("version {version}: {e}"));
+            }
+        }
+    }
+    Err(Error::Config(format!(
+        "model directory {}: no version loads ({})",
+        watch.dir.model_path().display(),
+        reasons.join("; ")
+    )))
+}
+
 fn finish(
-    backend: Arc<dyn Backend>,
+    version: Version,
     schema: Option<Schema>,
     features: Option<Features>,
     config: RuntimeConfig,
@@ -169,20 +209,18 @@ fn finish(
     match features {
         Some(features) => {
             let spec = features.spec();
-            if backend.n_features() != spec.names.len() {
-                return Err(Error::WidthMismatch {
-                    expected: backend.n_features(),
-                    got: spec.names.len(),
-                });
+            let width = version.backend.n_features();
+            if width != spec.names.len() {
+                return Err(Error::WidthMismatch { expected: width, got: spec.names.len() });
             }
             let raw = Schema::new(spec.fields.iter().cloned());
-            Runtime::start(backend, raw, config, Some(features))
+            Runtime::start(version, raw, config, Some(features))
         }
         None => {
             let schema = schema.ok_or_else(|| {
                 Error::Config("a backend of your own needs a schema naming its input".into())
             })?;
-            Runtime::start(backend, schema, config, None)
+            Runtime::start(version, schema, config, None)
         }
     }
 }

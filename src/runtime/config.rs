@@ -58,14 +58,20 @@ pub struct RuntimeConfig {
     pub non_finite: NonFinitePolicy,
     /// Transformed predictions (default) or raw margins.
     pub output: Output,
-    /// Version stamped on every score; by default a hash of the model file.
+    /// Version stamped on every score of the first model; by default a hash of the model
+    /// file (a model directory's version number when serving from one).
     pub model_version: Option<u64>,
+    /// Model versions kept for [`Runtime::rollback`](crate::Runtime::rollback), the live one
+    /// included (default 3).
+    pub keep_versions: NonZeroUsize,
 }
 
 const MAX_BATCH: usize = 1 << 20;
 const MAX_QUEUE: usize = 1 << 26;
 const MAX_DELAY: Duration = Duration::from_secs(60);
 const MAX_WORKERS: usize = 1024;
+/// Each kept version holds its model and backend in memory.
+const MAX_KEPT: usize = 64;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -79,6 +85,7 @@ impl Default for RuntimeConfig {
             non_finite: NonFinitePolicy::Missing,
             output: Output::Transformed,
             model_version: None,
+            keep_versions: NonZeroUsize::new(3).expect("nonzero"),
         }
     }
 }
@@ -144,6 +151,13 @@ impl RuntimeConfig {
         self
     }
 
+    /// Sets how many model versions are kept for rollback, the live one included (0 fails
+    /// validation).
+    pub fn with_keep_versions(mut self, n: usize) -> Self {
+        self.keep_versions = nonzero(n);
+        self
+    }
+
     /// Checks every value; the runtime calls this once when it is built.
     pub fn validate(&self) -> Result<()> {
         let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(Error::Config(msg)) };
@@ -153,6 +167,10 @@ impl RuntimeConfig {
             format!("queue_capacity must be 1..={MAX_QUEUE}"),
         )?;
         check(self.workers.get() <= MAX_WORKERS, format!("workers must be 1..={MAX_WORKERS}"))?;
+        check(
+            self.keep_versions.get() <= MAX_KEPT,
+            format!("keep_versions must be 1..={MAX_KEPT}"),
+        )?;
         check(self.max_delay <= MAX_DELAY, format!("max_delay must be at most {MAX_DELAY:?}"))
     }
 }

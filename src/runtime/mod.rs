@@ -13,18 +13,17 @@
 
 mod builder;
 pub mod config;
+mod lifecycle;
 mod pipeline;
 mod rows;
 
-use std::sync::Arc;
-
-use crate::backend::Backend;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBatch, Schema, Values, check_row, copy_checked};
 use crate::ingest::Rejected;
 use crate::ingest::reply::{Score, Scores, Ticket};
 use crate::metrics::MetricsSnapshot;
+use crate::registry::Version;
 pub use builder::RuntimeBuilder;
 use config::RuntimeConfig;
 pub(crate) use pipeline::{Flow, Job, Pipeline, Shared};
@@ -49,6 +48,8 @@ use rows::{INLINE_ROW, Row, RowFlow, RowValues, Rows, Set};
 /// # Ok::<(), streamscore::Error>(())
 /// ```
 pub struct Runtime {
+    /// Dropped (stopped) before the pipeline: its thread holds the pipeline's state.
+    watcher: std::sync::Mutex<Option<lifecycle::Watcher>>,
     pipeline: Pipeline<RowFlow>,
     schema: Schema,
 }
@@ -75,17 +76,19 @@ impl Runtime {
     }
 
     pub(crate) fn start(
-        backend: Arc<dyn Backend>,
+        first: Version,
         schema: Schema,
         config: RuntimeConfig,
         features: Option<crate::features::Features>,
     ) -> Result<Self> {
         config.validate()?;
-        if features.is_none() && schema.len() != backend.n_features() {
-            return Err(Error::WidthMismatch { expected: backend.n_features(), got: schema.len() });
+        let width = first.backend.n_features();
+        if features.is_none() && schema.len() != width {
+            return Err(Error::WidthMismatch { expected: width, got: schema.len() });
         }
-        let flow = RowFlow::new(backend, schema.len(), &config, features);
-        Ok(Runtime { pipeline: Pipeline::start(flow, config)?, schema })
+        let flow = RowFlow::new(first, schema.len(), &config, features);
+        let pipeline = Pipeline::start(flow, config)?;
+        Ok(Runtime { watcher: Default::default(), pipeline, schema })
     }
 
     fn flow(&self) -> &RowFlow {
@@ -97,9 +100,9 @@ impl Runtime {
         &self.schema
     }
 
-    /// Name of the backend scoring the batches.
+    /// Name of the backend scoring the live version's batches.
     pub fn backend_name(&self) -> &'static str {
-        self.flow().backend.name()
+        self.flow().registry.live().backend.name()
     }
 
     /// The validated configuration.
@@ -107,9 +110,9 @@ impl Runtime {
         &self.pipeline.shared.config
     }
 
-    /// Values per score (1, or the number of classes).
+    /// Values per score of the live version (1, or the number of classes).
     pub fn output_width(&self) -> usize {
-        self.flow().out_width
+        self.flow().registry.live().out_width
     }
 
     /// Queues an event without blocking. A full queue (under the `block` and `reject`
@@ -206,19 +209,25 @@ impl Runtime {
             batch
         };
         let flow = self.flow();
-        let mut out = vec![0.0; batch.n_rows() * flow.out_width];
-        flow.backend.score_batch(batch, flow.output, &mut out)?;
+        let version = flow.registry.live();
+        let mut out = vec![0.0; batch.n_rows() * version.out_width];
+        version.backend.score_batch(batch, flow.output, &mut out)?;
         Ok(out)
     }
 
-    /// A snapshot of every counter and histogram.
+    /// A snapshot of every counter and histogram, and the model versions.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.pipeline.metrics()
+        let mut m = self.pipeline.metrics();
+        m.model_version = self.live_version();
+        m.kept_versions = self.flow().registry.kept_ids();
+        m
     }
 
-    /// Stops accepting events and returns once every accepted event has been answered and the
-    /// runtime's threads have exited. Idempotent; concurrent callers all wait for the drain.
+    /// Stops accepting events (and watching a model directory) and returns once every
+    /// accepted event has been answered and the runtime's threads have exited. Idempotent;
+    /// concurrent callers all wait for the drain.
     pub fn shutdown(&self) {
+        self.stop_watching();
         self.pipeline.shutdown();
     }
 

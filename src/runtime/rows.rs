@@ -2,18 +2,19 @@
 //! submitted together), laid out as a columnar batch at flush, the feature stage when there is
 //! one, the backend, one [`Score`] per event (one [`Scores`] per set).
 
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 
 use super::pipeline::{Flow, Job, Reply, Shared};
-use crate::backend::{Backend, Output};
+use crate::backend::Output;
 use crate::batch::Batch;
 use crate::error::Error;
 use crate::ingest::reply::{Pool, Published, Responder, Score, Scores, SlotPool, Ticket, Timing};
 use crate::metrics::{Busy, Stage};
+use crate::registry::{Registry, Version, View};
 
 /// Rows up to this width travel inside their queued job: no buffer to take from a pool and
 /// give back, and no cache line of their own to move between threads. Wider inline rows make
@@ -101,13 +102,11 @@ const SPARE_SETS: usize = 64;
 
 /// The row flow's state, shared by producers, the batcher and the workers.
 pub(crate) struct RowFlow {
-    pub backend: Arc<dyn Backend>,
+    /// The live model version and those kept for rollback.
+    pub registry: Registry,
     /// Width of an accepted row (the backend's, or the feature spec's raw fields).
     pub width: usize,
-    pub out_width: usize,
     pub output: Output,
-    /// `config.model_version`, defaulted.
-    pub model_version: u64,
     /// The feature stage between batcher and backend, if any (only the batcher locks it).
     pub features: Option<Mutex<crate::features::Features>>,
     pub rows: ArrayQueue<Vec<f32>>,
@@ -119,7 +118,7 @@ pub(crate) struct RowFlow {
 
 impl RowFlow {
     pub(crate) fn new(
-        backend: Arc<dyn Backend>,
+        first: Version,
         width: usize,
         config: &super::RuntimeConfig,
         features: Option<crate::features::Features>,
@@ -129,11 +128,9 @@ impl RowFlow {
         let in_flight =
             config.queue_capacity.get().min(1 << 20) + config.max_batch.get() * (workers + 2);
         RowFlow {
-            out_width: backend.output_width(config.output),
-            backend,
+            registry: Registry::new(first, config.keep_versions.get()),
             width,
             output: config.output,
-            model_version: config.model_version.unwrap_or(0),
             features: features.map(Mutex::new),
             // Narrow rows travel inline: no buffers to pool.
             rows: ArrayQueue::new(if width <= INLINE_ROW { 1 } else { in_flight }),
@@ -176,26 +173,29 @@ impl RowFlow {
     /// A ticket already answered: for a set none of whose events is left to score.
     pub(crate) fn answered(&self, set: Box<Set>) -> Ticket<Scores> {
         let (ticket, reply) = SlotPool::pair(&self.set_slots);
-        reply.send(Ok(self.answers(set, &[], Timing::default())));
+        reply.send(Ok(self.answers(set, &[], Timing::default(), &self.registry.live())));
         ticket
     }
 
-    /// A set's answers: its scored rows' values from `out` (in live order), its refusals.
-    fn answers(&self, mut set: Box<Set>, out: &[f32], timing: Timing) -> Scores {
-        let ow = self.out_width;
+    /// A set's answers: its scored rows' values from `out` (in live order, scored by
+    /// `version`), its refusals.
+    fn answers(&self, mut set: Box<Set>, out: &[f32], timing: Timing, version: &Version) -> Scores {
+        let ow = version.out_width;
         let mut values = vec![f32::NAN; set.n * ow];
         for (r, v) in set.live_rows().zip(out.chunks_exact(ow)) {
             values[r * ow..(r + 1) * ow].copy_from_slice(v);
         }
         let errors = std::mem::take(&mut set.errors);
         self.recycle_set(set);
-        Scores { values, width: ow, errors, model_version: self.model_version, timing }
+        Scores { values, width: ow, errors, model_version: version.id(), timing }
     }
 }
 
 /// One scoring thread's buffers.
 pub(crate) struct RowScorer {
     recorder: usize,
+    /// The version this thread scores with, refreshed once per batch.
+    view: View,
     out: Vec<f32>,
     keep: Vec<bool>,
     /// A batch's answers, published and woken once all are written.
@@ -282,14 +282,22 @@ impl Flow for RowFlow {
     }
 
     fn scorer(&self, recorder: usize) -> RowScorer {
-        RowScorer { recorder, out: Vec::new(), keep: Vec::new(), published: Vec::new() }
+        RowScorer {
+            recorder,
+            view: View::new(&self.registry),
+            out: Vec::new(),
+            keep: Vec::new(),
+            published: Vec::new(),
+        }
     }
 
     fn score(&self, sh: &Shared<Self>, scorer: &mut RowScorer, work: RowWork) {
         let RowWork { mut batch, mut jobs } = work;
-        let backend = &*self.backend;
-        let (out, keep) = (&mut scorer.out, &mut scorer.keep);
-        let ow = self.out_width;
+        let RowScorer { recorder, view, out, keep, published } = scorer;
+        // The swap point: every event of this batch is scored, and answered, by this version.
+        let version = view.current(&self.registry).clone();
+        let backend = &*version.backend;
+        let ow = version.out_width;
         let t0 = Instant::now();
         // Deadlines that passed while the batch waited for a scorer: drop those rows before
         // spending model time on them.
@@ -317,7 +325,7 @@ impl Flow for RowFlow {
             let scoring = t1 - t0;
             sh.note_scoring(scoring);
             let counters = &sh.metrics.counters;
-            sh.metrics.with(scorer.recorder, |rec| {
+            sh.metrics.with(*recorder, |rec| {
                 rec.record(Stage::Scoring, scoring);
                 rec.record_batch(n);
                 match &result {
@@ -331,14 +339,14 @@ impl Flow for RowFlow {
                             match (job.payload, job.reply) {
                                 (Rows::One(_), RowReply::One(reply)) => {
                                     let values = &out[at * ow..(at + 1) * ow];
-                                    let score = Score::new(values, self.model_version, timing);
-                                    scorer.published.push(reply.publish(Ok(score)));
+                                    let score = Score::new(values, version.id(), timing);
+                                    published.push(reply.publish(Ok(score)));
                                     at += 1;
                                 }
                                 (Rows::Many(set), RowReply::Many(reply)) => {
                                     let rows = set.live();
                                     let values = &out[at * ow..(at + rows) * ow];
-                                    reply.send(Ok(self.answers(set, values, timing)));
+                                    reply.send(Ok(self.answers(set, values, timing, &version)));
                                     at += rows;
                                 }
                                 (payload, reply) => {
@@ -350,7 +358,7 @@ impl Flow for RowFlow {
                             }
                         }
                         // Wake the waiters now that every answer is written.
-                        scorer.published.clear();
+                        published.clear();
                         counters.scored.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
@@ -453,7 +461,7 @@ fn features(
         // Only a set can be left with no event to score: answered here, with its refusals.
         let timing = Timing { total: job.accepted.elapsed(), ..Timing::default() };
         if let (Rows::Many(set), RowReply::Many(reply)) = (job.payload, job.reply) {
-            reply.send(Ok(sh.flow.answers(set, &[], timing)));
+            reply.send(Ok(sh.flow.answers(set, &[], timing, &sh.flow.registry.live())));
         }
     }
     *jobs = kept_jobs;

@@ -100,6 +100,17 @@ pub struct BenchArgs {
     /// Queue capacity (stream).
     #[arg(long, default_value_t = 65_536)]
     pub queue: usize,
+    /// Lifecycle mode: swap the running model between `--model` and this file every
+    /// `--swap-every` seconds under an open-loop load (`--rate`, default half of the measured
+    /// peak), and report latency in steady state and after each swap.
+    #[arg(long)]
+    pub swap_model: Option<PathBuf>,
+    /// Seconds between swaps (lifecycle mode).
+    #[arg(long, default_value_t = 2.0, requires = "swap_model")]
+    pub swap_every: f64,
+    /// Lifecycle mode: print latency per 50 ms of the run on stderr, marking swaps.
+    #[arg(long, requires = "swap_model")]
+    pub timeline: bool,
     /// Run a grid over batch size (and max delay in stream mode) and print it as a table.
     #[arg(long)]
     pub sweep: bool,

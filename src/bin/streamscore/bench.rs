@@ -114,6 +114,7 @@ fn check_flags(args: &BenchArgs) -> Result<(), Error> {
     };
     positive("duration", args.duration, MAX_SECONDS)?;
     positive("fps", args.fps, 1_000.0)?;
+    positive("swap-every", args.swap_every, MAX_SECONDS)?;
     if let Some(rate) = args.rate {
         positive("rate", rate, 1e9)?;
     }
@@ -177,6 +178,9 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     };
     if rows.n_rows() == 0 {
         return Err(Error::Input { at: "bench".into(), message: "no rows to score".into() });
+    }
+    if let Some(swap_model) = &args.swap_model {
+        return crate::lifecycle_bench::run(&args, &spec, &model_path, swap_model, &rows);
     }
     if !args.json {
         eprintln!(

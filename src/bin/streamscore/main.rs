@@ -13,6 +13,7 @@ mod batches;
 mod bench;
 mod frames_bench;
 mod gpu_bench;
+mod lifecycle_bench;
 mod spec;
 
 use clap::{Parser, Subcommand};
@@ -329,15 +330,19 @@ fn chunk_rows(asked: usize, width: usize) -> usize {
     asked.clamp(1, (SCORE_BUFFER / width.max(1)).max(1))
 }
 
-fn inspect(model: &Path) -> Result<(), Error> {
+fn inspect(path: &Path) -> Result<(), Error> {
     let start = Instant::now();
-    let model = load_model(model)?;
+    let model = load_model(path)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     match &model {
         Model::Forest(forest) => print!("{}", describe(forest)),
         Model::Onnx(onnx) => print!("{}", describe_onnx(onnx)),
     }
     println!("load time: {load_ms:.3} ms");
+    // Lineage: what a runtime serving this file records for it.
+    let bytes = streamscore::io::read_input(path)?;
+    println!("sha256: {}", streamscore::Lineage::sha256_of(&bytes));
+    println!("default version: {}", streamscore::Lineage::default_version(&bytes));
     Ok(())
 }
 

@@ -1,0 +1,202 @@
+//! Model versions of a running runtime: the live one, the last N kept for rollback, and what
+//! each came from ([`Lineage`]).
+//!
+//! A new version is loaded, validated, laid out and warmed up (CPU tuning, GPU pipelines) by
+//! the caller's thread or the model-directory watcher, never by the runtime's threads. Going
+//! live is one pointer store: each scoring thread looks at the registry's generation once per
+//! batch and takes the new version at its next batch, so a batch, and every event in it, is
+//! scored by exactly one version, and its answers name it.
+
+mod lineage;
+pub(crate) mod load;
+pub(crate) mod watch;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+pub use lineage::Lineage;
+pub use load::ModelUpdate;
+pub(crate) use load::{Loaded, load};
+pub use watch::{ModelDir, VersionPolicy};
+
+/// One loaded model version.
+pub(crate) struct Version {
+    pub backend: Arc<dyn Backend>,
+    /// Values per answer.
+    pub out_width: usize,
+    pub lineage: Arc<Lineage>,
+}
+
+impl Version {
+    pub(crate) fn id(&self) -> u64 {
+        self.lineage.version
+    }
+}
+
+/// The live version and the versions kept for rollback.
+pub(crate) struct Registry {
+    live: Mutex<Arc<Version>>,
+    /// Bumped (after `live` is stored) at every change of the live version.
+    generation: AtomicU64,
+    /// Oldest first; holds the live version too.
+    kept: Mutex<VecDeque<Arc<Version>>>,
+    keep: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    /// A registry serving `first`, keeping up to `keep` versions (at least 1).
+    pub(crate) fn new(first: Version, keep: usize) -> Self {
+        let first = Arc::new(first);
+        Registry {
+            live: Mutex::new(first.clone()),
+            generation: AtomicU64::new(0),
+            kept: Mutex::new(VecDeque::from([first])),
+            keep: keep.max(1),
+        }
+    }
+
+    /// The version serving now.
+    pub(crate) fn live(&self) -> Arc<Version> {
+        lock(&self.live).clone()
+    }
+
+    /// Every kept version's lineage, oldest first (the live one among them).
+    pub(crate) fn versions(&self) -> Vec<Arc<Lineage>> {
+        lock(&self.kept).iter().map(|v| v.lineage.clone()).collect()
+    }
+
+    /// The kept version numbers, oldest first.
+    pub(crate) fn kept_ids(&self) -> Vec<u64> {
+        lock(&self.kept).iter().map(|v| v.id()).collect()
+    }
+
+    /// Whether `id` is kept.
+    pub(crate) fn is_kept(&self, id: u64) -> bool {
+        lock(&self.kept).iter().any(|v| v.id() == id)
+    }
+
+    /// Makes `candidate` live, after checking it against the live version: the input width
+    /// must match (queued events have it); input names and output width only with
+    /// `allow_schema_change`. A number already kept with the same file hash goes live as a
+    /// rollback; with another hash it is refused. Returns the live version's number.
+    pub(crate) fn install(&self, candidate: Version, allow_schema_change: bool) -> Result<u64> {
+        let mut kept = lock(&self.kept);
+        let live = self.live();
+        let id = candidate.id();
+        if let Some(same) = kept.iter().find(|v| v.id() == id).cloned() {
+            if same.lineage.sha256 != candidate.lineage.sha256 {
+                return Err(Error::Config(format!(
+                    "model version {id} is already kept with other content; give the new file \
+                     another version number"
+                )));
+            }
+            drop(kept);
+            return self.rollback(id);
+        }
+        check_schema(&live, &candidate, allow_schema_change)?;
+        let candidate = Arc::new(candidate);
+        kept.push_back(candidate.clone());
+        while kept.len() > self.keep {
+            // The oldest goes; never the one going live (it is last).
+            kept.pop_front();
+        }
+        self.go_live(candidate);
+        Ok(id)
+    }
+
+    /// Makes the kept version `id` live again.
+    pub(crate) fn rollback(&self, id: u64) -> Result<u64> {
+        let kept = lock(&self.kept);
+        let version =
+            kept.iter().find(|v| v.id() == id).cloned().ok_or(Error::UnknownVersion(id))?;
+        if !Arc::ptr_eq(&version, &self.live()) {
+            self.go_live(version);
+        }
+        Ok(id)
+    }
+
+    /// Forgets the kept version `id` (not the live one). Whether it was kept.
+    pub(crate) fn retire(&self, id: u64) -> bool {
+        let mut kept = lock(&self.kept);
+        let live = self.live().id();
+        let before = kept.len();
+        kept.retain(|v| v.id() != id || v.id() == live);
+        kept.len() != before
+    }
+
+    fn go_live(&self, version: Arc<Version>) {
+        *lock(&self.live) = version;
+        // Release: a scorer that sees the new generation then locks `live` and gets the new
+        // version (the mutex orders the store above before its load).
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn check_schema(live: &Version, new: &Version, allow: bool) -> Result<()> {
+    let (old_w, new_w) = (live.backend.n_features(), new.backend.n_features());
+    let id = new.id();
+    if old_w != new_w {
+        return Err(Error::SchemaChange {
+            version: id,
+            change: format!(
+                "input width {old_w} -> {new_w}: queued events have the old width, so a \
+                 running runtime keeps its width; start a new runtime for this model"
+            ),
+        });
+    }
+    if allow {
+        return Ok(());
+    }
+    let mut changes = Vec::new();
+    let (old_names, new_names) = (&live.lineage.feature_names, &new.lineage.feature_names);
+    if old_names != new_names {
+        let first = old_names.iter().zip(new_names).position(|(a, b)| a != b).unwrap_or(0);
+        changes.push(format!(
+            "input feature {first} is `{}`, was `{}`",
+            new_names.get(first).map_or("", String::as_str),
+            old_names.get(first).map_or("", String::as_str)
+        ));
+    }
+    if live.out_width != new.out_width {
+        changes.push(format!("output width {} -> {}", live.out_width, new.out_width));
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    Err(Error::SchemaChange {
+        version: id,
+        change: format!("{}; set allow_schema_change if it is intended", changes.join(", ")),
+    })
+}
+
+/// A scoring thread's view of the live version: one atomic load per batch while nothing
+/// changes.
+pub(crate) struct View {
+    generation: u64,
+    version: Arc<Version>,
+}
+
+impl View {
+    pub(crate) fn new(registry: &Registry) -> Self {
+        let generation = registry.generation.load(Ordering::Acquire);
+        View { generation, version: registry.live() }
+    }
+
+    /// The live version, taken afresh when it changed since the last call.
+    #[inline]
+    pub(crate) fn current(&mut self, registry: &Registry) -> &Arc<Version> {
+        let generation = registry.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.generation = generation;
+            self.version = registry.live();
+        }
+        &self.version
+    }
+}

@@ -1,0 +1,199 @@
+//! Model lifecycle on a running runtime: swap, rollback, the kept versions, and the thread
+//! that watches a model directory. Loading and warm-up run on the caller's thread (or the
+//! watcher's); the runtime's threads only see the new version at their next batch.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+use super::{RowFlow, Runtime, Shared};
+use crate::error::{Error, Result};
+use crate::registry::load::{LoadOptions, Source};
+use crate::registry::watch::{Action, Watch};
+use crate::registry::{Lineage, ModelUpdate, load};
+
+impl Runtime {
+    /// Replaces the live model while events flow: loads, validates and warms up `update` on
+    /// the calling thread, then makes it live; each scoring thread takes it at its next
+    /// batch, so every event is scored by exactly one version and its answer names it.
+    /// Returns the new live version number.
+    ///
+    /// On any error (the file does not load or validate, fails its warm-up, changes the
+    /// schema without [`ModelUpdate::allow_schema_change`]) the serving version stays, the
+    /// `swap_failures` counter counts it and a warning is logged. The previous versions are
+    /// kept for [`rollback`](Runtime::rollback), up to `keep_versions`.
+    pub fn swap(&self, update: ModelUpdate) -> Result<u64> {
+        swap(&self.pipeline.shared, update)
+    }
+
+    /// Makes a kept version live again, at once (it is loaded and warm).
+    pub fn rollback(&self, version: u64) -> Result<()> {
+        let sh = &*self.pipeline.shared;
+        let before = self.live_version();
+        sh.flow.registry.rollback(version)?;
+        if before != version {
+            sh.metrics.counters.swaps.fetch_add(1, Ordering::Relaxed);
+            log::info!("model version {version} is live again (rolled back from {before})");
+        }
+        Ok(())
+    }
+
+    /// The version answering now.
+    pub fn live_version(&self) -> u64 {
+        self.flow().registry.live().id()
+    }
+
+    /// The kept versions' lineage, oldest first (the live one among them).
+    pub fn versions(&self) -> Vec<Lineage> {
+        self.flow().registry.versions().iter().map(|l| (**l).clone()).collect()
+    }
+
+    /// Starts the thread that polls a model directory.
+    pub(super) fn watch(&self, watch: Watch) -> Result<()> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let sh = self.pipeline.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("streamscore-watcher".into())
+            .spawn(move || {
+                let mut watch = watch;
+                let every = watch.dir.poll;
+                // A stop message, or the handle dropped, ends it.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    poll(&sh, &mut watch);
+                }
+            })
+            .map_err(|e| Error::Config(format!("cannot start the model watcher: {e}")))?;
+        *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Watcher { stop, thread: Some(thread) });
+        Ok(())
+    }
+
+    /// Stops the model-directory watcher, if any, and waits for it.
+    pub(super) fn stop_watching(&self) {
+        drop(self.watcher.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
+/// The watcher thread's handle: dropping it stops the thread and waits for it.
+pub(super) struct Watcher {
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.stop.try_send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn swap(sh: &Shared<RowFlow>, update: ModelUpdate) -> Result<u64> {
+    let result = try_swap(sh, update);
+    let counters = &sh.metrics.counters;
+    match &result {
+        Ok(v) => {
+            counters.swaps.fetch_add(1, Ordering::Relaxed);
+            log::info!("model version {v} is live");
+        }
+        Err(e) => {
+            counters.swap_failures.fetch_add(1, Ordering::Relaxed);
+            log::warn!("a new model version stays out of service: {e}");
+        }
+    }
+    result
+}
+
+fn try_swap(sh: &Shared<RowFlow>, update: ModelUpdate) -> Result<u64> {
+    if sh.is_closed() {
+        return Err(Error::Closed);
+    }
+    let ModelUpdate { source, version, spec, allow_schema_change, warm_up } = update;
+    if version.is_none() && matches!(source, Source::Model(_) | Source::Backend(_)) {
+        return Err(Error::Config(
+            "a loaded model or a backend needs a version number (ModelUpdate::with_version)".into(),
+        ));
+    }
+    let registry = &sh.flow.registry;
+    let live = registry.live();
+    let opts = LoadOptions {
+        spec: spec.as_ref().unwrap_or(&sh.config.backend),
+        output: sh.config.output,
+        batch: sh.config.max_batch.get(),
+        version,
+        warm_up: warm_up.as_ref(),
+        feature_spec_hash: live.lineage.feature_spec_hash,
+    };
+    // A thread of its own at a lower priority: on a busy machine the load and warm-up take
+    // the CPU the runtime's threads leave idle, not theirs.
+    let loaded = std::thread::scope(|s| {
+        let loader = std::thread::Builder::new()
+            .name("streamscore-loader".into())
+            .spawn_scoped(s, || {
+                lower_priority();
+                load(source, &opts)
+            })
+            .map_err(|e| Error::Config(format!("cannot start a loader thread: {e}")))?;
+        loader.join().unwrap_or_else(|_| {
+            let message = "the loader panicked".to_string();
+            Err(Error::Backend { backend: "loader", message })
+        })
+    });
+    let mut loaded = loaded?.version;
+    if loaded.lineage.feature_names.is_empty() {
+        // A backend of your own names no inputs: it takes the serving version's.
+        Arc::make_mut(&mut loaded.lineage).feature_names = live.lineage.feature_names.clone();
+    }
+    registry.install(loaded, allow_schema_change)
+}
+
+/// One poll of the model directory, and what it calls for.
+fn poll(sh: &Shared<RowFlow>, watch: &mut Watch) {
+    let registry = &sh.flow.registry;
+    let live = registry.live().id();
+    let actions = match watch.poll(live, |v| registry.is_kept(v)) {
+        Ok(actions) => actions,
+        Err(e) => {
+            log::warn!("model directory: {e}");
+            return;
+        }
+    };
+    for action in actions {
+        match action {
+            Action::Load { version, entry } => {
+                let mut update = ModelUpdate::path(&entry.path).with_version(version);
+                update.allow_schema_change = watch.dir.allow_schema_change;
+                match swap(sh, update) {
+                    Ok(_) => watch.loaded(version),
+                    Err(_) => watch.failed(version, entry.signature),
+                }
+            }
+            Action::Rollback(version) => {
+                if registry.rollback(version).is_ok() {
+                    sh.metrics.counters.swaps.fetch_add(1, Ordering::Relaxed);
+                    log::info!("model version {version} is live again (model directory)");
+                }
+            }
+            Action::Retire(version) => {
+                if registry.retire(version) {
+                    log::info!("model version {version} retired: its directory is gone");
+                }
+            }
+        }
+    }
+}
+
+/// Moves the calling thread to the idle scheduling class (Linux's `SCHED_IDLE`: it runs
+/// when a core has nothing else to run; elsewhere a no-op). A failure leaves it as it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sched_setscheduler with pid 0 changes only the calling thread's policy; the
+    // pointer is to a local that outlives the call.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        let _ = libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+}
