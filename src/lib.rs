@@ -62,9 +62,9 @@ pub use error::{Error, ModelFormat, ModelProblem, Result};
 pub use event::{Event, EventBatch, NonFinitePolicy, Schema};
 pub use ingest::Rejected;
 pub use ingest::reply::{Score, Scores, Ticket, Timing};
-pub use metrics::{Busy, MetricsSnapshot, Stage, Summary};
+pub use metrics::{Busy, MetricsSnapshot, ShadowSnapshot, ShadowWindow, Stage, Summary};
 pub use model::{Forest, Model, load_forest, load_model};
-pub use registry::{Lineage, ModelDir, ModelUpdate, VersionPolicy};
+pub use registry::{Lineage, ModelDir, ModelUpdate, ShadowConfig, VersionPolicy};
 pub use runtime::config::{Overload, RuntimeConfig};
 pub use runtime::{MAX_SET, Runtime, RuntimeBuilder};
 

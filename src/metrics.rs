@@ -189,6 +189,7 @@ impl Metrics {
             swap_failures: get(&c.swap_failures),
             model_version: 0,
             kept_versions: Vec::new(),
+            shadow: None,
         }
     }
 }
@@ -224,6 +225,41 @@ impl Summary {
     }
 }
 
+/// Comparison of one window (or of everything so far).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShadowWindow {
+    /// Events compared.
+    pub rows: u64,
+    /// Absolute differences |primary - shadow| (the largest over a row's values): p50, p99,
+    /// max.
+    pub abs_diff: [f64; 3],
+    /// Relative differences |primary - shadow| / |primary| (absolute where primary is 0).
+    pub rel_diff: [f64; 3],
+    /// Events whose decision differs (see [`ShadowConfig::with_threshold`](crate::ShadowConfig::with_threshold)).
+    pub flips: u64,
+    /// Spearman's rank correlation of the primary's and the shadow's first output over the
+    /// window's events (a uniform sample of 65,536 beyond that); `None` for everything so far
+    /// or fewer than 2 events.
+    pub spearman: Option<f64>,
+}
+
+/// The shadow's report in a [`MetricsSnapshot`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShadowSnapshot {
+    /// The challenger's version number.
+    pub version: u64,
+    /// Events compared so far.
+    pub compared: u64,
+    /// Events not shadowed because its queue was full, or it failed to score them.
+    pub dropped: u64,
+    /// The window in progress.
+    pub window: ShadowWindow,
+    /// The last complete window, once there is one.
+    pub last_window: Option<ShadowWindow>,
+    /// Everything so far (no rank correlation).
+    pub total: ShadowWindow,
+}
+
 /// A point-in-time copy of every metric.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetricsSnapshot {
@@ -255,6 +291,9 @@ pub struct MetricsSnapshot {
     pub model_version: u64,
     /// The versions kept for rollback, oldest first (the live one among them).
     pub kept_versions: Vec<u64>,
+    /// The shadow's comparison with the live version, while one runs (and the last one's
+    /// after [`Runtime::clear_shadow`](crate::Runtime::clear_shadow)).
+    pub shadow: Option<ShadowSnapshot>,
 }
 
 impl MetricsSnapshot {
@@ -338,7 +377,52 @@ impl MetricsSnapshot {
             let live = u8::from(*v == self.model_version);
             let _ = writeln!(s, "streamscore_model_version_live{{version=\"{v}\"}} {live}");
         }
+        if let Some(sh) = &self.shadow {
+            sh.prometheus(&mut s);
+        }
         s
+    }
+}
+
+impl ShadowSnapshot {
+    fn prometheus(&self, s: &mut String) {
+        let v = self.version;
+        s.push_str(
+            "# HELP streamscore_shadow_events_total Events the shadow compared or dropped.\n",
+        );
+        s.push_str("# TYPE streamscore_shadow_events_total counter\n");
+        for (outcome, n) in [("compared", self.compared), ("dropped", self.dropped)] {
+            let _ = writeln!(
+                s,
+                "streamscore_shadow_events_total{{version=\"{v}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        s.push_str(
+            "# HELP streamscore_shadow_flips_total Events whose decision the shadow flips.\n",
+        );
+        s.push_str("# TYPE streamscore_shadow_flips_total counter\n");
+        let _ =
+            writeln!(s, "streamscore_shadow_flips_total{{version=\"{v}\"}} {}", self.total.flips);
+        let w = self.last_window.as_ref().unwrap_or(&self.window);
+        s.push_str(
+            "# HELP streamscore_shadow_diff Differences from the primary over the last complete window.\n",
+        );
+        s.push_str("# TYPE streamscore_shadow_diff gauge\n");
+        for (kind, q) in [("abs", &w.abs_diff), ("rel", &w.rel_diff)] {
+            for (quantile, x) in ["0.5", "0.99", "1"].iter().zip(q) {
+                let _ = writeln!(
+                    s,
+                    "streamscore_shadow_diff{{version=\"{v}\",kind=\"{kind}\",quantile=\"{quantile}\"}} {x:e}"
+                );
+            }
+        }
+        if let Some(r) = w.spearman {
+            s.push_str(
+                "# HELP streamscore_shadow_rank_correlation Spearman's rho, primary vs shadow.\n",
+            );
+            s.push_str("# TYPE streamscore_shadow_rank_correlation gauge\n");
+            let _ = writeln!(s, "streamscore_shadow_rank_correlation{{version=\"{v}\"}} {r}");
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use streamscore::{
     Backend, Batch, Error, Event, EventBatch, ModelDir, ModelUpdate, Output, Reference, Runtime,
-    RuntimeConfig, Ticket,
+    RuntimeConfig, ShadowConfig, Ticket,
 };
 
 const A: &str = "models/golden/lgb_binary/model.txt";
@@ -278,4 +278,128 @@ fn a_model_directory_with_nothing_to_serve_is_an_error() {
     let both = Runtime::builder().model_path(path(A)).model_dir(ModelDir::new(&root, "m"));
     assert!(both.build().is_err());
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A backend that takes its time: a shadow that cannot keep up.
+struct Slow(Reference);
+
+impl Backend for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn n_features(&self) -> usize {
+        self.0.n_features()
+    }
+    fn output_width(&self, output: Output) -> usize {
+        self.0.output_width(output)
+    }
+    fn score_batch(
+        &self,
+        batch: &Batch,
+        output: Output,
+        out: &mut [f32],
+    ) -> streamscore::Result<()> {
+        std::thread::sleep(Duration::from_millis(20));
+        self.0.score_batch(batch, output, out)
+    }
+}
+
+#[test]
+fn a_shadow_at_every_event_compares_each_one_and_leaves_the_primary_alone() {
+    let forest = streamscore::load_forest(path(A)).unwrap();
+    let rows = streamscore::io::synthetic_rows(&forest, 2_000, 11);
+    let (ref_a, ref_b) = (reference(A, &rows), reference(B, &rows));
+    let config = RuntimeConfig::default().with_model_version(1);
+    let rt = Runtime::builder().model_path(path(A)).config(config).build().unwrap();
+    let challenger = ModelUpdate::path(path(B))
+        .with_version(2)
+        .with_backend_spec(streamscore::BackendSpec::reference());
+    assert_eq!(rt.set_shadow(ShadowConfig::new(challenger).with_threshold(0.5)).unwrap(), 2);
+    let row_major = rows.to_rows();
+    let mut primary = Vec::new();
+    for chunk in row_major.chunks(100 * 8) {
+        let scores = rt.score_many(EventBatch::rows(chunk)).unwrap();
+        assert_eq!(scores.model_version, 1, "the shadow never answers");
+        primary.extend_from_slice(scores.values());
+    }
+    for (r, (&p, &want)) in primary.iter().zip(&ref_a).enumerate() {
+        assert!(close(p, want), "row {r}: the primary's answer is its own");
+    }
+    rt.clear_shadow();
+    let report = rt.metrics().shadow.expect("a shadow report");
+    assert_eq!((report.version, report.compared, report.dropped), (2, 2_000, 0));
+    let flips = primary.iter().zip(&ref_b).filter(|(p, b)| (**p >= 0.5) != (**b >= 0.5)).count();
+    assert_eq!(report.total.flips, flips as u64);
+    assert!(flips > 0, "the models disagree somewhere");
+    let max_abs = primary.iter().zip(&ref_b).map(|(p, b)| (p - b).abs()).fold(0.0f32, f32::max);
+    let got = report.total.abs_diff[2];
+    assert!((got - f64::from(max_abs)).abs() <= 2e-3 * f64::from(max_abs), "{got} vs {max_abs}");
+    let rho = report.window.spearman.expect("a rank correlation");
+    assert!(rho > 0.5 && rho <= 1.0, "{rho}");
+    assert!(
+        rt.metrics()
+            .prometheus()
+            .contains("streamscore_shadow_events_total{version=\"2\",outcome=\"compared\"} 2000")
+    );
+    // A challenger of other widths is refused; the primary keeps answering.
+    for other in ["models/golden/lgb_deep/model.txt", "models/golden/lgb_multiclass/model.txt"] {
+        let update = ModelUpdate::path(path(other)).with_version(3);
+        assert!(matches!(
+            rt.set_shadow(ShadowConfig::new(update)),
+            Err(Error::SchemaChange { .. })
+        ));
+    }
+    assert!(
+        rt.set_shadow(ShadowConfig::new(ModelUpdate::path(path(B))).with_fraction(1.5)).is_err()
+    );
+}
+
+#[test]
+fn a_shadow_that_cannot_keep_up_is_dropped_and_counted() {
+    let forest = streamscore::load_forest(path(A)).unwrap();
+    let rows = streamscore::io::synthetic_rows(&forest, 5_000, 12);
+    let ref_a = reference(A, &rows);
+    let rt = Runtime::builder().model_path(path(A)).build().unwrap();
+    let slow =
+        std::sync::Arc::new(Slow(Reference::new(streamscore::load_forest(path(B)).unwrap())));
+    let challenger = ModelUpdate::backend(slow).with_version(9);
+    rt.set_shadow(ShadowConfig::new(challenger).with_queue(1)).unwrap();
+    let row_major = rows.to_rows();
+    let mut primary = Vec::new();
+    for chunk in row_major.chunks(50 * 8) {
+        primary.extend_from_slice(rt.score_many(EventBatch::rows(chunk)).unwrap().values());
+    }
+    for (&p, &want) in primary.iter().zip(&ref_a) {
+        assert!(close(p, want));
+    }
+    rt.shutdown();
+    let report = rt.metrics().shadow.expect("a shadow report");
+    assert_eq!(report.compared + report.dropped, 5_000, "every event compared or counted");
+    assert!(report.dropped > 0, "the primary did not wait for the shadow: {report:?}");
+}
+
+#[test]
+fn a_shadow_fraction_picks_the_same_keys_every_time() {
+    let forest = streamscore::load_forest(path(A)).unwrap();
+    let rows = streamscore::io::synthetic_rows(&forest, 4_000, 13).to_rows();
+    let keys: Vec<u64> = (0..4_000u64).map(|k| k * 7 + 3).collect();
+    let run = || {
+        let rt = Runtime::builder().model_path(path(A)).build().unwrap();
+        let challenger = ModelUpdate::path(path(B)).with_version(2);
+        rt.set_shadow(ShadowConfig::new(challenger).with_fraction(0.25)).unwrap();
+        for (chunk, keys) in rows.chunks(100 * 8).zip(keys.chunks(100)) {
+            rt.score_many(EventBatch::rows(chunk).with_keys(keys)).unwrap();
+        }
+        for (r, &k) in keys.iter().enumerate().take(500) {
+            rt.score(Event::new(&rows[r * 8..(r + 1) * 8]).with_key(k)).unwrap();
+        }
+        rt.shutdown();
+        rt.metrics().shadow.unwrap()
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first.dropped, 0);
+    assert_eq!(first.compared, second.compared, "the same keys each time");
+    assert_eq!(first.total.flips, second.total.flips);
+    let share = first.compared as f64 / 4_500.0;
+    assert!((0.18..0.32).contains(&share), "a quarter of the keys: {share}");
 }

@@ -9,6 +9,7 @@
 
 mod lineage;
 pub(crate) mod load;
+pub(crate) mod shadow;
 pub(crate) mod watch;
 
 use std::collections::VecDeque;
@@ -20,6 +21,7 @@ use crate::error::{Error, Result};
 pub use lineage::Lineage;
 pub use load::ModelUpdate;
 pub(crate) use load::{Loaded, load};
+pub use shadow::ShadowConfig;
 pub use watch::{ModelDir, VersionPolicy};
 
 /// One loaded model version.
@@ -38,15 +40,13 @@ impl Version {
 
 /// The live version and the versions kept for rollback.
 pub(crate) struct Registry {
-    live: Mutex<Arc<Version>>,
-    /// Bumped (after `live` is stored) at every change of the live version.
-    generation: AtomicU64,
+    live: Swappable<Version>,
     /// Oldest first; holds the live version too.
     kept: Mutex<VecDeque<Arc<Version>>>,
     keep: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -55,8 +55,7 @@ impl Registry {
     pub(crate) fn new(first: Version, keep: usize) -> Self {
         let first = Arc::new(first);
         Registry {
-            live: Mutex::new(first.clone()),
-            generation: AtomicU64::new(0),
+            live: Swappable::new(first.clone()),
             kept: Mutex::new(VecDeque::from([first])),
             keep: keep.max(1),
         }
@@ -64,7 +63,17 @@ impl Registry {
 
     /// The version serving now.
     pub(crate) fn live(&self) -> Arc<Version> {
-        lock(&self.live).clone()
+        self.live.get()
+    }
+
+    /// A scoring thread's view of the live version.
+    pub(crate) fn view(&self) -> View<Version> {
+        self.live.view()
+    }
+
+    /// The live version as scoring threads read it.
+    pub(crate) fn published(&self) -> &Swappable<Version> {
+        &self.live
     }
 
     /// Every kept version's lineage, oldest first (the live one among them).
@@ -132,10 +141,7 @@ impl Registry {
     }
 
     fn go_live(&self, version: Arc<Version>) {
-        *lock(&self.live) = version;
-        // Release: a scorer that sees the new generation then locks `live` and gets the new
-        // version (the mutex orders the store above before its load).
-        self.generation.fetch_add(1, Ordering::Release);
+        self.live.set(version);
     }
 }
 
@@ -176,27 +182,56 @@ fn check_schema(live: &Version, new: &Version, allow: bool) -> Result<()> {
     })
 }
 
-/// A scoring thread's view of the live version: one atomic load per batch while nothing
-/// changes.
-pub(crate) struct View {
-    generation: u64,
-    version: Arc<Version>,
+/// A value the scoring threads read once per batch and others replace now and then (the live
+/// version, the shadow): a mutex for the writers and a generation counter, so that a reader's
+/// [`View`] costs one atomic load while nothing changes.
+pub(crate) struct Swappable<T> {
+    value: Mutex<Arc<T>>,
+    /// Bumped after each store of `value`.
+    generation: AtomicU64,
 }
 
-impl View {
-    pub(crate) fn new(registry: &Registry) -> Self {
-        let generation = registry.generation.load(Ordering::Acquire);
-        View { generation, version: registry.live() }
+impl<T> Swappable<T> {
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        Swappable { value: Mutex::new(value), generation: AtomicU64::new(0) }
     }
 
-    /// The live version, taken afresh when it changed since the last call.
+    pub(crate) fn get(&self) -> Arc<T> {
+        lock(&self.value).clone()
+    }
+
+    /// Replaces the value; readers take it at their next [`View::current`]. The old one is
+    /// returned, so that the caller (not a scoring thread) is the one to drop it if no view
+    /// still holds it.
+    pub(crate) fn set(&self, value: Arc<T>) -> Arc<T> {
+        let old = std::mem::replace(&mut *lock(&self.value), value);
+        // Release: a reader that sees the new generation then locks `value` and gets the new
+        // one (the mutex orders the store above before its load).
+        self.generation.fetch_add(1, Ordering::Release);
+        old
+    }
+
+    pub(crate) fn view(&self) -> View<T> {
+        let generation = self.generation.load(Ordering::Acquire);
+        View { generation, value: self.get() }
+    }
+}
+
+/// A reader's copy of a [`Swappable`] value, refreshed when its generation moved.
+pub(crate) struct View<T> {
+    generation: u64,
+    value: Arc<T>,
+}
+
+impl<T> View<T> {
+    /// The value, taken afresh when it changed since the last call.
     #[inline]
-    pub(crate) fn current(&mut self, registry: &Registry) -> &Arc<Version> {
-        let generation = registry.generation.load(Ordering::Acquire);
+    pub(crate) fn current(&mut self, published: &Swappable<T>) -> &Arc<T> {
+        let generation = published.generation.load(Ordering::Acquire);
         if generation != self.generation {
             self.generation = generation;
-            self.version = registry.live();
+            self.value = published.get();
         }
-        &self.version
+        &self.value
     }
 }

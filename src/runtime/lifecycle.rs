@@ -9,10 +9,14 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::{RowFlow, Runtime, Shared};
+use crate::backend::BackendSpec;
+use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::metrics::ShadowSnapshot;
 use crate::registry::load::{LoadOptions, Source};
+use crate::registry::shadow::Shadow;
 use crate::registry::watch::{Action, Watch};
-use crate::registry::{Lineage, ModelUpdate, load};
+use crate::registry::{Lineage, ModelUpdate, ShadowConfig, Version, load};
 
 impl Runtime {
     /// Replaces the live model while events flow: loads, validates and warms up `update` on
@@ -38,6 +42,65 @@ impl Runtime {
             log::info!("model version {version} is live again (rolled back from {before})");
         }
         Ok(())
+    }
+
+    /// Starts scoring a challenger beside the live version: it is loaded and warmed like a
+    /// swap, then scores the share of events [`ShadowConfig::with_fraction`] picks by key, on
+    /// its own thread behind a bounded queue, and its answers are compared with the
+    /// primary's ([`MetricsSnapshot::shadow`](crate::MetricsSnapshot::shadow)). The primary
+    /// never waits for it: a copy that finds the queue full is dropped and counted. It must
+    /// take the live version's input and output widths. Replaces a running shadow. Returns
+    /// the challenger's version number.
+    pub fn set_shadow(&self, config: ShadowConfig) -> Result<u64> {
+        let ShadowConfig { update, settings } = config;
+        settings.validate()?;
+        let sh = &*self.pipeline.shared;
+        if sh.is_closed() {
+            return Err(Error::Closed);
+        }
+        let live = sh.flow.registry.live();
+        let ModelUpdate { source, version, spec, warm_up, .. } = update;
+        let challenger = load_off_thread(sh, &live, source, version, spec, warm_up)?;
+        let (w, ow) = (challenger.backend.n_features(), challenger.out_width);
+        if (w, ow) != (live.backend.n_features(), live.out_width) {
+            return Err(Error::SchemaChange {
+                version: challenger.id(),
+                change: format!(
+                    "a shadow must take the live version's widths: input {w} (live {}), \
+                     output {ow} (live {})",
+                    live.backend.n_features(),
+                    live.out_width
+                ),
+            });
+        }
+        let id = challenger.id();
+        let shadow = Shadow::start(challenger, &settings, sh.config.output)?;
+        self.retire_shadow(sh.flow.shadow.set(Arc::new(Some(shadow))));
+        log::info!("model version {id} scores in shadow of version {}", live.id());
+        Ok(id)
+    }
+
+    /// Stops the shadow, after it has compared what it was handed; its last report stays in
+    /// the metrics.
+    pub fn clear_shadow(&self) {
+        let old = self.flow().shadow.set(Arc::new(None));
+        self.retire_shadow(old);
+    }
+
+    /// Closes a replaced shadow and keeps its last report.
+    fn retire_shadow(&self, old: Arc<Option<Shadow>>) {
+        if let Some(shadow) = &*old {
+            shadow.close();
+            *self.last_shadow.lock().unwrap_or_else(|p| p.into_inner()) = Some(shadow.snapshot());
+        }
+    }
+
+    /// The shadow's report: the running one's, else the last one's.
+    pub(super) fn shadow_report(&self) -> Option<ShadowSnapshot> {
+        match &*self.flow().shadow.get() {
+            Some(s) => Some(s.snapshot()),
+            None => self.last_shadow.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
     }
 
     /// The version answering now.
@@ -119,6 +182,20 @@ fn try_swap(sh: &Shared<RowFlow>, update: ModelUpdate) -> Result<u64> {
     }
     let registry = &sh.flow.registry;
     let live = registry.live();
+    let loaded = load_off_thread(sh, &live, source, version, spec, warm_up)?;
+    registry.install(loaded, allow_schema_change)
+}
+
+/// Loads a version on a loader thread of its own, in the idle scheduling class: on a busy
+/// machine the load and warm-up take the CPU the runtime's threads leave idle, not theirs.
+fn load_off_thread(
+    sh: &Shared<RowFlow>,
+    live: &Version,
+    source: Source,
+    version: Option<u64>,
+    spec: Option<BackendSpec>,
+    warm_up: Option<Batch>,
+) -> Result<Version> {
     let opts = LoadOptions {
         spec: spec.as_ref().unwrap_or(&sh.config.backend),
         output: sh.config.output,
@@ -127,8 +204,6 @@ fn try_swap(sh: &Shared<RowFlow>, update: ModelUpdate) -> Result<u64> {
         warm_up: warm_up.as_ref(),
         feature_spec_hash: live.lineage.feature_spec_hash,
     };
-    // A thread of its own at a lower priority: on a busy machine the load and warm-up take
-    // the CPU the runtime's threads leave idle, not theirs.
     let loaded = std::thread::scope(|s| {
         let loader = std::thread::Builder::new()
             .name("streamscore-loader".into())
@@ -147,7 +222,7 @@ fn try_swap(sh: &Shared<RowFlow>, update: ModelUpdate) -> Result<u64> {
         // A backend of your own names no inputs: it takes the serving version's.
         Arc::make_mut(&mut loaded.lineage).feature_names = live.lineage.feature_names.clone();
     }
-    registry.install(loaded, allow_schema_change)
+    Ok(loaded)
 }
 
 /// One poll of the model directory, and what it calls for.

@@ -50,6 +50,8 @@ use rows::{INLINE_ROW, Row, RowFlow, RowValues, Rows, Set};
 pub struct Runtime {
     /// Dropped (stopped) before the pipeline: its thread holds the pipeline's state.
     watcher: std::sync::Mutex<Option<lifecycle::Watcher>>,
+    /// The last shadow's report, once it has stopped.
+    last_shadow: std::sync::Mutex<Option<crate::metrics::ShadowSnapshot>>,
     pipeline: Pipeline<RowFlow>,
     schema: Schema,
 }
@@ -88,7 +90,8 @@ impl Runtime {
         }
         let flow = RowFlow::new(first, schema.len(), &config, features);
         let pipeline = Pipeline::start(flow, config)?;
-        Ok(Runtime { watcher: Default::default(), pipeline, schema })
+        let (watcher, last_shadow) = Default::default();
+        Ok(Runtime { watcher, last_shadow, pipeline, schema })
     }
 
     fn flow(&self) -> &RowFlow {
@@ -220,6 +223,7 @@ impl Runtime {
         let mut m = self.pipeline.metrics();
         m.model_version = self.live_version();
         m.kept_versions = self.flow().registry.kept_ids();
+        m.shadow = self.shadow_report();
         m
     }
 
@@ -229,6 +233,8 @@ impl Runtime {
     pub fn shutdown(&self) {
         self.stop_watching();
         self.pipeline.shutdown();
+        // Every answer is out, so the shadow has been handed all it will get.
+        self.clear_shadow();
     }
 
     /// Queues a validated set (answering at once when none of its events is left to score).
@@ -313,8 +319,9 @@ impl Runtime {
         }
         set.keys.clear();
         set.times.clear();
+        // Keys also choose shadowed events; times only the feature stage reads.
+        set.keys.extend_from_slice(events.keys.unwrap_or_default());
         if featured {
-            set.keys.extend_from_slice(events.keys.unwrap_or_default());
             set.times.extend_from_slice(events.times.unwrap_or_default());
         }
         for r in 0..n {

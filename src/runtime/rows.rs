@@ -2,8 +2,8 @@
 //! submitted together), laid out as a columnar batch at flush, the feature stage when there is
 //! one, the backend, one [`Score`] per event (one [`Scores`] per set).
 
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
@@ -14,7 +14,8 @@ use crate::batch::Batch;
 use crate::error::Error;
 use crate::ingest::reply::{Pool, Published, Responder, Score, Scores, SlotPool, Ticket, Timing};
 use crate::metrics::{Busy, Stage};
-use crate::registry::{Registry, Version, View};
+use crate::registry::shadow::Shadow;
+use crate::registry::{Registry, Swappable, Version, View};
 
 /// Rows up to this width travel inside their queued job: no buffer to take from a pool and
 /// give back, and no cache line of their own to move between threads. Wider inline rows make
@@ -43,8 +44,9 @@ pub(crate) struct Row {
 pub(crate) struct Set {
     /// `n * width` values, row after row (a refused event's row is left as it came).
     pub values: Vec<f32>,
-    /// One key and time per event with a feature stage; empty without one.
+    /// One key per event when the set has keys, else empty.
     pub keys: Vec<u64>,
+    /// One event time per event with a feature stage; empty without one.
     pub times: Vec<i64>,
     pub n: usize,
     /// Events refused on their own, ascending by event: they are not scored.
@@ -104,6 +106,8 @@ const SPARE_SETS: usize = 64;
 pub(crate) struct RowFlow {
     /// The live model version and those kept for rollback.
     pub registry: Registry,
+    /// The challenger scoring beside the live version, if any.
+    pub shadow: Swappable<Option<Shadow>>,
     /// Width of an accepted row (the backend's, or the feature spec's raw fields).
     pub width: usize,
     pub output: Output,
@@ -129,6 +133,7 @@ impl RowFlow {
             config.queue_capacity.get().min(1 << 20) + config.max_batch.get() * (workers + 2);
         RowFlow {
             registry: Registry::new(first, config.keep_versions.get()),
+            shadow: Swappable::new(Arc::new(None)),
             width,
             output: config.output,
             features: features.map(Mutex::new),
@@ -195,7 +200,10 @@ impl RowFlow {
 pub(crate) struct RowScorer {
     recorder: usize,
     /// The version this thread scores with, refreshed once per batch.
-    view: View,
+    view: View<Version>,
+    shadow: View<Option<Shadow>>,
+    /// Which rows of a batch the shadow takes.
+    chosen: Vec<bool>,
     out: Vec<f32>,
     keep: Vec<bool>,
     /// A batch's answers, published and woken once all are written.
@@ -284,7 +292,9 @@ impl Flow for RowFlow {
     fn scorer(&self, recorder: usize) -> RowScorer {
         RowScorer {
             recorder,
-            view: View::new(&self.registry),
+            view: self.registry.view(),
+            shadow: self.shadow.view(),
+            chosen: Vec::new(),
             out: Vec::new(),
             keep: Vec::new(),
             published: Vec::new(),
@@ -293,9 +303,9 @@ impl Flow for RowFlow {
 
     fn score(&self, sh: &Shared<Self>, scorer: &mut RowScorer, work: RowWork) {
         let RowWork { mut batch, mut jobs } = work;
-        let RowScorer { recorder, view, out, keep, published } = scorer;
+        let RowScorer { recorder, view, shadow, chosen, out, keep, published } = scorer;
         // The swap point: every event of this batch is scored, and answered, by this version.
-        let version = view.current(&self.registry).clone();
+        let version = view.current(self.registry.published()).clone();
         let backend = &*version.backend;
         let ow = version.out_width;
         let t0 = Instant::now();
@@ -321,6 +331,13 @@ impl Flow for RowFlow {
             out.clear();
             out.resize(n * ow, 0.0);
             let result = backend.score_batch(&batch, self.output, out);
+            // The shadow's copy is handed over before any answer is out, so that an event
+            // answered before `clear_shadow` is compared (or counted as dropped): a copy of
+            // the batch, a few µs at most, never a wait.
+            if let (Some(s), true) = (&**shadow.current(&self.shadow), result.is_ok()) {
+                choose(s, &jobs, n, chosen);
+                s.offer(&batch, out, ow, chosen);
+            }
             let t1 = Instant::now();
             let scoring = t1 - t0;
             sh.note_scoring(scoring);
@@ -472,4 +489,23 @@ fn features(
     }
     (!live.is_empty())
         .then(|| Batch::from_columns(kept, live.len(), n_out).expect("rows * n_out values"))
+}
+
+/// Marks the batch rows (in job order) whose events the shadow takes.
+fn choose(shadow: &Shadow, jobs: &[Job<RowFlow>], n: usize, chosen: &mut Vec<bool>) {
+    chosen.clear();
+    if shadow.takes_all() {
+        chosen.resize(n, true);
+        return;
+    }
+    for job in jobs {
+        match &job.payload {
+            Rows::One(row) => chosen.push(shadow.wants(row.key)),
+            Rows::Many(set) => {
+                for r in set.live_rows() {
+                    chosen.push(shadow.wants(set.keys.get(r).copied().unwrap_or(0)));
+                }
+            }
+        }
+    }
 }

@@ -108,6 +108,13 @@ pub struct BenchArgs {
     /// Seconds between swaps (lifecycle mode).
     #[arg(long, default_value_t = 2.0, requires = "swap_model")]
     pub swap_every: f64,
+    /// Stream mode: this model scores in shadow of `--model` (its own thread and queue) and is
+    /// compared with it; the stream line then says how many events it compared and dropped.
+    #[arg(long)]
+    pub shadow_model: Option<PathBuf>,
+    /// The share of keys the shadow takes (stream mode; 0..=1).
+    #[arg(long, default_value_t = 1.0, requires = "shadow_model")]
+    pub shadow_fraction: f64,
     /// Lifecycle mode: print latency per 50 ms of the run on stderr, marking swaps.
     #[arg(long, requires = "swap_model")]
     pub timeline: bool,

@@ -21,8 +21,8 @@ use crate::batches::chunks;
 use streamscore::io::{Columns, normal_rows, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
-    Backend, Batch, Busy, Error, Event, EventBatch, Model, Output, Runtime, RuntimeConfig, Schema,
-    Stage, Ticket,
+    Backend, Batch, Busy, Error, Event, EventBatch, Model, ModelUpdate, Output, Runtime,
+    RuntimeConfig, Schema, ShadowConfig, Stage, Ticket,
 };
 
 /// One configuration's result.
@@ -44,6 +44,8 @@ struct Outcome {
     /// producers' CPU ns per submitted event (submission and collecting answers).
     per_event_ns: Option<([f64; 5], f64)>,
     mean_batch: f64,
+    /// Stream mode with `--shadow-model`: events the shadow compared and dropped.
+    shadow: Option<(u64, u64)>,
 }
 
 impl Outcome {
@@ -115,6 +117,9 @@ fn check_flags(args: &BenchArgs) -> Result<(), Error> {
     positive("duration", args.duration, MAX_SECONDS)?;
     positive("fps", args.fps, 1_000.0)?;
     positive("swap-every", args.swap_every, MAX_SECONDS)?;
+    if !(0.0..=1.0).contains(&args.shadow_fraction) {
+        return Err(flag_error("shadow-fraction", args.shadow_fraction, "within 0..=1"));
+    }
     if let Some(rate) = args.rate {
         positive("rate", rate, 1e9)?;
     }
@@ -258,6 +263,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 window,
                 rate: args.rate,
                 set: args.submit_batch,
+                shadow: args.shadow_model.clone().map(|m| (m, args.shadow_fraction)),
                 duration,
             };
             let o = stream((backend.clone(), schema), config, &rows, &load, tick)?;
@@ -314,6 +320,10 @@ fn report(
         if let Some(r) = ratio {
             v["ratio_to_direct"] = json!(r);
         }
+        if let Some((compared, dropped)) = o.shadow {
+            v["shadow_compared"] = json!(compared);
+            v["shadow_dropped"] = json!(dropped);
+        }
         if let Some((busy, producer)) = o.per_event_ns {
             let mut per = serde_json::Map::new();
             for (kind, ns) in Busy::ALL.iter().zip(busy) {
@@ -330,6 +340,9 @@ fn report(
             "{:<7} {:>6} {:>8} {:>4} {:>4} {:>13.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9} {:>8} {:>8} {:>5} {:>10.1}",
             o.mode, o.batch, delay, args.threads, producers, o.rows_per_sec(), p50, p99, p999, max, o.accepted, o.rejected, o.expired, o.lost, ratio, o.mean_batch
         ));
+        if let Some((compared, dropped)) = o.shadow {
+            bar.suspend(|| println!("        shadow: {compared} compared, {dropped} dropped"));
+        }
         if let Some((busy, producer)) = o.per_event_ns {
             let parts: Vec<String> = Busy::ALL
                 .iter()
@@ -410,6 +423,7 @@ fn direct(
         stages_us: None,
         per_event_ns: None,
         mean_batch: batch as f64,
+        shadow: None,
     }
 }
 
@@ -433,6 +447,8 @@ struct Load {
     rate: Option<f64>,
     /// Events per submission (1: `try_submit`; more: `try_submit_many`).
     set: usize,
+    /// A challenger scoring in shadow, and its share of the events.
+    shadow: Option<(std::path::PathBuf, f64)>,
     duration: Duration,
 }
 
@@ -478,6 +494,10 @@ fn stream(
     let batch = config.max_batch.get();
     let max_delay_us = config.max_delay.as_micros() as u64;
     let rt = Runtime::builder().backend(backend).schema(schema).config(config).build()?;
+    if let Some((model, fraction)) = &load.shadow {
+        let update = ModelUpdate::path(model).with_version(2);
+        rt.set_shadow(ShadowConfig::new(update).with_fraction(*fraction))?;
+    }
     let (n, w) = (rows.n_rows(), rows.n_features());
     // Sets are cut from the rows without wrapping: at most n events each.
     let set = load.set.min(n).max(1);
@@ -575,6 +595,7 @@ fn stream(
             producer_cpu_ns as f64 / (m.accepted + m.rejected).max(1) as f64,
         )),
         mean_batch: m.batch_rows.sum / m.batch_rows.count.max(1) as f64,
+        shadow: m.shadow.as_ref().map(|s| (s.compared, s.dropped)),
     };
     Ok((outcome, m))
 }
