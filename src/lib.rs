@@ -16,7 +16,9 @@
 //! A running runtime's model is replaced while events flow ([`Runtime::swap`] with a
 //! [`ModelUpdate`], [`Runtime::rollback`], or a watched [`ModelDir`] in Triton's layout): the
 //! new version is loaded and warmed off the runtime's threads and goes live at a batch
-//! boundary, every answer names its version, and its [`Lineage`] says where it came from.
+//! boundary, every answer names its version, and its [`Lineage`] says where it came from. A
+//! challenger scores in shadow ([`Runtime::set_shadow`] with a [`ShadowConfig`]) on its own
+//! thread and is compared with the live version ([`MetricsSnapshot::shadow`]).
 //!
 //! # Examples
 //!
