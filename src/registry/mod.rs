@@ -44,6 +44,10 @@ pub(crate) struct Registry {
     /// Oldest first; holds the live version too.
     kept: Mutex<VecDeque<Arc<Version>>>,
     keep: usize,
+    /// Versions no longer kept that a scoring thread's view may still hold: freed here, by a
+    /// swapping thread, once nothing else holds them, so that a scoring thread never frees a
+    /// model.
+    retired: Mutex<Vec<Arc<Version>>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,6 +62,7 @@ impl Registry {
             live: Swappable::new(first.clone()),
             kept: Mutex::new(VecDeque::from([first])),
             keep: keep.max(1),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -114,9 +119,13 @@ impl Registry {
         kept.push_back(candidate.clone());
         while kept.len() > self.keep {
             // The oldest goes; never the one going live (it is last).
-            kept.pop_front();
+            if let Some(old) = kept.pop_front() {
+                self.park(&kept, old);
+            }
         }
-        self.go_live(candidate);
+        let previous = self.live.set(candidate);
+        self.park(&kept, previous);
+        self.free_retired();
         Ok(id)
     }
 
@@ -126,8 +135,10 @@ impl Registry {
         let version =
             kept.iter().find(|v| v.id() == id).cloned().ok_or(Error::UnknownVersion(id))?;
         if !Arc::ptr_eq(&version, &self.live()) {
-            self.go_live(version);
+            let previous = self.live.set(version);
+            self.park(&kept, previous);
         }
+        self.free_retired();
         Ok(id)
     }
 
@@ -136,12 +147,38 @@ impl Registry {
         let mut kept = lock(&self.kept);
         let live = self.live().id();
         let before = kept.len();
+        let gone: Vec<Arc<Version>> =
+            kept.iter().filter(|v| v.id() == id && v.id() != live).cloned().collect();
         kept.retain(|v| v.id() != id || v.id() == live);
+        for v in gone {
+            self.park(&kept, v);
+        }
+        self.free_retired();
         kept.len() != before
     }
 
-    fn go_live(&self, version: Arc<Version>) {
-        self.live.set(version);
+    /// Holds a version that left `kept` or stopped being live until nothing else does (once:
+    /// a version still kept is held there).
+    fn park(&self, kept: &VecDeque<Arc<Version>>, version: Arc<Version>) {
+        if kept.iter().any(|k| Arc::ptr_eq(k, &version)) {
+            return;
+        }
+        let mut retired = lock(&self.retired);
+        if !retired.iter().any(|r| Arc::ptr_eq(r, &version)) {
+            retired.push(version);
+        }
+    }
+
+    /// Frees the retired versions only this list still holds (a scoring thread that still
+    /// views one lets go of it at its next batch; the next swap frees it).
+    fn free_retired(&self) {
+        lock(&self.retired).retain(|v| Arc::strong_count(v) > 1);
+    }
+
+    /// Retired versions not yet freed (tests).
+    #[cfg(test)]
+    fn retired_len(&self) -> usize {
+        lock(&self.retired).len()
     }
 }
 
@@ -233,5 +270,53 @@ impl<T> View<T> {
             self.value = published.get();
         }
         &self.value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Reference;
+
+    fn version(id: u64) -> Version {
+        let forest = crate::load_forest("models/golden/lgb_binary/model.txt").unwrap();
+        let lineage = Lineage {
+            version: id,
+            source: "test".into(),
+            sha256: Some(format!("{id}")),
+            format: "LightGBM text".into(),
+            objective: None,
+            trees: None,
+            layers: None,
+            feature_names: forest.feature_names.clone(),
+            feature_spec_hash: None,
+            backend: "reference".into(),
+            load_time: Default::default(),
+            warmup_time: Default::default(),
+            loaded_at: std::time::SystemTime::now(),
+        };
+        Version {
+            backend: Arc::new(Reference::new(forest)),
+            out_width: 1,
+            lineage: Arc::new(lineage),
+        }
+    }
+
+    #[test]
+    fn a_version_a_scoring_thread_still_holds_is_freed_by_the_next_swap_not_by_it() {
+        let registry = Registry::new(version(1), 1);
+        let mut view = registry.view();
+        let one = Arc::downgrade(view.current(registry.published()));
+        registry.install(version(2), false).unwrap();
+        // Version 1 is no longer kept and the view holds it: the registry holds it too, so
+        // the view's refresh does not free it.
+        assert_eq!((registry.kept_ids(), registry.retired_len()), (vec![2], 1));
+        assert_eq!(view.current(registry.published()).id(), 2);
+        assert!(one.upgrade().is_some(), "not freed by the scoring thread's refresh");
+        registry.install(version(3), false).unwrap();
+        assert!(one.upgrade().is_none(), "freed by the next swap");
+        // Version 2 is still in the view: parked, freed at a later swap.
+        assert_eq!(registry.retired_len(), 1);
+        assert_eq!(registry.kept_ids(), vec![3]);
     }
 }
