@@ -47,7 +47,7 @@ impl Lineage {
     /// The version number a model file's answers name unless one is given: FNV-1a (64 bits)
     /// of its bytes.
     pub fn default_version(bytes: &[u8]) -> u64 {
-        super::load::fnv1a(bytes)
+        crate::features::fnv1a(bytes)
     }
 }
 

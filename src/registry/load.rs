@@ -1,5 +1,6 @@
 //! Loading a version: read, hash, parse, validate, pick the backend, warm it up, record its
-//! lineage. Runs on the caller's thread (or the watcher's), never on the runtime's.
+//! lineage. Runs on the builder's caller at start, on a loader thread for swaps and shadows,
+//! never on the runtime's threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,13 +130,6 @@ pub(crate) struct Loaded {
     pub model: Option<Model>,
 }
 
-/// FNV-1a, 64 bits: a stable content hash for a default version number.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
 /// Loads, validates and warms up a version. Nothing is shared until it returns.
 pub(crate) fn load(source: Source, opts: &LoadOptions<'_>) -> Result<Loaded> {
     let started = Instant::now();
@@ -176,7 +170,7 @@ pub(crate) fn load(source: Source, opts: &LoadOptions<'_>) -> Result<Loaded> {
         objective: None,
         trees: None,
         layers: None,
-        feature_names: Vec::new(),
+        feature_names: model.as_ref().map(Model::feature_names).unwrap_or_default(),
         feature_spec_hash: opts.feature_spec_hash,
         backend: backend.name().to_string(),
         load_time,
@@ -194,9 +188,6 @@ pub(crate) fn load(source: Source, opts: &LoadOptions<'_>) -> Result<Loaded> {
             lineage.layers = m.dense().ok().map(|d| d.layers().len());
         }
         None => {}
-    }
-    if let Some(m) = &model {
-        lineage.feature_names = m.feature_names();
     }
     let version = Version { backend, out_width, lineage: Arc::new(lineage) };
     Ok(Loaded { version, model })
@@ -217,7 +208,7 @@ impl Described {
 
 fn parse(bytes: Vec<u8>, path: &Path, version: Option<u64>) -> Result<(Model, Described)> {
     let sha256 = Lineage::sha256_of(&bytes);
-    let version = version.unwrap_or_else(|| fnv1a(&bytes));
+    let version = version.unwrap_or_else(|| Lineage::default_version(&bytes));
     let model = Model::from_bytes(bytes, path)?;
     Ok((model, Described { version, source: "model bytes".into(), sha256: Some(sha256) }))
 }
@@ -229,15 +220,22 @@ fn parse(bytes: Vec<u8>, path: &Path, version: Option<u64>) -> Result<(Model, De
 fn warm_up(backend: &dyn Backend, model: Option<&Model>, opts: &LoadOptions<'_>) -> Result<()> {
     let width = backend.n_features();
     let n = opts.batch.clamp(crate::backend::cpu::TUNE_MIN_ROWS, WARM_ROWS);
+    let drawn;
     let rows = match (opts.warm_up, model) {
         (Some(rows), _) => {
             if rows.n_features() != width {
                 return Err(Error::WidthMismatch { expected: width, got: rows.n_features() });
             }
-            rows.clone()
+            rows
         }
-        (None, Some(Model::Forest(f))) => crate::io::synthetic_rows(f, n, 0x5eed),
-        (None, Some(Model::Onnx(_))) => crate::io::normal_rows(width, n, 0x5eed),
+        (None, Some(Model::Forest(f))) => {
+            drawn = crate::io::synthetic_rows(f, n, 0x5eed);
+            &drawn
+        }
+        (None, Some(Model::Onnx(_))) => {
+            drawn = crate::io::normal_rows(width, n, 0x5eed);
+            &drawn
+        }
         // A backend of your own is warmed by its owner (or with `ModelUpdate::with_warm_up`).
         (None, None) => return Ok(()),
     };
@@ -250,8 +248,9 @@ fn warm_up(backend: &dyn Backend, model: Option<&Model>, opts: &LoadOptions<'_>)
         backend: backend.name(),
         message: format!("the new version failed its warm-up: {e}"),
     };
-    backend.score_batch(&rows, opts.output, &mut out).map_err(fail)?;
-    let one = Batch::from_rows(&rows.to_rows()[..width], width)?;
+    backend.score_batch(rows, opts.output, &mut out).map_err(fail)?;
+    let first = (0..width).map(|f| rows.value(0, f)).collect();
+    let one = Batch::from_columns(first, 1, width)?;
     backend.score_batch(&one, opts.output, &mut out[..ow]).map_err(fail)?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Model versions of a running runtime: the live one, the last N kept for rollback, and what
 //! each came from ([`Lineage`]).
 //!
-//! A new version is loaded, validated, laid out and warmed up (CPU tuning, GPU pipelines) by
-//! the caller's thread or the model-directory watcher, never by the runtime's threads. Going
+//! A new version is loaded, validated, laid out and warmed up (CPU tuning, GPU pipelines) on
+//! a loader thread that the caller or the model-directory watcher starts, never by the
+//! runtime's threads. Going
 //! live is one pointer store: each scoring thread looks at the registry's generation once per
 //! batch and takes the new version at its next batch, so a batch, and every event in it, is
 //! scored by exactly one version, and its answers name it.

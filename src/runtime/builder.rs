@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::event::Schema;
 use crate::features::Features;
 use crate::model::Model;
-use crate::registry::load::{LoadOptions, Source, fnv1a};
+use crate::registry::load::{LoadOptions, Source};
 use crate::registry::watch::Watch;
 use crate::registry::{Loaded, ModelDir, Version, load};
 
@@ -172,7 +172,7 @@ impl RuntimeBuilder {
 
 /// The canonical form of a compiled spec (its `Debug` text: fields in order, no maps) hashed.
 fn spec_hash(spec: &crate::features::Spec) -> u64 {
-    fnv1a(format!("{spec:?}").as_bytes())
+    crate::features::fnv1a(format!("{spec:?}").as_bytes())
 }
 
 /// Loads the policy's best version of a model directory that loads; errors with every reason

@@ -1,6 +1,7 @@
-//! Model lifecycle on a running runtime: swap, rollback, the kept versions, and the thread
-//! that watches a model directory. Loading and warm-up run on the caller's thread (or the
-//! watcher's); the runtime's threads only see the new version at their next batch.
+//! Model lifecycle on a running runtime: swap, rollback, the kept versions, the shadow, and
+//! the thread that watches a model directory. Loading and warm-up run on a loader thread in
+//! the idle scheduling class, started by the caller (or the watcher); the runtime's threads
+//! only see the new version at their next batch.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,8 +10,6 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::{RowFlow, Runtime, Shared};
-use crate::backend::BackendSpec;
-use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::metrics::ShadowSnapshot;
 use crate::registry::load::{LoadOptions, Source};
@@ -20,7 +19,8 @@ use crate::registry::{Lineage, ModelUpdate, ShadowConfig, Version, load};
 
 impl Runtime {
     /// Replaces the live model while events flow: loads, validates and warms up `update` on
-    /// the calling thread, then makes it live; each scoring thread takes it at its next
+    /// a loader thread in the idle scheduling class (the call waits for it), then makes it
+    /// live; each scoring thread takes it at its next
     /// batch, so every event is scored by exactly one version and its answer names it.
     /// Returns the new live version number.
     ///
@@ -34,14 +34,7 @@ impl Runtime {
 
     /// Makes a kept version live again, at once (it is loaded and warm).
     pub fn rollback(&self, version: u64) -> Result<()> {
-        let sh = &*self.pipeline.shared;
-        let before = self.live_version();
-        sh.flow.registry.rollback(version)?;
-        if before != version {
-            sh.metrics.counters.swaps.fetch_add(1, Ordering::Relaxed);
-            log::info!("model version {version} is live again (rolled back from {before})");
-        }
-        Ok(())
+        rollback(&self.pipeline.shared, version)
     }
 
     /// Starts scoring a challenger beside the live version: it is loaded and warmed like a
@@ -59,8 +52,7 @@ impl Runtime {
             return Err(Error::Closed);
         }
         let live = sh.flow.registry.live();
-        let ModelUpdate { source, version, spec, warm_up, .. } = update;
-        let challenger = load_off_thread(sh, &live, source, version, spec, warm_up)?;
+        let challenger = load_off_thread(sh, &live, update)?;
         let (w, ow) = (challenger.backend.n_features(), challenger.out_width);
         if (w, ow) != (live.backend.n_features(), live.out_width) {
             return Err(Error::SchemaChange {
@@ -174,28 +166,32 @@ fn try_swap(sh: &Shared<RowFlow>, update: ModelUpdate) -> Result<u64> {
     if sh.is_closed() {
         return Err(Error::Closed);
     }
-    let ModelUpdate { source, version, spec, allow_schema_change, warm_up } = update;
+    let registry = &sh.flow.registry;
+    let allow_schema_change = update.allow_schema_change;
+    let loaded = load_off_thread(sh, &registry.live(), update)?;
+    registry.install(loaded, allow_schema_change)
+}
+
+/// Makes a kept version live again; a change of the live version is counted and logged.
+fn rollback(sh: &Shared<RowFlow>, version: u64) -> Result<()> {
+    let before = sh.flow.registry.live().id();
+    sh.flow.registry.rollback(version)?;
+    if before != version {
+        sh.metrics.counters.swaps.fetch_add(1, Ordering::Relaxed);
+        log::info!("model version {version} is live again (rolled back from {before})");
+    }
+    Ok(())
+}
+
+/// Loads a version on a loader thread of its own, in the idle scheduling class: on a busy
+/// machine the load and warm-up take the CPU the runtime's threads leave idle, not theirs.
+fn load_off_thread(sh: &Shared<RowFlow>, live: &Version, update: ModelUpdate) -> Result<Version> {
+    let ModelUpdate { source, version, spec, warm_up, .. } = update;
     if version.is_none() && matches!(source, Source::Model(_) | Source::Backend(_)) {
         return Err(Error::Config(
             "a loaded model or a backend needs a version number (ModelUpdate::with_version)".into(),
         ));
     }
-    let registry = &sh.flow.registry;
-    let live = registry.live();
-    let loaded = load_off_thread(sh, &live, source, version, spec, warm_up)?;
-    registry.install(loaded, allow_schema_change)
-}
-
-/// Loads a version on a loader thread of its own, in the idle scheduling class: on a busy
-/// machine the load and warm-up take the CPU the runtime's threads leave idle, not theirs.
-fn load_off_thread(
-    sh: &Shared<RowFlow>,
-    live: &Version,
-    source: Source,
-    version: Option<u64>,
-    spec: Option<BackendSpec>,
-    warm_up: Option<Batch>,
-) -> Result<Version> {
     let opts = LoadOptions {
         spec: spec.as_ref().unwrap_or(&sh.config.backend),
         output: sh.config.output,
@@ -247,10 +243,8 @@ fn poll(sh: &Shared<RowFlow>, watch: &mut Watch) {
                 }
             }
             Action::Rollback(version) => {
-                if registry.rollback(version).is_ok() {
-                    sh.metrics.counters.swaps.fetch_add(1, Ordering::Relaxed);
-                    log::info!("model version {version} is live again (model directory)");
-                }
+                // Kept when polled; a failure (retired meanwhile) leaves the live one serving.
+                let _ = rollback(sh, version);
             }
             Action::Retire(version) => {
                 if registry.retire(version) {
