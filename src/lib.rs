@@ -18,7 +18,9 @@
 //! new version is loaded and warmed off the runtime's threads and goes live at a batch
 //! boundary, every answer names its version, and its [`Lineage`] says where it came from. A
 //! challenger scores in shadow ([`Runtime::set_shadow`] with a [`ShadowConfig`]) on its own
-//! thread and is compared with the live version ([`MetricsSnapshot::shadow`]).
+//! thread and is compared with the live version ([`MetricsSnapshot::shadow`]); versions
+//! loaded beside it ([`Runtime::load`]) split traffic by key hash for A/B tests and canaries
+//! ([`Runtime::set_split`] with a [`Split`]; [`MetricsSnapshot::variants`]).
 //!
 //! # Examples
 //!
@@ -64,9 +66,13 @@ pub use error::{Error, ModelFormat, ModelProblem, Result};
 pub use event::{Event, EventBatch, NonFinitePolicy, Schema};
 pub use ingest::Rejected;
 pub use ingest::reply::{Score, Scores, Ticket, Timing};
-pub use metrics::{Busy, MetricsSnapshot, ShadowSnapshot, ShadowWindow, Stage, Summary};
+pub use metrics::{
+    Busy, MetricsSnapshot, ShadowSnapshot, ShadowWindow, Stage, Summary, VariantSnapshot,
+};
 pub use model::{Forest, Model, load_forest, load_model};
-pub use registry::{Lineage, ModelDir, ModelUpdate, ShadowConfig, VersionPolicy};
+pub use registry::{
+    Lineage, MAX_VARIANTS, ModelDir, ModelUpdate, ShadowConfig, Split, VariantSpec, VersionPolicy,
+};
 pub use runtime::config::{Overload, RuntimeConfig};
 pub use runtime::{MAX_SET, Runtime, RuntimeBuilder};
 

@@ -190,6 +190,7 @@ impl Metrics {
             model_version: 0,
             kept_versions: Vec::new(),
             shadow: None,
+            variants: Vec::new(),
         }
     }
 }
@@ -260,6 +261,28 @@ pub struct ShadowSnapshot {
     pub total: ShadowWindow,
 }
 
+/// One variant of the traffic split in a [`MetricsSnapshot`]: what it answered since the split
+/// with these variants went into service.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VariantSnapshot {
+    /// Its name.
+    pub name: String,
+    /// The version serving it.
+    pub version: u64,
+    /// Its weight.
+    pub weight: u32,
+    /// Events it scored.
+    pub events: u64,
+    /// Events it failed in its backend.
+    pub errors: u64,
+    /// Mean of its first output over the events it scored.
+    pub mean_score: Option<f64>,
+    /// End-to-end latency of its events, µs: median and 99th percentile.
+    pub p50_us: Option<u64>,
+    /// See `p50_us`.
+    pub p99_us: Option<u64>,
+}
+
 /// A point-in-time copy of every metric.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetricsSnapshot {
@@ -294,6 +317,9 @@ pub struct MetricsSnapshot {
     /// The shadow's comparison with the live version, while one runs (and the last one's
     /// after [`Runtime::clear_shadow`](crate::Runtime::clear_shadow)).
     pub shadow: Option<ShadowSnapshot>,
+    /// The traffic split's variants, in order, while one is in service
+    /// ([`Runtime::set_split`](crate::Runtime::set_split)).
+    pub variants: Vec<VariantSnapshot>,
 }
 
 impl MetricsSnapshot {
@@ -380,7 +406,51 @@ impl MetricsSnapshot {
         if let Some(sh) = &self.shadow {
             sh.prometheus(&mut s);
         }
+        if !self.variants.is_empty() {
+            variants_prometheus(&self.variants, &mut s);
+        }
         s
+    }
+}
+
+fn variants_prometheus(variants: &[VariantSnapshot], s: &mut String) {
+    s.push_str("# HELP streamscore_variant_events_total Events a split variant answered.\n");
+    s.push_str("# TYPE streamscore_variant_events_total counter\n");
+    for v in variants {
+        for (outcome, n) in [("scored", v.events), ("error", v.errors)] {
+            let _ = writeln!(
+                s,
+                "streamscore_variant_events_total{{variant=\"{}\",version=\"{}\",outcome=\"{outcome}\"}} {n}",
+                v.name, v.version
+            );
+        }
+    }
+    s.push_str("# HELP streamscore_variant_weight A split variant's weight.\n");
+    s.push_str("# TYPE streamscore_variant_weight gauge\n");
+    for v in variants {
+        let _ = writeln!(s, "streamscore_variant_weight{{variant=\"{}\"}} {}", v.name, v.weight);
+    }
+    s.push_str("# HELP streamscore_variant_mean_score Mean first output of a split variant.\n");
+    s.push_str("# TYPE streamscore_variant_mean_score gauge\n");
+    for v in variants {
+        if let Some(m) = v.mean_score {
+            let _ = writeln!(s, "streamscore_variant_mean_score{{variant=\"{}\"}} {m}", v.name);
+        }
+    }
+    s.push_str(
+        "# HELP streamscore_variant_latency_us End-to-end latency of a split variant's events.\n",
+    );
+    s.push_str("# TYPE streamscore_variant_latency_us gauge\n");
+    for v in variants {
+        for (q, x) in [("0.5", v.p50_us), ("0.99", v.p99_us)] {
+            if let Some(x) = x {
+                let _ = writeln!(
+                    s,
+                    "streamscore_variant_latency_us{{variant=\"{}\",quantile=\"{q}\"}} {x}",
+                    v.name
+                );
+            }
+        }
     }
 }
 

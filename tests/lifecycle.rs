@@ -403,3 +403,82 @@ fn a_shadow_fraction_picks_the_same_keys_every_time() {
     let share = first.compared as f64 / 4_500.0;
     assert!((0.18..0.32).contains(&share), "a quarter of the keys: {share}");
 }
+
+/// Scores keys `0..keys` one event each (row `k % rows`), and again as one set; checks every
+/// answer against the reference of the version it names. Returns each key's version.
+fn split_round(rt: &Runtime, rows: &Batch, refs: &HashMap<u64, Vec<f32>>, keys: u64) -> Vec<u64> {
+    let row_major = rows.to_rows();
+    let w = rows.n_features();
+    let row = |k: u64| (k as usize) % rows.n_rows();
+    let mut single = Vec::new();
+    for k in 0..keys {
+        let r = row(k);
+        let s = rt.score(Event::new(&row_major[r * w..(r + 1) * w]).with_key(k)).unwrap();
+        let want = refs[&s.model_version][r];
+        assert!(
+            close(s.value(), want),
+            "key {k}: {} vs version {}'s {want}",
+            s.value(),
+            s.model_version
+        );
+        single.push(s.model_version);
+    }
+    let all: Vec<f32> =
+        (0..keys).flat_map(|k| row_major[row(k) * w..(row(k) + 1) * w].to_vec()).collect();
+    let ks: Vec<u64> = (0..keys).collect();
+    let set = rt.score_many(EventBatch::rows(&all).with_keys(&ks)).unwrap();
+    for k in 0..keys as usize {
+        assert_eq!(
+            set.version_of(k),
+            single[k],
+            "key {k}: a set's event lands where the single one did"
+        );
+        let got = set.get(k).unwrap().unwrap()[0];
+        assert!(close(got, refs[&single[k]][row(k as u64)]), "set event {k}");
+    }
+    single
+}
+
+#[test]
+fn a_split_by_key_is_sticky_follows_its_weights_and_ramps_a_canary_one_way() {
+    let forest = streamscore::load_forest(path(A)).unwrap();
+    let rows = streamscore::io::synthetic_rows(&forest, 500, 3);
+    let refs = HashMap::from([(1, reference(A, &rows)), (2, reference(B, &rows))]);
+    let config = RuntimeConfig::default()
+        .with_max_batch(64)
+        .with_max_delay(Duration::from_micros(100))
+        .with_model_version(1);
+    let rt = Runtime::builder().model_path(path(A)).config(config).build().unwrap();
+    assert!(matches!(
+        rt.set_split(streamscore::Split::new().variant("control", 1, 9).variant("canary", 2, 1)),
+        Err(Error::UnknownVersion(2))
+    ));
+    assert_eq!(rt.load(ModelUpdate::path(path(B)).with_version(2)).unwrap(), 2);
+    assert_eq!(rt.live_version(), 1, "a loaded version is not live");
+    let keys = 2_000;
+    let mut in_canary: Vec<u64> = Vec::new();
+    for pct in [10, 50, 100] {
+        let split =
+            streamscore::Split::new().variant("control", 1, 100 - pct).variant("canary", 2, pct);
+        rt.set_split(split.clone()).unwrap();
+        assert_eq!(rt.split(), Some(split));
+        let got = split_round(&rt, &rows, &refs, keys);
+        let again = split_round(&rt, &rows, &refs, keys);
+        assert_eq!(got, again, "the same key lands in the same variant for the same weights");
+        let canary: Vec<u64> = (0..keys).filter(|&k| got[k as usize] == 2).collect();
+        let share = canary.len() as f64 / keys as f64;
+        assert!((share - f64::from(pct) / 100.0).abs() < 0.04, "{pct}%: canary took {share}");
+        assert!(in_canary.iter().all(|k| canary.contains(k)), "a key left the canary at {pct}%");
+        in_canary = canary;
+        let m = rt.metrics();
+        assert_eq!(m.variants.len(), 2);
+        let events: u64 = m.variants.iter().map(|v| v.events).sum();
+        assert_eq!(events, 4 * keys, "every scored event is counted in its variant");
+        assert_eq!(m.variants[1].events, 2 * in_canary.len() as u64 * 2);
+        assert_eq!((m.variants[1].name.as_str(), m.variants[1].version), ("canary", 2));
+        assert!(m.prometheus().contains("streamscore_variant_events_total{variant=\"canary\""));
+    }
+    rt.clear_split();
+    assert!(rt.metrics().variants.is_empty());
+    assert!(split_round(&rt, &rows, &refs, 200).iter().all(|&v| v == 1), "the live version again");
+}

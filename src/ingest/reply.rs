@@ -150,8 +150,11 @@ pub struct Scores {
     pub(crate) width: usize,
     /// (event, why), by event.
     pub(crate) errors: Vec<(usize, Error)>,
-    /// Version of the model that scored the set.
+    /// Version of the model that scored the set (its first scored event's, when a traffic
+    /// split put its events in several variants: see [`version_of`](Scores::version_of)).
     pub model_version: u64,
+    /// Each event's version, when they differ.
+    pub(crate) versions: Option<Vec<u64>>,
     /// Where the set's time went (`batch_rows` counts every row of the batch it was in).
     pub timing: Timing,
 }
@@ -196,6 +199,33 @@ impl Scores {
     /// The refused events and why, by event index.
     pub fn errors(&self) -> &[(usize, Error)] {
         &self.errors
+    }
+
+    /// The version that scored event `i` (under a traffic split the events of one set may
+    /// land in different variants); `model_version` for a refused event or past the end.
+    pub fn version_of(&self, i: usize) -> u64 {
+        self.versions.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(self.model_version)
+    }
+
+    /// Sets the versions of the scored events (in order), when they are not all one.
+    pub(crate) fn set_versions(&mut self, mut scored: impl Iterator<Item = u64>) {
+        let n = self.len();
+        let mut refused = self.errors.iter().map(|(r, _)| *r).peekable();
+        let mut each = Vec::with_capacity(n);
+        let mut first = None;
+        for i in 0..n {
+            let v = match refused.next_if_eq(&i) {
+                Some(_) => None,
+                None => scored.next(),
+            };
+            first = first.or(v);
+            each.push(v);
+        }
+        let Some(first) = first else { return };
+        self.model_version = first;
+        if each.iter().flatten().any(|&v| v != first) {
+            self.versions = Some(each.into_iter().map(|v| v.unwrap_or(first)).collect());
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 mod lineage;
 pub(crate) mod load;
 pub(crate) mod shadow;
+pub(crate) mod split;
 pub(crate) mod watch;
 
 use std::collections::VecDeque;
@@ -23,6 +24,7 @@ pub use lineage::Lineage;
 pub use load::ModelUpdate;
 pub(crate) use load::{Loaded, load};
 pub use shadow::ShadowConfig;
+pub use split::{MAX_VARIANTS, Split, VariantSpec};
 pub use watch::{ModelDir, VersionPolicy};
 
 /// One loaded model version.
@@ -130,6 +132,47 @@ impl Registry {
         Ok(id)
     }
 
+    /// Keeps `candidate` without making it live (for a split), after the same checks as
+    /// [`install`](Registry::install). A number already kept with the same file hash is that
+    /// version. Returns its number.
+    pub(crate) fn keep(&self, candidate: Version, allow_schema_change: bool) -> Result<u64> {
+        let mut kept = lock(&self.kept);
+        let id = candidate.id();
+        if let Some(same) = kept.iter().find(|v| v.id() == id) {
+            if same.lineage.sha256 != candidate.lineage.sha256 {
+                return Err(Error::Config(format!(
+                    "model version {id} is already kept with other content; give the new file \
+                     another version number"
+                )));
+            }
+            return Ok(id);
+        }
+        if self.keep < 2 {
+            return Err(Error::Config(
+                "keep_versions is 1: no room for a version beside the live one".into(),
+            ));
+        }
+        check_schema(&self.live(), &candidate, allow_schema_change)?;
+        let candidate = Arc::new(candidate);
+        kept.push_back(candidate.clone());
+        let live = self.live();
+        // When the list is full the oldest that is neither live nor the new one goes.
+        while kept.len() > self.keep {
+            let gone = |v: &Arc<Version>| !Arc::ptr_eq(v, &live) && !Arc::ptr_eq(v, &candidate);
+            let Some(i) = kept.iter().position(gone) else { break };
+            if let Some(old) = kept.remove(i) {
+                self.park(&kept, old);
+            }
+        }
+        self.free_retired();
+        Ok(id)
+    }
+
+    /// The kept version `id`.
+    pub(crate) fn kept(&self, id: u64) -> Option<Arc<Version>> {
+        lock(&self.kept).iter().find(|v| v.id() == id).cloned()
+    }
+
     /// Makes the kept version `id` live again.
     pub(crate) fn rollback(&self, id: u64) -> Result<u64> {
         let kept = lock(&self.kept);
@@ -168,6 +211,16 @@ impl Registry {
         if !retired.iter().any(|r| Arc::ptr_eq(r, &version)) {
             retired.push(version);
         }
+    }
+
+    /// Holds versions a replaced split served (see [`park`](Registry::park)).
+    pub(crate) fn park_all(&self, versions: impl Iterator<Item = Arc<Version>>) {
+        let kept = lock(&self.kept);
+        for v in versions {
+            self.park(&kept, v);
+        }
+        drop(kept);
+        self.free_retired();
     }
 
     /// Frees the retired versions only this list still holds (a scoring thread that still

@@ -201,7 +201,7 @@ fn first_from_dir(watch: &mut Watch, opts: &LoadOptions<'_>) -> Result<Loaded> {
 }
 
 fn finish(
-    version: Version,
+    mut version: Version,
     schema: Option<Schema>,
     features: Option<Features>,
     config: RuntimeConfig,
@@ -220,6 +220,12 @@ fn finish(
             let schema = schema.ok_or_else(|| {
                 Error::Config("a backend of your own needs a schema naming its input".into())
             })?;
+            if version.lineage.feature_names.is_empty() {
+                // A backend of your own names no inputs: the schema does, and later versions
+                // are checked against it.
+                std::sync::Arc::make_mut(&mut version.lineage).feature_names =
+                    schema.names().to_vec();
+            }
             Runtime::start(version, schema, config, None)
         }
     }

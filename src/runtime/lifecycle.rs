@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::metrics::ShadowSnapshot;
 use crate::registry::load::{LoadOptions, Source};
 use crate::registry::shadow::Shadow;
+use crate::registry::split::Active;
 use crate::registry::watch::{Action, Watch};
-use crate::registry::{Lineage, ModelUpdate, ShadowConfig, Version, load};
+use crate::registry::{Lineage, ModelUpdate, ShadowConfig, Split, Version, load};
 
 impl Runtime {
     /// Replaces the live model while events flow: loads, validates and warms up `update` on
@@ -35,6 +36,89 @@ impl Runtime {
     /// Makes a kept version live again, at once (it is loaded and warm).
     pub fn rollback(&self, version: u64) -> Result<()> {
         rollback(&self.pipeline.shared, version)
+    }
+
+    /// Loads, validates and warms up a version as [`swap`](Runtime::swap) does, and keeps it
+    /// without making it live: for a [`Split`], or a later [`rollback`](Runtime::rollback) to
+    /// it. It takes a place among the `keep_versions` kept (the oldest one that is not live
+    /// goes when they are full; a version a split serves is still served). Returns its number.
+    pub fn load(&self, update: ModelUpdate) -> Result<u64> {
+        let sh = &*self.pipeline.shared;
+        if sh.is_closed() {
+            return Err(Error::Closed);
+        }
+        let registry = &sh.flow.registry;
+        let allow_schema_change = update.allow_schema_change;
+        let loaded = load_off_thread(sh, &registry.live(), update)?;
+        let id = registry.keep(loaded, allow_schema_change)?;
+        log::info!("model version {id} is loaded (not live)");
+        Ok(id)
+    }
+
+    /// Splits traffic between kept versions by key hash ([`Split`]): from the next batch on,
+    /// each event is scored by its variant's version, and its answer names that version. Call
+    /// it again with other weights to ramp a canary; the same key stays in the same variant for
+    /// the same weights, and keys only move into a variant whose weight grows at the end of
+    /// the list. While a split is in service it picks every event's version; the live version
+    /// ([`swap`](Runtime::swap), [`rollback`](Runtime::rollback)) serves all events again after
+    /// [`clear_split`](Runtime::clear_split). Every variant must take the live version's input
+    /// and output widths. Per-variant counts, mean score and latency are in
+    /// [`MetricsSnapshot::variants`](crate::MetricsSnapshot::variants).
+    pub fn set_split(&self, split: Split) -> Result<()> {
+        split.validate()?;
+        let sh = &*self.pipeline.shared;
+        if sh.is_closed() {
+            return Err(Error::Closed);
+        }
+        let registry = &sh.flow.registry;
+        let live = registry.live();
+        let mut versions = Vec::with_capacity(split.variants().len());
+        for v in split.variants() {
+            let version = registry.kept(v.version).ok_or(Error::UnknownVersion(v.version))?;
+            let (w, ow) = (version.backend.n_features(), version.out_width);
+            if (w, ow) != (live.backend.n_features(), live.out_width) {
+                return Err(Error::SchemaChange {
+                    version: v.version,
+                    change: format!(
+                        "a split's variants take the live version's widths: input {w} (live \
+                         {}), output {ow} (live {})",
+                        live.backend.n_features(),
+                        live.out_width
+                    ),
+                });
+            }
+            versions.push(version);
+        }
+        let shares: Vec<String> = split
+            .variants()
+            .iter()
+            .map(|v| format!("{}={}:{}", v.name, v.version, v.weight))
+            .collect();
+        let old = sh.flow.split.set(Arc::new(Some(Active::new(&split, versions))));
+        self.retire_split(old);
+        *self.split.lock().unwrap_or_else(|p| p.into_inner()) = Some(split);
+        log::info!("traffic split: {}", shares.join(", "));
+        Ok(())
+    }
+
+    /// Ends the split: the live version scores every event from the next batch on.
+    pub fn clear_split(&self) {
+        let old = self.flow().split.set(Arc::new(None));
+        self.retire_split(old);
+        *self.split.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The split in service, if any.
+    pub fn split(&self) -> Option<Split> {
+        self.split.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Hands a replaced split's versions to the registry, which frees those no longer kept
+    /// once no scoring thread holds them (never a scoring thread).
+    fn retire_split(&self, old: Arc<Option<Active>>) {
+        if let Some(active) = &*old {
+            self.flow().registry.park_all(active.arms.iter().map(|a| a.version.clone()));
+        }
     }
 
     /// Starts scoring a challenger beside the live version: it is loaded and warmed like a

@@ -52,6 +52,8 @@ pub struct Runtime {
     watcher: std::sync::Mutex<Option<lifecycle::Watcher>>,
     /// The last shadow's report, once it has stopped.
     last_shadow: std::sync::Mutex<Option<crate::metrics::ShadowSnapshot>>,
+    /// The split in service, as it was given.
+    split: std::sync::Mutex<Option<crate::registry::Split>>,
     pipeline: Pipeline<RowFlow>,
     schema: Schema,
 }
@@ -90,8 +92,8 @@ impl Runtime {
         }
         let flow = RowFlow::new(first, schema.len(), &config, features);
         let pipeline = Pipeline::start(flow, config)?;
-        let (watcher, last_shadow) = Default::default();
-        Ok(Runtime { watcher, last_shadow, pipeline, schema })
+        let (watcher, last_shadow, split) = Default::default();
+        Ok(Runtime { watcher, last_shadow, split, pipeline, schema })
     }
 
     fn flow(&self) -> &RowFlow {
@@ -224,6 +226,9 @@ impl Runtime {
         m.model_version = self.live_version();
         m.kept_versions = self.flow().registry.kept_ids();
         m.shadow = self.shadow_report();
+        if let Some(active) = &*self.flow().split.get() {
+            m.variants = active.snapshot();
+        }
         m
     }
 

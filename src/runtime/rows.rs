@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::ingest::reply::{Pool, Published, Responder, Score, Scores, SlotPool, Ticket, Timing};
 use crate::metrics::{Busy, Stage};
 use crate::registry::shadow::Shadow;
+use crate::registry::split::Active;
 use crate::registry::{Registry, Swappable, Version, View};
 
 /// Rows up to this width travel inside their queued job: no buffer to take from a pool and
@@ -108,6 +109,8 @@ pub(crate) struct RowFlow {
     pub registry: Registry,
     /// The challenger scoring beside the live version, if any.
     pub shadow: Swappable<Option<Shadow>>,
+    /// The traffic split in service, if any: it then picks each event's version.
+    pub split: Swappable<Option<Active>>,
     /// Width of an accepted row (the backend's, or the feature spec's raw fields).
     pub width: usize,
     pub output: Output,
@@ -134,6 +137,7 @@ impl RowFlow {
         RowFlow {
             registry: Registry::new(first, config.keep_versions.get()),
             shadow: Swappable::new(Arc::new(None)),
+            split: Swappable::new(Arc::new(None)),
             width,
             output: config.output,
             features: features.map(Mutex::new),
@@ -192,7 +196,7 @@ impl RowFlow {
         }
         let errors = std::mem::take(&mut set.errors);
         self.recycle_set(set);
-        Scores { values, width: ow, errors, model_version: version.id(), timing }
+        Scores { values, width: ow, errors, model_version: version.id(), versions: None, timing }
     }
 }
 
@@ -202,6 +206,9 @@ pub(crate) struct RowScorer {
     /// The version this thread scores with, refreshed once per batch.
     view: View<Version>,
     shadow: View<Option<Shadow>>,
+    split: View<Option<Active>>,
+    /// A split batch's rows by variant, and the buffers its variants score in.
+    arms: Arms,
     /// Which rows of a batch the shadow takes.
     chosen: Vec<bool>,
     out: Vec<f32>,
@@ -294,6 +301,8 @@ impl Flow for RowFlow {
             recorder,
             view: self.registry.view(),
             shadow: self.shadow.view(),
+            split: self.split.view(),
+            arms: Arms::default(),
             chosen: Vec::new(),
             out: Vec::new(),
             keep: Vec::new(),
@@ -303,9 +312,12 @@ impl Flow for RowFlow {
 
     fn score(&self, sh: &Shared<Self>, scorer: &mut RowScorer, work: RowWork) {
         let RowWork { mut batch, mut jobs } = work;
-        let RowScorer { recorder, view, shadow, chosen, out, keep, published } = scorer;
-        // The swap point: every event of this batch is scored, and answered, by this version.
+        let RowScorer { recorder, view, shadow, split, arms, chosen, out, keep, published } =
+            scorer;
+        // The swap point: every event of this batch is scored, and answered, by this version
+        // (or, under a split, by its variant's).
         let version = view.current(self.registry.published()).clone();
+        let split = split.current(&self.split).clone();
         let backend = &*version.backend;
         let ow = version.out_width;
         let t0 = Instant::now();
@@ -330,7 +342,13 @@ impl Flow for RowFlow {
         if n > 0 {
             out.clear();
             out.resize(n * ow, 0.0);
-            let result = backend.score_batch(&batch, self.output, out);
+            let result = match &*split {
+                None => backend.score_batch(&batch, self.output, out),
+                Some(active) => {
+                    arms.assign(active, &jobs);
+                    arms.score(active, &batch, self.output, ow, out)
+                }
+            };
             // The shadow's copy is handed over before any answer is out, so that an event
             // answered before `clear_shadow` is compared (or counted as dropped): a copy of
             // the batch, a few µs at most, never a wait.
@@ -348,6 +366,12 @@ impl Flow for RowFlow {
                 match &result {
                     Ok(()) => {
                         let mut at = 0;
+                        let active = (*split).as_ref();
+                        // The version that scored batch row `r`.
+                        let id_of = |r: usize| match active {
+                            Some(a) => a.arms[usize::from(arms.of[r])].version.id(),
+                            None => version.id(),
+                        };
                         for job in jobs.drain(..) {
                             let total = t1.saturating_duration_since(job.accepted);
                             rec.record(Stage::EndToEnd, total);
@@ -356,14 +380,24 @@ impl Flow for RowFlow {
                             match (job.payload, job.reply) {
                                 (Rows::One(_), RowReply::One(reply)) => {
                                     let values = &out[at * ow..(at + 1) * ow];
-                                    let score = Score::new(values, version.id(), timing);
+                                    let score = Score::new(values, id_of(at), timing);
                                     published.push(reply.publish(Ok(score)));
+                                    if active.is_some() {
+                                        arms.latency[usize::from(arms.of[at])].push(total);
+                                    }
                                     at += 1;
                                 }
                                 (Rows::Many(set), RowReply::Many(reply)) => {
                                     let rows = set.live();
                                     let values = &out[at * ow..(at + rows) * ow];
-                                    reply.send(Ok(self.answers(set, values, timing, &version)));
+                                    let mut scores = self.answers(set, values, timing, &version);
+                                    if active.is_some() {
+                                        scores.set_versions((at..at + rows).map(id_of));
+                                        for r in at..at + rows {
+                                            arms.latency[usize::from(arms.of[r])].push(total);
+                                        }
+                                    }
+                                    reply.send(Ok(scores));
                                     at += rows;
                                 }
                                 (payload, reply) => {
@@ -376,9 +410,15 @@ impl Flow for RowFlow {
                         }
                         // Wake the waiters now that every answer is written.
                         published.clear();
+                        if let Some(active) = active {
+                            arms.record(active, out, ow);
+                        }
                         counters.scored.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
+                        if let Some(active) = &*split {
+                            arms.record_errors(active);
+                        }
                         for job in jobs.drain(..) {
                             let message = e.to_string();
                             self.recycle(job.payload);
@@ -398,6 +438,109 @@ impl Flow for RowFlow {
 
     fn jobs(work: RowWork) -> Vec<Job<Self>> {
         work.jobs
+    }
+}
+
+/// A split batch: which variant each row is in, and the buffers its variants score in.
+#[derive(Default)]
+struct Arms {
+    /// Variant of each batch row (in job order).
+    of: Vec<u8>,
+    /// Rows of the variant being scored.
+    rows: Vec<usize>,
+    columns: Vec<f32>,
+    out: Vec<f32>,
+    /// End-to-end latency of each variant's rows in this batch.
+    latency: Vec<Vec<std::time::Duration>>,
+    /// Whether the batch's rows are all in one variant (then it is scored whole).
+    one: Option<u8>,
+}
+
+impl Arms {
+    /// Places each event of `jobs` in its variant by key.
+    fn assign(&mut self, active: &Active, jobs: &[Job<RowFlow>]) {
+        self.of.clear();
+        for job in jobs {
+            match &job.payload {
+                Rows::One(row) => self.of.push(active.arm_of(row.key) as u8),
+                Rows::Many(set) => {
+                    for r in set.live_rows() {
+                        let key = set.keys.get(r).copied().unwrap_or(0);
+                        self.of.push(active.arm_of(key) as u8);
+                    }
+                }
+            }
+        }
+        let first = self.of.first().copied();
+        self.one = first.filter(|&a| self.of.iter().all(|&b| b == a));
+        self.latency.resize_with(active.arms.len(), Vec::new);
+        self.latency.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Scores each variant's rows with its version into their places in `out`. A backend
+    /// error fails the whole batch; its rows count as errors of their variants.
+    fn score(
+        &mut self,
+        active: &Active,
+        batch: &Batch,
+        output: crate::backend::Output,
+        ow: usize,
+        out: &mut [f32],
+    ) -> crate::error::Result<()> {
+        if let Some(a) = self.one {
+            return active.arms[usize::from(a)].version.backend.score_batch(batch, output, out);
+        }
+        let width = batch.n_features();
+        for (a, arm) in active.arms.iter().enumerate() {
+            self.rows.clear();
+            self.rows.extend(
+                self.of.iter().enumerate().filter(|&(_, &v)| usize::from(v) == a).map(|(r, _)| r),
+            );
+            let m = self.rows.len();
+            if m == 0 {
+                continue;
+            }
+            let mut columns = std::mem::take(&mut self.columns);
+            columns.clear();
+            for f in 0..width {
+                let c = batch.column(f);
+                columns.extend(self.rows.iter().map(|&r| c[r]));
+            }
+            let sub = Batch::from_columns(columns, m, width)?;
+            self.out.clear();
+            self.out.resize(m * ow, 0.0);
+            let scored = arm.version.backend.score_batch(&sub, output, &mut self.out);
+            self.columns = sub.into_values();
+            scored?;
+            for (i, &r) in self.rows.iter().enumerate() {
+                out[r * ow..(r + 1) * ow].copy_from_slice(&self.out[i * ow..(i + 1) * ow]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records each variant's share of a scored batch.
+    fn record(&self, active: &Active, out: &[f32], ow: usize) {
+        for (a, latency) in self.latency.iter().enumerate() {
+            if latency.is_empty() {
+                continue;
+            }
+            let sum: f64 = (self.of.iter().enumerate())
+                .filter(|&(_, &v)| usize::from(v) == a)
+                .map(|(r, _)| f64::from(out[r * ow]))
+                .sum();
+            active.record(a, sum, latency);
+        }
+    }
+
+    /// Counts a failed batch's rows against their variants.
+    fn record_errors(&self, active: &Active) {
+        for a in 0..active.arms.len() {
+            let n = self.of.iter().filter(|&&v| usize::from(v) == a).count();
+            if n > 0 {
+                active.record_errors(a, n as u64);
+            }
+        }
     }
 }
 

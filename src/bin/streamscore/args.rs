@@ -115,6 +115,14 @@ pub struct BenchArgs {
     /// The share of keys the shadow takes (stream mode; 0..=1).
     #[arg(long, default_value_t = 1.0, requires = "shadow_model")]
     pub shadow_fraction: f64,
+    /// Stream mode: a canary. This model is loaded beside `--model` and a split by key sends
+    /// it `--canary-percent` of the keys (each event's key is its row); the stream line then
+    /// says how many events each variant answered.
+    #[arg(long)]
+    pub canary_model: Option<PathBuf>,
+    /// The canary's share of keys, in percent (stream mode; 0..=100).
+    #[arg(long, default_value_t = 10.0, requires = "canary_model")]
+    pub canary_percent: f64,
     /// Lifecycle mode: print latency per 50 ms of the run on stderr, marking swaps.
     #[arg(long, requires = "swap_model")]
     pub timeline: bool,

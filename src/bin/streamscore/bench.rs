@@ -22,7 +22,7 @@ use streamscore::io::{Columns, normal_rows, read_rows, synthetic_rows};
 use streamscore::metrics::{Summary, latency_histogram};
 use streamscore::{
     Backend, Batch, Busy, Error, Event, EventBatch, Model, ModelUpdate, Output, Runtime,
-    RuntimeConfig, Schema, ShadowConfig, Stage, Ticket,
+    RuntimeConfig, Schema, ShadowConfig, Split, Stage, Ticket,
 };
 
 /// One configuration's result.
@@ -46,6 +46,8 @@ struct Outcome {
     mean_batch: f64,
     /// Stream mode with `--shadow-model`: events the shadow compared and dropped.
     shadow: Option<(u64, u64)>,
+    /// Stream mode with `--canary-model`: each variant's name, version and events answered.
+    variants: Vec<(String, u64, u64)>,
 }
 
 impl Outcome {
@@ -117,6 +119,9 @@ fn check_flags(args: &BenchArgs) -> Result<(), Error> {
     positive("duration", args.duration, MAX_SECONDS)?;
     positive("fps", args.fps, 1_000.0)?;
     positive("swap-every", args.swap_every, MAX_SECONDS)?;
+    if !(0.0..=100.0).contains(&args.canary_percent) {
+        return Err(flag_error("canary-percent", args.canary_percent, "within 0..=100"));
+    }
     if !(0.0..=1.0).contains(&args.shadow_fraction) {
         return Err(flag_error("shadow-fraction", args.shadow_fraction, "within 0..=1"));
     }
@@ -264,6 +269,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 rate: args.rate,
                 set: args.submit_batch,
                 shadow: args.shadow_model.clone().map(|m| (m, args.shadow_fraction)),
+                canary: args.canary_model.clone().map(|m| (m, args.canary_percent)),
                 duration,
             };
             let o = stream((backend.clone(), schema), config, &rows, &load, tick)?;
@@ -324,6 +330,14 @@ fn report(
             v["shadow_compared"] = json!(compared);
             v["shadow_dropped"] = json!(dropped);
         }
+        if !o.variants.is_empty() {
+            let by: serde_json::Map<String, serde_json::Value> = (o.variants.iter())
+                .map(|(name, version, n)| {
+                    (name.clone(), json!({ "version": version, "answers": n }))
+                })
+                .collect();
+            v["answers_by_variant"] = by.into();
+        }
         if let Some((busy, producer)) = o.per_event_ns {
             let mut per = serde_json::Map::new();
             for (kind, ns) in Busy::ALL.iter().zip(busy) {
@@ -342,6 +356,12 @@ fn report(
         ));
         if let Some((compared, dropped)) = o.shadow {
             bar.suspend(|| println!("        shadow: {compared} compared, {dropped} dropped"));
+        }
+        if !o.variants.is_empty() {
+            let parts: Vec<String> = (o.variants.iter())
+                .map(|(name, version, n)| format!("{name} (version {version}) {n}"))
+                .collect();
+            bar.suspend(|| println!("        answers by variant: {}", parts.join(", ")));
         }
         if let Some((busy, producer)) = o.per_event_ns {
             let parts: Vec<String> = Busy::ALL
@@ -424,6 +444,7 @@ fn direct(
         per_event_ns: None,
         mean_batch: batch as f64,
         shadow: None,
+        variants: Vec::new(),
     }
 }
 
@@ -449,6 +470,8 @@ struct Load {
     set: usize,
     /// A challenger scoring in shadow, and its share of the events.
     shadow: Option<(std::path::PathBuf, f64)>,
+    /// A canary in a split by key, and its share of the keys in percent.
+    canary: Option<(std::path::PathBuf, f64)>,
     duration: Duration,
 }
 
@@ -498,6 +521,18 @@ fn stream(
         let update = ModelUpdate::path(model).with_version(2);
         rt.set_shadow(ShadowConfig::new(update).with_fraction(*fraction))?;
     }
+    if let Some((model, percent)) = &load.canary {
+        // Weights in basis points: 0.01% steps.
+        let canary = (percent * 100.0).round() as u32;
+        let id = rt.load(ModelUpdate::path(model).with_version(3))?;
+        let live = rt.live_version();
+        rt.set_split(
+            Split::new().variant("control", live, 10_000 - canary).variant("canary", id, canary),
+        )?;
+    }
+    // Keys choose a shadow's share and a split's variant: each event's key is its row.
+    let keyed = load.shadow.is_some() || load.canary.is_some();
+    let keys: Vec<u64> = if keyed { (0..rows.n_rows() as u64).collect() } else { Vec::new() };
     let (n, w) = (rows.n_rows(), rows.n_features());
     // Sets are cut from the rows without wrapping: at most n events each.
     let set = load.set.min(n).max(1);
@@ -508,7 +543,7 @@ fn stream(
     let producer_cpu_ns = std::thread::scope(|s| {
         let handles: Vec<_> = (0..producers)
             .map(|p| {
-                let (rt, row_major) = (&rt, &row_major);
+                let (rt, row_major, keys) = (&rt, &row_major, &keys);
                 s.spawn(move || {
                     let cpu0 = thread_cpu_ns();
                     let mut window_q = VecDeque::with_capacity(window);
@@ -535,10 +570,16 @@ fn stream(
                         let r = if i % n + set > n { 0 } else { i % n };
                         i = r + set;
                         let submitted = if set == 1 {
-                            let event = Event::new(&row_major[r * w..(r + 1) * w]);
+                            let mut event = Event::new(&row_major[r * w..(r + 1) * w]);
+                            if keyed {
+                                event = event.with_key(r as u64);
+                            }
                             rt.try_submit(event).map(Pending::One).map_err(|_| ())
                         } else {
-                            let events = EventBatch::rows(&row_major[r * w..(r + set) * w]);
+                            let mut events = EventBatch::rows(&row_major[r * w..(r + set) * w]);
+                            if keyed {
+                                events = events.with_keys(&keys[r..r + set]);
+                            }
                             rt.try_submit_many(events).map(Pending::Many).map_err(|_| ())
                         };
                         match submitted {
@@ -596,6 +637,7 @@ fn stream(
         )),
         mean_batch: m.batch_rows.sum / m.batch_rows.count.max(1) as f64,
         shadow: m.shadow.as_ref().map(|s| (s.compared, s.dropped)),
+        variants: m.variants.iter().map(|v| (v.name.clone(), v.version, v.events)).collect(),
     };
     Ok((outcome, m))
 }
