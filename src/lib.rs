@@ -20,7 +20,9 @@
 //! challenger scores in shadow ([`Runtime::set_shadow`] with a [`ShadowConfig`]) on its own
 //! thread and is compared with the live version ([`MetricsSnapshot::shadow`]); versions
 //! loaded beside it ([`Runtime::load`]) split traffic by key hash for A/B tests and canaries
-//! ([`Runtime::set_split`] with a [`Split`]; [`MetricsSnapshot::variants`]).
+//! ([`Runtime::set_split`] with a [`Split`]; [`MetricsSnapshot::variants`]); with the
+//! `audit` feature every answer can be appended to Arrow IPC files by a background writer
+//! (`RuntimeBuilder::audit`, the `audit` module).
 //!
 //! # Examples
 //!
@@ -44,6 +46,8 @@
 // Every unsafe block states why it is sound.
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "audit")]
+pub mod audit;
 pub mod backend;
 pub mod batch;
 mod error;
@@ -67,7 +71,8 @@ pub use event::{Event, EventBatch, NonFinitePolicy, Schema};
 pub use ingest::Rejected;
 pub use ingest::reply::{Score, Scores, Ticket, Timing};
 pub use metrics::{
-    Busy, MetricsSnapshot, ShadowSnapshot, ShadowWindow, Stage, Summary, VariantSnapshot,
+    AuditSnapshot, Busy, MetricsSnapshot, ShadowSnapshot, ShadowWindow, Stage, Summary,
+    VariantSnapshot,
 };
 pub use model::{Forest, Model, load_forest, load_model};
 pub use registry::{

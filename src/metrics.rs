@@ -191,6 +191,7 @@ impl Metrics {
             kept_versions: Vec::new(),
             shadow: None,
             variants: Vec::new(),
+            audit: None,
         }
     }
 }
@@ -283,6 +284,19 @@ pub struct VariantSnapshot {
     pub p99_us: Option<u64>,
 }
 
+/// The audit log's counters in a [`MetricsSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditSnapshot {
+    /// Records written to a file (flushed).
+    pub written: u64,
+    /// Records dropped: the queue was full under `AuditOverflow::Drop`, or a write failed.
+    pub dropped: u64,
+    /// Files closed.
+    pub files: u64,
+    /// Failed writes (each logged).
+    pub errors: u64,
+}
+
 /// A point-in-time copy of every metric.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetricsSnapshot {
@@ -320,6 +334,8 @@ pub struct MetricsSnapshot {
     /// The traffic split's variants, in order, while one is in service
     /// ([`Runtime::set_split`](crate::Runtime::set_split)).
     pub variants: Vec<VariantSnapshot>,
+    /// The audit log's counters, when the runtime writes one.
+    pub audit: Option<AuditSnapshot>,
 }
 
 impl MetricsSnapshot {
@@ -408,6 +424,21 @@ impl MetricsSnapshot {
         }
         if !self.variants.is_empty() {
             variants_prometheus(&self.variants, &mut s);
+        }
+        if let Some(a) = &self.audit {
+            s.push_str(
+                "# HELP streamscore_audit_records_total Audit records written or dropped.\n",
+            );
+            s.push_str("# TYPE streamscore_audit_records_total counter\n");
+            for (outcome, n) in [("written", a.written), ("dropped", a.dropped)] {
+                let _ = writeln!(s, "streamscore_audit_records_total{{outcome=\"{outcome}\"}} {n}");
+            }
+            s.push_str("# HELP streamscore_audit_files_total Audit files closed.\n");
+            s.push_str("# TYPE streamscore_audit_files_total counter\n");
+            let _ = writeln!(s, "streamscore_audit_files_total {}", a.files);
+            s.push_str("# HELP streamscore_audit_errors_total Failed audit writes.\n");
+            s.push_str("# TYPE streamscore_audit_errors_total counter\n");
+            let _ = writeln!(s, "streamscore_audit_errors_total {}", a.errors);
         }
         s
     }

@@ -3,8 +3,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(not(feature = "audit"))]
+use super::NoAudit as AuditSink;
 use super::Runtime;
 use super::config::RuntimeConfig;
+#[cfg(feature = "audit")]
+use crate::audit::{AuditConfig, AuditLog as AuditSink};
+#[cfg(not(feature = "audit"))]
+type AuditConfig = std::convert::Infallible;
 use crate::backend::{Backend, BackendSpec};
 use crate::error::{Error, Result};
 use crate::event::Schema;
@@ -40,6 +46,8 @@ pub struct RuntimeBuilder {
     spec: Option<BackendSpec>,
     config: RuntimeConfig,
     model_dir: Option<ModelDir>,
+    #[cfg(feature = "audit")]
+    audit: Option<crate::audit::AuditConfig>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -57,6 +65,8 @@ impl RuntimeBuilder {
             spec: None,
             config: RuntimeConfig::default(),
             model_dir: None,
+            #[cfg(feature = "audit")]
+            audit: None,
         }
     }
 
@@ -119,6 +129,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Writes every answer to an audit log ([`AuditConfig`](crate::audit::AuditConfig)):
+    /// scores, and events answered with an error, with the model's inputs and outputs.
+    #[cfg(feature = "audit")]
+    pub fn audit(mut self, audit: crate::audit::AuditConfig) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     /// The runtime's settings (default: [`RuntimeConfig::default`]).
     pub fn config(mut self, config: RuntimeConfig) -> Self {
         self.config = config;
@@ -127,7 +145,11 @@ impl RuntimeBuilder {
 
     /// Loads and validates the model, picks its backend, warms it up and starts the runtime.
     pub fn build(self) -> Result<Runtime> {
-        let RuntimeBuilder { source, schema, features, spec, mut config, model_dir } = self;
+        #[cfg(feature = "audit")]
+        let audit = self.audit;
+        #[cfg(not(feature = "audit"))]
+        let audit: Option<std::convert::Infallible> = None;
+        let RuntimeBuilder { source, schema, features, spec, mut config, model_dir, .. } = self;
         if let Some(spec) = spec {
             config.backend = spec;
         }
@@ -162,7 +184,7 @@ impl RuntimeBuilder {
         };
         let Loaded { version, model } = loaded;
         let schema = schema.or_else(|| model.as_ref().map(|m| Schema::new(m.feature_names())));
-        let rt = finish(version, schema, features, config)?;
+        let rt = finish(version, schema, features, config, audit)?;
         if let Some(watch) = watch {
             rt.watch(watch)?;
         }
@@ -205,7 +227,11 @@ fn finish(
     schema: Option<Schema>,
     features: Option<Features>,
     config: RuntimeConfig,
+    audit: Option<AuditConfig>,
 ) -> Result<Runtime> {
+    let log = |inputs: &[String], raw: &[String]| -> Result<Option<AuditSink>> {
+        audit.as_ref().map(|a| AuditSink::start(a, inputs, raw, version.out_width)).transpose()
+    };
     match features {
         Some(features) => {
             let spec = features.spec();
@@ -214,7 +240,8 @@ fn finish(
                 return Err(Error::WidthMismatch { expected: width, got: spec.names.len() });
             }
             let raw = Schema::new(spec.fields.iter().cloned());
-            Runtime::start(version, raw, config, Some(features))
+            let audit = log(&spec.names, raw.names())?;
+            Runtime::start(version, raw, config, Some(features), audit)
         }
         None => {
             let schema = schema.ok_or_else(|| {
@@ -226,7 +253,8 @@ fn finish(
                 std::sync::Arc::make_mut(&mut version.lineage).feature_names =
                     schema.names().to_vec();
             }
-            Runtime::start(version, schema, config, None)
+            let audit = log(schema.names(), &[])?;
+            Runtime::start(version, schema, config, None, audit)
         }
     }
 }

@@ -11,6 +11,8 @@
 //! [`Error::Shed`] or a backend error); a refused event is handed back with the reason;
 //! [`Runtime::shutdown`] returns only after every accepted event is answered.
 
+#[cfg(feature = "audit")]
+mod audited;
 mod builder;
 pub mod config;
 mod lifecycle;
@@ -84,13 +86,15 @@ impl Runtime {
         schema: Schema,
         config: RuntimeConfig,
         features: Option<crate::features::Features>,
+        audit: Option<Audit>,
     ) -> Result<Self> {
         config.validate()?;
         let width = first.backend.n_features();
         if features.is_none() && schema.len() != width {
             return Err(Error::WidthMismatch { expected: width, got: schema.len() });
         }
-        let flow = RowFlow::new(first, schema.len(), &config, features);
+        let mut flow = RowFlow::new(first, schema.len(), &config, features);
+        flow.audit = audit;
         let pipeline = Pipeline::start(flow, config)?;
         let (watcher, last_shadow, split) = Default::default();
         Ok(Runtime { watcher, last_shadow, split, pipeline, schema })
@@ -229,6 +233,7 @@ impl Runtime {
         if let Some(active) = &*self.flow().split.get() {
             m.variants = active.snapshot();
         }
+        m.audit = self.flow().audit.as_ref().map(Audit::snapshot);
         m
     }
 
@@ -238,8 +243,12 @@ impl Runtime {
     pub fn shutdown(&self) {
         self.stop_watching();
         self.pipeline.shutdown();
-        // Every answer is out, so the shadow has been handed all it will get.
+        // Every answer is out, so the shadow has been handed all it will get, and the audit
+        // log every record: it writes them and closes its file.
         self.clear_shadow();
+        if let Some(log) = &self.flow().audit {
+            log.close();
+        }
     }
 
     /// Queues a validated set (answering at once when none of its events is left to score).
@@ -381,6 +390,35 @@ impl Runtime {
         };
         let (key, time_ms) = (event.key.unwrap_or(0), event.timestamp_ms.unwrap_or(0));
         Ok(Rows::One(Row { values, key, time_ms }))
+    }
+}
+
+/// The audit log a runtime writes, if any (nothing without the `audit` feature).
+#[cfg(feature = "audit")]
+pub(crate) type Audit = crate::audit::AuditLog;
+/// The audit log a runtime writes, if any (nothing without the `audit` feature).
+#[cfg(not(feature = "audit"))]
+pub(crate) type Audit = NoAudit;
+
+/// Stands in for the audit log without the `audit` feature: never made.
+#[cfg(not(feature = "audit"))]
+pub(crate) enum NoAudit {}
+
+#[cfg(not(feature = "audit"))]
+impl NoAudit {
+    pub(crate) fn start(
+        never: &std::convert::Infallible,
+        _: &[String],
+        _: &[String],
+        _: usize,
+    ) -> Result<Self> {
+        match *never {}
+    }
+    fn snapshot(&self) -> crate::metrics::AuditSnapshot {
+        match *self {}
+    }
+    fn close(&self) {
+        match *self {}
     }
 }
 

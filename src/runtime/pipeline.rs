@@ -46,6 +46,10 @@ pub(crate) trait Flow: Send + Sync + Sized + 'static {
     /// Takes back the buffers of a payload that will not be scored (expired, shed, refused).
     fn recycle(&self, payload: Self::Payload);
 
+    /// Records an accepted item answered with `error` instead of a score (the audit log), just
+    /// before it is answered.
+    fn failed(&self, _job: &Job<Self>, _error: &Error) {}
+
     /// Events in a payload (a set of events counts each), for the counters and the batch size.
     fn events(payload: &Self::Payload) -> usize;
 
@@ -139,6 +143,7 @@ impl<F: Flow> Shared<F> {
     /// `counter`; its payload goes back to the flow.
     pub(crate) fn fail(&self, job: Job<F>, error: Error, counter: &AtomicU64) {
         counter.fetch_add(F::events(&job.payload) as u64, Ordering::Relaxed);
+        self.flow.failed(&job, &error);
         self.flow.recycle(job.payload);
         job.reply.fail(error);
     }

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 
+#[cfg(feature = "audit")]
+use super::audited as audit;
 use super::pipeline::{Flow, Job, Reply, Shared};
 use crate::backend::Output;
 use crate::batch::Batch;
@@ -117,6 +119,8 @@ pub(crate) struct RowFlow {
     /// The feature stage between batcher and backend, if any (only the batcher locks it).
     pub features: Option<Mutex<crate::features::Features>>,
     pub rows: ArrayQueue<Vec<f32>>,
+    /// The audit log, when the runtime writes one.
+    pub audit: Option<super::Audit>,
     sets: ArrayQueue<Box<Set>>,
     slots: Pool<Score>,
     set_slots: Pool<Scores>,
@@ -143,6 +147,7 @@ impl RowFlow {
             features: features.map(Mutex::new),
             // Narrow rows travel inline: no buffers to pool.
             rows: ArrayQueue::new(if width <= INLINE_ROW { 1 } else { in_flight }),
+            audit: None,
             sets: ArrayQueue::new(SPARE_SETS),
             slots: SlotPool::new(in_flight),
             set_slots: SlotPool::new(SPARE_SETS),
@@ -228,6 +233,13 @@ impl Flow for RowFlow {
             Rows::One(Row { values: RowValues::Pooled(v), .. }) => self.recycle_row(v),
             Rows::One(_) => {}
             Rows::Many(set) => self.recycle_set(set),
+        }
+    }
+
+    #[cfg(feature = "audit")]
+    fn failed(&self, job: &Job<Self>, error: &Error) {
+        if let Some(log) = &self.audit {
+            audit::failed(self, log, job, Some(error));
         }
     }
 
@@ -359,6 +371,21 @@ impl Flow for RowFlow {
             let t1 = Instant::now();
             let scoring = t1 - t0;
             sh.note_scoring(scoring);
+            #[cfg(feature = "audit")]
+            if let (Some(log), Ok(())) = (&self.audit, &result) {
+                audit::scored(
+                    self,
+                    log,
+                    &jobs,
+                    &batch,
+                    out,
+                    ow,
+                    &version,
+                    (*split).as_ref(),
+                    &arms.of,
+                    t1,
+                );
+            }
             let counters = &sh.metrics.counters;
             sh.metrics.with(*recorder, |rec| {
                 rec.record(Stage::Scoring, scoring);
@@ -421,8 +448,10 @@ impl Flow for RowFlow {
                         }
                         for job in jobs.drain(..) {
                             let message = e.to_string();
+                            let error = Error::Backend { backend: backend.name(), message };
+                            self.failed(&job, &error);
                             self.recycle(job.payload);
-                            job.reply.fail(Error::Backend { backend: backend.name(), message });
+                            job.reply.fail(error);
                         }
                         counters.errors.fetch_add(n as u64, Ordering::Relaxed);
                     }
@@ -619,6 +648,10 @@ fn features(
             continue;
         }
         // Only a set can be left with no event to score: answered here, with its refusals.
+        #[cfg(feature = "audit")]
+        if let Some(log) = &sh.flow.audit {
+            audit::failed(&sh.flow, log, &job, None);
+        }
         let timing = Timing { total: job.accepted.elapsed(), ..Timing::default() };
         if let (Rows::Many(set), RowReply::Many(reply)) = (job.payload, job.reply) {
             reply.send(Ok(sh.flow.answers(set, &[], timing, &sh.flow.registry.live())));

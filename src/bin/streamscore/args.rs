@@ -123,6 +123,10 @@ pub struct BenchArgs {
     /// The canary's share of keys, in percent (stream mode; 0..=100).
     #[arg(long, default_value_t = 10.0, requires = "canary_model")]
     pub canary_percent: f64,
+    /// Stream mode: write every answer to an audit log in this directory (Arrow IPC files);
+    /// the stream line then says how many records were written and dropped.
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
     /// Lifecycle mode: print latency per 50 ms of the run on stderr, marking swaps.
     #[arg(long, requires = "swap_model")]
     pub timeline: bool,

@@ -48,6 +48,8 @@ struct Outcome {
     shadow: Option<(u64, u64)>,
     /// Stream mode with `--canary-model`: each variant's name, version and events answered.
     variants: Vec<(String, u64, u64)>,
+    /// Stream mode with `--audit`: records written and dropped.
+    audit: Option<(u64, u64)>,
 }
 
 impl Outcome {
@@ -270,6 +272,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 set: args.submit_batch,
                 shadow: args.shadow_model.clone().map(|m| (m, args.shadow_fraction)),
                 canary: args.canary_model.clone().map(|m| (m, args.canary_percent)),
+                audit: args.audit.clone(),
                 duration,
             };
             let o = stream((backend.clone(), schema), config, &rows, &load, tick)?;
@@ -330,6 +333,10 @@ fn report(
             v["shadow_compared"] = json!(compared);
             v["shadow_dropped"] = json!(dropped);
         }
+        if let Some((written, dropped)) = o.audit {
+            v["audit_written"] = json!(written);
+            v["audit_dropped"] = json!(dropped);
+        }
         if !o.variants.is_empty() {
             let by: serde_json::Map<String, serde_json::Value> = (o.variants.iter())
                 .map(|(name, version, n)| {
@@ -356,6 +363,9 @@ fn report(
         ));
         if let Some((compared, dropped)) = o.shadow {
             bar.suspend(|| println!("        shadow: {compared} compared, {dropped} dropped"));
+        }
+        if let Some((written, dropped)) = o.audit {
+            bar.suspend(|| println!("        audit: {written} written, {dropped} dropped"));
         }
         if !o.variants.is_empty() {
             let parts: Vec<String> = (o.variants.iter())
@@ -445,6 +455,7 @@ fn direct(
         mean_batch: batch as f64,
         shadow: None,
         variants: Vec::new(),
+        audit: None,
     }
 }
 
@@ -472,6 +483,8 @@ struct Load {
     shadow: Option<(std::path::PathBuf, f64)>,
     /// A canary in a split by key, and its share of the keys in percent.
     canary: Option<(std::path::PathBuf, f64)>,
+    /// An audit log's directory.
+    audit: Option<std::path::PathBuf>,
     duration: Duration,
 }
 
@@ -516,7 +529,11 @@ fn stream(
 ) -> Result<(Outcome, streamscore::MetricsSnapshot), Error> {
     let batch = config.max_batch.get();
     let max_delay_us = config.max_delay.as_micros() as u64;
-    let rt = Runtime::builder().backend(backend).schema(schema).config(config).build()?;
+    let mut builder = Runtime::builder().backend(backend).schema(schema).config(config);
+    if let Some(dir) = &load.audit {
+        builder = builder.audit(streamscore::audit::AuditConfig::new(dir));
+    }
+    let rt = builder.build()?;
     if let Some((model, fraction)) = &load.shadow {
         let update = ModelUpdate::path(model).with_version(2);
         rt.set_shadow(ShadowConfig::new(update).with_fraction(*fraction))?;
@@ -638,6 +655,7 @@ fn stream(
         mean_batch: m.batch_rows.sum / m.batch_rows.count.max(1) as f64,
         shadow: m.shadow.as_ref().map(|s| (s.compared, s.dropped)),
         variants: m.variants.iter().map(|v| (v.name.clone(), v.version, v.events)).collect(),
+        audit: m.audit.map(|a| (a.written, a.dropped)),
     };
     Ok((outcome, m))
 }
