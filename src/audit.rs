@@ -25,7 +25,7 @@ use arrow_array::builder::{
     TimestampMillisecondBuilder, UInt64Builder,
 };
 use arrow_array::types::Int8Type;
-use arrow_array::{ArrayRef, DictionaryArray, Int8Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, BooleanArray, DictionaryArray, Int8Array, RecordBatch, StringArray};
 use arrow_ipc::MetadataVersion;
 use arrow_ipc::reader::{FileReader, StreamReader};
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
@@ -197,6 +197,8 @@ impl Status {
 #[derive(Default)]
 pub(crate) struct Records {
     n: usize,
+    /// The shadow's answers rather than the primary's.
+    pub shadow: bool,
     key: Vec<u64>,
     time_ms: Vec<i64>,
     arrival_us: Vec<i64>,
@@ -235,6 +237,7 @@ impl Records {
 
     fn clear(&mut self) {
         self.n = 0;
+        self.shadow = false;
         self.key.clear();
         self.time_ms.clear();
         self.arrival_us.clear();
@@ -484,6 +487,11 @@ fn fill(values: &mut Vec<f32>, ok: &mut Vec<bool>, v: Option<&[f32]>, width: usi
     }
 }
 
+/// A small set of labels, dictionary-encoded.
+fn dictionary() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8))
+}
+
 /// The log's Arrow schema: one row per answer.
 fn schema(names: &[String], raw_names: &[String], out_width: usize) -> SchemaRef {
     let list = |n: usize| {
@@ -498,11 +506,8 @@ fn schema(names: &[String], raw_names: &[String], out_width: usize) -> SchemaRef
         Field::new("latency_ns", DataType::UInt64, false),
         Field::new("model_version", DataType::UInt64, true),
         Field::new("variant", DataType::Utf8, true),
-        Field::new(
-            "status",
-            DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8)),
-            false,
-        ),
+        Field::new("shadow", DataType::Boolean, false),
+        Field::new("status", dictionary(), false),
         Field::new("error", DataType::Utf8, true),
         Field::new("inputs", list(names.len()), true),
     ];
@@ -621,6 +626,7 @@ impl Writer {
         let mut version = UInt64Builder::with_capacity(n);
         let mut variant = StringBuilder::new();
         let mut status: Vec<i8> = Vec::with_capacity(n);
+        let mut shadow: Vec<bool> = Vec::with_capacity(n);
         let mut error = StringBuilder::new();
         let list = |w: usize| {
             let item = Arc::new(Field::new("item", DataType::Float32, true));
@@ -646,6 +652,7 @@ impl Writer {
                 r.variant.iter().for_each(|v| variant.append_option(v.as_deref()));
             }
             status.extend(r.status.iter().map(|&s| s as i8));
+            shadow.extend(std::iter::repeat_n(r.shadow, r.n));
             if r.error.iter().all(Option::is_none) {
                 error.append_nulls(r.n);
             } else {
@@ -664,6 +671,7 @@ impl Writer {
             Arc::new(latency.finish()),
             Arc::new(version.finish()),
             Arc::new(variant.finish()),
+            Arc::new(BooleanArray::from(shadow)),
             Arc::new(
                 DictionaryArray::<Int8Type>::try_new(Int8Array::from(status), labels.clone())
                     .map_err(|e| Error::Config(format!("audit: {e}")))?,

@@ -62,6 +62,7 @@ pub mod metrics;
 pub mod model;
 mod registry;
 mod runtime;
+mod sink;
 
 pub use backend::cpu::Reference;
 pub use backend::{Backend, BackendChoice, BackendSpec, Output};

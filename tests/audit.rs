@@ -121,6 +121,7 @@ fn pyarrow_reads_every_answer_back_with_its_fields() {
         *seen.entry(key).or_insert(0) += 1;
         let (status, value) = want[&key];
         assert_eq!(r["status"], status, "key {key}");
+        assert_eq!(r["role"], "primary");
         let inputs: Vec<f32> = (r["inputs"].as_array().unwrap().iter())
             .map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32))
             .collect();
@@ -318,5 +319,67 @@ fn a_full_queue_drops_records_and_counts_them_under_the_drop_policy() {
         audit::files(&dir).unwrap().iter().map(|f| audit::read(f).unwrap().rows()).sum();
     assert_eq!(read as u64, a.written);
     assert!(m.prometheus().contains("streamscore_audit_records_total{outcome=\"dropped\"}"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_shadows_answers_go_to_the_log_beside_the_primarys() {
+    const CHALLENGER: &str = "models/golden/lgb_binary_sigmoid/model.txt";
+    let dir = temp_dir("shadow");
+    let audit = AuditConfig::new(&dir).with_overflow(AuditOverflow::Block);
+    let rt = Runtime::builder()
+        .model_path(common::root().join(MODEL))
+        .config(RuntimeConfig::default().with_max_batch(16).with_model_version(1))
+        .audit(audit)
+        .build()
+        .unwrap();
+    let update = streamscore::ModelUpdate::path(common::root().join(CHALLENGER)).with_version(2);
+    rt.set_shadow(streamscore::ShadowConfig::new(update).with_audit(true)).unwrap();
+    let forest = streamscore::load_forest(common::root().join(MODEL)).unwrap();
+    let rows = streamscore::io::synthetic_rows(&forest, 500, 9).to_rows();
+    let w = forest.n_features();
+    for k in 0..500u64 {
+        let row = &rows[k as usize * w..(k as usize + 1) * w];
+        rt.score(Event::new(row).with_key(k).with_timestamp_ms(1_000 + k as i64)).unwrap();
+    }
+    rt.shutdown();
+    let shadowed = rt.metrics().shadow.unwrap();
+    assert_eq!((shadowed.compared, shadowed.dropped), (500, 0));
+    let read = pyarrow(&dir);
+    let records = read["records"].as_array().unwrap();
+    let challenger =
+        Reference::new(streamscore::load_forest(common::root().join(CHALLENGER)).unwrap());
+    let (mut primary, mut shadow) = (HashMap::new(), HashMap::new());
+    for r in records {
+        let key = r["key"].as_u64().unwrap();
+        let out = r["outputs"][0].as_f64().unwrap() as f32;
+        let inputs: Vec<f32> = (r["inputs"].as_array().unwrap().iter())
+            .map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32))
+            .collect();
+        match r["role"].as_str().unwrap() {
+            "primary" => assert!(primary.insert(key, (out, inputs)).is_none()),
+            "shadow" => {
+                assert_eq!(r["version"], 2);
+                assert_eq!(r["event_time_ms"], 1_000 + key as i64);
+                let want = score_of(&challenger, &inputs);
+                assert!(common::rel_err(f64::from(out), f64::from(want)) < 1e-6, "key {key}");
+                assert!(shadow.insert(key, (out, inputs)).is_none());
+            }
+            other => panic!("role {other}"),
+        }
+    }
+    assert_eq!((primary.len(), shadow.len()), (500, 500), "each event once per role");
+    for (k, (_, inputs)) in &shadow {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(inputs),
+            bits(&primary[k].1),
+            "key {k}: the shadow saw the primary's inputs"
+        );
+    }
+    // A shadow that wants the log on a runtime without one is refused.
+    let plain = Runtime::builder().model_path(common::root().join(MODEL)).build().unwrap();
+    let update = streamscore::ModelUpdate::path(common::root().join(CHALLENGER)).with_version(2);
+    assert!(plain.set_shadow(streamscore::ShadowConfig::new(update).with_audit(true)).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }

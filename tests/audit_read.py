@@ -50,15 +50,17 @@ def main(root):
         for b in got:
             schema = str(b.schema.remove_metadata())
             d = b.to_pydict()
+            # Milliseconds since the epoch, exactly (datetime.timestamp() is a float).
+            times = b.column("event_time").cast(pa.int64()).to_pylist()
             for i in range(b.num_rows):
-                t = d["event_time"][i]
                 records.append({
                     "key": d["key"][i],
+                    "role": "shadow" if d["shadow"][i] else "primary",
                     "status": d["status"][i],
                     "error": d["error"][i],
                     "version": d["model_version"][i],
                     "variant": d["variant"][i],
-                    "event_time_ms": None if t is None else int(t.timestamp() * 1000),
+                    "event_time_ms": times[i],
                     "latency_ns": d["latency_ns"][i],
                     "inputs": finite(d["inputs"][i]),
                     "outputs": finite(d["outputs"][i]),

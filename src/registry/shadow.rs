@@ -16,6 +16,7 @@ use crate::backend::Output;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::metrics::{ShadowSnapshot, ShadowWindow};
+use crate::sink::Audit;
 
 /// A challenger to score beside the live version ([`Runtime::set_shadow`](crate::Runtime::set_shadow)).
 ///
@@ -49,14 +50,20 @@ pub(crate) struct Settings {
     queue: usize,
     threshold: f32,
     window: Duration,
+    pub(crate) audit: bool,
 }
 
 impl ShadowConfig {
     /// The challenger; every event shadowed, a queue of 64 batches, decision threshold 0.5,
     /// windows of 60 s.
     pub fn new(update: ModelUpdate) -> Self {
-        let settings =
-            Settings { fraction: 1.0, queue: 64, threshold: 0.5, window: Duration::from_secs(60) };
+        let settings = Settings {
+            fraction: 1.0,
+            queue: 64,
+            threshold: 0.5,
+            window: Duration::from_secs(60),
+            audit: false,
+        };
         ShadowConfig { update, settings }
     }
 
@@ -78,6 +85,13 @@ impl ShadowConfig {
     /// one output; for more, on the arg max).
     pub fn with_threshold(mut self, threshold: f32) -> Self {
         self.settings.threshold = threshold;
+        self
+    }
+
+    /// Also writes the shadow's answers to the runtime's audit log, beside the primary's, with
+    /// `shadow` true; the runtime needs an audit log (`RuntimeBuilder::audit`).
+    pub fn with_audit(mut self, audit: bool) -> Self {
+        self.settings.audit = audit;
         self
     }
 
@@ -121,6 +135,25 @@ const DIFF_SCALE: f64 = 1e9;
 struct Work {
     batch: Batch,
     primary: Vec<f32>,
+    /// For the audit log (empty without one): each row's key, event time and acceptance.
+    #[cfg_attr(not(feature = "audit"), allow(dead_code))]
+    meta: Meta,
+}
+
+/// Each shadowed row's key, event time (ms) and acceptance time, for the audit log.
+#[derive(Default)]
+pub(crate) struct Meta {
+    pub keys: Vec<u64>,
+    pub times: Vec<i64>,
+    pub accepted: Vec<Instant>,
+}
+
+impl Meta {
+    pub(crate) fn clear(&mut self) {
+        self.keys.clear();
+        self.times.clear();
+        self.accepted.clear();
+    }
 }
 
 /// A running shadow.
@@ -138,11 +171,19 @@ pub(crate) struct Shadow {
     dropped: Arc<AtomicU64>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    audits: bool,
 }
 
 impl Shadow {
     /// Starts the shadow's thread for `version`.
-    pub(crate) fn start(version: Version, config: &Settings, output: Output) -> Result<Self> {
+    pub(crate) fn start(
+        version: Version,
+        config: &Settings,
+        output: Output,
+        audit: Option<Arc<Audit>>,
+    ) -> Result<Self> {
+        let audit = audit.filter(|_| config.audit);
+        let audits = audit.is_some();
         let (tx, rx) = crossbeam_channel::bounded(config.queue);
         let version = Arc::new(version);
         let spare = Arc::new(ArrayQueue::new(config.queue + 2));
@@ -155,6 +196,7 @@ impl Shadow {
             spare: spare.clone(),
             stats: stats.clone(),
             dropped: dropped.clone(),
+            audit,
         };
         let thread = std::thread::Builder::new()
             .name("streamscore-shadow".into())
@@ -175,6 +217,7 @@ impl Shadow {
             dropped,
             closed: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
+            audits,
         })
     }
 
@@ -188,9 +231,21 @@ impl Shadow {
         self.all
     }
 
+    /// Whether its answers go to the audit log (then `offer` wants each row's [`Meta`]).
+    pub(crate) fn audits(&self) -> bool {
+        self.audits
+    }
+
     /// Hands the shadow a copy of the batch's rows for which `chosen` says yes, with the
     /// primary's answers (`out`, `width` per row). Never blocks: a full queue drops the copy.
-    pub(crate) fn offer(&self, batch: &Batch, out: &[f32], width: usize, chosen: &[bool]) {
+    pub(crate) fn offer(
+        &self,
+        batch: &Batch,
+        out: &[f32],
+        width: usize,
+        chosen: &[bool],
+        meta: &Meta,
+    ) {
         let n = chosen.iter().filter(|&&c| c).count();
         if n == 0 {
             return;
@@ -220,7 +275,15 @@ impl Shadow {
             }
         }
         let batch = Batch::from_columns(columns, n, batch.n_features()).expect("n rows");
-        match self.tx.try_send(Some(Work { batch, primary })) {
+        let mut kept = Meta::default();
+        if self.audits {
+            let pick = |r: &usize| chosen.get(*r).copied().unwrap_or(false);
+            let rows = 0..meta.keys.len();
+            kept.keys.extend(rows.clone().filter(pick).map(|r| meta.keys[r]));
+            kept.times.extend(rows.clone().filter(pick).map(|r| meta.times[r]));
+            kept.accepted.extend(rows.filter(pick).map(|r| meta.accepted[r]));
+        }
+        match self.tx.try_send(Some(Work { batch, primary, meta: kept })) {
             Ok(()) => {}
             Err(TrySendError::Full(Some(w)) | TrySendError::Disconnected(Some(w))) => {
                 self.dropped.fetch_add(n as u64, Ordering::Relaxed);
@@ -266,6 +329,8 @@ struct Worker {
     spare: Arc<ArrayQueue<(Vec<f32>, Vec<f32>)>>,
     stats: Arc<Mutex<Stats>>,
     dropped: Arc<AtomicU64>,
+    #[cfg_attr(not(feature = "audit"), allow(dead_code))]
+    audit: Option<Arc<Audit>>,
 }
 
 impl Worker {
@@ -277,7 +342,13 @@ impl Worker {
             out.clear();
             out.resize(n * width, 0.0);
             match self.version.backend.score_batch(&work.batch, self.output, &mut out) {
-                Ok(()) => lock(&self.stats).add(&work.primary, &out, width, self.threshold),
+                Ok(()) => {
+                    lock(&self.stats).add(&work.primary, &out, width, self.threshold);
+                    #[cfg(feature = "audit")]
+                    if let Some(log) = &self.audit {
+                        record(log, &work, &out, width, self.version.id());
+                    }
+                }
                 Err(e) => {
                     self.dropped.fetch_add(n as u64, Ordering::Relaxed);
                     log::warn!("the shadow failed on a batch of {n}: {e}");
@@ -286,6 +357,34 @@ impl Worker {
             let _ = self.spare.push((work.batch.into_values(), work.primary));
         }
     }
+}
+
+/// Writes a shadow batch's answers to the audit log, with role `shadow`.
+#[cfg(feature = "audit")]
+fn record(log: &Audit, work: &Work, out: &[f32], width: usize, version: u64) {
+    use crate::audit::{Inputs, Meta as Record, Status};
+    let n = work.batch.n_rows();
+    if work.meta.keys.len() != n {
+        return;
+    }
+    let answered = Instant::now();
+    let mut records = log.records(n);
+    records.shadow = true;
+    for r in 0..n {
+        let meta = Record {
+            key: work.meta.keys[r],
+            time_ms: work.meta.times[r],
+            accepted: work.meta.accepted[r],
+            answered,
+            version,
+            variant: None,
+            status: Status::Scored,
+            error: None,
+        };
+        let inputs = Inputs::Column { values: work.batch.as_slice(), n, row: r };
+        log.push(&mut records, meta, inputs, None, Some(&out[r * width..(r + 1) * width]));
+    }
+    log.send(records);
 }
 
 /// Differences and flips over a span of events.

@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-#[cfg(not(feature = "audit"))]
-use super::NoAudit as AuditSink;
 use super::Runtime;
 use super::config::RuntimeConfig;
 #[cfg(feature = "audit")]
 use crate::audit::{AuditConfig, AuditLog as AuditSink};
+#[cfg(not(feature = "audit"))]
+use crate::sink::NoAudit as AuditSink;
 #[cfg(not(feature = "audit"))]
 type AuditConfig = std::convert::Infallible;
 use crate::backend::{Backend, BackendSpec};
@@ -229,8 +229,10 @@ fn finish(
     config: RuntimeConfig,
     audit: Option<AuditConfig>,
 ) -> Result<Runtime> {
-    let log = |inputs: &[String], raw: &[String]| -> Result<Option<AuditSink>> {
-        audit.as_ref().map(|a| AuditSink::start(a, inputs, raw, version.out_width)).transpose()
+    let log = |inputs: &[String], raw: &[String]| -> Result<Option<Arc<AuditSink>>> {
+        (audit.as_ref())
+            .map(|a| AuditSink::start(a, inputs, raw, version.out_width).map(Arc::new))
+            .transpose()
     };
     match features {
         Some(features) => {

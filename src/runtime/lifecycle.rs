@@ -150,7 +150,12 @@ impl Runtime {
             });
         }
         let id = challenger.id();
-        let shadow = Shadow::start(challenger, &settings, sh.config.output)?;
+        if settings.audit && sh.flow.audit.is_none() {
+            return Err(Error::Config(
+                "the shadow's answers go to the audit log, and this runtime has none".into(),
+            ));
+        }
+        let shadow = Shadow::start(challenger, &settings, sh.config.output, sh.flow.audit.clone())?;
         self.retire_shadow(sh.flow.shadow.set(Arc::new(Some(shadow))));
         log::info!("model version {id} scores in shadow of version {}", live.id());
         Ok(id)

@@ -26,6 +26,7 @@ use crate::ingest::Rejected;
 use crate::ingest::reply::{Score, Scores, Ticket};
 use crate::metrics::MetricsSnapshot;
 use crate::registry::Version;
+use crate::sink::Audit;
 pub use builder::RuntimeBuilder;
 use config::RuntimeConfig;
 pub(crate) use pipeline::{Flow, Job, Pipeline, Shared};
@@ -86,7 +87,7 @@ impl Runtime {
         schema: Schema,
         config: RuntimeConfig,
         features: Option<crate::features::Features>,
-        audit: Option<Audit>,
+        audit: Option<std::sync::Arc<Audit>>,
     ) -> Result<Self> {
         config.validate()?;
         let width = first.backend.n_features();
@@ -233,7 +234,7 @@ impl Runtime {
         if let Some(active) = &*self.flow().split.get() {
             m.variants = active.snapshot();
         }
-        m.audit = self.flow().audit.as_ref().map(Audit::snapshot);
+        m.audit = self.flow().audit.as_ref().map(|a| a.snapshot());
         m
     }
 
@@ -390,35 +391,6 @@ impl Runtime {
         };
         let (key, time_ms) = (event.key.unwrap_or(0), event.timestamp_ms.unwrap_or(0));
         Ok(Rows::One(Row { values, key, time_ms }))
-    }
-}
-
-/// The audit log a runtime writes, if any (nothing without the `audit` feature).
-#[cfg(feature = "audit")]
-pub(crate) type Audit = crate::audit::AuditLog;
-/// The audit log a runtime writes, if any (nothing without the `audit` feature).
-#[cfg(not(feature = "audit"))]
-pub(crate) type Audit = NoAudit;
-
-/// Stands in for the audit log without the `audit` feature: never made.
-#[cfg(not(feature = "audit"))]
-pub(crate) enum NoAudit {}
-
-#[cfg(not(feature = "audit"))]
-impl NoAudit {
-    pub(crate) fn start(
-        never: &std::convert::Infallible,
-        _: &[String],
-        _: &[String],
-        _: usize,
-    ) -> Result<Self> {
-        match *never {}
-    }
-    fn snapshot(&self) -> crate::metrics::AuditSnapshot {
-        match *self {}
-    }
-    fn close(&self) {
-        match *self {}
     }
 }
 

@@ -16,7 +16,7 @@ use crate::batch::Batch;
 use crate::error::Error;
 use crate::ingest::reply::{Pool, Published, Responder, Score, Scores, SlotPool, Ticket, Timing};
 use crate::metrics::{Busy, Stage};
-use crate::registry::shadow::Shadow;
+use crate::registry::shadow::{Meta as ShadowMeta, Shadow};
 use crate::registry::split::Active;
 use crate::registry::{Registry, Swappable, Version, View};
 
@@ -120,7 +120,7 @@ pub(crate) struct RowFlow {
     pub features: Option<Mutex<crate::features::Features>>,
     pub rows: ArrayQueue<Vec<f32>>,
     /// The audit log, when the runtime writes one.
-    pub audit: Option<super::Audit>,
+    pub audit: Option<Arc<crate::sink::Audit>>,
     sets: ArrayQueue<Box<Set>>,
     slots: Pool<Score>,
     set_slots: Pool<Scores>,
@@ -216,6 +216,7 @@ pub(crate) struct RowScorer {
     arms: Arms,
     /// Which rows of a batch the shadow takes.
     chosen: Vec<bool>,
+    shadow_meta: ShadowMeta,
     out: Vec<f32>,
     keep: Vec<bool>,
     /// A batch's answers, published and woken once all are written.
@@ -316,6 +317,7 @@ impl Flow for RowFlow {
             split: self.split.view(),
             arms: Arms::default(),
             chosen: Vec::new(),
+            shadow_meta: ShadowMeta::default(),
             out: Vec::new(),
             keep: Vec::new(),
             published: Vec::new(),
@@ -324,8 +326,18 @@ impl Flow for RowFlow {
 
     fn score(&self, sh: &Shared<Self>, scorer: &mut RowScorer, work: RowWork) {
         let RowWork { mut batch, mut jobs } = work;
-        let RowScorer { recorder, view, shadow, split, arms, chosen, out, keep, published } =
-            scorer;
+        let RowScorer {
+            recorder,
+            view,
+            shadow,
+            split,
+            arms,
+            chosen,
+            shadow_meta,
+            out,
+            keep,
+            published,
+        } = scorer;
         // The swap point: every event of this batch is scored, and answered, by this version
         // (or, under a split, by its variant's).
         let version = view.current(self.registry.published()).clone();
@@ -365,8 +377,8 @@ impl Flow for RowFlow {
             // answered before `clear_shadow` is compared (or counted as dropped): a copy of
             // the batch, a few µs at most, never a wait.
             if let (Some(s), true) = (&**shadow.current(&self.shadow), result.is_ok()) {
-                choose(s, &jobs, n, chosen);
-                s.offer(&batch, out, ow, chosen);
+                choose(s, &jobs, n, chosen, shadow_meta);
+                s.offer(&batch, out, ow, chosen, shadow_meta);
             }
             let t1 = Instant::now();
             let scoring = t1 - t0;
@@ -667,8 +679,34 @@ fn features(
         .then(|| Batch::from_columns(kept, live.len(), n_out).expect("rows * n_out values"))
 }
 
-/// Marks the batch rows (in job order) whose events the shadow takes.
-fn choose(shadow: &Shadow, jobs: &[Job<RowFlow>], n: usize, chosen: &mut Vec<bool>) {
+/// Marks the batch rows (in job order) whose events the shadow takes, and when its answers
+/// go to the audit log, notes each row's key, event time and acceptance.
+fn choose(
+    shadow: &Shadow,
+    jobs: &[Job<RowFlow>],
+    n: usize,
+    chosen: &mut Vec<bool>,
+    meta: &mut ShadowMeta,
+) {
+    meta.clear();
+    if shadow.audits() {
+        for job in jobs {
+            match &job.payload {
+                Rows::One(row) => {
+                    meta.keys.push(row.key);
+                    meta.times.push(row.time_ms);
+                    meta.accepted.push(job.accepted);
+                }
+                Rows::Many(set) => {
+                    for r in set.live_rows() {
+                        meta.keys.push(set.keys.get(r).copied().unwrap_or(0));
+                        meta.times.push(set.times.get(r).copied().unwrap_or(0));
+                        meta.accepted.push(job.accepted);
+                    }
+                }
+            }
+        }
+    }
     chosen.clear();
     if shadow.takes_all() {
         chosen.resize(n, true);
