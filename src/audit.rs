@@ -382,10 +382,7 @@ impl AuditLog {
             return;
         }
         let first = self.seq.fetch_add(n as u64, Ordering::Relaxed);
-        keep.extend(
-            (first..first + n as u64)
-                .map(|s| crate::registry::shadow::key_hash(s) < self.sample_cut),
-        );
+        keep.extend((first..first + n as u64).map(|s| spread(s) < self.sample_cut));
     }
 
     /// Appends one record: `inputs` are the model's inputs (`width`) or `None`; `raw` the raw
@@ -469,6 +466,14 @@ impl Drop for AuditLog {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A sequence number spread over 0..2^64 (SplitMix64's finaliser), for sampling.
+fn spread(seq: u64) -> u64 {
+    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn fill(values: &mut Vec<f32>, ok: &mut Vec<bool>, v: Option<&[f32]>, width: usize) {

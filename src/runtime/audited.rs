@@ -1,5 +1,6 @@
 //! The row flow's records for the audit log: each scored batch's answers (and the refusals
-//! inside its sets), and each event answered with an error.
+//! inside its sets), and each event answered with an error (methods of `RowFlow`, kept apart
+//! from its scoring path).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,91 +23,95 @@ fn submitted<'a>(flow: &RowFlow, values: &'a RowValues) -> Option<&'a [f32]> {
     }
 }
 
-/// Records a scored batch: `out` holds `ow` values per batch row, in job order; `arms` the
-/// variant of each row under `split`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn scored(
-    flow: &RowFlow,
-    log: &AuditLog,
-    jobs: &[Job<RowFlow>],
-    batch: &Batch,
-    out: &[f32],
-    ow: usize,
-    version: &Version,
-    split: Option<&Active>,
-    arms: &[u8],
-    answered: Instant,
-) {
-    let n = batch.n_rows();
-    let mut keep = Vec::new();
-    log.sample(n, &mut keep);
-    let mut records = log.records(n);
-    let cols = batch.as_slice();
-    let featured = log.raw_width > 0;
-    let who = |r: usize| -> (u64, Option<&Arc<str>>) {
-        match split {
-            Some(a) => {
-                let arm = &a.arms[usize::from(arms[r])];
-                (arm.version.id(), Some(&arm.name))
+impl RowFlow {
+    /// Records a scored batch: `out` holds `ow` values per batch row, in job order; `arms` the
+    /// variant of each row under `split`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn audit_scored(
+        &self,
+        log: &AuditLog,
+        jobs: &[Job<RowFlow>],
+        batch: &Batch,
+        out: &[f32],
+        ow: usize,
+        version: &Version,
+        split: Option<&Active>,
+        arms: &[u8],
+        answered: Instant,
+    ) {
+        let flow = self;
+        let n = batch.n_rows();
+        let mut keep = Vec::new();
+        log.sample(n, &mut keep);
+        let mut records = log.records(n);
+        let cols = batch.as_slice();
+        let featured = log.raw_width > 0;
+        let who = |r: usize| -> (u64, Option<&Arc<str>>) {
+            match split {
+                Some(a) => {
+                    let arm = &a.arms[usize::from(arms[r])];
+                    (arm.version.id(), Some(&arm.name))
+                }
+                None => (version.id(), None),
             }
-            None => (version.id(), None),
-        }
-    };
-    let push = |records: &mut Records, r: usize, key, time_ms, accepted, raw: Option<&[f32]>| {
-        if !keep[r] {
-            return;
-        }
-        let (version, variant) = who(r);
-        let meta = Meta {
-            key,
-            time_ms,
-            accepted,
-            answered,
-            version,
-            variant,
-            status: Status::Scored,
-            error: None,
         };
-        let inputs = Inputs::Column { values: cols, n, row: r };
-        let raw = if featured { raw } else { None };
-        log.push(records, meta, inputs, raw, Some(&out[r * ow..(r + 1) * ow]));
-    };
-    let mut r = 0;
-    for job in jobs {
-        match &job.payload {
-            Rows::One(row) => {
-                let raw = submitted(flow, &row.values);
-                push(&mut records, r, row.key, row.time_ms, job.accepted, raw);
-                r += 1;
-            }
-            Rows::Many(set) => {
-                let w = flow.width;
-                let mut refused = set.errors.iter().peekable();
-                for i in 0..set.n {
-                    let key = set.keys.get(i).copied().unwrap_or(0);
-                    let time_ms = set.times.get(i).copied().unwrap_or(0);
-                    let values = set.values.get(i * w..(i + 1) * w);
-                    if let Some((_, e)) = refused.next_if(|(at, _)| *at == i) {
-                        let meta = Meta {
-                            key,
-                            time_ms,
-                            accepted: job.accepted,
-                            answered,
-                            version: 0,
-                            variant: None,
-                            status: Status::of(e),
-                            error: Some(e),
-                        };
-                        unscored(log, &mut records, meta, values);
-                        continue;
-                    }
-                    push(&mut records, r, key, time_ms, job.accepted, values);
+        let push =
+            |records: &mut Records, r: usize, key, time_ms, accepted, raw: Option<&[f32]>| {
+                if !keep[r] {
+                    return;
+                }
+                let (version, variant) = who(r);
+                let meta = Meta {
+                    key,
+                    time_ms,
+                    accepted,
+                    answered,
+                    version,
+                    variant,
+                    status: Status::Scored,
+                    error: None,
+                };
+                let inputs = Inputs::Column { values: cols, n, row: r };
+                let raw = if featured { raw } else { None };
+                log.push(records, meta, inputs, raw, Some(&out[r * ow..(r + 1) * ow]));
+            };
+        let mut r = 0;
+        for job in jobs {
+            match &job.payload {
+                Rows::One(row) => {
+                    let raw = submitted(flow, &row.values);
+                    push(&mut records, r, row.key, row.time_ms, job.accepted, raw);
                     r += 1;
+                }
+                Rows::Many(set) => {
+                    let w = flow.width;
+                    let mut refused = set.errors.iter().peekable();
+                    for i in 0..set.n {
+                        let key = set.keys.get(i).copied().unwrap_or(0);
+                        let time_ms = set.times.get(i).copied().unwrap_or(0);
+                        let values = set.values.get(i * w..(i + 1) * w);
+                        if let Some((_, e)) = refused.next_if(|(at, _)| *at == i) {
+                            let meta = Meta {
+                                key,
+                                time_ms,
+                                accepted: job.accepted,
+                                answered,
+                                version: 0,
+                                variant: None,
+                                status: Status::of(e),
+                                error: Some(e),
+                            };
+                            unscored(log, &mut records, meta, values);
+                            continue;
+                        }
+                        push(&mut records, r, key, time_ms, job.accepted, values);
+                        r += 1;
+                    }
                 }
             }
         }
+        log.send(records);
     }
-    log.send(records);
 }
 
 /// Records an unscored event: its submitted values are the model's inputs, or the raw fields
@@ -120,47 +125,50 @@ fn unscored(log: &AuditLog, records: &mut Records, meta: Meta<'_>, values: Optio
     }
 }
 
-/// Records a job answered with `error` (for a set: its events still to score; its events
-/// refused on their own with their own errors).
-pub(super) fn failed(flow: &RowFlow, log: &AuditLog, job: &Job<RowFlow>, error: Option<&Error>) {
-    let answered = Instant::now();
-    let mut records = log.records(<RowFlow as Flow>::events(&job.payload));
-    fn meta<'e>(key: u64, time_ms: i64, at: (Instant, Instant), e: &'e Error) -> Meta<'e> {
-        Meta {
-            key,
-            time_ms,
-            accepted: at.0,
-            answered: at.1,
-            version: 0,
-            variant: None,
-            status: Status::of(e),
-            error: Some(e),
-        }
-    }
-    let at = (job.accepted, answered);
-    match &job.payload {
-        Rows::One(row) => {
-            if let Some(e) = error {
-                let values = submitted(flow, &row.values);
-                unscored(log, &mut records, meta(row.key, row.time_ms, at, e), values);
+impl RowFlow {
+    /// Records a job answered with `error` (for a set: its events still to score; its events
+    /// refused on their own with their own errors).
+    pub(super) fn audit_failed(&self, log: &AuditLog, job: &Job<RowFlow>, error: Option<&Error>) {
+        let flow = self;
+        let answered = Instant::now();
+        let mut records = log.records(<RowFlow as Flow>::events(&job.payload));
+        fn meta<'e>(key: u64, time_ms: i64, at: (Instant, Instant), e: &'e Error) -> Meta<'e> {
+            Meta {
+                key,
+                time_ms,
+                accepted: at.0,
+                answered: at.1,
+                version: 0,
+                variant: None,
+                status: Status::of(e),
+                error: Some(e),
             }
         }
-        Rows::Many(set) => {
-            let w = flow.width;
-            let mut refused = set.errors.iter().peekable();
-            for i in 0..set.n {
-                let own = refused.next_if(|(at, _)| *at == i).map(|(_, e)| e);
-                let Some(e) = own.or(error) else { continue };
-                let key = set.keys.get(i).copied().unwrap_or(0);
-                let time_ms = set.times.get(i).copied().unwrap_or(0);
-                unscored(
-                    log,
-                    &mut records,
-                    meta(key, time_ms, at, e),
-                    set.values.get(i * w..(i + 1) * w),
-                );
+        let at = (job.accepted, answered);
+        match &job.payload {
+            Rows::One(row) => {
+                if let Some(e) = error {
+                    let values = submitted(flow, &row.values);
+                    unscored(log, &mut records, meta(row.key, row.time_ms, at, e), values);
+                }
+            }
+            Rows::Many(set) => {
+                let w = flow.width;
+                let mut refused = set.errors.iter().peekable();
+                for i in 0..set.n {
+                    let own = refused.next_if(|(at, _)| *at == i).map(|(_, e)| e);
+                    let Some(e) = own.or(error) else { continue };
+                    let key = set.keys.get(i).copied().unwrap_or(0);
+                    let time_ms = set.times.get(i).copied().unwrap_or(0);
+                    unscored(
+                        log,
+                        &mut records,
+                        meta(key, time_ms, at, e),
+                        set.values.get(i * w..(i + 1) * w),
+                    );
+                }
             }
         }
+        log.send(records);
     }
-    log.send(records);
 }

@@ -8,8 +8,6 @@ use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 
-#[cfg(feature = "audit")]
-use super::audited as audit;
 use super::pipeline::{Flow, Job, Reply, Shared};
 use crate::backend::Output;
 use crate::batch::Batch;
@@ -240,7 +238,7 @@ impl Flow for RowFlow {
     #[cfg(feature = "audit")]
     fn failed(&self, job: &Job<Self>, error: &Error) {
         if let Some(log) = &self.audit {
-            audit::failed(self, log, job, Some(error));
+            self.audit_failed(log, job, Some(error));
         }
     }
 
@@ -385,8 +383,7 @@ impl Flow for RowFlow {
             sh.note_scoring(scoring);
             #[cfg(feature = "audit")]
             if let (Some(log), Ok(())) = (&self.audit, &result) {
-                audit::scored(
-                    self,
+                self.audit_scored(
                     log,
                     &jobs,
                     &batch,
@@ -662,7 +659,7 @@ fn features(
         // Only a set can be left with no event to score: answered here, with its refusals.
         #[cfg(feature = "audit")]
         if let Some(log) = &sh.flow.audit {
-            audit::failed(&sh.flow, log, &job, None);
+            sh.flow.audit_failed(log, &job, None);
         }
         let timing = Timing { total: job.accepted.elapsed(), ..Timing::default() };
         if let (Rows::Many(set), RowReply::Many(reply)) = (job.payload, job.reply) {
