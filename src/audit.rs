@@ -281,6 +281,38 @@ pub(crate) struct Meta<'a> {
     pub error: Option<&'a Error>,
 }
 
+impl<'a> Meta<'a> {
+    /// A scored event's record: answered at `answered` by `version` (of `variant`).
+    pub(crate) fn scored(
+        (key, time_ms, accepted): (u64, i64, Instant),
+        answered: Instant,
+        version: u64,
+        variant: Option<&'a Arc<str>>,
+    ) -> Self {
+        let status = Status::Scored;
+        Meta { key, time_ms, accepted, answered, version, variant, status, error: None }
+    }
+
+    /// The record of an event answered with `error`.
+    pub(crate) fn failed(
+        (key, time_ms, accepted): (u64, i64, Instant),
+        answered: Instant,
+        error: &'a Error,
+    ) -> Self {
+        let status = Status::of(error);
+        Meta {
+            key,
+            time_ms,
+            accepted,
+            answered,
+            version: 0,
+            variant: None,
+            status,
+            error: Some(error),
+        }
+    }
+}
+
 /// The log as the runtime's threads see it.
 pub(crate) struct AuditLog {
     tx: Sender<Msg>,
@@ -428,15 +460,19 @@ impl AuditLog {
             return;
         }
         let n = r.n as u64;
-        let sent = match self.overflow {
-            AuditOverflow::Block => self.tx.send(Msg::Records(r)).is_ok(),
-            AuditOverflow::Drop => match self.tx.try_send(Msg::Records(r)) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            },
+        let unsent = match self.overflow {
+            AuditOverflow::Block => self.tx.send(Msg::Records(r)).err().map(|e| e.0),
+            AuditOverflow::Drop => self.tx.try_send(Msg::Records(r)).err().map(|e| match e {
+                TrySendError::Full(m) | TrySendError::Disconnected(m) => m,
+            }),
         };
-        if !sent {
+        if let Some(m) = unsent {
             self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+            // Dropped under overload: its buffers go back to the pool rather than the allocator.
+            if let Msg::Records(mut r) = m {
+                r.clear();
+                let _ = self.spare.push(r);
+            }
         }
     }
 

@@ -107,13 +107,7 @@ impl Registry {
         let mut kept = lock(&self.kept);
         let live = self.live();
         let id = candidate.id();
-        if let Some(same) = kept.iter().find(|v| v.id() == id).cloned() {
-            if same.lineage.sha256 != candidate.lineage.sha256 {
-                return Err(Error::Config(format!(
-                    "model version {id} is already kept with other content; give the new file \
-                     another version number"
-                )));
-            }
+        if already_kept(&kept, &candidate)? {
             drop(kept);
             return self.rollback(id);
         }
@@ -138,13 +132,7 @@ impl Registry {
     pub(crate) fn keep(&self, candidate: Version, allow_schema_change: bool) -> Result<u64> {
         let mut kept = lock(&self.kept);
         let id = candidate.id();
-        if let Some(same) = kept.iter().find(|v| v.id() == id) {
-            if same.lineage.sha256 != candidate.lineage.sha256 {
-                return Err(Error::Config(format!(
-                    "model version {id} is already kept with other content; give the new file \
-                     another version number"
-                )));
-            }
+        if already_kept(&kept, &candidate)? {
             return Ok(id);
         }
         if self.keep < 2 {
@@ -234,6 +222,20 @@ impl Registry {
     fn retired_len(&self) -> usize {
         lock(&self.retired).len()
     }
+}
+
+/// Whether `candidate`'s number is kept with the same file hash; another hash under a kept
+/// number is refused.
+fn already_kept(kept: &VecDeque<Arc<Version>>, candidate: &Version) -> Result<bool> {
+    let id = candidate.id();
+    let Some(same) = kept.iter().find(|v| v.id() == id) else { return Ok(false) };
+    if same.lineage.sha256 != candidate.lineage.sha256 {
+        return Err(Error::Config(format!(
+            "model version {id} is already kept with other content; give the new file another \
+             version number"
+        )));
+    }
+    Ok(true)
 }
 
 fn check_schema(live: &Version, new: &Version, allow: bool) -> Result<()> {

@@ -277,11 +277,11 @@ impl Shadow {
         let batch = Batch::from_columns(columns, n, batch.n_features()).expect("n rows");
         let mut kept = Meta::default();
         if self.audits {
-            let pick = |r: &usize| chosen.get(*r).copied().unwrap_or(false);
-            let rows = 0..meta.keys.len();
-            kept.keys.extend(rows.clone().filter(pick).map(|r| meta.keys[r]));
-            kept.times.extend(rows.clone().filter(pick).map(|r| meta.times[r]));
-            kept.accepted.extend(rows.filter(pick).map(|r| meta.accepted[r]));
+            for r in (0..meta.keys.len()).filter(|&r| chosen.get(r).copied().unwrap_or(false)) {
+                kept.keys.push(meta.keys[r]);
+                kept.times.push(meta.times[r]);
+                kept.accepted.push(meta.accepted[r]);
+            }
         }
         match self.tx.try_send(Some(Work { batch, primary, meta: kept })) {
             Ok(()) => {}
@@ -362,7 +362,7 @@ impl Worker {
 /// Writes a shadow batch's answers to the audit log, with role `shadow`.
 #[cfg(feature = "audit")]
 fn record(log: &Audit, work: &Work, out: &[f32], width: usize, version: u64) {
-    use crate::audit::{Inputs, Meta as Record, Status};
+    use crate::audit::{Inputs, Meta as Record};
     let n = work.batch.n_rows();
     if work.meta.keys.len() != n {
         return;
@@ -371,16 +371,8 @@ fn record(log: &Audit, work: &Work, out: &[f32], width: usize, version: u64) {
     let mut records = log.records(n);
     records.shadow = true;
     for r in 0..n {
-        let meta = Record {
-            key: work.meta.keys[r],
-            time_ms: work.meta.times[r],
-            accepted: work.meta.accepted[r],
-            answered,
-            version,
-            variant: None,
-            status: Status::Scored,
-            error: None,
-        };
+        let event = (work.meta.keys[r], work.meta.times[r], work.meta.accepted[r]);
+        let meta = Record::scored(event, answered, version, None);
         let inputs = Inputs::Column { values: work.batch.as_slice(), n, row: r };
         log.push(&mut records, meta, inputs, None, Some(&out[r * width..(r + 1) * width]));
     }

@@ -156,6 +156,16 @@ impl Active {
         Active { arms, bounds, total }
     }
 
+    /// The split as it was given.
+    pub(crate) fn spec(&self) -> Split {
+        let variants = self.arms.iter().map(|a| VariantSpec {
+            name: a.name.to_string(),
+            version: a.version.id(),
+            weight: a.weight,
+        });
+        Split { variants: variants.collect() }
+    }
+
     /// The arm serving `key`.
     #[inline]
     pub(crate) fn arm_of(&self, key: u64) -> usize {

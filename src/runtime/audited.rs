@@ -7,21 +7,11 @@ use std::time::Instant;
 
 use super::pipeline::{Flow, Job};
 use super::rows::{RowFlow, RowValues, Rows};
-use crate::audit::{AuditLog, Inputs, Meta, Records, Status};
+use crate::audit::{AuditLog, Inputs, Meta, Records};
 use crate::batch::Batch;
 use crate::error::Error;
 use crate::registry::Version;
 use crate::registry::split::Active;
-
-/// The values an event was submitted with, while its job still holds them (a pooled row's
-/// buffer goes back to its pool when the batch is laid out).
-fn submitted<'a>(flow: &RowFlow, values: &'a RowValues) -> Option<&'a [f32]> {
-    match values {
-        RowValues::Inline(v) => Some(&v[..flow.width]),
-        RowValues::Pooled(v) if v.len() == flow.width => Some(v),
-        RowValues::Pooled(_) => None,
-    }
-}
 
 impl RowFlow {
     /// Records a scored batch: `out` holds `ow` values per batch row, in job order; `arms` the
@@ -39,7 +29,6 @@ impl RowFlow {
         arms: &[u8],
         answered: Instant,
     ) {
-        let flow = self;
         let n = batch.n_rows();
         let mut keep = Vec::new();
         log.sample(n, &mut keep);
@@ -55,62 +44,79 @@ impl RowFlow {
                 None => (version.id(), None),
             }
         };
-        let push =
-            |records: &mut Records, r: usize, key, time_ms, accepted, raw: Option<&[f32]>| {
-                if !keep[r] {
-                    return;
-                }
-                let (version, variant) = who(r);
-                let meta = Meta {
-                    key,
-                    time_ms,
-                    accepted,
-                    answered,
-                    version,
-                    variant,
-                    status: Status::Scored,
-                    error: None,
-                };
-                let inputs = Inputs::Column { values: cols, n, row: r };
-                let raw = if featured { raw } else { None };
-                log.push(records, meta, inputs, raw, Some(&out[r * ow..(r + 1) * ow]));
-            };
+        let push = |records: &mut Records, r: usize, event, raw: Option<&[f32]>| {
+            if !keep[r] {
+                return;
+            }
+            let (version, variant) = who(r);
+            let meta = Meta::scored(event, answered, version, variant);
+            let inputs = Inputs::Column { values: cols, n, row: r };
+            let raw = if featured { raw } else { None };
+            log.push(records, meta, inputs, raw, Some(&out[r * ow..(r + 1) * ow]));
+        };
         let mut r = 0;
         for job in jobs {
             match &job.payload {
                 Rows::One(row) => {
-                    let raw = submitted(flow, &row.values);
-                    push(&mut records, r, row.key, row.time_ms, job.accepted, raw);
+                    let raw = self.submitted(&row.values);
+                    push(&mut records, r, (row.key, row.time_ms, job.accepted), raw);
                     r += 1;
                 }
                 Rows::Many(set) => {
-                    let w = flow.width;
+                    let w = self.width;
                     let mut refused = set.errors.iter().peekable();
                     for i in 0..set.n {
-                        let key = set.keys.get(i).copied().unwrap_or(0);
-                        let time_ms = set.times.get(i).copied().unwrap_or(0);
+                        let (key, time_ms) = set.key_time(i);
+                        let event = (key, time_ms, job.accepted);
                         let values = set.values.get(i * w..(i + 1) * w);
                         if let Some((_, e)) = refused.next_if(|(at, _)| *at == i) {
-                            let meta = Meta {
-                                key,
-                                time_ms,
-                                accepted: job.accepted,
-                                answered,
-                                version: 0,
-                                variant: None,
-                                status: Status::of(e),
-                                error: Some(e),
-                            };
-                            unscored(log, &mut records, meta, values);
+                            unscored(log, &mut records, Meta::failed(event, answered, e), values);
                             continue;
                         }
-                        push(&mut records, r, key, time_ms, job.accepted, values);
+                        push(&mut records, r, event, values);
                         r += 1;
                     }
                 }
             }
         }
         log.send(records);
+    }
+
+    /// Records a job answered with `error` (for a set: its events still to score; its events
+    /// refused on their own with their own errors).
+    pub(super) fn audit_failed(&self, log: &AuditLog, job: &Job<RowFlow>, error: Option<&Error>) {
+        let answered = Instant::now();
+        let mut records = log.records(<RowFlow as Flow>::events(&job.payload));
+        match &job.payload {
+            Rows::One(row) => {
+                if let Some(e) = error {
+                    let meta = Meta::failed((row.key, row.time_ms, job.accepted), answered, e);
+                    unscored(log, &mut records, meta, self.submitted(&row.values));
+                }
+            }
+            Rows::Many(set) => {
+                let w = self.width;
+                let mut refused = set.errors.iter().peekable();
+                for i in 0..set.n {
+                    let own = refused.next_if(|(at, _)| *at == i).map(|(_, e)| e);
+                    let Some(e) = own.or(error) else { continue };
+                    let (key, time_ms) = set.key_time(i);
+                    let meta = Meta::failed((key, time_ms, job.accepted), answered, e);
+                    unscored(log, &mut records, meta, set.values.get(i * w..(i + 1) * w));
+                }
+            }
+        }
+        log.send(records);
+    }
+
+    /// The values an event was submitted with, while its job still holds them (a pooled row's
+    /// buffer goes back to its pool when the batch is laid out).
+    fn submitted<'a>(&self, values: &'a RowValues) -> Option<&'a [f32]> {
+        match values {
+            RowValues::Inline(v) => Some(&v[..self.width]),
+            RowValues::Pooled(v) if v.len() == self.width => Some(v),
+            RowValues::Pooled(_) => None,
+        }
     }
 }
 
@@ -122,53 +128,5 @@ fn unscored(log: &AuditLog, records: &mut Records, meta: Meta<'_>, values: Optio
     } else {
         let inputs = values.map_or(Inputs::None, Inputs::Row);
         log.push(records, meta, inputs, None, None);
-    }
-}
-
-impl RowFlow {
-    /// Records a job answered with `error` (for a set: its events still to score; its events
-    /// refused on their own with their own errors).
-    pub(super) fn audit_failed(&self, log: &AuditLog, job: &Job<RowFlow>, error: Option<&Error>) {
-        let flow = self;
-        let answered = Instant::now();
-        let mut records = log.records(<RowFlow as Flow>::events(&job.payload));
-        fn meta<'e>(key: u64, time_ms: i64, at: (Instant, Instant), e: &'e Error) -> Meta<'e> {
-            Meta {
-                key,
-                time_ms,
-                accepted: at.0,
-                answered: at.1,
-                version: 0,
-                variant: None,
-                status: Status::of(e),
-                error: Some(e),
-            }
-        }
-        let at = (job.accepted, answered);
-        match &job.payload {
-            Rows::One(row) => {
-                if let Some(e) = error {
-                    let values = submitted(flow, &row.values);
-                    unscored(log, &mut records, meta(row.key, row.time_ms, at, e), values);
-                }
-            }
-            Rows::Many(set) => {
-                let w = flow.width;
-                let mut refused = set.errors.iter().peekable();
-                for i in 0..set.n {
-                    let own = refused.next_if(|(at, _)| *at == i).map(|(_, e)| e);
-                    let Some(e) = own.or(error) else { continue };
-                    let key = set.keys.get(i).copied().unwrap_or(0);
-                    let time_ms = set.times.get(i).copied().unwrap_or(0);
-                    unscored(
-                        log,
-                        &mut records,
-                        meta(key, time_ms, at, e),
-                        set.values.get(i * w..(i + 1) * w),
-                    );
-                }
-            }
-        }
-        log.send(records);
     }
 }

@@ -252,8 +252,7 @@ fn finish(
             if version.lineage.feature_names.is_empty() {
                 // A backend of your own names no inputs: the schema does, and later versions
                 // are checked against it.
-                std::sync::Arc::make_mut(&mut version.lineage).feature_names =
-                    schema.names().to_vec();
+                Arc::make_mut(&mut version.lineage).feature_names = schema.names().to_vec();
             }
             let audit = log(schema.names(), &[])?;
             Runtime::start(version, schema, config, None, audit)

@@ -75,18 +75,7 @@ impl Runtime {
         let mut versions = Vec::with_capacity(split.variants().len());
         for v in split.variants() {
             let version = registry.kept(v.version).ok_or(Error::UnknownVersion(v.version))?;
-            let (w, ow) = (version.backend.n_features(), version.out_width);
-            if (w, ow) != (live.backend.n_features(), live.out_width) {
-                return Err(Error::SchemaChange {
-                    version: v.version,
-                    change: format!(
-                        "a split's variants take the live version's widths: input {w} (live \
-                         {}), output {ow} (live {})",
-                        live.backend.n_features(),
-                        live.out_width
-                    ),
-                });
-            }
+            same_widths(&live, &version, "a split's variants take")?;
             versions.push(version);
         }
         let shares: Vec<String> = split
@@ -96,7 +85,6 @@ impl Runtime {
             .collect();
         let old = sh.flow.split.set(Arc::new(Some(Active::new(&split, versions))));
         self.retire_split(old);
-        *self.split.lock().unwrap_or_else(|p| p.into_inner()) = Some(split);
         log::info!("traffic split: {}", shares.join(", "));
         Ok(())
     }
@@ -105,12 +93,11 @@ impl Runtime {
     pub fn clear_split(&self) {
         let old = self.flow().split.set(Arc::new(None));
         self.retire_split(old);
-        *self.split.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The split in service, if any.
     pub fn split(&self) -> Option<Split> {
-        self.split.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.flow().split.get().as_ref().as_ref().map(Active::spec)
     }
 
     /// Hands a replaced split's versions to the registry, which frees those no longer kept
@@ -137,18 +124,7 @@ impl Runtime {
         }
         let live = sh.flow.registry.live();
         let challenger = load_off_thread(sh, &live, update)?;
-        let (w, ow) = (challenger.backend.n_features(), challenger.out_width);
-        if (w, ow) != (live.backend.n_features(), live.out_width) {
-            return Err(Error::SchemaChange {
-                version: challenger.id(),
-                change: format!(
-                    "a shadow must take the live version's widths: input {w} (live {}), \
-                     output {ow} (live {})",
-                    live.backend.n_features(),
-                    live.out_width
-                ),
-            });
-        }
+        same_widths(&live, &challenger, "a shadow must take")?;
         let id = challenger.id();
         if settings.audit && sh.flow.audit.is_none() {
             return Err(Error::Config(
@@ -270,6 +246,22 @@ fn rollback(sh: &Shared<RowFlow>, version: u64) -> Result<()> {
         log::info!("model version {version} is live again (rolled back from {before})");
     }
     Ok(())
+}
+
+/// Refuses a version that scores beside the live one (a shadow, a split's variant) with other
+/// input or output widths; `who` starts the message.
+fn same_widths(live: &Version, other: &Version, who: &str) -> Result<()> {
+    let (w, ow) = (other.backend.n_features(), other.out_width);
+    let (lw, low) = (live.backend.n_features(), live.out_width);
+    if (w, ow) == (lw, low) {
+        return Ok(());
+    }
+    Err(Error::SchemaChange {
+        version: other.id(),
+        change: format!(
+            "{who} the live version's widths: input {w} (live {lw}), output {ow} (live {low})"
+        ),
+    })
 }
 
 /// Loads a version on a loader thread of its own, in the idle scheduling class: on a busy

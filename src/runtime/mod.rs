@@ -55,8 +55,6 @@ pub struct Runtime {
     watcher: std::sync::Mutex<Option<lifecycle::Watcher>>,
     /// The last shadow's report, once it has stopped.
     last_shadow: std::sync::Mutex<Option<crate::metrics::ShadowSnapshot>>,
-    /// The split in service, as it was given.
-    split: std::sync::Mutex<Option<crate::registry::Split>>,
     pipeline: Pipeline<RowFlow>,
     schema: Schema,
 }
@@ -97,8 +95,8 @@ impl Runtime {
         let mut flow = RowFlow::new(first, schema.len(), &config, features);
         flow.audit = audit;
         let pipeline = Pipeline::start(flow, config)?;
-        let (watcher, last_shadow, split) = Default::default();
-        Ok(Runtime { watcher, last_shadow, split, pipeline, schema })
+        let (watcher, last_shadow) = Default::default();
+        Ok(Runtime { watcher, last_shadow, pipeline, schema })
     }
 
     fn flow(&self) -> &RowFlow {

@@ -60,6 +60,11 @@ impl Set {
         self.n - self.errors.len()
     }
 
+    /// Event `i`'s key (0 when the set has none) and event time (0 without a feature stage).
+    pub(crate) fn key_time(&self, i: usize) -> (u64, i64) {
+        (self.keys.get(i).copied().unwrap_or(0), self.times.get(i).copied().unwrap_or(0))
+    }
+
     /// The events still to be scored, ascending.
     fn live_rows(&self) -> impl Iterator<Item = usize> + '_ {
         let mut refused = self.errors.iter().map(|(r, _)| *r).peekable();
@@ -458,11 +463,8 @@ impl Flow for RowFlow {
                         for job in jobs.drain(..) {
                             let message = e.to_string();
                             let error = Error::Backend { backend: backend.name(), message };
-                            self.failed(&job, &error);
-                            self.recycle(job.payload);
-                            job.reply.fail(error);
+                            sh.fail(job, error, &counters.errors);
                         }
-                        counters.errors.fetch_add(n as u64, Ordering::Relaxed);
                     }
                 }
             });
@@ -498,17 +500,7 @@ impl Arms {
     /// Places each event of `jobs` in its variant by key.
     fn assign(&mut self, active: &Active, jobs: &[Job<RowFlow>]) {
         self.of.clear();
-        for job in jobs {
-            match &job.payload {
-                Rows::One(row) => self.of.push(active.arm_of(row.key) as u8),
-                Rows::Many(set) => {
-                    for r in set.live_rows() {
-                        let key = set.keys.get(r).copied().unwrap_or(0);
-                        self.of.push(active.arm_of(key) as u8);
-                    }
-                }
-            }
-        }
+        self.of.extend(batch_events(jobs).map(|(key, ..)| active.arm_of(key) as u8));
         let first = self.of.first().copied();
         self.one = first.filter(|&a| self.of.iter().all(|&b| b == a));
         self.latency.resize_with(active.arms.len(), Vec::new);
@@ -687,21 +679,10 @@ fn choose(
 ) {
     meta.clear();
     if shadow.audits() {
-        for job in jobs {
-            match &job.payload {
-                Rows::One(row) => {
-                    meta.keys.push(row.key);
-                    meta.times.push(row.time_ms);
-                    meta.accepted.push(job.accepted);
-                }
-                Rows::Many(set) => {
-                    for r in set.live_rows() {
-                        meta.keys.push(set.keys.get(r).copied().unwrap_or(0));
-                        meta.times.push(set.times.get(r).copied().unwrap_or(0));
-                        meta.accepted.push(job.accepted);
-                    }
-                }
-            }
+        for (key, time_ms, accepted) in batch_events(jobs) {
+            meta.keys.push(key);
+            meta.times.push(time_ms);
+            meta.accepted.push(accepted);
         }
     }
     chosen.clear();
@@ -709,14 +690,17 @@ fn choose(
         chosen.resize(n, true);
         return;
     }
-    for job in jobs {
-        match &job.payload {
-            Rows::One(row) => chosen.push(shadow.wants(row.key)),
-            Rows::Many(set) => {
-                for r in set.live_rows() {
-                    chosen.push(shadow.wants(set.keys.get(r).copied().unwrap_or(0)));
-                }
-            }
-        }
-    }
+    chosen.extend(batch_events(jobs).map(|(key, ..)| shadow.wants(key)));
+}
+
+/// Each event still to be scored in `jobs`, in batch-row order: its key, event time (ms) and
+/// when it was accepted.
+fn batch_events(jobs: &[Job<RowFlow>]) -> impl Iterator<Item = (u64, i64, Instant)> + '_ {
+    jobs.iter().flat_map(|job| {
+        let (one, many) = match &job.payload {
+            Rows::One(row) => (Some((row.key, row.time_ms)), None),
+            Rows::Many(set) => (None, Some(set.live_rows().map(|r| set.key_time(r)))),
+        };
+        one.into_iter().chain(many.into_iter().flatten()).map(|(k, t)| (k, t, job.accepted))
+    })
 }
