@@ -39,7 +39,9 @@
 //! # Ok::<(), streamscore::Error>(())
 //! ```
 //!
-//! Cargo features `gpu`, `onnx`, `csv` and `cli` are on by default; with
+//! [`serve`] puts a runtime behind the Open Inference Protocol's REST API (`streamscore serve`).
+//!
+//! Cargo features `gpu`, `onnx`, `csv`, `cli`, `audit` and `serve` are on by default; with
 //! `--no-default-features` the crate is the lean core (trees, dense nets, runtime, features).
 
 #![warn(missing_docs)]
@@ -62,6 +64,8 @@ pub mod metrics;
 pub mod model;
 mod registry;
 mod runtime;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod sink;
 
 pub use backend::cpu::Reference;

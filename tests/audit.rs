@@ -2,7 +2,7 @@
 //! refusals inside a set); after `kill -9` no record flushed before the kill is lost and
 //! nothing after it is misread; a torn tail is detected and skipped.
 //!
-//! pyarrow comes from `scripts/pyarrow.sh` (target/py-venv); the README's test command runs
+//! pyarrow comes from `scripts/python.sh` (target/py-venv); the README's test command runs
 //! it first.
 #![cfg(feature = "audit")]
 
@@ -31,7 +31,10 @@ fn temp_dir(name: &str) -> PathBuf {
 /// What pyarrow read from `dir` (tests/audit_read.py).
 fn pyarrow(dir: &Path) -> Value {
     let python = common::root().join("target/py-venv/bin/python");
-    assert!(python.exists(), "no pyarrow: run scripts/pyarrow.sh (the README's test command does)");
+    assert!(
+        python.exists(),
+        "no test Python: run scripts/python.sh (the README's test command does)"
+    );
     let out = Command::new(python)
         .arg(common::root().join("tests/audit_read.py"))
         .arg(dir)

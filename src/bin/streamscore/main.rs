@@ -14,6 +14,8 @@ mod bench;
 mod frames_bench;
 mod gpu_bench;
 mod lifecycle_bench;
+#[cfg(feature = "serve")]
+mod serve;
 mod spec;
 
 use clap::{Parser, Subcommand};
@@ -86,6 +88,10 @@ enum Command {
     },
     /// Measure throughput and latency: the backend alone (direct) and the full runtime (stream).
     Bench(Box<bench::BenchArgs>),
+    /// Serve a model over the Open Inference Protocol (KServe v2) REST API until SIGTERM or
+    /// SIGINT; prints `listening on http://ADDR` when ready.
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
     /// Describe a model: format, objective, trees, classes, features, depth (for ONNX: input,
     /// outputs, and the dense layers or why the graph is not a dense net).
     Inspect {
@@ -256,6 +262,8 @@ fn main() -> ExitCode {
         Command::Inspect { model } => inspect(&model),
         Command::Features { spec, input, output } => features(&spec, &input, &output),
         Command::Bench(args) => bench::run(*args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

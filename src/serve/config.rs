@@ -1,0 +1,301 @@
+//! `streamscore serve`'s configuration file (TOML): the model, an optional feature spec, the
+//! runtime's settings and the HTTP listener. Unknown keys are errors, so a typo never turns
+//! into a silent default.
+//!
+//! ```toml
+//! [model]
+//! path = "models/golden/lgb_binary/model.txt"   # or: dir = "repo" (Triton's layout)
+//! name = "model"                                 # the name clients use
+//! backend = "auto"                               # or "cpu", "gpu,cpu", "onnx", ...
+//! # features = "spec.toml"                       # a feature spec run before the model
+//! # version = 3                                  # with dir: serve this version only
+//!
+//! [runtime]
+//! max_batch = 256
+//! max_delay_us = 500
+//! workers = 1
+//! overload = "block"                             # "reject", "shed_oldest"
+//!
+//! [http]
+//! address = "127.0.0.1:8000"
+//! threads = 2
+//! max_body_bytes = 67108864
+//! ```
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::runtime::config::{Overload, RuntimeConfig};
+
+/// Everything `serve` needs. Read one with [`ServeConfig::from_path`] or build it in code.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The model served.
+    pub model: ModelConfig,
+    /// The runtime's batching and overload settings.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    /// The HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A model file (LightGBM text, XGBoost JSON or ONNX).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// A model repository in Triton's layout: `<dir>/<name>/<version>/model.*`, polled.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// With `dir`: serve this version only (default: the latest that loads).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// The name clients address (default `model`; with `dir`, the model's directory name).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Backend spec: comma-separated backends in order of preference (default `auto`).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// A feature spec (TOML) run before the model: requests then carry keys, event times and
+    /// raw fields.
+    #[serde(default)]
+    pub features: Option<PathBuf>,
+}
+
+fn default_name() -> String {
+    "model".into()
+}
+
+fn default_backend() -> String {
+    "auto".into()
+}
+
+/// `[runtime]`: the runtime's settings (see [`RuntimeConfig`]); absent keys keep its defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Events per batch at most.
+    #[serde(default)]
+    pub max_batch: Option<usize>,
+    /// How long a batch waits for more events, in microseconds.
+    #[serde(default)]
+    pub max_delay_us: Option<u64>,
+    /// Queue capacity, in events (a request's events take one place).
+    #[serde(default)]
+    pub queue_capacity: Option<usize>,
+    /// Scoring threads.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// `block`, `reject` or `shed_oldest`.
+    #[serde(default)]
+    pub overload: Option<String>,
+    /// Model versions kept for rollback.
+    #[serde(default)]
+    pub keep_versions: Option<usize>,
+}
+
+impl RuntimeSection {
+    /// The runtime configuration these settings describe, over `RuntimeConfig::default()`.
+    pub fn runtime_config(&self) -> Result<RuntimeConfig> {
+        let mut c = RuntimeConfig::default();
+        if let Some(n) = self.max_batch {
+            c = c.with_max_batch(n);
+        }
+        if let Some(us) = self.max_delay_us {
+            c = c.with_max_delay(Duration::from_micros(us));
+        }
+        if let Some(n) = self.queue_capacity {
+            c = c.with_queue_capacity(n);
+        }
+        if let Some(n) = self.workers {
+            c = c.with_workers(n);
+        }
+        if let Some(n) = self.keep_versions {
+            c = c.with_keep_versions(n);
+        }
+        if let Some(o) = &self.overload {
+            c = c.with_overload(match o.as_str() {
+                "block" => Overload::Block,
+                "reject" => Overload::Reject,
+                "shed_oldest" => Overload::ShedOldest,
+                other => {
+                    return Err(Error::Config(format!(
+                        "runtime.overload `{other}`: expected block, reject or shed_oldest"
+                    )));
+                }
+            });
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to listen (default `127.0.0.1:8000`; port 0 picks a free one).
+    #[serde(default = "default_address")]
+    pub address: SocketAddr,
+    /// Threads answering HTTP (default 2).
+    #[serde(default = "default_threads")]
+    pub threads: NonZeroUsize,
+    /// Largest request body taken, in bytes (default 64 MiB); larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000))
+}
+
+fn default_threads() -> NonZeroUsize {
+    NonZeroUsize::new(2).expect("nonzero")
+}
+
+fn default_max_body() -> usize {
+    64 << 20
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            address: default_address(),
+            threads: default_threads(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+/// A config file is read whole; none is anywhere near this.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+impl ServeConfig {
+    /// A config serving one model file with every default.
+    pub fn for_model(path: impl AsRef<Path>) -> Self {
+        ServeConfig {
+            model: ModelConfig {
+                path: Some(path.as_ref().to_path_buf()),
+                dir: None,
+                version: None,
+                name: default_name(),
+                backend: default_backend(),
+                features: None,
+            },
+            runtime: RuntimeSection::default(),
+            http: HttpConfig::default(),
+        }
+    }
+
+    /// Parses a TOML config. Relative paths in it are taken relative to `base` (the config
+    /// file's directory).
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
+        let mut c: ServeConfig =
+            toml::from_str(text).map_err(|e| Error::Config(format!("serve config: {e}")))?;
+        for p in [&mut c.model.path, &mut c.model.dir, &mut c.model.features].into_iter().flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and parses a TOML config file.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let io = |e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(Error::Config(format!(
+                "{}: {len} bytes; a serve config holds at most {MAX_CONFIG_BYTES}",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        Self::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Checks what a runtime's own validation does not see.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        match (&m.path, &m.dir) {
+            (None, None) => return Err(Error::Config("[model] needs `path` or `dir`".into())),
+            (Some(_), Some(_)) => {
+                return Err(Error::Config("[model] takes `path` or `dir`, not both".into()));
+            }
+            (Some(_), None) if m.version.is_some() => {
+                return Err(Error::Config("[model] `version` pins a version of a `dir`".into()));
+            }
+            _ => {}
+        }
+        let name_ok = !m.name.is_empty()
+            && m.name.len() <= 128
+            && m.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(Error::Config(format!(
+                "model name `{}`: 1 to 128 characters of A-Z, a-z, 0-9, '-', '_' and '.'",
+                m.name
+            )));
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(Error::Config("http.max_body_bytes must be at least 1".into()));
+        }
+        if self.http.threads.get() > 256 {
+            return Err(Error::Config("http.threads: at most 256".into()));
+        }
+        self.runtime.runtime_config()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_full_config_and_resolves_paths() {
+        let c = ServeConfig::from_toml(
+            "[model]\npath = \"m.txt\"\nname = \"fraud\"\nbackend = \"cpu\"\n\
+             [runtime]\nmax_batch = 64\noverload = \"reject\"\n\
+             [http]\naddress = \"127.0.0.1:0\"\nthreads = 1\n",
+            Path::new("/etc/ss"),
+        )
+        .unwrap();
+        assert_eq!(c.model.path.as_deref(), Some(Path::new("/etc/ss/m.txt")));
+        assert_eq!(c.model.name, "fraud");
+        assert_eq!(c.http.address.port(), 0);
+        let rc = c.runtime.runtime_config().unwrap();
+        assert_eq!(rc.max_batch.get(), 64);
+        assert_eq!(rc.overload, Overload::Reject);
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_know() {
+        for (text, needle) in [
+            ("[model]\npath = \"m\"\ncolour = 1\n", "unknown field"),
+            ("[model]\n", "needs `path` or `dir`"),
+            ("[model]\npath = \"a\"\ndir = \"b\"\n", "not both"),
+            ("[model]\npath = \"a\"\nversion = 2\n", "pins a version"),
+            ("[model]\npath = \"a\"\nname = \"a/b\"\n", "model name"),
+            ("[model]\npath = \"a\"\n[runtime]\noverload = \"drop\"\n", "shed_oldest"),
+            ("[model]\npath = \"a\"\n[runtime]\nmax_batch = 0\n", "max_batch"),
+            ("[model]\npath = \"a\"\n[http]\naddress = \"nowhere\"\n", "address"),
+            ("[model]\npath = \"a\"\n[http]\nmax_body_bytes = 0\n", "max_body_bytes"),
+            ("[model\n", "serve config"),
+        ] {
+            let e = ServeConfig::from_toml(text, Path::new(".")).expect_err(text).to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+}

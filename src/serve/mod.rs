@@ -1,0 +1,181 @@
+//! `streamscore serve`: a runtime behind the Open Inference Protocol (KServe v2) REST
+//! endpoints, as a sidecar beside an application in any language.
+//!
+//! [`Server::start`] builds the runtime a [`ServeConfig`] describes, binds its HTTP listener
+//! and answers on a few threads of its own; infer requests become sets of events
+//! ([`Runtime::submit_many`]), micro-batched with every other request. [`Server::shutdown`]
+//! stops intake, lets requests in flight finish, and drains the runtime (every accepted event
+//! answered); [`Server::run_until_signal`] does the same on SIGTERM or SIGINT, and a second
+//! signal exits at once.
+//!
+//! # Examples
+//!
+//! ```
+//! use streamscore::serve::{ServeConfig, Server};
+//!
+//! let mut config = ServeConfig::for_model("models/golden/lgb_binary/model.txt");
+//! config.http.address = "127.0.0.1:0".parse().unwrap(); // any free port
+//! let server = Server::start(&config)?;
+//! assert_ne!(server.local_addr().port(), 0);
+//! server.shutdown();
+//! # Ok::<(), streamscore::Error>(())
+//! ```
+
+mod config;
+mod http;
+mod model;
+mod oip;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use config::{HttpConfig, ModelConfig, RuntimeSection, ServeConfig};
+pub use oip::ProtocolError;
+
+use crate::error::{Error, Result};
+use crate::registry::{ModelDir, VersionPolicy};
+use crate::runtime::Runtime;
+use model::{Origin, Served};
+
+/// How long shutdown waits for open connections to finish their requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A running server: its runtime, listener and HTTP threads.
+pub struct Server {
+    addr: SocketAddr,
+    state: Arc<http::State>,
+    stop: tokio::sync::watch::Sender<bool>,
+    accept: Option<tokio::task::JoinHandle<()>>,
+    io: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+/// Builds the runtime a config describes.
+fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin)> {
+    let m = &c.model;
+    let mut b = Runtime::builder()
+        .backend_spec(m.backend.parse::<crate::BackendSpec>()?)
+        .config(c.runtime.runtime_config()?);
+    if let Some(spec) = &m.features {
+        b = b.features(crate::features::Features::new(crate::features::Spec::from_path(spec)?));
+    }
+    let origin = match (&m.path, &m.dir) {
+        (Some(path), _) => {
+            b = b.model_path(path);
+            Origin::File(path.clone())
+        }
+        (None, Some(dir)) => {
+            let policy = m.version.map_or(VersionPolicy::Latest, VersionPolicy::Specific);
+            b = b.model_dir(ModelDir::new(dir, &m.name).with_policy(policy));
+            Origin::Dir
+        }
+        (None, None) => return Err(Error::Config("[model] needs `path` or `dir`".into())),
+    };
+    Ok((b.build()?, origin))
+}
+
+impl Server {
+    /// Builds the runtime, binds the listener and starts answering.
+    pub fn start(config: &ServeConfig) -> Result<Server> {
+        config.validate()?;
+        let (rt, origin) = runtime(config)?;
+        let rt = Arc::new(rt);
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.http.threads.get())
+            .thread_name("streamscore-http")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start the HTTP threads: {e}")))?;
+        let addr = config.http.address;
+        let listener = io.block_on(tokio::net::TcpListener::bind(addr)).map_err(|e| {
+            rt.shutdown();
+            Error::Config(format!("cannot listen on {addr}: {e}"))
+        })?;
+        let addr = listener.local_addr().map_err(|e| Error::Config(format!("{addr}: {e}")))?;
+        let served = Arc::new(Served::new(rt, config.model.name.clone(), origin));
+        let state = Arc::new(http::State {
+            served,
+            max_body: config.http.max_body_bytes,
+            accepting: AtomicBool::new(true),
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let accept = io.spawn(http::accept_loop(listener, state.clone(), stopped, DRAIN));
+        Ok(Server { addr, state, stop, accept: Some(accept), io: Some(io) })
+    }
+
+    /// The address the listener is bound to (the chosen port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The runtime behind the endpoints.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.state.served.rt
+    }
+
+    /// Stops intake (readiness turns false, the listener closes), lets open connections finish
+    /// the requests they have in flight (at most 10 s), then drains the runtime: every
+    /// accepted event is answered before this returns. Idempotent.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.state.accepting.store(false, Ordering::Release);
+        let _ = self.stop.send(true);
+        if let (Some(io), Some(accept)) = (self.io.as_ref(), self.accept.take()) {
+            let _ = io.block_on(accept);
+        }
+        self.state.served.rt.shutdown();
+        if let Some(io) = self.io.take() {
+            io.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down as [`Server::shutdown`] does. A second
+    /// signal while draining exits the process at once (status 130).
+    pub fn run_until_signal(mut self) -> Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let io = self.io.as_ref().expect("running");
+        let (first_tx, first_rx) = std::sync::mpsc::channel::<&'static str>();
+        let listen = |kind: SignalKind| {
+            io.block_on(async { signal(kind) })
+                .map_err(|e| Error::Config(format!("cannot listen for signals: {e}")))
+        };
+        let (mut term, mut int) =
+            (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
+        io.spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            let _ = first_tx.send(name);
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("streamscore serve: second signal, exiting without draining");
+            std::process::exit(130);
+        });
+        let name = first_rx.recv().unwrap_or("a closed signal channel");
+        eprintln!("streamscore serve: {name}, draining");
+        self.stop_now();
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.io.is_some() {
+            self.stop_now();
+        }
+    }
+}
