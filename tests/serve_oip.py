@@ -3,7 +3,7 @@ client (the Open Inference Protocol's reference client) and Python's http.client
 requests tritonclient will not send (malformed, oversized, lying about sizes).
 
 Run by tests/serve.rs:  python serve_oip.py plain HOST:PORT GOLDEN_DIR MAX_BODY
-                        python serve_oip.py keyed HOST:PORT EXAMPLE_DIR
+                        python serve_oip.py keyed HOST:PORT EXAMPLE_DIR [START|restored STOP OUT]
 Scores are compared with the training library's predictions committed beside each model
 (LightGBM's pred.csv / expected.csv). Exits non-zero on the first failure.
 """
@@ -193,7 +193,7 @@ def plain(addr, golden, max_body):
     print(f"plain: {n} rows x {width}, k={k}: every check passed")
 
 
-def keyed(addr, example):
+def keyed(addr, example, start=0, stop=None, out=None):
     with open(f"{example}/stream.csv") as f:
         rows = list(csv.DictReader(f))
     mcc = ["grocery", "fuel", "restaurant", "travel", "online", "atm"]
@@ -208,14 +208,20 @@ def keyed(addr, example):
     client = httpclient.InferenceServerClient(addr)
     mm = client.get_model_metadata("fraud")
     check([i["name"] for i in mm["inputs"]] == ["input", "key", "timestamp_ms"], mm)
+    if start == "restored":
+        # Replay from the position of the checkpoint the server restored.
+        start = mm["parameters"]["restored_position"]
+        check(isinstance(start, int) and start > 0, mm["parameters"])
+    check(mm["parameters"]["feature_position"] == start, mm["parameters"])
+    stop = len(rows) if stop is None else stop
     # Without key and time the feature stage cannot run.
     inp = httpclient.InferInput("amount", [1], "FP32")
     inp.set_data_from_numpy(amount[:1])
     fails(lambda: client.infer("fraud", [inp]), "feature stage", "no key")
     # The stream in order, in requests of 500 events, one tensor per field (binary).
-    scores = np.empty(len(rows), dtype=np.float32)
-    for s in range(0, len(rows), 500):
-        e = slice(s, s + 500)
+    scores = np.full(len(rows), np.nan, dtype=np.float32)
+    for s in range(start, stop, 500):
+        e = slice(s, min(s + 500, stop))
         tensors = []
         for name, dtype, data in [("key", "UINT64", cards[e]), ("timestamp_ms", "INT64", ts[e]),
                                   ("amount", "FP32", amount[e]), ("mcc", "FP32", code[e])]:
@@ -224,13 +230,19 @@ def keyed(addr, example):
             tensors.append(t)
         r = client.infer("fraud", tensors, outputs=[httpclient.InferRequestedOutput("score", binary_data=True)])
         scores[e] = r.as_numpy("score")[:, 0]
-    idx = np.array(sorted(expected))
-    close(scores[idx], np.array([expected[i] for i in idx]), "online features over HTTP vs LightGBM")
-    print(f"keyed: {len(rows)} events over HTTP, {len(idx)} held-out scores match LightGBM")
+    idx = np.array([i for i in sorted(expected) if start <= i < stop])
+    if len(idx):
+        close(scores[idx], np.array([expected[i] for i in idx]), "online features over HTTP vs LightGBM")
+    if out:
+        scores.tofile(out)
+    print(f"keyed: events {start}..{stop} over HTTP, {len(idx)} held-out scores match LightGBM")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "plain":
         plain(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
-        keyed(sys.argv[2], sys.argv[3])
+        start = sys.argv[4] if len(sys.argv) > 4 else "0"
+        start = start if start == "restored" else int(start)
+        stop = int(sys.argv[5]) if len(sys.argv) > 5 else None
+        keyed(sys.argv[2], sys.argv[3], start, stop, sys.argv[6] if len(sys.argv) > 6 else None)

@@ -41,6 +41,8 @@
 
 mod eval;
 pub mod offline;
+mod snapshot;
+pub use snapshot::Snapshot;
 mod spec;
 mod state;
 

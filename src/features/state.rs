@@ -156,6 +156,11 @@ impl KeyState {
         (self.previous != NONE).then_some(self.previous)
     }
 
+    /// The previous event time as stored (`i64::MIN` before the first), for snapshots.
+    pub fn previous_raw(&self) -> i64 {
+        self.previous
+    }
+
     /// Records an event at `t` as the key's latest seen.
     pub fn seen(&mut self, t: i64) {
         self.previous = self.previous.max(t);
@@ -383,6 +388,41 @@ impl Store {
         for &(_, _, slot) in &by_age[..n] {
             self.remove(slot);
         }
+    }
+
+    /// Every live key with its state and EWMA states, in slot order (for snapshots).
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &KeyState, &[(f64, i64)])> {
+        self.live().map(|(slot, s)| {
+            let e = slot as usize * self.n_ewma;
+            (s.key, s, &self.ewma[e..e + self.n_ewma])
+        })
+    }
+
+    /// Adds a key with the state a snapshot recorded (`times` ascending, `slots` values per
+    /// event in `values`, `n_ewma` states). A key given twice is refused.
+    pub fn restore_key(
+        &mut self,
+        key: u64,
+        watermark: i64,
+        previous: i64,
+        times: &[i64],
+        values: &[f32],
+        ewma: &[(f64, i64)],
+    ) -> Result<(), String> {
+        if self.index.get(key).is_some() {
+            return Err(format!("key {key} appears twice"));
+        }
+        if ewma.len() != self.n_ewma {
+            return Err(format!("key {key}: {} EWMA states, expected {}", ewma.len(), self.n_ewma));
+        }
+        let slot = self.insert(key, watermark);
+        let (state, states) = self.get_mut(slot);
+        state.watermark = watermark;
+        state.previous = previous;
+        state.times.extend_from_slice(times);
+        state.values.extend_from_slice(values);
+        states.copy_from_slice(ewma);
+        Ok(())
     }
 
     /// Live slots and their states.

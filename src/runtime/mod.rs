@@ -80,6 +80,22 @@ impl Runtime {
         Some(stage.lock().unwrap_or_else(|p| p.into_inner()).counters())
     }
 
+    /// The feature stage's whole state as a snapshot ([`Features::snapshot`](crate::features::Features::snapshot)),
+    /// stamped with the events it has computed so far as its position, and how long scoring
+    /// paused for it (`None` without a feature stage). The stage is copied into memory under
+    /// its lock (batches wait that long); writing the bytes anywhere is the caller's, off it.
+    pub fn snapshot_features(&self) -> Option<Result<crate::features::Snapshot>> {
+        let stage = self.flow().features.as_ref()?;
+        let start = std::time::Instant::now();
+        let stage = stage.lock().unwrap_or_else(|p| p.into_inner());
+        let position = stage.counters().events;
+        let mut bytes = Vec::with_capacity(stage.state_bytes() + 4096);
+        let written = stage.snapshot(position, &mut bytes);
+        drop(stage);
+        let pause = start.elapsed();
+        Some(written.map(|_| crate::features::Snapshot { bytes, position, pause }))
+    }
+
     pub(crate) fn start(
         first: Version,
         schema: Schema,

@@ -12,13 +12,13 @@
 //!
 //! [runtime]
 //! max_batch = 256
-//! max_delay_us = 500
+//! max_delay_us = 0                              # the default: no waiting for more
 //! workers = 1
 //! overload = "block"                             # "reject", "shed_oldest"
 //!
 //! [http]
 //! address = "127.0.0.1:8000"
-//! threads = 2
+//! threads = 1
 //! max_body_bytes = 67108864
 //! ```
 
@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::checkpoint::CheckpointConfig;
 use crate::error::{Error, Result};
 use crate::runtime::config::{Overload, RuntimeConfig};
 
@@ -44,6 +45,9 @@ pub struct ServeConfig {
     /// The HTTP listener.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Feature-state checkpoints (with a feature spec).
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 /// `[model]`.
@@ -86,7 +90,9 @@ pub struct RuntimeSection {
     /// Events per batch at most.
     #[serde(default)]
     pub max_batch: Option<usize>,
-    /// How long a batch waits for more events, in microseconds.
+    /// How long a batch waits for more events, in microseconds. `serve` defaults to 0: a
+    /// batch is whatever requests queued while the previous one was scored, so a lone request
+    /// never waits and batches grow with the load by themselves.
     #[serde(default)]
     pub max_delay_us: Option<u64>,
     /// Queue capacity, in events (a request's events take one place).
@@ -104,9 +110,10 @@ pub struct RuntimeSection {
 }
 
 impl RuntimeSection {
-    /// The runtime configuration these settings describe, over `RuntimeConfig::default()`.
+    /// The runtime configuration these settings describe, over `RuntimeConfig::default()`
+    /// with `max_delay` 0.
     pub fn runtime_config(&self) -> Result<RuntimeConfig> {
-        let mut c = RuntimeConfig::default();
+        let mut c = RuntimeConfig::default().with_max_delay(Duration::ZERO);
         if let Some(n) = self.max_batch {
             c = c.with_max_batch(n);
         }
@@ -146,7 +153,8 @@ pub struct HttpConfig {
     /// Where to listen (default `127.0.0.1:8000`; port 0 picks a free one).
     #[serde(default = "default_address")]
     pub address: SocketAddr,
-    /// Threads answering HTTP (default 2).
+    /// Threads answering HTTP (default 1: on a small machine the runtime's own thread and the
+    /// clients need the other cores; raise it where requests are large or cores many).
     #[serde(default = "default_threads")]
     pub threads: NonZeroUsize,
     /// Largest request body taken, in bytes (default 64 MiB); larger ones get 413.
@@ -159,7 +167,7 @@ fn default_address() -> SocketAddr {
 }
 
 fn default_threads() -> NonZeroUsize {
-    NonZeroUsize::new(2).expect("nonzero")
+    NonZeroUsize::MIN
 }
 
 fn default_max_body() -> usize {
@@ -193,6 +201,7 @@ impl ServeConfig {
             },
             runtime: RuntimeSection::default(),
             http: HttpConfig::default(),
+            checkpoint: None,
         }
     }
 
@@ -253,6 +262,16 @@ impl ServeConfig {
         }
         if self.http.threads.get() > 256 {
             return Err(Error::Config("http.threads: at most 256".into()));
+        }
+        if let Some(k) = &self.checkpoint {
+            if m.features.is_none() {
+                return Err(Error::Config(
+                    "[checkpoint] keeps a feature stage's state: [model] has no `features`".into(),
+                ));
+            }
+            if !(1..=86_400).contains(&k.every_s) {
+                return Err(Error::Config("checkpoint.every_s: 1 to 86400".into()));
+            }
         }
         self.runtime.runtime_config()?;
         Ok(())

@@ -21,6 +21,7 @@
 //! # Ok::<(), streamscore::Error>(())
 //! ```
 
+mod checkpoint;
 mod config;
 mod http;
 mod model;
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use config::{HttpConfig, ModelConfig, RuntimeSection, ServeConfig};
+pub use config::{CheckpointConfig, HttpConfig, ModelConfig, RuntimeSection, ServeConfig};
 pub use oip::ProtocolError;
 
 use crate::error::{Error, Result};
@@ -49,6 +50,7 @@ pub struct Server {
     stop: tokio::sync::watch::Sender<bool>,
     accept: Option<tokio::task::JoinHandle<()>>,
     io: Option<tokio::runtime::Runtime>,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl std::fmt::Debug for Server {
@@ -57,14 +59,33 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Builds the runtime a config describes.
-fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin)> {
+/// Builds the runtime a config describes, its feature stage restored from the latest good
+/// checkpoint when there is one (and that checkpoint's position).
+fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
     let m = &c.model;
     let mut b = Runtime::builder()
         .backend_spec(m.backend.parse::<crate::BackendSpec>()?)
         .config(c.runtime.runtime_config()?);
+    let mut restored = None;
     if let Some(spec) = &m.features {
-        b = b.features(crate::features::Features::new(crate::features::Spec::from_path(spec)?));
+        let spec = crate::features::Spec::from_path(spec)?;
+        let from = match &c.checkpoint {
+            Some(k) => checkpoint::restore_latest(&k.dir, &spec)?,
+            None => None,
+        };
+        let stage = match from {
+            Some((stage, position, path)) => {
+                log::info!("feature state restored from {} (position {position})", path.display());
+                eprintln!(
+                    "streamscore serve: feature state restored from {} (position {position})",
+                    path.display()
+                );
+                restored = Some(position);
+                stage
+            }
+            None => crate::features::Features::new(spec),
+        };
+        b = b.features(stage);
     }
     let origin = match (&m.path, &m.dir) {
         (Some(path), _) => {
@@ -78,14 +99,50 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin)> {
         }
         (None, None) => return Err(Error::Config("[model] needs `path` or `dir`".into())),
     };
-    Ok((b.build()?, origin))
+    Ok((b.build()?, origin, restored))
+}
+
+/// The thread that writes a checkpoint every `every_s`; dropping the sender stops it.
+struct Checkpointer {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    config: CheckpointConfig,
+}
+
+impl Checkpointer {
+    fn start(rt: Arc<Runtime>, config: CheckpointConfig) -> Result<Self> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let c = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("streamscore-checkpoint".into())
+            .spawn(move || {
+                let every = Duration::from_secs(c.every_s);
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    if let Err(e) = checkpoint::checkpoint(&rt, &c) {
+                        log::error!("checkpoint failed: {e}");
+                        eprintln!("streamscore serve: checkpoint failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| Error::Config(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop: Some(stop), thread: Some(thread), config })
+    }
+
+    fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Server {
     /// Builds the runtime, binds the listener and starts answering.
     pub fn start(config: &ServeConfig) -> Result<Server> {
         config.validate()?;
-        let (rt, origin) = runtime(config)?;
+        let (rt, origin, restored) = runtime(config)?;
         let rt = Arc::new(rt);
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.http.threads.get())
@@ -100,7 +157,13 @@ impl Server {
             Error::Config(format!("cannot listen on {addr}: {e}"))
         })?;
         let addr = listener.local_addr().map_err(|e| Error::Config(format!("{addr}: {e}")))?;
-        let served = Arc::new(Served::new(rt, config.model.name.clone(), origin));
+        let checkpointer = match &config.checkpoint {
+            Some(c) => {
+                Some(Checkpointer::start(rt.clone(), c.clone()).inspect_err(|_| rt.shutdown())?)
+            }
+            None => None,
+        };
+        let served = Arc::new(Served::new(rt, config.model.name.clone(), origin, restored));
         let state = Arc::new(http::State {
             served,
             max_body: config.http.max_body_bytes,
@@ -108,7 +171,7 @@ impl Server {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let accept = io.spawn(http::accept_loop(listener, state.clone(), stopped, DRAIN));
-        Ok(Server { addr, state, stop, accept: Some(accept), io: Some(io) })
+        Ok(Server { addr, state, stop, accept: Some(accept), io: Some(io), checkpointer })
     }
 
     /// The address the listener is bound to (the chosen port when the config said 0).
@@ -123,7 +186,8 @@ impl Server {
 
     /// Stops intake (readiness turns false, the listener closes), lets open connections finish
     /// the requests they have in flight (at most 10 s), then drains the runtime: every
-    /// accepted event is answered before this returns. Idempotent.
+    /// accepted event is answered before this returns; with checkpoints, a last one is
+    /// written covering them all.
     pub fn shutdown(mut self) {
         self.stop_now();
     }
@@ -135,6 +199,14 @@ impl Server {
             let _ = io.block_on(accept);
         }
         self.state.served.rt.shutdown();
+        // Every accepted event has its features computed: the last checkpoint covers them all.
+        if let Some(mut c) = self.checkpointer.take() {
+            c.stop();
+            if let Err(e) = checkpoint::checkpoint(&self.state.served.rt, &c.config) {
+                log::error!("the shutdown checkpoint failed: {e}");
+                eprintln!("streamscore serve: the shutdown checkpoint failed: {e}");
+            }
+        }
         if let Some(io) = self.io.take() {
             io.shutdown_timeout(Duration::from_secs(1));
         }

@@ -58,6 +58,8 @@ pub(crate) struct Served {
     /// False after repository `unload` and while shutting down.
     ready: AtomicBool,
     keyed: bool,
+    /// The position of the checkpoint the feature stage was restored from.
+    restored: Option<u64>,
     stats: Stats,
 }
 
@@ -88,9 +90,15 @@ fn runtime_error(e: &Error) -> ProtocolError {
 }
 
 impl Served {
-    pub(crate) fn new(rt: Arc<Runtime>, name: String, origin: Origin) -> Self {
+    pub(crate) fn new(
+        rt: Arc<Runtime>,
+        name: String,
+        origin: Origin,
+        restored: Option<u64>,
+    ) -> Self {
         let keyed = rt.feature_counters().is_some();
-        Served { rt, name, origin, ready: AtomicBool::new(true), keyed, stats: Stats::default() }
+        let ready = AtomicBool::new(true);
+        Served { rt, name, origin, ready, keyed, restored, stats: Stats::default() }
     }
 
     /// Ready to take infer requests (loaded, not unloaded, not shutting down).
@@ -341,7 +349,14 @@ impl Served {
                 {"name": SCORE, "datatype": "FP32", "shape": [-1, self.rt.output_width() as i64]},
                 {"name": VERSION, "datatype": "UINT64", "shape": [-1]},
             ],
-            "parameters": {"fields": self.rt.schema().names(), "backend": self.rt.backend_name()},
+            "parameters": {
+                "fields": self.rt.schema().names(),
+                "backend": self.rt.backend_name(),
+                // With a feature stage: events it has computed (a checkpoint's position
+                // counts the same), and the position of the checkpoint it started from.
+                "feature_position": self.rt.feature_counters().map(|c| c.events),
+                "restored_position": self.restored,
+            },
         })
     }
 
