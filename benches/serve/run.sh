@@ -24,7 +24,7 @@ for round in $(seq "$ROUNDS"); do
     echo "== round $round, $conns connections, batch 1, $MODEL"
     wrk -t 1 -c "$conns" -d "${SECS}s" --latency -s benches/serve/infer.lua \
       "$addr/v2/models/model/infer" | grep -E "Requests/sec|Latency|50%|75%|90%|99%|requests in|Non-2xx"
-    curl -s "$addr/metrics" | grep -E '^streamscore_(stage_seconds|batch_rows)' | grep -E 'quantile="0.99"|_sum|_count' | head -20 || true
+    curl -s "$addr/metrics" | grep -E '^streamscore_(latency_seconds|batch_rows)' | grep -E 'quantile="0.(5|99)"|_sum|_count' | head -24 || true
     kill -TERM "$pid"; wait "$pid" || true
     rm -f "$out"
   done

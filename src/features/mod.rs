@@ -43,6 +43,7 @@ mod eval;
 pub mod offline;
 mod snapshot;
 pub use snapshot::Snapshot;
+pub(crate) use snapshot::seal;
 mod spec;
 mod state;
 

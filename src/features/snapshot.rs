@@ -64,15 +64,24 @@ impl Features {
     /// Writes the stage's whole state, stamped with `position` (the input position it covers),
     /// to `out`. Returns the bytes written.
     pub fn snapshot(&self, position: u64, out: &mut impl std::io::Write) -> Result<u64> {
-        let io = |e: std::io::Error| Error::Io { path: "feature snapshot".into(), source: e };
+        let mut buf = Vec::with_capacity(self.state_bytes() + 4096);
+        self.snapshot_body(position, &mut buf);
+        seal(&mut buf);
+        out.write_all(&buf)
+            .map_err(|e| Error::Io { path: "feature snapshot".into(), source: e })?;
+        Ok(buf.len() as u64)
+    }
+
+    /// The snapshot without its checksum, appended to `buf`: the part that must be taken
+    /// while the stage holds still. [`seal`] finishes it.
+    pub(crate) fn snapshot_body(&self, position: u64, buf: &mut Vec<u8>) {
         let spec = &self.spec;
         let slots = spec.slots.len();
-        let mut w = Hashed { out, hash: Sha256::new(), bytes: 0 };
-        w.put(MAGIC).map_err(io)?;
-        w.put(&FORMAT.to_le_bytes()).map_err(io)?;
-        w.put(&spec_hash(spec).to_le_bytes()).map_err(io)?;
-        w.put(&position.to_le_bytes()).map_err(io)?;
-        w.put(&self.clock.to_le_bytes()).map_err(io)?;
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&FORMAT.to_le_bytes());
+        buf.extend_from_slice(&spec_hash(spec).to_le_bytes());
+        buf.extend_from_slice(&position.to_le_bytes());
+        buf.extend_from_slice(&self.clock.to_le_bytes());
         let c = &self.counters;
         for v in [
             c.events,
@@ -82,33 +91,23 @@ impl Features {
             c.evicted_keys,
             c.dropped_events,
         ] {
-            w.put(&v.to_le_bytes()).map_err(io)?;
+            buf.extend_from_slice(&v.to_le_bytes());
         }
-        w.put(&(slots as u32).to_le_bytes()).map_err(io)?;
-        w.put(&(spec.n_ewma as u32).to_le_bytes()).map_err(io)?;
-        w.put(&(self.keys.len() as u64).to_le_bytes()).map_err(io)?;
-        let mut buf = Vec::with_capacity(1 << 16);
+        buf.extend_from_slice(&(slots as u32).to_le_bytes());
+        buf.extend_from_slice(&(spec.n_ewma as u32).to_le_bytes());
+        buf.extend_from_slice(&(self.keys.len() as u64).to_le_bytes());
         for (key, state, ewma) in self.keys.entries() {
             buf.extend_from_slice(&key.to_le_bytes());
             buf.extend_from_slice(&state.watermark.to_le_bytes());
             buf.extend_from_slice(&state.previous_raw().to_le_bytes());
             let times = state.times();
             buf.extend_from_slice(&(times.len() as u32).to_le_bytes());
-            times.iter().for_each(|t| buf.extend_from_slice(&t.to_le_bytes()));
-            state.values(slots).iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+            put_le(buf, times, state.values(slots));
             for (v, t) in ewma {
                 buf.extend_from_slice(&v.to_le_bytes());
                 buf.extend_from_slice(&t.to_le_bytes());
             }
-            if buf.len() >= 1 << 16 {
-                w.put(&buf).map_err(io)?;
-                buf.clear();
-            }
         }
-        w.put(&buf).map_err(io)?;
-        let digest = w.hash.finalize();
-        w.out.write_all(&digest).map_err(io)?;
-        Ok(w.bytes + DIGEST as u64)
     }
 
     /// A stage for `spec` with the state of a snapshot, and the position the snapshot covers.
@@ -196,24 +195,29 @@ impl Features {
     }
 }
 
+/// Appends the SHA-256 of everything in `buf`, finishing a snapshot.
+pub(crate) fn seal(buf: &mut Vec<u8>) {
+    let digest = Sha256::digest(&buf[..]);
+    buf.extend_from_slice(&digest);
+}
+
+/// A key's times and values, little-endian: one copy each where memory already is.
+fn put_le(buf: &mut Vec<u8>, times: &[i64], values: &[f32]) {
+    #[cfg(target_endian = "little")]
+    {
+        buf.extend_from_slice(bytemuck::cast_slice(times));
+        buf.extend_from_slice(bytemuck::cast_slice(values));
+    }
+    #[cfg(not(target_endian = "little"))]
+    {
+        times.iter().for_each(|t| buf.extend_from_slice(&t.to_le_bytes()));
+        values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+    }
+}
+
 /// The spec's identity in a snapshot: the hash the runtime's lineage records.
 fn spec_hash(spec: &super::Spec) -> u64 {
     super::fnv1a(format!("{spec:?}").as_bytes())
-}
-
-/// A writer that hashes and counts what it writes.
-struct Hashed<'a, W: std::io::Write> {
-    out: &'a mut W,
-    hash: Sha256,
-    bytes: u64,
-}
-
-impl<W: std::io::Write> Hashed<'_, W> {
-    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.hash.update(b);
-        self.bytes += b.len() as u64;
-        self.out.write_all(b)
-    }
 }
 
 #[cfg(test)]

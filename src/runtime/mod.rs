@@ -82,18 +82,27 @@ impl Runtime {
 
     /// The feature stage's whole state as a snapshot ([`Features::snapshot`](crate::features::Features::snapshot)),
     /// stamped with the events it has computed so far as its position, and how long scoring
-    /// paused for it (`None` without a feature stage). The stage is copied into memory under
-    /// its lock (batches wait that long); writing the bytes anywhere is the caller's, off it.
-    pub fn snapshot_features(&self) -> Option<Result<crate::features::Snapshot>> {
+    /// paused for it (`None` without a feature stage). The stage's state is copied into memory
+    /// under its lock (batches wait that long); the checksum is computed after, and writing
+    /// the bytes anywhere is the caller's, off the hot path.
+    pub fn snapshot_features(&self) -> Option<crate::features::Snapshot> {
         let stage = self.flow().features.as_ref()?;
+        let lock = || stage.lock().unwrap_or_else(|p| p.into_inner());
+        // The buffer is sized and its pages touched before the real lock, so the pause is
+        // a copy, not page faults (state_bytes bounds the snapshot: it counts capacities).
+        let size = lock().state_bytes() + 4096;
+        let mut bytes = Vec::with_capacity(size);
+        // Not zeros: `vec![0; n]` gets lazily mapped pages, which is what this avoids.
+        bytes.resize(size, 0xff);
+        bytes.clear();
         let start = std::time::Instant::now();
-        let stage = stage.lock().unwrap_or_else(|p| p.into_inner());
+        let stage = lock();
         let position = stage.counters().events;
-        let mut bytes = Vec::with_capacity(stage.state_bytes() + 4096);
-        let written = stage.snapshot(position, &mut bytes);
+        stage.snapshot_body(position, &mut bytes);
         drop(stage);
         let pause = start.elapsed();
-        Some(written.map(|_| crate::features::Snapshot { bytes, position, pause }))
+        crate::features::seal(&mut bytes);
+        Some(crate::features::Snapshot { bytes, position, pause })
     }
 
     pub(crate) fn start(

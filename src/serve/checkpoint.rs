@@ -112,7 +112,6 @@ pub(crate) fn write(dir: &Path, snap: &Snapshot, keep: usize) -> Result<(PathBuf
 /// Takes and writes one snapshot of `rt`'s feature stage (nothing without one).
 pub(crate) fn checkpoint(rt: &crate::Runtime, c: &CheckpointConfig) -> Result<Option<u64>> {
     let Some(snap) = rt.snapshot_features() else { return Ok(None) };
-    let snap = snap?;
     let (path, took) = write(&c.dir, &snap, c.keep)?;
     log::info!(
         "checkpoint {}: {} bytes at position {}, scoring paused {:?}, written in {took:?}",

@@ -18,7 +18,7 @@
 //!
 //! [http]
 //! address = "127.0.0.1:8000"
-//! threads = 1
+//! threads = 2
 //! max_body_bytes = 67108864
 //! ```
 
@@ -153,8 +153,7 @@ pub struct HttpConfig {
     /// Where to listen (default `127.0.0.1:8000`; port 0 picks a free one).
     #[serde(default = "default_address")]
     pub address: SocketAddr,
-    /// Threads answering HTTP (default 1: on a small machine the runtime's own thread and the
-    /// clients need the other cores; raise it where requests are large or cores many).
+    /// Threads answering HTTP (default 2).
     #[serde(default = "default_threads")]
     pub threads: NonZeroUsize,
     /// Largest request body taken, in bytes (default 64 MiB); larger ones get 413.
@@ -167,7 +166,7 @@ fn default_address() -> SocketAddr {
 }
 
 fn default_threads() -> NonZeroUsize {
-    NonZeroUsize::MIN
+    NonZeroUsize::new(2).expect("nonzero")
 }
 
 fn default_max_body() -> usize {
