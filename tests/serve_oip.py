@@ -193,21 +193,39 @@ def plain(addr, golden, max_body):
     print(f"plain: {n} rows x {width}, k={k}: every check passed")
 
 
+def synthetic(n):
+    """A fraud-like stream of n events over n // 10 cards, in time order, the same every run."""
+    rng = np.random.default_rng(7)
+    cards = rng.integers(0, max(n // 10, 1), n).astype(np.uint64)
+    ts = 1_700_000_000_000 + np.cumsum(rng.integers(0, 400, n)).astype(np.int64)
+    amount = np.round(rng.lognormal(3.0, 1.0, n), 2).astype(np.float32)
+    code = rng.integers(0, 6, n).astype(np.float32)
+    return cards, ts, amount, code
+
+
 def keyed(addr, example, start=0, stop=None, out=None):
-    with open(f"{example}/stream.csv") as f:
-        rows = list(csv.DictReader(f))
-    mcc = ["grocery", "fuel", "restaurant", "travel", "online", "atm"]
-    cards = np.array([int(r["card"]) for r in rows], dtype=np.uint64)
-    ts = np.array([int(r["ts"]) for r in rows], dtype=np.int64)
-    amount = np.array([float(r["amount"]) for r in rows], dtype=np.float32)
-    code = np.array([mcc.index(r["mcc"]) for r in rows], dtype=np.float32)
     expected = {}
-    with open(f"{example}/expected.csv") as f:
-        for r in csv.DictReader(f):
-            expected[int(r["index"])] = float(r["prediction"])
+    if example.startswith("synthetic:"):
+        cards, ts, amount, code = synthetic(int(example.split(":")[1]))
+        per_request = 5000
+    else:
+        with open(f"{example}/stream.csv") as f:
+            rows = list(csv.DictReader(f))
+        mcc = ["grocery", "fuel", "restaurant", "travel", "online", "atm"]
+        cards = np.array([int(r["card"]) for r in rows], dtype=np.uint64)
+        ts = np.array([int(r["ts"]) for r in rows], dtype=np.int64)
+        amount = np.array([float(r["amount"]) for r in rows], dtype=np.float32)
+        code = np.array([mcc.index(r["mcc"]) for r in rows], dtype=np.float32)
+        with open(f"{example}/expected.csv") as f:
+            for r in csv.DictReader(f):
+                expected[int(r["index"])] = float(r["prediction"])
+        per_request = 500
+    rows = cards
     client = httpclient.InferenceServerClient(addr)
     mm = client.get_model_metadata("fraud")
     check([i["name"] for i in mm["inputs"]] == ["input", "key", "timestamp_ms"], mm)
+    if mm["parameters"]["restored_position"] is not None and start != "restored":
+        raise AssertionError(f"restored unexpectedly: {mm['parameters']}")
     if start == "restored":
         # Replay from the position of the checkpoint the server restored.
         start = mm["parameters"]["restored_position"]
@@ -218,10 +236,10 @@ def keyed(addr, example, start=0, stop=None, out=None):
     inp = httpclient.InferInput("amount", [1], "FP32")
     inp.set_data_from_numpy(amount[:1])
     fails(lambda: client.infer("fraud", [inp]), "feature stage", "no key")
-    # The stream in order, in requests of 500 events, one tensor per field (binary).
+    # The stream in order, in requests of 500 (5000) events, one tensor per field (binary).
     scores = np.full(len(rows), np.nan, dtype=np.float32)
-    for s in range(start, stop, 500):
-        e = slice(s, min(s + 500, stop))
+    for s in range(start, stop, per_request):
+        e = slice(s, min(s + per_request, stop))
         tensors = []
         for name, dtype, data in [("key", "UINT64", cards[e]), ("timestamp_ms", "INT64", ts[e]),
                                   ("amount", "FP32", amount[e]), ("mcc", "FP32", code[e])]:
