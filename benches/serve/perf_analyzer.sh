@@ -20,4 +20,4 @@ trap 'kill -TERM $pid 2>/dev/null; rm -f "$out"' EXIT
 for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.05; done
 addr=$(sed -n 's#listening on http://##p' "$out")
 target/py-venv/bin/perf_analyzer -m model -u "$addr" -i http --concurrency-range 1:8:7 \
-  --measurement-interval 4000 --percentile 99 -s 10
+  --measurement-interval 4000 -s 20

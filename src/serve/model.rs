@@ -394,10 +394,10 @@ impl Served {
         let m = self.rt.metrics();
         let s = &self.stats;
         let pair = |count: u64, ns: u64| json!({"count": count, "ns": ns});
-        let stage = |st: Stage| {
-            let sum = m.stage(st);
-            pair(sum.count, sum.sum as u64)
-        };
+        // Triton counts every successful request once in each phase (perf_analyzer refuses
+        // stats whose phase counts differ); the durations are the runtime's stage totals.
+        let ok = s.success.load(Ordering::Relaxed);
+        let ns = |st: Stage| m.stage(st).sum as u64;
         json!({"model_stats": [{
             "name": self.name,
             "version": m.model_version.to_string(),
@@ -405,12 +405,12 @@ impl Served {
             "inference_count": s.inferences.load(Ordering::Relaxed),
             "execution_count": m.batches,
             "inference_stats": {
-                "success": pair(s.success.load(Ordering::Relaxed), s.success_ns.load(Ordering::Relaxed)),
+                "success": pair(ok, s.success_ns.load(Ordering::Relaxed)),
                 "fail": pair(s.fail.load(Ordering::Relaxed), s.fail_ns.load(Ordering::Relaxed)),
-                "queue": stage(Stage::Queue),
-                "compute_input": stage(Stage::Prepare),
-                "compute_infer": stage(Stage::Scoring),
-                "compute_output": pair(0, 0),
+                "queue": pair(ok, ns(Stage::Queue) + ns(Stage::Batching)),
+                "compute_input": pair(ok, ns(Stage::Prepare)),
+                "compute_infer": pair(ok, ns(Stage::Scoring)),
+                "compute_output": pair(ok, 0),
                 "cache_hit": pair(0, 0),
                 "cache_miss": pair(0, 0),
             },
