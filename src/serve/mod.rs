@@ -213,8 +213,10 @@ impl Server {
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down as [`Server::shutdown`] does. A second
-    /// signal while draining exits the process at once (status 130).
-    pub fn run_until_signal(mut self) -> Result<()> {
+    /// signal while draining exits the process at once (status 130). `ready` is called once
+    /// the signal handlers are in place (announce readiness there: a signal sent before it
+    /// would find the default handlers and kill the process without a drain).
+    pub fn run_until_signal(mut self, ready: impl FnOnce(&Server)) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let io = self.io.as_ref().expect("running");
         let (first_tx, first_rx) = std::sync::mpsc::channel::<&'static str>();
@@ -237,6 +239,7 @@ impl Server {
             eprintln!("streamscore serve: second signal, exiting without draining");
             std::process::exit(130);
         });
+        ready(&self);
         let name = first_rx.recv().unwrap_or("a closed signal channel");
         eprintln!("streamscore serve: {name}, draining");
         self.stop_now();

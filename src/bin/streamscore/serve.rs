@@ -55,12 +55,12 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         rt.live_version(),
         rt.backend_name()
     );
-    // The one stdout line scripts wait for (stable).
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "listening on http://{}", server.local_addr());
-    let _ = out.flush();
-    drop(out);
-    server.run_until_signal()?;
+    server.run_until_signal(|server| {
+        // The one stdout line scripts wait for (stable), once signals drain the server.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{}", server.local_addr());
+        let _ = out.flush();
+    })?;
     eprintln!("streamscore serve: drained, exiting");
     Ok(())
 }
