@@ -44,6 +44,13 @@ pub mod offline;
 mod snapshot;
 pub use snapshot::Snapshot;
 pub(crate) use snapshot::seal;
+
+/// A compiled spec's identity: FNV-1a of its canonical form (its `Debug` text: fields in
+/// order, no maps). The runtime's lineage records it and a snapshot is checked against it.
+pub(crate) fn spec_hash(spec: &Spec) -> u64 {
+    fnv1a(format!("{spec:?}").as_bytes())
+}
+
 mod spec;
 mod state;
 

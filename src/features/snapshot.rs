@@ -13,8 +13,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::Features;
 use super::state::Store;
+use super::{Features, spec_hash};
 use crate::error::{Error, Result};
 
 /// A snapshot taken from a running runtime ([`Runtime::snapshot_features`](crate::Runtime::snapshot_features)).
@@ -213,11 +213,6 @@ fn put_le(buf: &mut Vec<u8>, times: &[i64], values: &[f32]) {
         times.iter().for_each(|t| buf.extend_from_slice(&t.to_le_bytes()));
         values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
     }
-}
-
-/// The spec's identity in a snapshot: the hash the runtime's lineage records.
-fn spec_hash(spec: &super::Spec) -> u64 {
-    super::fnv1a(format!("{spec:?}").as_bytes())
 }
 
 #[cfg(test)]

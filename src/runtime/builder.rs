@@ -154,7 +154,7 @@ impl RuntimeBuilder {
             config.backend = spec;
         }
         config.validate()?;
-        let feature_spec_hash = features.as_ref().map(|f| spec_hash(f.spec()));
+        let feature_spec_hash = features.as_ref().map(|f| crate::features::spec_hash(f.spec()));
         let opts = LoadOptions {
             spec: &config.backend,
             output: config.output,
@@ -190,11 +190,6 @@ impl RuntimeBuilder {
         }
         Ok(rt)
     }
-}
-
-/// The canonical form of a compiled spec (its `Debug` text: fields in order, no maps) hashed.
-fn spec_hash(spec: &crate::features::Spec) -> u64 {
-    crate::features::fnv1a(format!("{spec:?}").as_bytes())
 }
 
 /// Loads the policy's best version of a model directory that loads; errors with every reason
