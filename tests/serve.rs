@@ -246,3 +246,240 @@ fn fraud_example_features_survive_sigkill() {
 fn a_million_keyed_events_survive_sigkill() {
     survives_sigkill("restart-1m", "synthetic:1000000", 1_000_000, 600_000);
 }
+
+/// Reads a CSV of numbers (empty cells are missing) into rows.
+fn csv_rows(path: &str) -> Vec<Vec<Option<f64>>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().skip(1).map(|l| l.split(',').map(|c| c.parse::<f64>().ok()).collect()).collect()
+}
+
+/// A sidecar on stdin and stdout: one line in, its answer out before the next is written
+/// (the output is flushed whenever the input waits); then a burst with bad lines among good
+/// ones; every line answered once, in order, with LightGBM's prediction or a typed error;
+/// closing stdin drains and exits 0, the ready line on stderr.
+#[test]
+fn jsonl_sidecar_on_stdin_and_stdout() {
+    use std::io::Write;
+    let golden = root("models/golden/lgb_binary");
+    let rows = csv_rows(&format!("{golden}/input.csv"));
+    let pred: Vec<f64> = std::fs::read_to_string(format!("{golden}/pred.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(["serve", "--model", &format!("{golden}/model.txt"), "--http", "127.0.0.1:0"])
+        .args(["--input", "-"])
+        .current_dir(common::root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut answers = BufReader::new(child.stdout.take().unwrap());
+    let event = |i: usize| {
+        let input: Vec<serde_json::Value> = rows[i].iter().map(|v| serde_json::json!(v)).collect();
+        serde_json::json!({"id": format!("e{i}"), "input": input}).to_string()
+    };
+    let next = |answers: &mut BufReader<_>| -> serde_json::Value {
+        let mut line = String::new();
+        answers.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    // One at a time: each answer arrives while the input waits.
+    for (i, &p) in pred.iter().enumerate().take(3) {
+        writeln!(stdin, "{}", event(i)).unwrap();
+        stdin.flush().unwrap();
+        let a = next(&mut answers);
+        assert_eq!(
+            (a["line"].as_u64(), a["id"].as_str()),
+            (Some(i as u64 + 1), Some(&*format!("e{i}")))
+        );
+        let got = a["score"][0].as_f64().unwrap();
+        assert!(common::rel_err(got, p) < 1e-5, "row {i}: {got} vs LightGBM {p}");
+    }
+    // A burst: the rest of the rows with bad lines among them.
+    let bad = [
+        ("", "empty line"),
+        ("{\"input\": [1, 2]}", "holds 2 values"),
+        ("{\"input\": [1,", "not an event"),
+        ("{\"fields\": {\"nope\": 1}}", "no field `nope`"),
+        ("{\"input\": [], \"colour\": 1}", "unknown field"),
+        ("{\"id\": {}, \"input\": []}", "`id`"),
+        (&"x".repeat(2 << 20), "over jsonl.max_line_bytes"),
+    ];
+    let mut want: Vec<Result<(String, f64), &str>> = Vec::new();
+    let mut burst = String::new();
+    for i in 3..rows.len() {
+        if i % 50 == 0 {
+            let (line, why) = bad[(i / 50) % bad.len()];
+            burst += line;
+            burst.push('\n');
+            want.push(Err(why));
+        }
+        burst += &event(i);
+        burst.push('\n');
+        want.push(Ok((format!("e{i}"), pred[i])));
+    }
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(burst.as_bytes()).unwrap();
+        // Closing stdin ends the input: serve drains and exits.
+    });
+    for (k, w) in want.iter().enumerate() {
+        let a = next(&mut answers);
+        assert_eq!(a["line"].as_u64(), Some(k as u64 + 4), "{a}");
+        match w {
+            Ok((id, p)) => {
+                assert_eq!(a["id"].as_str(), Some(id.as_str()), "{a}");
+                let got = a["score"][0].as_f64().unwrap_or_else(|| panic!("{a}"));
+                assert!(common::rel_err(got, *p) < 1e-5, "{id}: {got} vs LightGBM {p}");
+            }
+            Err(why) => {
+                assert!(a["error"].as_str().unwrap().contains(why), "{a} lacks {why}");
+                assert!(matches!(a["status"].as_u64(), Some(400 | 413)), "{a}");
+            }
+        }
+    }
+    writer.join().unwrap();
+    let mut rest = String::new();
+    answers.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "answers past the input's lines");
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("listening on http://") && err.contains("the input ended"), "{err}");
+}
+
+/// Counts the lines of a file (0 when it does not exist yet).
+fn count_lines(path: &std::path::Path) -> usize {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
+/// A file input and output survive SIGKILL exactly: the fraud stream (with bad lines among the
+/// events) goes in through a FIFO, a checkpoint covers its first 9,000 lines, 3,000 more are
+/// answered, the server is killed; restarted on the whole file with the same checkpoint
+/// directory, it skips the lines the checkpoint covers, cuts the output back to them and
+/// goes on. The output file is then byte for byte that of an uninterrupted run, whose
+/// held-out scores match LightGBM's on the offline features.
+#[test]
+fn jsonl_files_survive_sigkill_exactly() {
+    use std::io::Write;
+    let dir = temp_dir("jsonl-restart");
+    let stream = std::fs::read_to_string(root("examples/fraud/stream.csv")).unwrap();
+    let mcc = ["grocery", "fuel", "restaurant", "travel", "online", "atm"];
+    let (mut lines, mut index_of_line) = (Vec::new(), Vec::new());
+    for (i, row) in stream.lines().skip(1).enumerate() {
+        let c: Vec<&str> = row.split(',').collect();
+        if i % 997 == 500 {
+            lines.push("{\"key\": 1}".to_string()); // no time, no fields: refused
+            index_of_line.push(None);
+        }
+        let code = mcc.iter().position(|m| *m == c[3]).unwrap();
+        lines.push(format!(
+            "{{\"id\":{i},\"key\":{},\"timestamp_ms\":{},\"fields\":{{\"amount\":{},\"mcc\":{code}}}}}",
+            c[0], c[1], c[2]
+        ));
+        index_of_line.push(Some(i));
+    }
+    let input = dir.join("stream.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let ckpt = dir.join("checkpoints");
+    let config = |file: &str, input: &std::path::Path, output: &str, with_ckpt: bool| {
+        let mut text = format!(
+            "[model]\npath = \"{}\"\nname = \"fraud\"\nfeatures = \"{}\"\n\
+             [http]\naddress = \"127.0.0.1:0\"\n[jsonl]\ninput = \"{}\"\noutput = \"{}\"\n",
+            root("examples/fraud/model.txt"),
+            root("examples/fraud/spec.toml"),
+            input.display(),
+            dir.join(output).display()
+        );
+        if with_ckpt {
+            text += &format!("[checkpoint]\ndir = \"{}\"\nevery_s = 1\n", ckpt.display());
+        }
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run_to_end = |config: &std::path::Path| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    run_to_end(&config("whole.toml", &input, "whole.jsonl", false));
+    let whole = std::fs::read_to_string(dir.join("whole.jsonl")).unwrap();
+
+    // The interrupted run reads a FIFO, so the test decides what it has seen.
+    let fifo = dir.join("fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(["serve", "--config"])
+        .arg(config("fifo.toml", &fifo, "resumed.jsonl", true))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut feed = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let (cut, more) = (9_000, 3_000);
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(60), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    feed.write_all((lines[..cut].join("\n") + "\n").as_bytes()).unwrap();
+    let covering = ckpt.join(format!("features-{cut:020}.snap"));
+    wait("no checkpoint at the cut", &|| covering.exists());
+    feed.write_all((lines[cut..cut + more].join("\n") + "\n").as_bytes()).unwrap();
+    let resumed = dir.join("resumed.jsonl");
+    wait("no answers past the cut", &|| count_lines(&resumed) >= cut + more);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(feed);
+
+    let err = run_to_end(&config("restart.toml", &input, "resumed.jsonl", true));
+    assert!(err.contains("restored from"), "{err}");
+    let resumed = std::fs::read_to_string(&resumed).unwrap();
+    assert_eq!(resumed.lines().count(), lines.len());
+    for (k, (a, b)) in whole.lines().zip(resumed.lines()).enumerate() {
+        assert_eq!(a, b, "line {}: uninterrupted vs after SIGKILL and restart", k + 1);
+    }
+    assert_eq!(whole, resumed);
+    assert!(ckpt.join(format!("features-{:020}.snap", lines.len())).exists());
+
+    // The uninterrupted run against LightGBM on the offline features.
+    let expected = std::fs::read_to_string(root("examples/fraud/expected.csv")).unwrap();
+    let expected: std::collections::HashMap<usize, f64> = expected
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (i, p) = l.split_once(',').unwrap();
+            (i.parse().unwrap(), p.parse().unwrap())
+        })
+        .collect();
+    let mut checked = 0;
+    for (line, answer) in whole.lines().enumerate() {
+        let a: serde_json::Value = serde_json::from_str(answer).unwrap();
+        assert_eq!(a["line"].as_u64(), Some(line as u64 + 1));
+        match index_of_line[line] {
+            None => assert!(a["error"].as_str().unwrap().contains("timestamp_ms"), "{a}"),
+            Some(i) => {
+                assert_eq!(a["id"].as_u64(), Some(i as u64));
+                if let Some(&p) = expected.get(&i) {
+                    let got = a["score"][0].as_f64().unwrap();
+                    assert!(common::rel_err(got, p) < 1e-5, "event {i}: {got} vs LightGBM {p}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, expected.len());
+}

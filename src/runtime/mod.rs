@@ -86,6 +86,17 @@ impl Runtime {
     /// under its lock (batches wait that long); the checksum is computed after, and writing
     /// the bytes anywhere is the caller's, off the hot path.
     pub fn snapshot_features(&self) -> Option<crate::features::Snapshot> {
+        self.snapshot_features_with(None)
+    }
+
+    /// [`snapshot_features`](Runtime::snapshot_features) stamped with a source's own position
+    /// instead (`serve`'s line-delimited JSON input stamps the lines it has answered), for a
+    /// caller that knows no event past that position has reached the feature stage.
+    pub fn snapshot_features_at(&self, position: u64) -> Option<crate::features::Snapshot> {
+        self.snapshot_features_with(Some(position))
+    }
+
+    fn snapshot_features_with(&self, at: Option<u64>) -> Option<crate::features::Snapshot> {
         let stage = self.flow().features.as_ref()?;
         let lock = || stage.lock().unwrap_or_else(|p| p.into_inner());
         // The buffer is sized and its pages touched before the real lock, so the pause is
@@ -97,7 +108,7 @@ impl Runtime {
         bytes.clear();
         let start = std::time::Instant::now();
         let stage = lock();
-        let position = stage.counters().events;
+        let position = at.unwrap_or(stage.counters().events);
         stage.snapshot_body(position, &mut bytes);
         drop(stage);
         let pause = start.elapsed();

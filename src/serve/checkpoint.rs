@@ -29,6 +29,13 @@ pub struct CheckpointConfig {
     pub keep: usize,
 }
 
+impl CheckpointConfig {
+    /// Checkpoints in `dir`, every 30 s, the newest 3 kept.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        CheckpointConfig { dir: dir.into(), every_s: default_every(), keep: default_keep() }
+    }
+}
+
 fn default_every() -> u64 {
     30
 }
@@ -109,9 +116,18 @@ pub(crate) fn write(dir: &Path, snap: &Snapshot, keep: usize) -> Result<(PathBuf
     Ok((path, start.elapsed()))
 }
 
-/// Takes and writes one snapshot of `rt`'s feature stage (nothing without one).
-pub(crate) fn checkpoint(rt: &crate::Runtime, c: &CheckpointConfig) -> Result<Option<u64>> {
-    let Some(snap) = rt.snapshot_features() else { return Ok(None) };
+/// Takes and writes one snapshot of `rt`'s feature stage (nothing without one), at the
+/// position `at` (a source's lines) or else at the events the stage has computed.
+pub(crate) fn checkpoint(
+    rt: &crate::Runtime,
+    c: &CheckpointConfig,
+    at: Option<u64>,
+) -> Result<Option<u64>> {
+    let snap = match at {
+        Some(p) => rt.snapshot_features_at(p),
+        None => rt.snapshot_features(),
+    };
+    let Some(snap) = snap else { return Ok(None) };
     let (path, took) = write(&c.dir, &snap, c.keep)?;
     log::info!(
         "checkpoint {}: {} bytes at position {}, scoring paused {:?}, written in {took:?}",

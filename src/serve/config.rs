@@ -20,7 +20,18 @@
 //! address = "127.0.0.1:8000"
 //! threads = 2
 //! max_body_bytes = 67108864
+//!
+//! # [checkpoint]                                 # with features: state survives restarts
+//! # dir = "checkpoints"
+//! # every_s = 30
+//! # keep = 3
+//!
+//! # [jsonl]                                      # events from a file or stdin as well
+//! # input = "events.jsonl"                       # "-": stdin
+//! # output = "scores.jsonl"                      # "-": stdout (the default)
 //! ```
+//!
+//! Relative paths are taken from the config file's directory.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -30,6 +41,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use super::checkpoint::CheckpointConfig;
+pub use super::jsonl::JsonlConfig;
 use crate::error::{Error, Result};
 use crate::runtime::config::{Overload, RuntimeConfig};
 
@@ -48,6 +60,10 @@ pub struct ServeConfig {
     /// Feature-state checkpoints (with a feature spec).
     #[serde(default)]
     pub checkpoint: Option<CheckpointConfig>,
+    /// A line-delimited JSON input and output beside HTTP (see [`JsonlConfig`]); `serve`
+    /// exits at the input's end.
+    #[serde(default)]
+    pub jsonl: Option<JsonlConfig>,
 }
 
 /// `[model]`.
@@ -201,6 +217,7 @@ impl ServeConfig {
             runtime: RuntimeSection::default(),
             http: HttpConfig::default(),
             checkpoint: None,
+            jsonl: None,
         }
     }
 
@@ -209,10 +226,17 @@ impl ServeConfig {
     pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
         let mut c: ServeConfig =
             toml::from_str(text).map_err(|e| Error::Config(format!("serve config: {e}")))?;
-        for p in [&mut c.model.path, &mut c.model.dir, &mut c.model.features].into_iter().flatten()
-        {
+        let mut paths = [&mut c.model.path, &mut c.model.dir, &mut c.model.features];
+        let mut rest: Vec<&mut PathBuf> = Vec::new();
+        if let Some(k) = &mut c.checkpoint {
+            rest.push(&mut k.dir);
+        }
+        if let Some(j) = &mut c.jsonl {
+            rest.extend([&mut j.input, &mut j.output].into_iter().filter(|p| p.as_os_str() != "-"));
+        }
+        for p in paths.iter_mut().filter_map(|p| p.as_mut()).chain(rest) {
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = base.join(&**p);
             }
         }
         c.validate()?;
@@ -272,6 +296,9 @@ impl ServeConfig {
                 return Err(Error::Config("checkpoint.every_s: 1 to 86400".into()));
             }
         }
+        if let Some(j) = &self.jsonl {
+            j.validate()?;
+        }
         self.runtime.runtime_config()?;
         Ok(())
     }
@@ -286,10 +313,13 @@ mod tests {
         let c = ServeConfig::from_toml(
             "[model]\npath = \"m.txt\"\nname = \"fraud\"\nbackend = \"cpu\"\n\
              [runtime]\nmax_batch = 64\noverload = \"reject\"\n\
-             [http]\naddress = \"127.0.0.1:0\"\nthreads = 1\n",
+             [http]\naddress = \"127.0.0.1:0\"\nthreads = 1\n\
+             [jsonl]\ninput = \"-\"\noutput = \"out.jsonl\"\n",
             Path::new("/etc/ss"),
         )
         .unwrap();
+        let j = c.jsonl.as_ref().unwrap();
+        assert_eq!((j.input.to_str(), j.output.to_str()), (Some("-"), Some("/etc/ss/out.jsonl")));
         assert_eq!(c.model.path.as_deref(), Some(Path::new("/etc/ss/m.txt")));
         assert_eq!(c.model.name, "fraud");
         assert_eq!(c.http.address.port(), 0);
@@ -311,6 +341,10 @@ mod tests {
             ("[model]\npath = \"a\"\n[http]\naddress = \"nowhere\"\n", "address"),
             ("[model]\npath = \"a\"\n[http]\nmax_body_bytes = 0\n", "max_body_bytes"),
             ("[model\n", "serve config"),
+            ("[model]\npath = \"a\"\n[jsonl]\ninput = \"x\"\noutput = \"x\"\n", "both"),
+            ("[model]\npath = \"a\"\n[jsonl]\ninput = \"x\"\nmax_line_bytes = 0\n", "max_line"),
+            ("[model]\npath = \"a\"\n[jsonl]\ninput = \"x\"\nbatch = 0\n", "jsonl.batch"),
+            ("[model]\npath = \"a\"\n[jsonl]\noutput = \"x\"\n", "input"),
         ] {
             let e = ServeConfig::from_toml(text, Path::new(".")).expect_err(text).to_string();
             assert!(e.contains(needle), "{text}: {e}");

@@ -8,6 +8,10 @@
 //! answered); [`Server::run_until_signal`] does the same on SIGTERM or SIGINT, and a second
 //! signal exits at once.
 //!
+//! Beside HTTP, a [`JsonlConfig`] reads events as line-delimited JSON from a file or stdin and
+//! writes one answer line per input line (replayed exactly from a checkpoint after a crash;
+//! the format and guarantees: [`JsonlConfig`]).
+//!
 //! # Examples
 //!
 //! ```
@@ -24,6 +28,7 @@
 mod checkpoint;
 mod config;
 mod http;
+mod jsonl;
 mod model;
 mod oip;
 
@@ -32,7 +37,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use config::{CheckpointConfig, HttpConfig, ModelConfig, RuntimeSection, ServeConfig};
+pub use config::{
+    CheckpointConfig, HttpConfig, JsonlConfig, ModelConfig, RuntimeSection, ServeConfig,
+};
 pub use oip::ProtocolError;
 
 use crate::error::{Error, Result};
@@ -51,6 +58,16 @@ pub struct Server {
     accept: Option<tokio::task::JoinHandle<()>>,
     io: Option<tokio::runtime::Runtime>,
     checkpointer: Option<Checkpointer>,
+    source: Option<jsonl::Source>,
+    notices: (std::sync::mpsc::Sender<Notice>, std::sync::mpsc::Receiver<Notice>),
+}
+
+/// What ends [`Server::run_until_signal`].
+pub(crate) enum Notice {
+    /// A signal, by name.
+    Signal(&'static str),
+    /// The line-delimited JSON input ended (or failed).
+    InputEnded(Result<()>),
 }
 
 impl std::fmt::Debug for Server {
@@ -102,28 +119,33 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
     Ok((b.build()?, origin, restored))
 }
 
-/// The thread that writes a checkpoint every `every_s`; dropping the sender stops it.
+/// The thread that calls `tick` every `every_s` (writes a checkpoint, or with a
+/// line-delimited JSON source asks for one); dropping the sender stops it.
 struct Checkpointer {
     stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     config: CheckpointConfig,
 }
 
+/// A checkpoint of the events computed so far (the position of a server without a source).
+fn checkpoint_events(rt: &Runtime, c: &CheckpointConfig) {
+    if let Err(e) = checkpoint::checkpoint(rt, c, None) {
+        log::error!("checkpoint failed: {e}");
+        eprintln!("streamscore serve: checkpoint failed: {e}");
+    }
+}
+
 impl Checkpointer {
-    fn start(rt: Arc<Runtime>, config: CheckpointConfig) -> Result<Self> {
+    fn start(config: CheckpointConfig, tick: impl Fn() + Send + 'static) -> Result<Self> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let c = config.clone();
+        let every = Duration::from_secs(config.every_s);
         let thread = std::thread::Builder::new()
             .name("streamscore-checkpoint".into())
             .spawn(move || {
-                let every = Duration::from_secs(c.every_s);
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
-                    if let Err(e) = checkpoint::checkpoint(&rt, &c) {
-                        log::error!("checkpoint failed: {e}");
-                        eprintln!("streamscore serve: checkpoint failed: {e}");
-                    }
+                    tick();
                 }
             })
             .map_err(|e| Error::Config(format!("cannot start the checkpoint thread: {e}")))?;
@@ -157,12 +179,32 @@ impl Server {
             Error::Config(format!("cannot listen on {addr}: {e}"))
         })?;
         let addr = listener.local_addr().map_err(|e| Error::Config(format!("{addr}: {e}")))?;
-        let checkpointer = match &config.checkpoint {
-            Some(c) => {
-                Some(Checkpointer::start(rt.clone(), c.clone()).inspect_err(|_| rt.shutdown())?)
-            }
+        let notices = std::sync::mpsc::channel();
+        let source = match &config.jsonl {
+            Some(j) => Some(
+                jsonl::Source::start(
+                    rt.clone(),
+                    j,
+                    restored,
+                    config.checkpoint.clone(),
+                    notices.0.clone(),
+                )
+                .inspect_err(|_| rt.shutdown())?,
+            ),
             None => None,
         };
+        let checkpointer = match (&config.checkpoint, &source) {
+            (Some(c), Some(s)) => {
+                let s = s.shared();
+                Some(Checkpointer::start(c.clone(), move || s.tick()))
+            }
+            (Some(c), None) => {
+                let (rt, k) = (rt.clone(), c.clone());
+                Some(Checkpointer::start(c.clone(), move || checkpoint_events(&rt, &k)))
+            }
+            (None, _) => None,
+        };
+        let checkpointer = checkpointer.transpose().inspect_err(|_| rt.shutdown())?;
         let served = Arc::new(Served::new(rt, config.model.name.clone(), origin, restored));
         let state = Arc::new(http::State {
             served,
@@ -171,7 +213,16 @@ impl Server {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let accept = io.spawn(http::accept_loop(listener, state.clone(), stopped, DRAIN));
-        Ok(Server { addr, state, stop, accept: Some(accept), io: Some(io), checkpointer })
+        Ok(Server {
+            addr,
+            state,
+            stop,
+            accept: Some(accept),
+            io: Some(io),
+            checkpointer,
+            source,
+            notices,
+        })
     }
 
     /// The address the listener is bound to (the chosen port when the config said 0).
@@ -184,10 +235,10 @@ impl Server {
         &self.state.served.rt
     }
 
-    /// Stops intake (readiness turns false, the listener closes), lets open connections finish
-    /// the requests they have in flight (at most 10 s), then drains the runtime: every
-    /// accepted event is answered before this returns; with checkpoints, a last one is
-    /// written covering them all.
+    /// Stops intake (readiness turns false, the listener closes, a line-delimited JSON source
+    /// stops reading), lets open connections finish the requests they have in flight (at most
+    /// 10 s), then drains the runtime: every accepted event is answered before this returns;
+    /// with checkpoints, a last one is written covering them all.
     pub fn shutdown(mut self) {
         self.stop_now();
     }
@@ -198,13 +249,16 @@ impl Server {
         if let (Some(io), Some(accept)) = (self.io.as_ref(), self.accept.take()) {
             let _ = io.block_on(accept);
         }
+        if let Some(s) = self.source.as_mut() {
+            s.stop();
+        }
         self.state.served.rt.shutdown();
         // Every accepted event has its features computed: the last checkpoint covers them all.
         if let Some(mut c) = self.checkpointer.take() {
             c.stop();
-            if let Err(e) = checkpoint::checkpoint(&self.state.served.rt, &c.config) {
-                log::error!("the shutdown checkpoint failed: {e}");
-                eprintln!("streamscore serve: the shutdown checkpoint failed: {e}");
+            match &self.source {
+                Some(s) => s.final_checkpoint(),
+                None => checkpoint_events(&self.state.served.rt, &c.config),
             }
         }
         if let Some(io) = self.io.take() {
@@ -212,14 +266,16 @@ impl Server {
         }
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down as [`Server::shutdown`] does. A second
-    /// signal while draining exits the process at once (status 130). `ready` is called once
-    /// the signal handlers are in place (announce readiness there: a signal sent before it
-    /// would find the default handlers and kill the process without a drain).
+    /// Serves until SIGTERM or SIGINT (or the end of a line-delimited JSON input), then shuts
+    /// down as [`Server::shutdown`] does. A second signal while draining exits the process at
+    /// once (status 130). `ready` is called once the signal handlers are in place (announce
+    /// readiness there: a signal sent before it would find the default handlers and kill the
+    /// process without a drain). An input or output error of the source is returned after the
+    /// drain.
     pub fn run_until_signal(mut self, ready: impl FnOnce(&Server)) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let io = self.io.as_ref().expect("running");
-        let (first_tx, first_rx) = std::sync::mpsc::channel::<&'static str>();
+        let first_tx = self.notices.0.clone();
         let listen = |kind: SignalKind| {
             io.block_on(async { signal(kind) })
                 .map_err(|e| Error::Config(format!("cannot listen for signals: {e}")))
@@ -231,7 +287,7 @@ impl Server {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
-            let _ = first_tx.send(name);
+            let _ = first_tx.send(Notice::Signal(name));
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
@@ -240,10 +296,23 @@ impl Server {
             std::process::exit(130);
         });
         ready(&self);
-        let name = first_rx.recv().unwrap_or("a closed signal channel");
-        eprintln!("streamscore serve: {name}, draining");
+        let ended = match self.notices.1.recv() {
+            Ok(Notice::Signal(name)) => {
+                eprintln!("streamscore serve: {name}, draining");
+                Ok(())
+            }
+            Ok(Notice::InputEnded(Ok(()))) => {
+                eprintln!("streamscore serve: the input ended, draining");
+                Ok(())
+            }
+            Ok(Notice::InputEnded(Err(e))) => {
+                eprintln!("streamscore serve: the input failed ({e}), draining");
+                Err(e)
+            }
+            Err(_) => Ok(()),
+        };
         self.stop_now();
-        Ok(())
+        ended
     }
 }
 
