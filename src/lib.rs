@@ -70,7 +70,7 @@ mod sink;
 
 pub use backend::cpu::Reference;
 pub use backend::{Backend, BackendChoice, BackendSpec, Output};
-pub use batch::Batch;
+pub use batch::{Batch, Columns};
 pub use error::{Error, ModelFormat, ModelProblem, Result};
 pub use event::{Event, EventBatch, NonFinitePolicy, Schema};
 pub use ingest::Rejected;

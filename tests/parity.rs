@@ -211,3 +211,29 @@ fn golden_files_cover_the_hard_cases() {
     assert!(has_nan && has_cat && has_multi && has_single_leaf, "coverage");
     assert!(deepest >= 20, "deepest golden tree is only {deepest} deep");
 }
+
+/// A borrowed feature-major buffer (`Columns`, as the Python package passes a Fortran-order
+/// numpy array) scores exactly as the owned batch, through the fast CPU path and the default.
+#[test]
+fn borrowed_columns_score_as_the_batch() {
+    use streamscore::{BackendSpec, Columns};
+    for case in common::golden_cases() {
+        let forest = case.forest();
+        let batch = case.batch(&forest);
+        let backends = [
+            BackendSpec::auto().select(forest.clone()).unwrap(),
+            BackendSpec::reference().select(forest.clone()).unwrap(),
+        ];
+        for backend in backends {
+            let width = backend.output_width(Output::Raw);
+            let mut owned = vec![0.0; batch.n_rows() * width];
+            backend.score_batch(&batch, Output::Raw, &mut owned).unwrap();
+            let values = batch.as_slice().to_vec();
+            let columns = Columns::new(&values, batch.n_rows(), batch.n_features()).unwrap();
+            let mut borrowed = vec![0.0; owned.len()];
+            backend.score_columns(columns, Output::Raw, &mut borrowed).unwrap();
+            let same = owned.iter().zip(&borrowed).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} [{}]", case.name, backend.name());
+        }
+    }
+}

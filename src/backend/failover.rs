@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::backend::{Backend, Output};
-use crate::batch::Batch;
+use crate::batch::{Batch, Columns};
 use crate::error::{Error, Result};
 
 /// Scores on `primary` until it reports its device lost or unavailable, then on `fallback`
@@ -62,6 +62,25 @@ impl Failover {
     }
 }
 
+impl Failover {
+    /// Scores with the primary until it is lost or unavailable, then with the fallback (this
+    /// call's batch included).
+    fn score_with(&self, mut score: impl FnMut(&dyn Backend) -> Result<()>) -> Result<()> {
+        if !self.has_failed() {
+            match score(&*self.primary) {
+                Err(e @ (Error::DeviceLost { .. } | Error::Unavailable { .. })) => {
+                    if !self.failed.swap(true, Ordering::AcqRel) {
+                        log::warn!("{}; scoring moves to the {} backend", e, self.fallback.name());
+                    }
+                    self.rescored.fetch_add(1, Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+        score(&*self.fallback)
+    }
+}
+
 impl Backend for Failover {
     fn name(&self) -> &'static str {
         if self.has_failed() { self.fallback.name() } else { self.primary.name() }
@@ -76,17 +95,10 @@ impl Backend for Failover {
     }
 
     fn score_batch(&self, batch: &Batch, output: Output, out: &mut [f32]) -> Result<()> {
-        if !self.has_failed() {
-            match self.primary.score_batch(batch, output, out) {
-                Err(e @ (Error::DeviceLost { .. } | Error::Unavailable { .. })) => {
-                    if !self.failed.swap(true, Ordering::AcqRel) {
-                        log::warn!("{}; scoring moves to the {} backend", e, self.fallback.name());
-                    }
-                    self.rescored.fetch_add(1, Ordering::Relaxed);
-                }
-                done => return done,
-            }
-        }
-        self.fallback.score_batch(batch, output, out)
+        self.score_with(|b| b.score_batch(batch, output, &mut *out))
+    }
+
+    fn score_columns(&self, columns: Columns<'_>, output: Output, out: &mut [f32]) -> Result<()> {
+        self.score_with(|b| b.score_columns(columns, output, &mut *out))
     }
 }

@@ -21,7 +21,7 @@ pub use failover::Failover;
 pub use options::{AdapterChoice, CpuOptions, GpuOptions, OnnxOptions, Optimization, Strategy};
 pub use select::{BackendChoice, BackendSpec};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Columns};
 use crate::error::Result;
 
 /// Which values a backend writes per row.
@@ -55,5 +55,11 @@ pub trait Backend: Send + Sync {
     /// NCHW images) takes the rows as they are.
     fn score_rows(&self, rows: &[f32], output: Output, out: &mut [f32]) -> Result<()> {
         self.score_batch(&Batch::from_rows(rows, self.n_features())?, output, out)
+    }
+
+    /// Scores a borrowed feature-major batch into `out`, as [`score_batch`](Backend::score_batch)
+    /// does. The default copies it into a [`Batch`]; the fast CPU forest scores it in place.
+    fn score_columns(&self, columns: Columns<'_>, output: Output, out: &mut [f32]) -> Result<()> {
+        self.score_batch(&columns.to_batch(), output, out)
     }
 }

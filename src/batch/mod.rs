@@ -102,6 +102,11 @@ impl Batch {
         self.values
     }
 
+    /// The batch borrowed as [`Columns`].
+    pub fn columns(&self) -> Columns<'_> {
+        Columns { values: &self.values, n_rows: self.n_rows, n_features: self.n_features }
+    }
+
     /// Keeps only the rows whose `keep` entry is true, in order. Panics if `keep.len()` is not
     /// `n_rows()`.
     pub fn retain_rows(&mut self, keep: &[bool]) {
@@ -123,9 +128,87 @@ impl Batch {
     }
 }
 
+/// A feature-major batch borrowed from someone else's buffer (a numpy array in Fortran order,
+/// an Arrow table's columns): what [`Batch`] holds, without owning or copying it. Backends
+/// whose own layout is feature-major score it in place
+/// ([`Backend::score_columns`](crate::Backend::score_columns)).
+///
+/// # Examples
+///
+/// ```
+/// let values = [1.0, 3.0, 2.0, 4.0]; // two rows, two features, column after column
+/// let c = streamscore::Columns::new(&values, 2, 2).unwrap();
+/// assert_eq!(c.column(1), &[2.0, 4.0]);
+/// assert_eq!(c.value(1, 0), 3.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Columns<'a> {
+    values: &'a [f32],
+    n_rows: usize,
+    n_features: usize,
+}
+
+impl<'a> Columns<'a> {
+    /// `n_features` columns of `n_rows` values each, one after another.
+    pub fn new(values: &'a [f32], n_rows: usize, n_features: usize) -> Result<Self> {
+        if n_features == 0 || n_rows.checked_mul(n_features) != Some(values.len()) {
+            return Err(Error::WidthMismatch {
+                expected: n_rows.saturating_mul(n_features),
+                got: values.len(),
+            });
+        }
+        Ok(Columns { values, n_rows, n_features })
+    }
+
+    /// Number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// Number of features per row.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Column `f`. Panics if `f >= n_features()`.
+    #[inline]
+    pub fn column(&self, f: usize) -> &'a [f32] {
+        &self.values[f * self.n_rows..(f + 1) * self.n_rows]
+    }
+
+    /// Row `r`'s value of feature `f`. Panics if either is out of range.
+    #[inline]
+    pub fn value(&self, r: usize, f: usize) -> f32 {
+        assert!(r < self.n_rows);
+        self.values[f * self.n_rows + r]
+    }
+
+    /// The whole buffer.
+    pub fn as_slice(&self) -> &'a [f32] {
+        self.values
+    }
+
+    /// An owned copy.
+    pub fn to_batch(&self) -> Batch {
+        Batch { n_rows: self.n_rows, n_features: self.n_features, values: self.values.to_vec() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_borrow_what_a_batch_owns_and_check_their_sizes() {
+        let b = Batch::from_rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3).unwrap();
+        let c = Columns::new(b.as_slice(), 2, 3).unwrap();
+        assert_eq!(c, b.columns());
+        assert_eq!(c.to_batch(), b);
+        assert_eq!((c.column(2), c.value(1, 0)), (&[3.0, 6.0][..], 4.0));
+        assert!(Columns::new(b.as_slice(), 4, 3).is_err());
+        assert!(Columns::new(&[], 0, 0).is_err());
+        assert!(Columns::new(&[1.0], usize::MAX, 2).is_err());
+    }
 
     #[test]
     fn retain_rows_keeps_columns_aligned() {

@@ -20,7 +20,7 @@ use crate::backend::cpu::masked::{self, Mask};
 use crate::backend::cpu::tune::{self, Plan, Tuning};
 pub use crate::backend::cpu::tune::{Algorithm, TUNE_MIN_ROWS};
 use crate::backend::{Backend, Output};
-use crate::batch::Batch;
+use crate::batch::{Batch, Columns};
 use crate::error::{Error, Result};
 use crate::model::Forest;
 use crate::model::gbdt::Accumulation;
@@ -199,7 +199,7 @@ impl Cpu {
     }
 
     /// Times each candidate plan on the first rows of `batch` and keeps the fastest.
-    fn tune(&self, tuning: &Tuning, batch: &Batch) {
+    fn tune(&self, tuning: &Tuning, batch: Columns<'_>) {
         let rows = tune::rows(self.fast.n_trees, masked::ROWS).min(batch.n_rows());
         let mut out = vec![0.0f32; rows * self.output_width(Output::Raw)];
         tuning.pick(rows, |plan| self.score_rows(plan, batch, 0, Output::Raw, &mut out));
@@ -211,7 +211,14 @@ impl Cpu {
     }
 
     /// Scores rows `first..first + out.len() / width` of `batch` into `out` by `plan`.
-    fn score_rows(&self, plan: Plan, batch: &Batch, first: usize, output: Output, out: &mut [f32]) {
+    fn score_rows(
+        &self,
+        plan: Plan,
+        batch: Columns<'_>,
+        first: usize,
+        output: Output,
+        out: &mut [f32],
+    ) {
         let Plan(algorithm, kernel) = plan;
         match (algorithm, &self.bitvector, self.fast.accumulation) {
             (Algorithm::Bitvector, Some(bv), Accumulation::F64) => {
@@ -238,7 +245,7 @@ impl Cpu {
     fn score_rows_as<S: Sum>(
         &self,
         kernel: Kernel,
-        batch: &Batch,
+        batch: Columns<'_>,
         first: usize,
         output: Output,
         out: &mut [f32],
@@ -305,7 +312,7 @@ impl Cpu {
         &self,
         kernel: Kernel,
         bv: &Bitvector,
-        batch: &Batch,
+        batch: Columns<'_>,
         first: usize,
         output: Output,
         out: &mut [f32],
@@ -350,7 +357,7 @@ impl Cpu {
     fn score_masked<S: Sum + masked::Lane>(
         &self,
         kernel: Kernel,
-        batch: &Batch,
+        batch: Columns<'_>,
         first: usize,
         output: Output,
         out: &mut [f32],
@@ -521,6 +528,10 @@ impl Backend for Cpu {
     }
 
     fn score_batch(&self, batch: &Batch, output: Output, out: &mut [f32]) -> Result<()> {
+        self.score_columns(batch.columns(), output, out)
+    }
+
+    fn score_columns(&self, batch: Columns<'_>, output: Output, out: &mut [f32]) -> Result<()> {
         if batch.n_features() != self.forest.n_features {
             return Err(Error::WidthMismatch {
                 expected: self.forest.n_features,

@@ -2,12 +2,18 @@
 //! each row's sums written out raw or transformed.
 
 use crate::backend::Output;
-use crate::batch::Batch;
+use crate::batch::Columns;
 use crate::model::Forest;
 
 /// Copies rows `r0..r0 + n` of `batch` into `block`, one column of `rows` values per
 /// feature, NaN past `n`.
-pub(crate) fn feature_major(batch: &Batch, r0: usize, n: usize, rows: usize, block: &mut [f32]) {
+pub(crate) fn feature_major(
+    batch: Columns<'_>,
+    r0: usize,
+    n: usize,
+    rows: usize,
+    block: &mut [f32],
+) {
     for (f, column) in block.chunks_exact_mut(rows).enumerate() {
         column[..n].copy_from_slice(&batch.column(f)[r0..r0 + n]);
         column[n..].fill(f32::NAN);
