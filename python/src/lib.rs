@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use streamscore::features::{self as ft, Features as Stage, Spec};
-use streamscore::{Backend, BackendSpec, Columns, Error, EventBatch, Output};
+use streamscore::{Backend, BackendChoice, BackendSpec, Columns, Error, EventBatch, Output};
 
 create_exception!(streamscore, StreamscoreError, PyException, "Every streamscore error.");
 create_exception!(
@@ -141,9 +141,18 @@ struct Model {
 #[pymethods]
 impl Model {
     #[new]
-    #[pyo3(signature = (path, backend = "auto"))]
-    fn new(py: Python<'_>, path: PathBuf, backend: &str) -> PyResult<Self> {
-        let spec: BackendSpec = backend.parse().py()?;
+    #[pyo3(signature = (path, backend = "auto", threads = 1))]
+    fn new(py: Python<'_>, path: PathBuf, backend: &str, threads: usize) -> PyResult<Self> {
+        let mut spec: BackendSpec = backend.parse().py()?;
+        if threads > 1 {
+            // The fast CPU scorer splits large batches across `threads`.
+            let cpu = streamscore::backend::CpuOptions::default().with_threads(threads);
+            spec = spec.map(|c| match c {
+                BackendChoice::Auto => BackendChoice::Cpu(cpu.clone()),
+                BackendChoice::Cpu(o) => BackendChoice::Cpu(o.with_threads(threads)),
+                other => other,
+            });
+        }
         py.detach(|| {
             let bytes = streamscore::io::read_input(&path)?;
             let version = streamscore::Lineage::default_version(&bytes);

@@ -115,10 +115,11 @@ class Model:
 
     `backend` is a backend spec: "auto", "cpu", "reference", or a fallback list such as
     "cpu,reference" (this package is built without the GPU and ONNX Runtime backends).
+    `threads` splits large batches across that many threads (the fast CPU scorer).
     """
 
-    def __init__(self, path, backend="auto"):
-        self._m = _native.Model(os.fspath(path), backend)
+    def __init__(self, path, backend="auto", threads=1):
+        self._m = _native.Model(os.fspath(path), backend, int(threads))
 
     feature_names = property(lambda self: self._m.feature_names, doc="Input columns, in order.")
     n_features = property(lambda self: self._m.n_features, doc="Values per input row.")

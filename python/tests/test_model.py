@@ -136,3 +136,11 @@ def test_the_readme_example_runs(monkeypatch):
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["p"].shape == (500,) and scope["s"].shape == (1,)
     assert scope["train"].shape[0] == 15_902
+
+
+def test_threads_split_large_batches_with_the_same_bits():
+    d = ROOT / "models/golden/lgb_multiclass"
+    x = np.load(d / "input.npy").astype(np.float32)
+    big = np.ascontiguousarray(np.tile(x, (40, 1)))
+    one, two = ss.Model(d / "model.txt"), ss.Model(d / "model.txt", threads=2)
+    assert np.array_equal(one.predict(big), two.predict(big))
