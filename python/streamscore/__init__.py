@@ -275,6 +275,31 @@ class Features:
         """Forgets every key's state."""
         self._f.reset()
 
+    def event(self, event):
+        """One event (a dict: the key, the time and the fields, strings or numbers, as a CSV
+        reader or a broker message gives them) as `Runtime.score`'s arguments:
+        `(values, key, timestamp_ms)`."""
+        missing = [n for n in [self.key, self.time] + self.fields if n not in event]
+        if missing:
+            raise InputError(f"event: no {', '.join(repr(m) for m in missing)}")
+        cat = set(self._f.categorical)
+        values = np.empty(len(self.fields), dtype=np.float32)
+        for i, f in enumerate(self.fields):
+            v = event[f]
+            if f in cat:
+                values[i] = self._f._codes(f, [None if v is None or v == "" else str(v)])[0]
+            else:
+                try:
+                    values[i] = np.nan if v is None or v == "" else float(v)
+                except (TypeError, ValueError) as e:
+                    raise InputError(f"event: field {f!r} is {v!r}, not a number") from e
+        key = int(_native._keys([str(event[self.key])])[0])
+        try:
+            t = int(event[self.time])
+        except (TypeError, ValueError) as e:
+            raise InputError(f"event: time {event[self.time]!r} is not integer ms") from e
+        return values, key, t
+
     def _arrays(self, events):
         cat = set(self._f.categorical)
         if isinstance(events, (str, os.PathLike)):

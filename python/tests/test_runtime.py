@@ -123,3 +123,28 @@ def test_features_bad_input():
     # String keys are hashed as the runtime hashes them.
     named = stream.assign(card=stream["card"].astype(str) + "-x")
     assert f.transform(named).shape == (10, len(f.names))
+
+
+def test_features_event_matches_the_batch_arrays():
+    f = ss.Features(FRAUD / "spec.toml")
+    stream = pd.read_csv(FRAUD / "stream.csv", dtype=str).head(50)
+    raw, keys, times = f._arrays(pd.read_csv(FRAUD / "stream.csv").head(50))
+    for i, row in enumerate(stream.to_dict("records")):
+        values, key, t = f.event(row)
+        assert np.array_equal(values, raw[i], equal_nan=True) and key == keys[i] and t == times[i]
+    with pytest.raises(ss.InputError, match="amount"):
+        f.event({**stream.iloc[0].to_dict(), "amount": "lots"})
+    with pytest.raises(ss.InputError, match="ts"):
+        f.event({"card": "1", "amount": "1", "mcc": "fuel"})
+
+
+def test_the_bytewax_example_scores_what_offline_scores():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fraud_bytewax", ROOT / "examples/python/fraud_bytewax.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    scored = example.score_stream()
+    stream = pd.read_csv(FRAUD / "stream.csv")
+    assert [i for i, _ in scored] == list(range(len(stream)))
+    offline = ss.Model(FRAUD / "model.txt").predict(ss.Features(FRAUD / "spec.toml").transform(stream))
+    assert np.array_equal(np.array([s for _, s in scored], dtype=np.float32), offline)
