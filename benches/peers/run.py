@@ -57,6 +57,11 @@ def measure(predict, x, batch, seconds):
     """(rows/s, median seconds per call) calling predict on consecutive slices of x."""
     n = len(x)
     slices = [x[i : i + batch] for i in range(0, max(n - batch, 0) + 1, batch)][:64]
+    return measure_slices(predict, slices, seconds)
+
+
+def measure_slices(predict, slices, seconds):
+    """(rows/s, median seconds per call) calling predict on each slice in turn."""
     predict(slices[0])  # warm-up
     calls, rows, lat = 0, 0, []
     start = time.perf_counter()

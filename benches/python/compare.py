@@ -62,7 +62,7 @@ def main():
                         # Fortran-order slices of the Fortran array stay Fortran-contiguous
                         # only as whole-row blocks: take them from a per-batch copy.
                         xs = [np.asfortranarray(x32[i:i + batch]) for i in range(0, max(len(x32) - batch, 0) + 1, batch)][:64]
-                        runs[tool].append(measure_list(predict, xs, args.seconds))
+                        runs[tool].append(peers_run.measure_slices(predict, xs, args.seconds))
                     else:
                         runs[tool].append(peers_run.measure(predict, x, batch, args.seconds))
             med = {t: (float(np.median([r[0] for r in v])), float(np.median([r[1] for r in v]))) for t, v in runs.items()}
@@ -78,21 +78,6 @@ def main():
     print(f"{'model':<11} {'Python predict, batch 1':>24} {'Rust direct, batch 1':>21} {'overhead':>9}")
     for name, py, rust in overheads:
         print(f"{name:<11} {py * 1e6:>22.2f}us {rust * 1e6:>19.2f}us {(py - rust) * 1e6:>7.2f}us")
-
-
-def measure_list(predict, slices, seconds):
-    import time
-    predict(slices[0])
-    calls, rows, lat = 0, 0, []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        s = slices[calls % len(slices)]
-        t = time.perf_counter()
-        predict(s)
-        lat.append(time.perf_counter() - t)
-        calls += 1
-        rows += len(s)
-    return rows / (time.perf_counter() - start), float(np.median(lat))
 
 
 def rust_direct(model, rows, seconds):
