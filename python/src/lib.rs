@@ -495,6 +495,50 @@ impl Runtime {
         Ok((matrix(py, values, n, self.outputs)?, refused))
     }
 
+    /// Builds a new model version off the hot path (parse, validate, warm up) and switches to
+    /// it at a batch boundary; returns its version. A file that fails leaves the serving
+    /// version in place (raises); a changed input schema is refused unless
+    /// `allow_schema_change`.
+    #[pyo3(signature = (path, version = None, allow_schema_change = false))]
+    fn _swap(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        version: Option<u64>,
+        allow_schema_change: bool,
+    ) -> PyResult<u64> {
+        let mut update = streamscore::ModelUpdate::path(path);
+        if let Some(v) = version {
+            update = update.with_version(v);
+        }
+        if allow_schema_change {
+            update = update.allow_schema_change();
+        }
+        py.detach(|| self.rt.swap(update)).py()
+    }
+
+    /// Goes back to a kept version at once.
+    fn rollback(&self, py: Python<'_>, version: u64) -> PyResult<()> {
+        py.detach(|| self.rt.rollback(version)).py()
+    }
+
+    /// The kept versions, oldest first, with their lineage.
+    fn versions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for l in self.rt.versions() {
+            let d = PyDict::new(py);
+            d.set_item("version", l.version)?;
+            d.set_item("source", l.source)?;
+            d.set_item("sha256", l.sha256)?;
+            d.set_item("format", l.format)?;
+            d.set_item("objective", l.objective)?;
+            d.set_item("backend", l.backend)?;
+            d.set_item("load_s", l.load_time.as_secs_f64())?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
     /// The runtime's counters and latency summaries.
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let m = self.rt.metrics();

@@ -228,6 +228,22 @@ class Runtime:
             raise type(e)(f"event {i}: {e}")
         return out
 
+    def swap(self, path, version=None, allow_schema_change=False):
+        """Puts a new model file live while events flow: built and warmed off the hot path,
+        switched at a batch boundary (every event is scored by exactly one version). Returns
+        the new version. A file that does not load or validate raises and leaves the serving
+        version in place; a different input schema is refused unless `allow_schema_change`."""
+        return self._rt._swap(os.fspath(path), version, bool(allow_schema_change))
+
+    def rollback(self, version):
+        """Goes back to a kept version at once."""
+        self._rt.rollback(int(version))
+
+    def versions(self):
+        """The kept versions, oldest first: dicts of version, source, sha256, format,
+        objective, backend, load_s."""
+        return self._rt.versions()
+
     def metrics(self):
         """Counters and per-stage latency (nanoseconds) as a dict."""
         return self._rt.metrics()

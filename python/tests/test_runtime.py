@@ -148,3 +148,25 @@ def test_the_bytewax_example_scores_what_offline_scores():
     assert [i for i, _ in scored] == list(range(len(stream)))
     offline = ss.Model(FRAUD / "model.txt").predict(ss.Features(FRAUD / "spec.toml").transform(stream))
     assert np.array_equal(np.array([s for _, s in scored], dtype=np.float32), offline)
+
+
+def test_swap_and_rollback_while_serving(tmp_path):
+    x = rows()
+    with ss.Runtime(BINARY / "model.txt") as rt:
+        first = rt.model_version
+        before = rt.score(x[0])
+        other = next(d for d in sorted((ROOT / "models/golden").iterdir())
+                     if d.name.startswith("lgb_") and d != BINARY and (d / "model.txt").exists()
+                     and ss.Model(d / "model.txt").n_features == 8 and ss.Model(d / "model.txt").n_outputs == 1)
+        new = rt.swap(other / "model.txt")
+        assert new != first and rt.model_version == new
+        assert rt.score(x[0])[0] == ss.Model(other / "model.txt").predict(x[:1])[0]
+        assert [v["version"] for v in rt.versions()][-1] == new
+        rt.rollback(first)
+        assert rt.model_version == first and rt.score(x[0])[0] == before[0]
+        # A half-written file never goes live.
+        torn = tmp_path / "torn.txt"
+        torn.write_bytes((BINARY / "model.txt").read_bytes()[:2000])
+        with pytest.raises(ss.StreamscoreError):
+            rt.swap(torn)
+        assert rt.model_version == first
