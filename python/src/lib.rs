@@ -68,7 +68,7 @@ create_exception!(
 );
 
 /// The exception a Rust error becomes.
-fn py_err(e: Error) -> PyErr {
+fn py_err(e: &Error) -> PyErr {
     let m = e.to_string();
     match e {
         Error::Io { .. }
@@ -101,7 +101,7 @@ trait OrPy<T> {
 
 impl<T> OrPy<T> for Result<T, Error> {
     fn py(self) -> PyResult<T> {
-        self.map_err(py_err)
+        self.map_err(|e| py_err(&e))
     }
 }
 
@@ -227,7 +227,7 @@ impl Model {
         let (n, w) = (x.shape()[0], x.shape()[1]);
         let expected = self.backend.n_features();
         if w != expected {
-            return Err(py_err(Error::WidthMismatch { expected, got: w }));
+            return Err(py_err(&Error::WidthMismatch { expected, got: w }));
         }
         let out = output(raw);
         let k = self.backend.output_width(out);
@@ -373,7 +373,7 @@ impl Runtime {
                                 let v = score_values(&s).into_pyarray(py).into_any().unbind();
                                 w.done.call1(py, (v, py.None()))
                             }
-                            Err(e) => w.done.call1(py, (py.None(), py_err(e).into_value(py))),
+                            Err(e) => w.done.call1(py, (py.None(), py_err(&e).into_value(py))),
                         };
                         if let Err(e) = called {
                             e.print(py);
@@ -436,7 +436,7 @@ impl Runtime {
         let e = streamscore::Event::new(v).with_key(key).with_timestamp_ms(timestamp_ms);
         match self.rt.try_submit(e) {
             Ok(t) => Ok(Ticket { ticket: Some(t) }),
-            Err(r) => Err(py_err(r.error)),
+            Err(r) => Err(py_err(&r.error)),
         }
     }
 
@@ -463,7 +463,7 @@ impl Runtime {
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyList>)> {
         let (n, w) = (rows.shape()[0], rows.shape()[1]);
         if w != self.width {
-            return Err(py_err(Error::WidthMismatch { expected: self.width, got: w }));
+            return Err(py_err(&Error::WidthMismatch { expected: self.width, got: w }));
         }
         let contiguous =
             |what: &str| InputError::new_err(format!("{what}: a non-contiguous array"));
@@ -488,7 +488,7 @@ impl Runtime {
             .py()?;
         let refused = PyList::empty(py);
         for (i, e) in scores.errors() {
-            let e = py_err(clone_error(e));
+            let e = py_err(e);
             refused.append((*i, e.into_value(py)))?;
         }
         let values = scores.values().to_vec();
@@ -581,19 +581,9 @@ impl Runtime {
     fn row(&self, values: &PyReadonlyArray1<'_, f32>) -> PyResult<Vec<f32>> {
         let v = values.as_slice().map_err(|_| InputError::new_err("a non-contiguous array"))?;
         if v.len() != self.width {
-            return Err(py_err(Error::WidthMismatch { expected: self.width, got: v.len() }));
+            return Err(py_err(&Error::WidthMismatch { expected: self.width, got: v.len() }));
         }
         Ok(v.to_vec())
-    }
-}
-
-/// The errors an answer can hold, rebuilt for a second owner (Error is not Clone).
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::QueueFull => Error::QueueFull,
-        Error::Closed => Error::Closed,
-        Error::Shed => Error::Shed,
-        other => Error::Input { at: "event".into(), message: other.to_string() },
     }
 }
 
@@ -683,7 +673,7 @@ impl Features {
         let (n, w) = (rows.shape()[0], rows.shape()[1]);
         let width = self.stage.spec().fields.len();
         if w != width || keys.len() != n || times.len() != n {
-            return Err(py_err(Error::WidthMismatch { expected: width, got: w }));
+            return Err(py_err(&Error::WidthMismatch { expected: width, got: w }));
         }
         let not = |_| InputError::new_err("a non-contiguous array");
         let (r, k, t) = (
@@ -702,7 +692,7 @@ impl Features {
         let (values, refused) = py.detach(|| ft::offline::run(stage, &events, 4096)).py()?;
         let list = PyList::empty(py);
         for (i, e) in refused {
-            list.append((i, py_err(e).into_value(py)))?;
+            list.append((i, py_err(&e).into_value(py)))?;
         }
         let k = self.stage.spec().names.len();
         Ok((matrix(py, values, n, k)?, list))
@@ -732,7 +722,7 @@ impl Features {
         let n = events.len();
         let refused = PyList::empty(py);
         for (line, e) in events.refused {
-            refused.append((line, py_err(e).into_value(py)))?;
+            refused.append((line, py_err(&e).into_value(py)))?;
         }
         Ok((
             matrix(py, events.rows, n, spec.fields.len())?,

@@ -139,6 +139,15 @@ pub(crate) fn checkpoint(
     Ok(Some(snap.position))
 }
 
+/// [`checkpoint`], its failure logged and printed rather than returned (the checkpoint
+/// thread and shutdown have no caller to hand it to; scoring goes on).
+pub(crate) fn checkpoint_or_log(rt: &crate::Runtime, c: &CheckpointConfig, at: Option<u64>) {
+    if let Err(e) = checkpoint(rt, c, at) {
+        log::error!("checkpoint failed: {e}");
+        eprintln!("streamscore serve: checkpoint failed: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

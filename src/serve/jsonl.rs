@@ -166,11 +166,7 @@ impl Shared {
             eprintln!("streamscore serve: {}: cannot sync: {e}; no checkpoint", path.display());
             return;
         }
-        let at = self.answered.load(Ordering::Acquire);
-        if let Err(e) = checkpoint::checkpoint(&self.rt, c, Some(at)) {
-            log::error!("checkpoint failed: {e}");
-            eprintln!("streamscore serve: checkpoint failed: {e}");
-        }
+        checkpoint::checkpoint_or_log(&self.rt, c, Some(self.answered.load(Ordering::Acquire)));
     }
 
     /// The checkpoint thread's tick: a checkpoint now if the reader waits for input, else at
@@ -217,17 +213,16 @@ impl Source {
         if start > 0 && regular {
             let mut skipped = 0;
             while skipped < start {
-                let taken = lines.next().is_some();
-                match taken {
-                    true => skipped += 1,
-                    false if lines.eof => {
-                        return Err(Error::Config(format!(
-                            "{}: {skipped} lines, but the restored checkpoint covers {start}: \
-                             a different input? (start with an empty checkpoint directory)",
-                            c.input.display()
-                        )));
-                    }
-                    false => lines.fill().map_err(io_at(&c.input))?,
+                if lines.next().is_some() {
+                    skipped += 1;
+                } else if lines.eof {
+                    return Err(Error::Config(format!(
+                        "{}: {skipped} lines, but the restored checkpoint covers {start}: \
+                         a different input? (start with an empty checkpoint directory)",
+                        c.input.display()
+                    )));
+                } else {
+                    lines.fill().map_err(io_at(&c.input))?;
                 }
             }
         }

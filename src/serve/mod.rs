@@ -127,14 +127,6 @@ struct Checkpointer {
     config: CheckpointConfig,
 }
 
-/// A checkpoint of the events computed so far (the position of a server without a source).
-fn checkpoint_events(rt: &Runtime, c: &CheckpointConfig) {
-    if let Err(e) = checkpoint::checkpoint(rt, c, None) {
-        log::error!("checkpoint failed: {e}");
-        eprintln!("streamscore serve: checkpoint failed: {e}");
-    }
-}
-
 impl Checkpointer {
     fn start(config: CheckpointConfig, tick: impl Fn() + Send + 'static) -> Result<Self> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
@@ -200,7 +192,9 @@ impl Server {
             }
             (Some(c), None) => {
                 let (rt, k) = (rt.clone(), c.clone());
-                Some(Checkpointer::start(c.clone(), move || checkpoint_events(&rt, &k)))
+                Some(Checkpointer::start(c.clone(), move || {
+                    checkpoint::checkpoint_or_log(&rt, &k, None)
+                }))
             }
             (None, _) => None,
         };
@@ -258,7 +252,7 @@ impl Server {
             c.stop();
             match &self.source {
                 Some(s) => s.final_checkpoint(),
-                None => checkpoint_events(&self.state.served.rt, &c.config),
+                None => checkpoint::checkpoint_or_log(&self.state.served.rt, &c.config, None),
             }
         }
         if let Some(io) = self.io.take() {
