@@ -39,7 +39,10 @@
 //! # Ok::<(), streamscore::Error>(())
 //! ```
 //!
-//! [`serve`] puts a runtime behind the Open Inference Protocol's REST API (`streamscore serve`).
+//! [`serve`] puts a runtime behind the Open Inference Protocol's REST API and a line-delimited
+//! JSON source and sink (`streamscore serve`). The Python package (`python/`, `pip install
+//! ./python`) wraps models, runtimes and features; [`Columns`] is how it hands a borrowed
+//! Fortran-order array to a backend.
 //!
 //! Cargo features `gpu`, `onnx`, `csv`, `cli`, `audit` and `serve` are on by default; with
 //! `--no-default-features` the crate is the lean core (trees, dense nets, runtime, features).
