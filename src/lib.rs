@@ -13,6 +13,9 @@
 //! [`Forest`] (or an ONNX model), and every backend is tested against the reference scorer,
 //! which reproduces the training library's predictions.
 //!
+//! Drift detectors with River's algorithms and River's decisions watch any stream of numbers
+//! (a score, a feature, an error indicator): [`monitor::drift::Detector`].
+//!
 //! A running runtime's model is replaced while events flow ([`Runtime::swap`] with a
 //! [`ModelUpdate`], [`Runtime::rollback`], or a watched [`ModelDir`] in Triton's layout): the
 //! new version is loaded and warmed off the runtime's threads and goes live at a batch
@@ -65,6 +68,7 @@ mod ingest;
 pub mod io;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 mod registry;
 mod runtime;
 #[cfg(feature = "serve")]

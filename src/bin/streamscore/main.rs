@@ -1,6 +1,6 @@
 //! The `streamscore` command line.
 //!
-//! `score`, `inspect` and `bench --json` are a stable contract: scripts and later tools rely on their flags and
+//! `score`, `inspect`, `drift` and `bench --json` are a stable contract: scripts and later tools rely on their flags and
 //! output layout. Every error prints one `error:` line and exits with 1.
 
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -11,6 +11,7 @@ use std::time::Instant;
 mod args;
 mod batches;
 mod bench;
+mod drift;
 mod frames_bench;
 mod gpu_bench;
 mod lifecycle_bench;
@@ -86,6 +87,9 @@ enum Command {
         #[arg(long, default_value = "-")]
         output: String,
     },
+    /// Run a drift detector (River 0.26's algorithms and parameter names) over one value per
+    /// line; print the 0-based index of each drift, one per line.
+    Drift(drift::DriftArgs),
     /// Measure throughput and latency: the backend alone (direct) and the full runtime (stream).
     Bench(Box<bench::BenchArgs>),
     /// Serve a model over the Open Inference Protocol (KServe v2) REST API until SIGTERM or
@@ -262,6 +266,7 @@ fn main() -> ExitCode {
         Command::Inspect { model } => inspect(&model),
         Command::Features { spec, input, output } => features(&spec, &input, &output),
         Command::Bench(args) => bench::run(*args),
+        Command::Drift(args) => drift::run(&args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(args),
     };
