@@ -83,8 +83,8 @@ pub use event::{Event, EventBatch, NonFinitePolicy, Schema};
 pub use ingest::Rejected;
 pub use ingest::reply::{Score, Scores, Ticket, Timing};
 pub use metrics::{
-    AuditSnapshot, Busy, MetricsSnapshot, ShadowSnapshot, ShadowWindow, Stage, Summary,
-    VariantSnapshot,
+    AuditSnapshot, Busy, DriftSnapshot, MetricsSnapshot, ShadowSnapshot, ShadowWindow, Stage,
+    Summary, VariantSnapshot,
 };
 pub use model::{Forest, Model, load_forest, load_model};
 pub use registry::{

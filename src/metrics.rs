@@ -192,6 +192,7 @@ impl Metrics {
             shadow: None,
             variants: Vec::new(),
             audit: None,
+            drift: None,
         }
     }
 }
@@ -336,6 +337,70 @@ pub struct MetricsSnapshot {
     pub variants: Vec<VariantSnapshot>,
     /// The audit log's counters, when the runtime writes one.
     pub audit: Option<AuditSnapshot>,
+    /// The drift monitor's alerts and latest distances, when the runtime has one.
+    pub drift: Option<DriftSnapshot>,
+}
+
+/// The drift monitor in a [`MetricsSnapshot`]: its alert count and, per version and column,
+/// the last closed window's figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DriftSnapshot {
+    /// Alerts raised in all.
+    pub alerts_total: u64,
+    /// Per version and column of the last closed window: (version, column, PSI,
+    /// Jensen-Shannon distance, missing rate, out-of-range rate).
+    pub latest: Vec<(u64, String, f64, f64, f64, f64)>,
+}
+
+impl DriftSnapshot {
+    /// The snapshot of a monitor's report.
+    pub fn of(r: &crate::monitor::profile::MonitorReport) -> Self {
+        let mut latest = Vec::new();
+        let mut done = std::collections::HashSet::new();
+        for w in r.windows.iter().rev() {
+            if done.insert(w.version) {
+                for c in &w.columns {
+                    latest.push((
+                        w.version,
+                        c.name.clone(),
+                        c.distances.psi,
+                        c.distances.js,
+                        c.missing_rate,
+                        c.out_of_range_rate,
+                    ));
+                }
+            }
+        }
+        latest.sort_by_key(|l| l.0);
+        DriftSnapshot { alerts_total: r.alerts_total, latest }
+    }
+
+    fn prometheus(&self, s: &mut String) {
+        s.push_str("# HELP streamscore_drift_alerts_total Columns that drifted from the training reference, per closed window.\n");
+        s.push_str("# TYPE streamscore_drift_alerts_total counter\n");
+        let _ = writeln!(s, "streamscore_drift_alerts_total {}", self.alerts_total);
+        let gauges = [
+            ("psi", "Population stability index of the last closed window against the reference."),
+            ("js", "Jensen-Shannon distance of the last closed window to the reference."),
+            ("missing_rate", "Share of missing values in the last closed window."),
+            (
+                "out_of_range_rate",
+                "Share of values outside the reference's range in the last closed window.",
+            ),
+        ];
+        for (i, (name, help)) in gauges.iter().enumerate() {
+            let _ = writeln!(s, "# HELP streamscore_drift_{name} {help}");
+            let _ = writeln!(s, "# TYPE streamscore_drift_{name} gauge");
+            for (version, column, psi, js, missing, outside) in &self.latest {
+                let v = [psi, js, missing, outside][i];
+                let column = column.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = writeln!(
+                    s,
+                    "streamscore_drift_{name}{{version=\"{version}\",column=\"{column}\"}} {v}"
+                );
+            }
+        }
+    }
 }
 
 impl MetricsSnapshot {
@@ -439,6 +504,9 @@ impl MetricsSnapshot {
             s.push_str("# HELP streamscore_audit_errors_total Failed audit writes.\n");
             s.push_str("# TYPE streamscore_audit_errors_total counter\n");
             let _ = writeln!(s, "streamscore_audit_errors_total {}", a.errors);
+        }
+        if let Some(d) = &self.drift {
+            d.prometheus(&mut s);
         }
         s
     }

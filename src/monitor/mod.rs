@@ -1,7 +1,11 @@
-//! Monitoring inside the scoring loop: drift detectors ([`drift`]), River's algorithms with
-//! River's decisions, for any stream of numbers; and delayed labels joined back to their
-//! predictions, with online metrics per model version and window ([`feedback`]).
+//! Monitoring inside the scoring loop: profiles of every scored batch against a training
+//! reference, with drift alerts ([`profile`], [`reference`]; a runtime takes one through
+//! `RuntimeBuilder::monitor`); drift detectors ([`drift`]), River's algorithms with River's
+//! decisions, for any stream of numbers; and delayed labels joined back to their predictions,
+//! with online metrics per model version and window ([`feedback`]).
 
 pub mod drift;
 pub mod feedback;
+pub mod profile;
+pub mod reference;
 pub(crate) mod stats;

@@ -46,6 +46,7 @@ pub struct RuntimeBuilder {
     spec: Option<BackendSpec>,
     config: RuntimeConfig,
     model_dir: Option<ModelDir>,
+    monitor: Option<crate::monitor::profile::Monitor>,
     #[cfg(feature = "audit")]
     audit: Option<crate::audit::AuditConfig>,
 }
@@ -65,6 +66,7 @@ impl RuntimeBuilder {
             spec: None,
             config: RuntimeConfig::default(),
             model_dir: None,
+            monitor: None,
             #[cfg(feature = "audit")]
             audit: None,
         }
@@ -137,6 +139,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Profiles every scored batch against a training reference and raises drift alerts
+    /// ([`Monitor`](crate::monitor::profile::Monitor); register its alert callback before
+    /// handing it over). The reference must be for the model's features, in order; the
+    /// model must give one value per row.
+    pub fn monitor(mut self, monitor: crate::monitor::profile::Monitor) -> Self {
+        self.monitor = Some(monitor);
+        self
+    }
+
     /// The runtime's settings (default: [`RuntimeConfig::default`]).
     pub fn config(mut self, config: RuntimeConfig) -> Self {
         self.config = config;
@@ -149,7 +160,9 @@ impl RuntimeBuilder {
         let audit = self.audit;
         #[cfg(not(feature = "audit"))]
         let audit: Option<std::convert::Infallible> = None;
-        let RuntimeBuilder { source, schema, features, spec, mut config, model_dir, .. } = self;
+        let RuntimeBuilder {
+            source, schema, features, spec, mut config, model_dir, monitor, ..
+        } = self;
         if let Some(spec) = spec {
             config.backend = spec;
         }
@@ -184,7 +197,20 @@ impl RuntimeBuilder {
         };
         let Loaded { version, model } = loaded;
         let schema = schema.or_else(|| model.as_ref().map(|m| Schema::new(m.feature_names())));
+        if let Some(m) = &monitor {
+            m.reference().check_model(&version.lineage.feature_names)?;
+            if version.out_width != 1 {
+                return Err(Error::Config(format!(
+                    "a drift monitor profiles one score per row; the model gives {}",
+                    version.out_width
+                )));
+            }
+        }
         let rt = finish(version, schema, features, config, audit)?;
+        if let Some(m) = monitor {
+            // Set before the first event can be scored: the runtime is not handed out yet.
+            let _ = rt.flow().monitor.set(std::sync::Mutex::new(m));
+        }
         if let Some(watch) = watch {
             rt.watch(watch)?;
         }

@@ -259,6 +259,19 @@ impl Runtime {
         Ok(out)
     }
 
+    /// The drift monitor's profiles, windows and alerts, if the runtime has one
+    /// ([`RuntimeBuilder::monitor`]). Closes windows that ended, so an idle stream's last
+    /// window is reported as closed.
+    pub fn monitor_report(&self) -> Option<crate::monitor::profile::MonitorReport> {
+        let monitor = self.flow().monitor.get()?;
+        let mut m = monitor.lock().unwrap_or_else(|e| e.into_inner());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        m.flush(now_ms);
+        Some(m.report())
+    }
+
     /// A snapshot of every counter and histogram, and the model versions.
     pub fn metrics(&self) -> MetricsSnapshot {
         let mut m = self.pipeline.metrics();
@@ -269,6 +282,7 @@ impl Runtime {
             m.variants = active.snapshot();
         }
         m.audit = self.flow().audit.as_ref().map(|a| a.snapshot());
+        m.drift = self.monitor_report().map(|r| crate::metrics::DriftSnapshot::of(&r));
         m
     }
 

@@ -99,6 +99,52 @@ impl Reply for RowReply {
     }
 }
 
+/// Hands a scored batch to the drift monitor, by the version (or variant) that scored each
+/// row: off the answer's path only in that it never fails it (a monitor error is logged).
+fn observe(
+    monitor: &Mutex<crate::monitor::profile::Monitor>,
+    batch: &Batch,
+    out: &[f32],
+    ow: usize,
+    version: &Version,
+    split: Option<&Active>,
+    of: &[u8],
+) {
+    if ow != 1 {
+        return;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut m = monitor.lock().unwrap_or_else(|e| e.into_inner());
+    let result = match split {
+        None => m.observe(version.id(), batch.columns(), out, now_ms),
+        Some(active) => {
+            // A variant's rows, gathered: splits are rare and a batch is small.
+            let mut result = Ok(());
+            for (a, arm) in active.arms.iter().enumerate() {
+                let rows: Vec<usize> =
+                    (0..batch.n_rows()).filter(|&r| usize::from(of[r]) == a).collect();
+                if rows.is_empty() {
+                    continue;
+                }
+                let mut values = Vec::with_capacity(rows.len() * batch.n_features());
+                for f in 0..batch.n_features() {
+                    let column = batch.column(f);
+                    values.extend(rows.iter().map(|&r| column[r]));
+                }
+                let scores: Vec<f32> = rows.iter().map(|&r| out[r]).collect();
+                result = crate::batch::Columns::new(&values, rows.len(), batch.n_features())
+                    .and_then(|cols| m.observe(arm.version.id(), cols, &scores, now_ms));
+            }
+            result
+        }
+    };
+    if let Err(e) = result {
+        log::warn!("drift monitor: {e}");
+    }
+}
+
 /// A batch on its way to a scorer.
 pub(crate) struct RowWork {
     batch: Batch,
@@ -124,6 +170,8 @@ pub(crate) struct RowFlow {
     pub rows: ArrayQueue<Vec<f32>>,
     /// The audit log, when the runtime writes one.
     pub audit: Option<Arc<crate::sink::Audit>>,
+    /// The drift monitor, when one is set (once, by the builder, before any event).
+    pub monitor: std::sync::OnceLock<Mutex<crate::monitor::profile::Monitor>>,
     sets: ArrayQueue<Box<Set>>,
     slots: Pool<Score>,
     set_slots: Pool<Scores>,
@@ -151,6 +199,7 @@ impl RowFlow {
             // Narrow rows travel inline: no buffers to pool.
             rows: ArrayQueue::new(if width <= INLINE_ROW { 1 } else { in_flight }),
             audit: None,
+            monitor: std::sync::OnceLock::new(),
             sets: ArrayQueue::new(SPARE_SETS),
             slots: SlotPool::new(in_flight),
             set_slots: SlotPool::new(SPARE_SETS),
@@ -399,6 +448,9 @@ impl Flow for RowFlow {
                     &arms.of,
                     t1,
                 );
+            }
+            if let (Some(monitor), Ok(())) = (self.monitor.get(), &result) {
+                observe(monitor, &batch, out, ow, &version, (*split).as_ref(), &arms.of);
             }
             let counters = &sh.metrics.counters;
             sh.metrics.with(*recorder, |rec| {

@@ -1,6 +1,6 @@
 //! The `streamscore` command line.
 //!
-//! `score`, `inspect`, `drift` and `bench --json` are a stable contract: scripts and later tools rely on their flags and
+//! `score`, `inspect`, `drift`, `profile` and `bench --json` are a stable contract: scripts and later tools rely on their flags and
 //! output layout. Every error prints one `error:` line and exits with 1.
 
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -15,6 +15,7 @@ mod drift;
 mod frames_bench;
 mod gpu_bench;
 mod lifecycle_bench;
+mod profile;
 #[cfg(feature = "serve")]
 mod serve;
 mod spec;
@@ -90,6 +91,9 @@ enum Command {
     /// Run a drift detector (River 0.26's algorithms and parameter names) over one value per
     /// line; print the 0-based index of each drift, one per line.
     Drift(drift::DriftArgs),
+    /// Profile a model's training rows (every feature and the score) into a reference for the
+    /// runtime's drift monitor (JSON).
+    Profile(profile::ProfileArgs),
     /// Measure throughput and latency: the backend alone (direct) and the full runtime (stream).
     Bench(Box<bench::BenchArgs>),
     /// Serve a model over the Open Inference Protocol (KServe v2) REST API until SIGTERM or
@@ -267,6 +271,7 @@ fn main() -> ExitCode {
         Command::Features { spec, input, output } => features(&spec, &input, &output),
         Command::Bench(args) => bench::run(*args),
         Command::Drift(args) => drift::run(&args),
+        Command::Profile(args) => profile::run(&args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(args),
     };
