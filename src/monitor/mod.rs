@@ -1,5 +1,5 @@
 //! Monitoring inside the scoring loop: profiles of every scored batch against a training
-//! reference, with drift alerts ([`profile`], [`reference`]; a runtime takes one through
+//! reference, with drift alerts ([`profile`], [`reference`](mod@reference); a runtime takes one through
 //! `RuntimeBuilder::monitor`); drift detectors ([`drift`]), River's algorithms with River's
 //! decisions, for any stream of numbers; and delayed labels joined back to their predictions,
 //! with online metrics per model version and window ([`feedback`]).
