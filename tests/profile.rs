@@ -141,6 +141,41 @@ fn drifted_columns_raise_alerts_when_the_window_closes() {
 }
 
 #[test]
+fn a_detector_on_the_score_sees_the_shift_and_skips_a_nan() {
+    use streamscore::monitor::drift::{Detector, Kind};
+    let (reference, names) = reference();
+    let (_, live, n) = read("live.csv");
+    let cols = Columns::new(&live, n, names.len()).unwrap();
+    let (_, train, tn) = read("train.csv");
+    let train_cols = Columns::new(&train, tn, names.len()).unwrap();
+    let config = MonitorConfig {
+        score_detector: Some((Kind::Adwin, Vec::new())),
+        ..MonitorConfig::new(Arc::new(reference))
+    };
+    let mut monitor = Monitor::new(config).unwrap();
+    monitor.observe(1, train_cols, train_cols.column(0), 0).unwrap();
+    // A NaN score among the live ones is skipped by the detector (and counted missing).
+    let mut scores = cols.column(0).to_vec();
+    scores[10] = f32::NAN;
+    monitor.observe(1, cols, &scores, 1).unwrap();
+    // The same stream through a detector of its own, the NaN left out.
+    let mut alone = Detector::new(Kind::Adwin, &[]).unwrap();
+    let mut want = Vec::new();
+    for (i, &x) in
+        train_cols.column(0).iter().chain(scores.iter().filter(|x| !x.is_nan())).enumerate()
+    {
+        if alone.update(f64::from(x)).unwrap() == streamscore::monitor::drift::Signal::Drift {
+            want.push(i as u64);
+        }
+    }
+    let report = monitor.report();
+    let got: Vec<u64> = report.score_drifts.iter().map(|d| d.1).collect();
+    assert!(!want.is_empty() && want.iter().all(|&i| i >= tn as u64), "{want:?}");
+    assert_eq!(got, want);
+    assert_eq!(report.score_drifts_total, want.len() as u64);
+}
+
+#[test]
 fn bad_references_and_batches_are_typed_errors() {
     let (reference, names) = reference();
     // A reference for another model.

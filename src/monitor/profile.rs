@@ -6,7 +6,7 @@
 //! logged, kept in the report and handed to a callback the embedder registers.
 //!
 //! Memory per monitored column and version: two windows (the current and the cumulative) of
-//! `edges + 1` counts (at most 22) and eight numbers; closed windows are kept as summaries,
+//! `edges + 1` counts (at most 22), eight numbers and a bin finder (at most 4.5 KiB); closed windows are kept as summaries,
 //! the newest [`MonitorConfig::windows_kept`].
 
 use std::collections::{BTreeMap, VecDeque};
@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use crate::batch::Columns;
 use crate::error::{Error, Result};
-use crate::monitor::reference::{ColumnReference, Distances, Reference, bin, distances};
+use crate::monitor::drift::{Detector, Found, Kind, Param};
+use crate::monitor::reference::{ColumnReference, Distances, Reference, distances};
 
 /// How a [`Monitor`] windows and alerts.
 #[derive(Clone, Debug)]
@@ -34,6 +35,9 @@ pub struct MonitorConfig {
     pub min_events: u64,
     /// Closed windows kept (60).
     pub windows_kept: usize,
+    /// A drift detector on each version's stream of scores (`None`: none), fed every score
+    /// as it is observed; its detections are in [`MonitorReport::score_drifts`].
+    pub score_detector: Option<(Kind, Vec<Param>)>,
 }
 
 impl MonitorConfig {
@@ -46,6 +50,7 @@ impl MonitorConfig {
             js_alert: 0.2,
             min_events: 1_000,
             windows_kept: 60,
+            score_detector: None,
         }
     }
 }
@@ -115,10 +120,92 @@ pub struct MonitorReport {
     pub alerts: Vec<Alert>,
     /// Alerts raised in all.
     pub alerts_total: u64,
+    /// Where the score detector found drift: (version, the score's index in that version's
+    /// stream, the observing time in ms); the newest 1,000.
+    pub score_drifts: Vec<(u64, u64, u64)>,
+    /// Score drifts in all.
+    pub score_drifts_total: u64,
+}
+
+/// A grid padded to a fixed size (so a look past the last edge finds +inf).
+const PADDED: usize = 64;
+const _: () = assert!(2 * (crate::monitor::reference::GRID + 1) <= PADDED);
+
+/// The most cells a [`Finder`] divides its range into.
+const MAX_CELLS: usize = 4096;
+
+/// Finds a value's bin (how many edges are at or below it) in constant time: the range of
+/// the edges is cut into equal cells, each knowing how many edges lie in cells before it;
+/// the few edges in the value's own cell (at most two, where 4,096 cells can make it so) are
+/// compared without branches. Exact: the cell of a value is a monotone function of it, so an
+/// edge in an earlier cell is below the value and one in a later cell above.
+#[derive(Clone, Debug)]
+struct Finder {
+    /// The edges, then +inf.
+    grid: [f64; PADDED],
+    edges: usize,
+    origin: f64,
+    scale: f64,
+    /// Per cell, the edges in earlier cells.
+    before: Box<[u8]>,
+    /// The most edges one cell holds: the compares a lookup makes.
+    steps: usize,
+}
+
+impl Finder {
+    fn new(edges: &[f64]) -> Self {
+        let mut grid = [f64::INFINITY; PADDED];
+        // A reference's grid is checked when read: at most GRID + 1 edges.
+        let edges = &edges[..edges.len().min(PADDED / 2)];
+        grid[..edges.len()].copy_from_slice(edges);
+        let (origin, span) = match (edges.first(), edges.last()) {
+            (Some(&a), Some(&b)) => (a, b - a),
+            _ => (0.0, 0.0),
+        };
+        let mut best = None;
+        let mut cells = 64;
+        while cells <= MAX_CELLS {
+            let scale = if span > 0.0 { cells as f64 / span } else { 0.0 };
+            let scale = if scale.is_finite() { scale } else { 0.0 };
+            let cell = |x: f64| (((x - origin) * scale) as i64).clamp(0, cells as i64 - 1) as usize;
+            let mut per_cell = vec![0u8; cells];
+            for &e in edges {
+                per_cell[cell(e)] += 1;
+            }
+            let steps = usize::from(per_cell.iter().copied().max().unwrap_or(0));
+            let mut before = vec![0u8; cells];
+            let mut seen = 0u8;
+            for (b, n) in before.iter_mut().zip(&per_cell) {
+                *b = seen;
+                seen += n;
+            }
+            let done = steps <= 2 || cells == MAX_CELLS;
+            best = Some((scale, before.into_boxed_slice(), steps));
+            if done {
+                break;
+            }
+            cells *= 2;
+        }
+        let (scale, before, steps) = best.unwrap_or((0.0, vec![0].into_boxed_slice(), edges.len()));
+        Self { grid, edges: edges.len(), origin, scale, before, steps }
+    }
+
+    #[inline]
+    fn bin(&self, x: f64) -> usize {
+        let last = self.before.len() as i64 - 1;
+        let cell = (((x - self.origin) * self.scale) as i64).clamp(0, last) as usize;
+        let mut at = usize::from(self.before[cell]);
+        for _ in 0..self.steps {
+            at += usize::from(self.grid[at % PADDED] <= x);
+        }
+        // +inf passes the padding too: it belongs to the last bin.
+        at.min(self.edges)
+    }
 }
 
 #[derive(Clone, Debug)]
 struct Column {
+    finder: Finder,
     count: u64,
     missing: u64,
     outside: u64,
@@ -133,6 +220,7 @@ struct Column {
 impl Column {
     fn new(r: &ColumnReference) -> Self {
         Self {
+            finder: Finder::new(&r.edges),
             count: 0,
             missing: 0,
             outside: 0,
@@ -153,7 +241,7 @@ impl Column {
                 continue;
             }
             let x = f64::from(v);
-            self.counts[bin(&r.edges, x)] += 1;
+            self.counts[self.finder.bin(x)] += 1;
             self.outside += u64::from(x < lo || x > hi);
             let s = x - r.mean;
             self.sum += s;
@@ -233,6 +321,7 @@ struct VersionState {
     current: Vec<Column>,
     total_events: u64,
     total: Vec<Column>,
+    detector: Option<Detector>,
 }
 
 /// What [`Monitor::on_alert`] registers.
@@ -246,6 +335,10 @@ pub struct Monitor {
     closed: VecDeque<WindowSummary>,
     alerts: VecDeque<Alert>,
     alerts_total: u64,
+    score_drifts: VecDeque<(u64, u64, u64)>,
+    score_drifts_total: u64,
+    found: Vec<Found>,
+    scratch: Vec<f64>,
     on_alert: Option<AlertCallback>,
 }
 
@@ -273,6 +366,10 @@ impl Monitor {
             closed: VecDeque::new(),
             alerts: VecDeque::new(),
             alerts_total: 0,
+            score_drifts: VecDeque::new(),
+            score_drifts_total: 0,
+            found: Vec::new(),
+            scratch: Vec::new(),
             on_alert: None,
         })
     }
@@ -306,20 +403,49 @@ impl Monitor {
         }
         let start = now_ms - now_ms % self.config.window_ms;
         self.roll(version, start);
-        let fresh = self.fresh();
-        let state = self.versions.entry(version).or_insert_with(|| VersionState {
-            start_ms: start,
-            events: 0,
-            current: fresh.clone(),
-            total_events: 0,
-            total: fresh,
-        });
+        if !self.versions.contains_key(&version) {
+            let fresh = self.fresh();
+            // Checked in `new`, so this builds.
+            let detector =
+                self.config.score_detector.as_ref().and_then(|(k, p)| Detector::new(*k, p).ok());
+            let state = VersionState {
+                start_ms: start,
+                events: 0,
+                current: fresh.clone(),
+                total_events: 0,
+                total: fresh,
+                detector,
+            };
+            self.versions.insert(version, state);
+        }
+        let Some(state) = self.versions.get_mut(&version) else { return Ok(()) };
         let reference = &self.config.reference.columns;
         for (f, column) in state.current.iter_mut().enumerate() {
             let values = if f < want { features.column(f) } else { scores };
             column.add(&reference[f], values);
         }
         state.events += scores.len() as u64;
+        if let Some(d) = &mut state.detector {
+            self.found.clear();
+            // Scores are finite or NaN; the detector refuses a NaN, and the rest of the
+            // batch goes on after it.
+            let mut rest = scores;
+            while !rest.is_empty() {
+                self.scratch.clear();
+                self.scratch.extend(rest.iter().map(|&v| f64::from(v)));
+                let before = d.seen();
+                let fed = d.update_many(&self.scratch, &mut self.found);
+                let taken = (d.seen() - before) as usize;
+                rest = &rest[(taken + usize::from(fed.is_err())).min(rest.len())..];
+            }
+            for f in self.found.iter().filter(|f| f.drift) {
+                self.score_drifts_total += 1;
+                if self.score_drifts.len() == 1000 {
+                    self.score_drifts.pop_front();
+                }
+                self.score_drifts.push_back((version, f.index, now_ms));
+            }
+        }
         Ok(())
     }
 
@@ -335,11 +461,12 @@ impl Monitor {
 
     /// Closes `version`'s window if `start` begins a later one.
     fn roll(&mut self, version: u64, start: u64) {
+        match self.versions.get(&version) {
+            Some(state) if state.start_ms < start => {}
+            _ => return,
+        }
         let fresh = self.fresh();
         let Some(state) = self.versions.get_mut(&version) else { return };
-        if state.start_ms >= start {
-            return;
-        }
         let current = std::mem::replace(&mut state.current, fresh);
         let (events, window_start) = (std::mem::take(&mut state.events), state.start_ms);
         state.start_ms = start;
@@ -418,6 +545,40 @@ impl Monitor {
             cumulative,
             alerts: self.alerts.iter().cloned().collect(),
             alerts_total: self.alerts_total,
+            score_drifts: self.score_drifts.iter().copied().collect(),
+            score_drifts_total: self.score_drifts_total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Finder;
+
+    #[test]
+    fn the_finder_counts_the_edges_at_or_below_any_value() {
+        let mut state = 9u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let grids: Vec<Vec<f64>> = vec![
+            vec![],
+            vec![3.0],
+            vec![0.0, 1.0],
+            (0..21).map(|i| (i as f64 / 20.0 - 0.5).powi(3) * 8.0).collect(),
+            (0..21).map(|i| if i < 20 { i as f64 * 1e-9 } else { 1e6 }).collect(),
+            vec![1e-300, 2e-300, 1e300],
+        ];
+        for edges in &grids {
+            let f = Finder::new(edges);
+            let mut xs: Vec<f64> =
+                edges.iter().flat_map(|&e| [e, e.next_up(), e.next_down()]).collect();
+            xs.extend((0..2000).map(|_| (next() - 0.5) * 4.0));
+            xs.extend([f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, f64::MAX, f64::MIN]);
+            for x in xs {
+                assert_eq!(f.bin(x), edges.partition_point(|&e| e <= x), "{edges:?} {x}");
+            }
         }
     }
 }
