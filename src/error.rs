@@ -324,6 +324,17 @@ pub enum Error {
         /// What differs.
         change: String,
     },
+    /// The event violates a data-quality gate whose policy is `reject`
+    /// ([`monitor::gates`](crate::monitor::gates)); nothing was queued.
+    #[error("gate `{rule}`: field `{field}` is {value}")]
+    Gate {
+        /// The rule's name.
+        rule: String,
+        /// The field it checks.
+        field: String,
+        /// The value found.
+        value: f32,
+    },
     /// No kept model version has this number (it was never loaded, or has been retired).
     #[error("no kept model version {0}")]
     UnknownVersion(u64),

@@ -193,6 +193,7 @@ impl Metrics {
             variants: Vec::new(),
             audit: None,
             drift: None,
+            gates: Vec::new(),
         }
     }
 }
@@ -339,6 +340,8 @@ pub struct MetricsSnapshot {
     pub audit: Option<AuditSnapshot>,
     /// The drift monitor's alerts and latest distances, when the runtime has one.
     pub drift: Option<DriftSnapshot>,
+    /// The data-quality gates' violations, by rule (empty without gates).
+    pub gates: Vec<crate::monitor::gates::GateCount>,
 }
 
 /// The drift monitor in a [`MetricsSnapshot`]: its alert count and, per version and column,
@@ -507,6 +510,18 @@ impl MetricsSnapshot {
         }
         if let Some(d) = &self.drift {
             d.prometheus(&mut s);
+        }
+        if !self.gates.is_empty() {
+            s.push_str("# HELP streamscore_gate_violations_total Events that violated a data-quality gate, by rule.\n");
+            s.push_str("# TYPE streamscore_gate_violations_total counter\n");
+            for g in &self.gates {
+                let rule = g.rule.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = writeln!(
+                    s,
+                    "streamscore_gate_violations_total{{rule=\"{rule}\",policy=\"{}\"}} {}",
+                    g.policy, g.violations
+                );
+            }
         }
         s
     }

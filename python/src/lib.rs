@@ -82,6 +82,7 @@ fn py_err(e: &Error) -> PyErr {
         | Error::Input { .. }
         | Error::UnknownField { .. }
         | Error::NonFinite { .. }
+        | Error::Gate { .. }
         | Error::Late { .. } => InputError::new_err(m),
         Error::QueueFull => QueueFull::new_err(m),
         Error::Closed => Closed::new_err(m),

@@ -97,6 +97,9 @@ pub struct Score {
     pub model_version: u64,
     /// Where the event's time went.
     pub timing: Timing,
+    /// The data-quality gates it violated under `flag` or `impute`, one bit per rule in the
+    /// runtime's order ([`Runtime::gate_names`](crate::Runtime::gate_names)); 0 when none.
+    pub gate_flags: u64,
 }
 
 /// Per-event timing, measured by the runtime.
@@ -121,7 +124,7 @@ impl Score {
         } else {
             Some(values.into())
         };
-        Score { inline, len: values.len() as u32, spill, model_version, timing }
+        Score { inline, len: values.len() as u32, spill, model_version, timing, gate_flags: 0 }
     }
 
     /// All values: one for binary and regression models, one per class for multiclass.
@@ -157,9 +160,17 @@ pub struct Scores {
     pub(crate) versions: Option<Vec<u64>>,
     /// Where the set's time went (`batch_rows` counts every row of the batch it was in).
     pub timing: Timing,
+    /// Each event's gate flags (see [`Score::gate_flags`]), empty when the runtime has no
+    /// gates.
+    pub(crate) flags: Vec<u64>,
 }
 
 impl Scores {
+    /// Event `i`'s gate flags (see [`Score::gate_flags`]); 0 when none, or out of range.
+    pub fn gate_flags(&self, i: usize) -> u64 {
+        self.flags.get(i).copied().unwrap_or(0)
+    }
+
     /// Events in the set.
     pub fn len(&self) -> usize {
         self.values.len().checked_div(self.width).unwrap_or(0)

@@ -47,6 +47,7 @@ pub struct RuntimeBuilder {
     config: RuntimeConfig,
     model_dir: Option<ModelDir>,
     monitor: Option<crate::monitor::profile::Monitor>,
+    gates: Option<crate::monitor::gates::GateSpec>,
     #[cfg(feature = "audit")]
     audit: Option<crate::audit::AuditConfig>,
 }
@@ -67,6 +68,7 @@ impl RuntimeBuilder {
             config: RuntimeConfig::default(),
             model_dir: None,
             monitor: None,
+            gates: None,
             #[cfg(feature = "audit")]
             audit: None,
         }
@@ -148,6 +150,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Checks every event against data-quality gates before it is queued
+    /// ([`GateSpec`](crate::monitor::gates::GateSpec)): their fields are the names of the
+    /// values an event carries (the feature spec's raw fields with a feature stage, else the
+    /// model's features).
+    pub fn gates(mut self, gates: crate::monitor::gates::GateSpec) -> Self {
+        self.gates = Some(gates);
+        self
+    }
+
     /// The runtime's settings (default: [`RuntimeConfig::default`]).
     pub fn config(mut self, config: RuntimeConfig) -> Self {
         self.config = config;
@@ -161,7 +172,15 @@ impl RuntimeBuilder {
         #[cfg(not(feature = "audit"))]
         let audit: Option<std::convert::Infallible> = None;
         let RuntimeBuilder {
-            source, schema, features, spec, mut config, model_dir, monitor, ..
+            source,
+            schema,
+            features,
+            spec,
+            mut config,
+            model_dir,
+            monitor,
+            gates,
+            ..
         } = self;
         if let Some(spec) = spec {
             config.backend = spec;
@@ -210,6 +229,17 @@ impl RuntimeBuilder {
         if let Some(m) = monitor {
             // Set before the first event can be scored: the runtime is not handed out yet.
             let _ = rt.flow().monitor.set(std::sync::Mutex::new(m));
+        }
+        if let Some(spec) = gates {
+            match crate::monitor::gates::Gates::new(&spec, rt.schema().names()) {
+                Ok(g) => {
+                    let _ = rt.flow().gates.set(g);
+                }
+                Err(e) => {
+                    rt.shutdown();
+                    return Err(e);
+                }
+            }
         }
         if let Some(watch) = watch {
             rt.watch(watch)?;

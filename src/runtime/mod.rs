@@ -259,6 +259,16 @@ impl Runtime {
         Ok(out)
     }
 
+    /// The data-quality gates' names, by flag bit ([`Score::gate_flags`]); empty without
+    /// gates ([`RuntimeBuilder::gates`]).
+    pub fn gate_names(&self) -> Vec<String> {
+        self.flow()
+            .gates
+            .get()
+            .map(|g| g.names().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     /// The drift monitor's profiles, windows and alerts, if the runtime has one
     /// ([`RuntimeBuilder::monitor`]). Closes windows that ended, so an idle stream's last
     /// window is reported as closed.
@@ -283,6 +293,7 @@ impl Runtime {
         }
         m.audit = self.flow().audit.as_ref().map(|a| a.snapshot());
         m.drift = self.monitor_report().map(|r| crate::metrics::DriftSnapshot::of(&r));
+        m.gates = self.flow().gates.get().map(|g| g.counts()).unwrap_or_default();
         m
     }
 
@@ -387,12 +398,26 @@ impl Runtime {
         if featured {
             set.times.extend_from_slice(events.times.unwrap_or_default());
         }
+        let gates = flow.gates.get();
+        if gates.is_some() {
+            set.flags.resize(n, 0);
+        }
         for r in 0..n {
-            let row = &set.values[r * width..(r + 1) * width];
+            let row = &mut set.values[r * width..(r + 1) * width];
             let refused = match policy.refused(row) {
                 Some(feature) => Some(Error::NonFinite { feature, value: row[feature] }),
                 None if featured => crate::features::check_time(set.times[r]).err(),
                 None => None,
+            };
+            let refused = match (refused, gates) {
+                (None, Some(g)) => match g.apply(row) {
+                    Ok(flags) => {
+                        set.flags[r] = flags;
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+                (refused, _) => refused,
             };
             if let Some(e) = refused {
                 set.errors.push((r, e));
@@ -421,6 +446,8 @@ impl Runtime {
             }
         }
         let policy = self.config().non_finite;
+        let gates = flow.gates.get();
+        let mut flags = 0;
         let values = if flow.width <= INLINE_ROW {
             let src = event.values();
             let mut row = [0.0; INLINE_ROW];
@@ -428,17 +455,25 @@ impl Runtime {
             for (d, &v) in row.iter_mut().zip(src) {
                 *d = policy.clean(v);
             }
+            if let Some(g) = gates {
+                flags = g.apply(&mut row[..flow.width])?;
+            }
             RowValues::Inline(row)
         } else {
             let mut values = flow.rows.pop().unwrap_or_default();
-            if let Err(e) = copy_checked(event.values(), flow.width, policy, &mut values) {
-                flow.recycle_row(values);
-                return Err(e);
+            let checked = copy_checked(event.values(), flow.width, policy, &mut values)
+                .and_then(|()| gates.map_or(Ok(0), |g| g.apply(&mut values)));
+            match checked {
+                Ok(f) => flags = f,
+                Err(e) => {
+                    flow.recycle_row(values);
+                    return Err(e);
+                }
             }
             RowValues::Pooled(values)
         };
         let (key, time_ms) = (event.key.unwrap_or(0), event.timestamp_ms.unwrap_or(0));
-        Ok(Rows::One(Row { values, key, time_ms }))
+        Ok(Rows::One(Row { values, key, time_ms, flags }))
     }
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct Row {
     /// Key and event time (ms), for the feature stage (0 when the runtime has none).
     pub key: u64,
     pub time_ms: i64,
+    /// The gates it violated under `flag` or `impute` (see `Score::gate_flags`).
+    pub flags: u64,
 }
 
 /// Events submitted together: validated, in pooled buffers, answered as one [`Scores`].
@@ -52,6 +54,8 @@ pub(crate) struct Set {
     pub n: usize,
     /// Events refused on their own, ascending by event: they are not scored.
     pub errors: Vec<(usize, Error)>,
+    /// One gate-flag word per event when the runtime has gates, else empty.
+    pub flags: Vec<u64>,
 }
 
 impl Set {
@@ -172,6 +176,8 @@ pub(crate) struct RowFlow {
     pub audit: Option<Arc<crate::sink::Audit>>,
     /// The drift monitor, when one is set (once, by the builder, before any event).
     pub monitor: std::sync::OnceLock<Mutex<crate::monitor::profile::Monitor>>,
+    /// The data-quality gates, when set (once, by the builder, before any event).
+    pub gates: std::sync::OnceLock<crate::monitor::gates::Gates>,
     sets: ArrayQueue<Box<Set>>,
     slots: Pool<Score>,
     set_slots: Pool<Scores>,
@@ -200,6 +206,7 @@ impl RowFlow {
             rows: ArrayQueue::new(if width <= INLINE_ROW { 1 } else { in_flight }),
             audit: None,
             monitor: std::sync::OnceLock::new(),
+            gates: std::sync::OnceLock::new(),
             sets: ArrayQueue::new(SPARE_SETS),
             slots: SlotPool::new(in_flight),
             set_slots: SlotPool::new(SPARE_SETS),
@@ -220,6 +227,7 @@ impl RowFlow {
 
     pub(crate) fn recycle_set(&self, mut set: Box<Set>) {
         set.errors.clear();
+        set.flags.clear();
         set.n = 0;
         let _ = self.sets.push(set);
     }
@@ -252,8 +260,17 @@ impl RowFlow {
             values[r * ow..(r + 1) * ow].copy_from_slice(v);
         }
         let errors = std::mem::take(&mut set.errors);
+        let flags = std::mem::take(&mut set.flags);
         self.recycle_set(set);
-        Scores { values, width: ow, errors, model_version: version.id(), versions: None, timing }
+        Scores {
+            values,
+            width: ow,
+            errors,
+            model_version: version.id(),
+            versions: None,
+            timing,
+            flags,
+        }
     }
 }
 
@@ -471,9 +488,10 @@ impl Flow for RowFlow {
                             let queued = t0.saturating_duration_since(job.accepted);
                             let timing = Timing { queued, scoring, batch_rows: n as u32, total };
                             match (job.payload, job.reply) {
-                                (Rows::One(_), RowReply::One(reply)) => {
+                                (Rows::One(row), RowReply::One(reply)) => {
                                     let values = &out[at * ow..(at + 1) * ow];
-                                    let score = Score::new(values, id_of(at), timing);
+                                    let mut score = Score::new(values, id_of(at), timing);
+                                    score.gate_flags = row.flags;
                                     published.push(reply.publish(Ok(score)));
                                     if active.is_some() {
                                         arms.latency[usize::from(arms.of[at])].push(total);
