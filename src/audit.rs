@@ -865,3 +865,97 @@ pub fn files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
     out.sort_by_key(|p| p.file_name().map(|n| n.to_string_lossy().replace(".partial", "")));
     Ok(out)
 }
+
+impl AuditFile {
+    /// Feeds the file's scored, live (not shadow) records to a drift monitor, by model
+    /// version, each at its arrival time: the report `Runtime::monitor_report` gave online,
+    /// computed again offline. Returns the records fed. A file whose columns are not an
+    /// audit log's, or whose inputs are not the reference's width, is an error.
+    pub fn monitor(&self, monitor: &mut crate::monitor::profile::Monitor) -> Result<u64> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Float32Type, TimestampMicrosecondType, UInt64Type};
+        use arrow_array::{Array, FixedSizeListArray};
+        let bad = |m: String| Error::Input { at: "audit file".into(), message: m };
+        let width = monitor.reference().features.len();
+        let mut fed = 0u64;
+        let (mut values, mut scores): (Vec<f32>, Vec<f32>) = (Vec::new(), Vec::new());
+        for batch in &self.batches {
+            let column = |name: &str| {
+                batch.column_by_name(name).ok_or_else(|| bad(format!("no `{name}` column")))
+            };
+            let list = |name: &str| -> Result<&FixedSizeListArray> {
+                column(name)?
+                    .as_fixed_size_list_opt()
+                    .ok_or_else(|| bad(format!("`{name}` is not a list")))
+            };
+            let (inputs, outputs) = (list("inputs")?, list("outputs")?);
+            if inputs.value_length() as usize != width {
+                return Err(Error::WidthMismatch {
+                    expected: width,
+                    got: inputs.value_length() as usize,
+                });
+            }
+            let ow = outputs.value_length() as usize;
+            let input_values = inputs
+                .values()
+                .as_primitive_opt::<Float32Type>()
+                .ok_or_else(|| bad("inputs are not f32".into()))?;
+            let output_values = outputs
+                .values()
+                .as_primitive_opt::<Float32Type>()
+                .ok_or_else(|| bad("outputs are not f32".into()))?;
+            let versions = column("model_version")?
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| bad("model_version".into()))?;
+            let arrival = column("arrival")?
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| bad("arrival".into()))?;
+            let shadow = column("shadow")?.as_boolean_opt().ok_or_else(|| bad("shadow".into()))?;
+            // Runs of rows with one version and one millisecond, observed together.
+            let mut r = 0;
+            while r < batch.num_rows() {
+                let live = |r: usize| {
+                    !shadow.value(r)
+                        && outputs.is_valid(r)
+                        && inputs.is_valid(r)
+                        && versions.is_valid(r)
+                        && ow >= 1
+                };
+                if !live(r) {
+                    r += 1;
+                    continue;
+                }
+                let (version, at_ms) = (versions.value(r), (arrival.value(r) / 1000).max(0) as u64);
+                let start = r;
+                while r < batch.num_rows()
+                    && live(r)
+                    && versions.value(r) == version
+                    && (arrival.value(r) / 1000).max(0) as u64 == at_ms
+                {
+                    r += 1;
+                }
+                let n = r - start;
+                values.clear();
+                values.resize(n * width, 0.0);
+                for (i, row) in (start..r).enumerate() {
+                    let from = inputs.value_offset_at(row);
+                    for f in 0..width {
+                        values[f * n + i] = input_values.value(from + f);
+                    }
+                }
+                scores.clear();
+                scores.extend(
+                    (start..r).map(|row| output_values.value(outputs.value_offset_at(row))),
+                );
+                monitor.observe(
+                    version,
+                    crate::batch::Columns::new(&values, n, width)?,
+                    &scores,
+                    at_ms,
+                )?;
+                fed += n as u64;
+            }
+        }
+        Ok(fed)
+    }
+}

@@ -59,7 +59,7 @@ impl MonitorConfig {
 pub const QUANTILES: [f64; 5] = [0.01, 0.25, 0.5, 0.75, 0.99];
 
 /// One column of one window.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ColumnSummary {
     /// The feature's name (`score` for the output).
     pub name: String,
@@ -82,7 +82,7 @@ pub struct ColumnSummary {
 }
 
 /// One window of one version.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct WindowSummary {
     /// The model version.
     pub version: u64,
@@ -95,7 +95,7 @@ pub struct WindowSummary {
 }
 
 /// A column that drifted from the reference in a closed window.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Alert {
     /// The model version.
     pub version: u64,
@@ -108,7 +108,7 @@ pub struct Alert {
 }
 
 /// Everything a [`Monitor`] knows.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct MonitorReport {
     /// Closed windows, oldest first.
     pub windows: Vec<WindowSummary>,

@@ -182,7 +182,7 @@ fn shares(counts: &[u64]) -> Vec<f64> {
 }
 
 /// How far a window's distribution is from the reference's, on the reference's grid.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Distances {
     /// Population stability index: `sum((a - e) ln(a / e))`, shares floored at [`PSI_FLOOR`].
     pub psi: f64,

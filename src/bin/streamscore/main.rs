@@ -1,6 +1,6 @@
 //! The `streamscore` command line.
 //!
-//! `score`, `inspect`, `drift`, `profile` and `bench --json` are a stable contract: scripts and later tools rely on their flags and
+//! `score`, `inspect`, `drift`, `profile`, `monitor` and `bench --json` are a stable contract: scripts and later tools rely on their flags and
 //! output layout. Every error prints one `error:` line and exits with 1.
 
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -15,6 +15,8 @@ mod drift;
 mod frames_bench;
 mod gpu_bench;
 mod lifecycle_bench;
+#[cfg(feature = "audit")]
+mod monitor;
 mod profile;
 #[cfg(feature = "serve")]
 mod serve;
@@ -94,6 +96,10 @@ enum Command {
     /// Profile a model's training rows (every feature and the score) into a reference for the
     /// runtime's drift monitor (JSON).
     Profile(profile::ProfileArgs),
+    /// The drift monitor's report (windows, profiles, alerts; JSON) computed offline from an
+    /// audit log against a training reference.
+    #[cfg(feature = "audit")]
+    Monitor(monitor::MonitorArgs),
     /// Measure throughput and latency: the backend alone (direct) and the full runtime (stream).
     Bench(Box<bench::BenchArgs>),
     /// Serve a model over the Open Inference Protocol (KServe v2) REST API until SIGTERM or
@@ -272,6 +278,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(*args),
         Command::Drift(args) => drift::run(&args),
         Command::Profile(args) => profile::run(&args),
+        #[cfg(feature = "audit")]
+        Command::Monitor(args) => monitor::run(&args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(args),
     };
