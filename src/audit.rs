@@ -868,12 +868,15 @@ pub fn files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
 
 impl AuditFile {
     /// Feeds the file's scored, live (not shadow) records to a drift monitor, by model
-    /// version, each at its arrival time: the report `Runtime::monitor_report` gave online,
-    /// computed again offline. Returns the records fed. A file whose columns are not an
+    /// version, each at its event time where it has one (a runtime with a feature stage),
+    /// else its arrival time: the report `Runtime::monitor_report` gave online, computed
+    /// again offline. Returns the records fed. A file whose columns are not an
     /// audit log's, or whose inputs are not the reference's width, is an error.
     pub fn monitor(&self, monitor: &mut crate::monitor::profile::Monitor) -> Result<u64> {
         use arrow_array::cast::AsArray;
-        use arrow_array::types::{Float32Type, TimestampMicrosecondType, UInt64Type};
+        use arrow_array::types::{
+            Float32Type, TimestampMicrosecondType, TimestampMillisecondType, UInt64Type,
+        };
         use arrow_array::{Array, FixedSizeListArray};
         let bad = |m: String| Error::Input { at: "audit file".into(), message: m };
         let width = monitor.reference().features.len();
@@ -911,6 +914,17 @@ impl AuditFile {
                 .as_primitive_opt::<TimestampMicrosecondType>()
                 .ok_or_else(|| bad("arrival".into()))?;
             let shadow = column("shadow")?.as_boolean_opt().ok_or_else(|| bad("shadow".into()))?;
+            let event_time = column("event_time")?
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| bad("event_time".into()))?;
+            let at = |r: usize| {
+                let ms = if event_time.is_valid(r) {
+                    event_time.value(r)
+                } else {
+                    arrival.value(r) / 1000
+                };
+                ms.max(0) as u64
+            };
             // Runs of rows with one version and one millisecond, observed together.
             let mut r = 0;
             while r < batch.num_rows() {
@@ -925,12 +939,12 @@ impl AuditFile {
                     r += 1;
                     continue;
                 }
-                let (version, at_ms) = (versions.value(r), (arrival.value(r) / 1000).max(0) as u64);
+                let (version, at_ms) = (versions.value(r), at(r));
                 let start = r;
                 while r < batch.num_rows()
                     && live(r)
                     && versions.value(r) == version
-                    && (arrival.value(r) / 1000).max(0) as u64 == at_ms
+                    && at(r) == at_ms
                 {
                     r += 1;
                 }

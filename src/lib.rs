@@ -13,8 +13,12 @@
 //! [`Forest`] (or an ONNX model), and every backend is tested against the reference scorer,
 //! which reproduces the training library's predictions.
 //!
-//! Drift detectors with River's algorithms and River's decisions watch any stream of numbers
-//! (a score, a feature, an error indicator): [`monitor::drift::Detector`].
+//! Monitoring runs inside the scoring loop ([`monitor`]): data-quality gates on every event
+//! before it is queued (`RuntimeBuilder::gates`), profiles of every scored batch against a
+//! training reference with drift alerts (`RuntimeBuilder::monitor`,
+//! [`Runtime::monitor_report`]), drift detectors with River's algorithms and River's decisions
+//! for any stream of numbers ([`monitor::drift::Detector`]), and delayed labels joined back to
+//! their predictions with online metrics ([`monitor::feedback::Feedback`]).
 //!
 //! A running runtime's model is replaced while events flow ([`Runtime::swap`] with a
 //! [`ModelUpdate`], [`Runtime::rollback`], or a watched [`ModelDir`] in Triton's layout): the

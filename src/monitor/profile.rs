@@ -397,10 +397,60 @@ impl Monitor {
         scores: &[f32],
         now_ms: u64,
     ) -> Result<()> {
+        self.check(&features, scores)?;
+        self.observe_rows(version, &features, scores, 0..scores.len(), now_ms);
+        Ok(())
+    }
+
+    /// As [`observe`](Monitor::observe), each row at its own time (`times`, ms; an event's
+    /// time when events carry one). Rows go to the window of their time; a row older than its
+    /// version's open window counts in that window (windows only move forward).
+    pub fn observe_at(
+        &mut self,
+        version: u64,
+        features: Columns<'_>,
+        scores: &[f32],
+        times: &[u64],
+    ) -> Result<()> {
+        self.check(&features, scores)?;
+        if times.len() != scores.len() {
+            return Err(Error::Input {
+                at: "monitor".into(),
+                message: format!("{} times for {} rows", times.len(), scores.len()),
+            });
+        }
+        let window = self.config.window_ms;
+        let mut a = 0;
+        while a < times.len() {
+            let start = times[a] - times[a] % window;
+            let b = a + times[a..]
+                .iter()
+                .position(|&t| t - t % window != start)
+                .unwrap_or(times.len() - a);
+            self.observe_rows(version, &features, scores, a..b, times[a]);
+            a = b;
+        }
+        Ok(())
+    }
+
+    fn check(&self, features: &Columns<'_>, scores: &[f32]) -> Result<()> {
         let want = self.config.reference.features.len();
         if features.n_features() != want || scores.len() != features.n_rows() {
             return Err(Error::WidthMismatch { expected: want, got: features.n_features() });
         }
+        Ok(())
+    }
+
+    fn observe_rows(
+        &mut self,
+        version: u64,
+        features: &Columns<'_>,
+        scores: &[f32],
+        rows: std::ops::Range<usize>,
+        now_ms: u64,
+    ) {
+        let want = self.config.reference.features.len();
+        let scores = &scores[rows.clone()];
         let start = now_ms - now_ms % self.config.window_ms;
         self.roll(version, start);
         if !self.versions.contains_key(&version) {
@@ -418,10 +468,10 @@ impl Monitor {
             };
             self.versions.insert(version, state);
         }
-        let Some(state) = self.versions.get_mut(&version) else { return Ok(()) };
+        let Some(state) = self.versions.get_mut(&version) else { return };
         let reference = &self.config.reference.columns;
         for (f, column) in state.current.iter_mut().enumerate() {
-            let values = if f < want { features.column(f) } else { scores };
+            let values = if f < want { &features.column(f)[rows.clone()] } else { scores };
             column.add(&reference[f], values);
         }
         state.events += scores.len() as u64;
@@ -446,7 +496,6 @@ impl Monitor {
                 self.score_drifts.push_back((version, f.index, now_ms));
             }
         }
-        Ok(())
     }
 
     /// Closes every version's window that ended before `now_ms` (an idle stream's last

@@ -217,7 +217,17 @@ impl RuntimeBuilder {
         let Loaded { version, model } = loaded;
         let schema = schema.or_else(|| model.as_ref().map(|m| Schema::new(m.feature_names())));
         if let Some(m) = &monitor {
-            m.reference().check_model(&version.lineage.feature_names)?;
+            // The model's inputs: its own names, or (a backend of one's own names none) the
+            // feature spec's outputs or the schema's.
+            let names = match (&features, &schema) {
+                _ if !version.lineage.feature_names.is_empty() => {
+                    version.lineage.feature_names.clone()
+                }
+                (Some(f), _) => f.spec().names.clone(),
+                (None, Some(s)) => s.names().to_vec(),
+                (None, None) => Vec::new(),
+            };
+            m.reference().check_model(&names)?;
             if version.out_width != 1 {
                 return Err(Error::Config(format!(
                     "a drift monitor profiles one score per row; the model gives {}",

@@ -103,8 +103,24 @@ impl Reply for RowReply {
     }
 }
 
+/// The event times of a batch's rows, in batch order (ms; before 1970 as 0).
+fn event_times(jobs: &[Job<RowFlow>]) -> Vec<u64> {
+    let mut times = Vec::new();
+    for job in jobs {
+        match &job.payload {
+            Rows::One(row) => times.push(row.time_ms.max(0) as u64),
+            Rows::Many(set) => {
+                times.extend(set.live_rows().map(|r| set.key_time(r).1.max(0) as u64))
+            }
+        }
+    }
+    times
+}
+
 /// Hands a scored batch to the drift monitor, by the version (or variant) that scored each
-/// row: off the answer's path only in that it never fails it (a monitor error is logged).
+/// row, at the rows' event times (`times`) or now: off the answer's path only in that it
+/// never fails it (a monitor error is logged).
+#[allow(clippy::too_many_arguments)]
 fn observe(
     monitor: &Mutex<crate::monitor::profile::Monitor>,
     batch: &Batch,
@@ -113,6 +129,7 @@ fn observe(
     version: &Version,
     split: Option<&Active>,
     of: &[u8],
+    times: Option<&[u64]>,
 ) {
     if ow != 1 {
         return;
@@ -122,7 +139,10 @@ fn observe(
         .map_or(0, |d| d.as_millis() as u64);
     let mut m = monitor.lock().unwrap_or_else(|e| e.into_inner());
     let result = match split {
-        None => m.observe(version.id(), batch.columns(), out, now_ms),
+        None => match times {
+            Some(t) => m.observe_at(version.id(), batch.columns(), out, t),
+            None => m.observe(version.id(), batch.columns(), out, now_ms),
+        },
         Some(active) => {
             // A variant's rows, gathered: splits are rare and a batch is small.
             let mut result = Ok(());
@@ -139,7 +159,13 @@ fn observe(
                 }
                 let scores: Vec<f32> = rows.iter().map(|&r| out[r]).collect();
                 result = crate::batch::Columns::new(&values, rows.len(), batch.n_features())
-                    .and_then(|cols| m.observe(arm.version.id(), cols, &scores, now_ms));
+                    .and_then(|cols| match times {
+                        Some(t) => {
+                            let t: Vec<u64> = rows.iter().map(|&r| t[r]).collect();
+                            m.observe_at(arm.version.id(), cols, &scores, &t)
+                        }
+                        None => m.observe(arm.version.id(), cols, &scores, now_ms),
+                    });
             }
             result
         }
@@ -467,7 +493,18 @@ impl Flow for RowFlow {
                 );
             }
             if let (Some(monitor), Ok(())) = (self.monitor.get(), &result) {
-                observe(monitor, &batch, out, ow, &version, (*split).as_ref(), &arms.of);
+                // With a feature stage events carry their time: windows are of event time.
+                let times = self.features.is_some().then(|| event_times(&jobs));
+                observe(
+                    monitor,
+                    &batch,
+                    out,
+                    ow,
+                    &version,
+                    (*split).as_ref(),
+                    &arms.of,
+                    times.as_deref(),
+                );
             }
             let counters = &sh.metrics.counters;
             sh.metrics.with(*recorder, |rec| {
