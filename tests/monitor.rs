@@ -79,6 +79,8 @@ fn a_shifted_feature_raises_an_alert_and_reaches_the_metrics() {
         let scores = rt.score_many(EventBatch::rows(&shifted)).unwrap();
         assert_eq!(scores.len(), rows.len() / width);
         std::thread::sleep(std::time::Duration::from_millis(1005 - ms() % 1000));
+        // After shutdown every batch has been profiled (each is, just after its answers are out).
+        rt.shutdown();
         let report = rt.monitor_report().unwrap();
         if report.windows.len() != 1 && attempt < 2 {
             rt.shutdown();
@@ -139,8 +141,9 @@ fn the_audit_log_gives_the_same_report_offline() {
         row[5] *= 1.5;
         rt.score(streamscore::Event::new(row)).unwrap();
     }
-    let online = rt.monitor_report().unwrap();
+    // After shutdown every batch has been profiled (each is, just after its answers are out).
     rt.shutdown();
+    let online = rt.monitor_report().unwrap();
     let mut offline = Monitor::new(hour).unwrap();
     let mut fed = 0;
     for file in streamscore::audit::files(&dir).unwrap() {

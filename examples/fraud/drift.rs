@@ -104,8 +104,9 @@ pub fn run() -> Result<Outcome, Error> {
     }
     let scores: Vec<f32> =
         tickets.into_iter().map(|t| t.wait().map(|s| s.value())).collect::<Result<_, _>>()?;
-    let report = rt.monitor_report().expect("a monitor");
+    // After shutdown every batch has been profiled (each is, just after its answers are out).
     rt.shutdown();
+    let report = rt.monitor_report().expect("a monitor");
 
     // Labels join their predictions six hours late, in time order.
     let config = FeedbackConfig {

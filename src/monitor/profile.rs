@@ -125,6 +125,10 @@ pub struct MonitorReport {
     pub score_drifts: Vec<(u64, u64, u64)>,
     /// Score drifts in all.
     pub score_drifts_total: u64,
+    /// Events observed in all, and the time spent observing them (ns): the monitor's cost.
+    pub observed: u64,
+    /// See `observed`.
+    pub observe_ns: u64,
 }
 
 /// A grid padded to a fixed size (so a look past the last edge finds +inf).
@@ -339,6 +343,8 @@ pub struct Monitor {
     score_drifts_total: u64,
     found: Vec<Found>,
     scratch: Vec<f64>,
+    observed: u64,
+    observe_ns: u64,
     on_alert: Option<AlertCallback>,
 }
 
@@ -370,6 +376,8 @@ impl Monitor {
             score_drifts_total: 0,
             found: Vec::new(),
             scratch: Vec::new(),
+            observed: 0,
+            observe_ns: 0,
             on_alert: None,
         })
     }
@@ -398,8 +406,15 @@ impl Monitor {
         now_ms: u64,
     ) -> Result<()> {
         self.check(&features, scores)?;
+        let t0 = std::time::Instant::now();
         self.observe_rows(version, &features, scores, 0..scores.len(), now_ms);
+        self.count(scores.len(), t0);
         Ok(())
+    }
+
+    fn count(&mut self, events: usize, since: std::time::Instant) {
+        self.observed += events as u64;
+        self.observe_ns += since.elapsed().as_nanos() as u64;
     }
 
     /// As [`observe`](Monitor::observe), each row at its own time (`times`, ms; an event's
@@ -596,6 +611,8 @@ impl Monitor {
             alerts_total: self.alerts_total,
             score_drifts: self.score_drifts.iter().copied().collect(),
             score_drifts_total: self.score_drifts_total,
+            observed: self.observed,
+            observe_ns: self.observe_ns,
         }
     }
 }

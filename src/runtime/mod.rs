@@ -271,7 +271,9 @@ impl Runtime {
 
     /// The drift monitor's profiles, windows and alerts, if the runtime has one
     /// ([`RuntimeBuilder::monitor`]). Closes windows that ended, so an idle stream's last
-    /// window is reported as closed.
+    /// window is reported as closed. A batch is profiled just after its answers are out, so
+    /// a report taken the moment an answer arrives may not hold its batch yet; after
+    /// [`shutdown`](Runtime::shutdown) it holds every batch.
     pub fn monitor_report(&self) -> Option<crate::monitor::profile::MonitorReport> {
         let monitor = self.flow().monitor.get()?;
         let mut m = monitor.lock().unwrap_or_else(|e| e.into_inner());

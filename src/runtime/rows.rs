@@ -492,20 +492,10 @@ impl Flow for RowFlow {
                     t1,
                 );
             }
-            if let (Some(monitor), Ok(())) = (self.monitor.get(), &result) {
-                // With a feature stage events carry their time: windows are of event time.
-                let times = self.features.is_some().then(|| event_times(&jobs));
-                observe(
-                    monitor,
-                    &batch,
-                    out,
-                    ow,
-                    &version,
-                    (*split).as_ref(),
-                    &arms.of,
-                    times.as_deref(),
-                );
-            }
+            // With a feature stage events carry their time: the monitor's windows are of event
+            // time (read now: the replies below take the jobs).
+            let monitor = self.monitor.get().filter(|_| result.is_ok());
+            let times = monitor.and(self.features.as_ref()).map(|_| event_times(&jobs));
             let counters = &sh.metrics.counters;
             sh.metrics.with(*recorder, |rec| {
                 rec.record(Stage::Scoring, scoring);
@@ -575,6 +565,20 @@ impl Flow for RowFlow {
                     }
                 }
             });
+            // The monitor profiles the batch once its answers are out: it costs throughput
+            // (counted as reply time), never an answer's latency.
+            if let Some(monitor) = monitor {
+                observe(
+                    monitor,
+                    &batch,
+                    out,
+                    ow,
+                    &version,
+                    (*split).as_ref(),
+                    &arms.of,
+                    times.as_deref(),
+                );
+            }
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters.busy(Busy::Backend, scoring);
             counters.busy(Busy::Reply, t1.elapsed());

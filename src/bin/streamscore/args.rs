@@ -127,6 +127,10 @@ pub struct BenchArgs {
     /// the stream line then says how many records were written and dropped.
     #[arg(long)]
     pub audit: Option<PathBuf>,
+    /// Stream mode: profile every scored batch against this training reference (`streamscore
+    /// profile`); the stream line then says what the monitor cost per event.
+    #[arg(long)]
+    pub monitor: Option<PathBuf>,
     /// Lifecycle mode: print latency per 50 ms of the run on stderr, marking swaps.
     #[arg(long, requires = "swap_model")]
     pub timeline: bool,

@@ -50,6 +50,8 @@ struct Outcome {
     variants: Vec<(String, u64, u64)>,
     /// Stream mode with `--audit`: records written and dropped.
     audit: Option<(u64, u64)>,
+    /// Stream mode with `--monitor`: events observed, ns per event in the monitor, alerts.
+    monitor: Option<(u64, f64, u64)>,
 }
 
 impl Outcome {
@@ -273,6 +275,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 shadow: args.shadow_model.clone().map(|m| (m, args.shadow_fraction)),
                 canary: args.canary_model.clone().map(|m| (m, args.canary_percent)),
                 audit: args.audit.clone(),
+                monitor: args.monitor.clone(),
                 duration,
             };
             let o = stream((backend.clone(), schema), config, &rows, &load, tick)?;
@@ -337,6 +340,11 @@ fn report(
             v["audit_written"] = json!(written);
             v["audit_dropped"] = json!(dropped);
         }
+        if let Some((observed, ns, alerts)) = o.monitor {
+            v["monitor_observed"] = json!(observed);
+            v["monitor_ns_per_event"] = json!(ns);
+            v["monitor_alerts"] = json!(alerts);
+        }
         if !o.variants.is_empty() {
             let by: serde_json::Map<String, serde_json::Value> = (o.variants.iter())
                 .map(|(name, version, n)| {
@@ -366,6 +374,9 @@ fn report(
         }
         if let Some((written, dropped)) = o.audit {
             bar.suspend(|| println!("        audit: {written} written, {dropped} dropped"));
+        }
+        if let Some((observed, ns, alerts)) = o.monitor {
+            bar.suspend(|| println!("        monitor: {observed} events profiled, {ns:.1} ns per event, {alerts} alerts"));
         }
         if !o.variants.is_empty() {
             let parts: Vec<String> = (o.variants.iter())
@@ -456,6 +467,7 @@ fn direct(
         shadow: None,
         variants: Vec::new(),
         audit: None,
+        monitor: None,
     }
 }
 
@@ -485,6 +497,8 @@ struct Load {
     canary: Option<(std::path::PathBuf, f64)>,
     /// An audit log's directory.
     audit: Option<std::path::PathBuf>,
+    /// A training reference for the drift monitor.
+    monitor: Option<std::path::PathBuf>,
     duration: Duration,
 }
 
@@ -532,6 +546,11 @@ fn stream(
     let mut builder = Runtime::builder().backend(backend).schema(schema).config(config);
     if let Some(dir) = &load.audit {
         builder = builder.audit(streamscore::audit::AuditConfig::new(dir));
+    }
+    if let Some(path) = &load.monitor {
+        use streamscore::monitor::profile::{Monitor, MonitorConfig};
+        let reference = streamscore::monitor::reference::Reference::from_path(path)?;
+        builder = builder.monitor(Monitor::new(MonitorConfig::new(Arc::new(reference)))?);
     }
     let rt = builder.build()?;
     if let Some((model, fraction)) = &load.shadow {
@@ -633,6 +652,9 @@ fn stream(
     let seconds = start.elapsed().as_secs_f64();
     rt.shutdown();
     let m = rt.metrics();
+    let rt_monitor = rt
+        .monitor_report()
+        .map(|r| (r.observed, r.observe_ns as f64 / r.observed.max(1) as f64, r.alerts_total));
     let latency_ns = *m.stage(Stage::EndToEnd);
     let us = |s: Stage| m.stage(s).p50 as f64 / 1e3;
     let outcome = Outcome {
@@ -656,6 +678,7 @@ fn stream(
         shadow: m.shadow.as_ref().map(|s| (s.compared, s.dropped)),
         variants: m.variants.iter().map(|v| (v.name.clone(), v.version, v.events)).collect(),
         audit: m.audit.map(|a| (a.written, a.dropped)),
+        monitor: rt_monitor,
     };
     Ok((outcome, m))
 }
