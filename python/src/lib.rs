@@ -742,6 +742,105 @@ fn _keys<'py>(py: Python<'py>, values: Vec<String>) -> Bound<'py, PyArray1<u64>>
 }
 
 /// The library's version.
+/// A drift detector: River 0.26's algorithm and parameters, River's decisions.
+#[pyclass(module = "streamscore._streamscore")]
+struct Detector {
+    inner: streamscore::monitor::drift::Detector,
+}
+
+/// A Python parameter value as `streamscore drift --set` writes it.
+fn param_text(v: &Bound<'_, PyAny>) -> PyResult<String> {
+    if v.is_none() {
+        return Ok("None".into());
+    }
+    if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+        return Ok(if b.is_true() { "true" } else { "false" }.into());
+    }
+    Ok(v.str()?.to_string())
+}
+
+#[pymethods]
+impl Detector {
+    #[new]
+    #[pyo3(signature = (kind, **params))]
+    fn new(kind: &str, params: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        use streamscore::monitor::drift::{Detector as Inner, Kind, Param};
+        let kind: Kind = kind.parse().py()?;
+        let mut list = Vec::new();
+        if let Some(params) = params {
+            for (k, v) in params.iter() {
+                list.push(Param { name: k.extract()?, value: param_text(&v)? });
+            }
+        }
+        Ok(Detector { inner: Inner::new(kind, &list).py()? })
+    }
+
+    /// Feeds one value; True when it detected drift (also `drift_detected`).
+    fn update(&mut self, x: f64) -> PyResult<bool> {
+        self.inner.update(x).py()?;
+        Ok(self.inner.drift_detected())
+    }
+
+    /// Feeds many values (a sequence or a float64 array) with the GIL released; returns the
+    /// 0-based indices (over everything fed so far) of drifts and of warnings. At a refused
+    /// value it raises, the values before it taken.
+    fn update_many<'py>(
+        &mut self,
+        py: Python<'py>,
+        values: &Bound<'py, PyAny>,
+    ) -> PyResult<(Vec<u64>, Vec<u64>)> {
+        let owned: Vec<f64>;
+        let array = values.extract::<PyReadonlyArray1<'py, f64>>();
+        let slice: &[f64] = match &array {
+            Ok(a) => a.as_slice().map_err(|e| InputError::new_err(e.to_string()))?,
+            Err(_) => {
+                owned = values.extract()?;
+                &owned
+            }
+        };
+        let inner = &mut self.inner;
+        let mut found = Vec::new();
+        let fed = py.detach(|| inner.update_many(slice, &mut found));
+        fed.py()?;
+        let drifts = found.iter().filter(|f| f.drift).map(|f| f.index).collect();
+        let warnings = found.iter().filter(|f| f.warning).map(|f| f.index).collect();
+        Ok((drifts, warnings))
+    }
+
+    /// River's `drift_detected` after the last value.
+    #[getter]
+    fn drift_detected(&self) -> bool {
+        self.inner.drift_detected()
+    }
+
+    /// River's `warning_detected` after the last value.
+    #[getter]
+    fn warning_detected(&self) -> bool {
+        self.inner.warning_detected()
+    }
+
+    /// Values taken so far.
+    #[getter]
+    fn n(&self) -> u64 {
+        self.inner.seen()
+    }
+
+    /// The detector's name (`adwin`, `page-hinkley`, ...).
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind().name()
+    }
+
+    /// Forgets everything seen (the parameters stay).
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Detector({}, n={})", self.inner.kind().name(), self.inner.seen())
+    }
+}
+
 #[pyfunction]
 fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
@@ -754,6 +853,7 @@ fn _streamscore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Runtime>()?;
     m.add_class::<Ticket>()?;
     m.add_class::<Features>()?;
+    m.add_class::<Detector>()?;
     m.add_function(wrap_pyfunction!(_keys, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     for (name, t) in [

@@ -32,6 +32,7 @@ from ._streamscore import (
 )
 
 __all__ = [
+    "Detector",
     "Model",
     "Runtime",
     "Ticket",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 Ticket = _native.Ticket
+Detector = _native.Detector
 
 
 def _is_dataframe(x):
