@@ -5,6 +5,7 @@
 //! decisions, for any stream of numbers; and delayed labels joined back to their predictions,
 //! with online metrics per model version and window ([`feedback`]).
 
+mod bins;
 pub mod drift;
 pub mod feedback;
 pub mod gates;
