@@ -180,8 +180,13 @@ fn bad_references_and_batches_are_typed_errors() {
     let (reference, names) = reference();
     // A reference for another model.
     let other: Vec<String> = names.iter().rev().cloned().collect();
-    assert!(matches!(reference.check_model(&other), Err(Error::Config(_))));
-    assert!(reference.check_model(&names).is_ok());
+    assert!(matches!(reference.check_model(&other, None), Err(Error::Config(_))));
+    assert!(reference.check_model(&names, None).is_ok());
+    // The same names from another file.
+    let mut signed = reference.clone();
+    signed.model_sha256 = Some("ab".repeat(32));
+    assert!(signed.check_model(&names, Some(&"ab".repeat(32))).is_ok());
+    assert!(matches!(signed.check_model(&names, Some(&"cd".repeat(32))), Err(Error::Config(_))));
     let good = reference.to_json();
     let tampered = [
         good.replacen("\"format\": 1", "\"format\": 9", 1),

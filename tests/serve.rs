@@ -483,3 +483,106 @@ fn jsonl_files_survive_sigkill_exactly() {
     }
     assert_eq!(checked, expected.len());
 }
+
+/// One HTTP/1.1 request over a fresh connection: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = reply.split_once("\r\n\r\n").map_or("", |b| b.1).to_owned();
+    (status, body)
+}
+
+#[test]
+fn the_config_s_monitor_section_gates_and_profiles_requests() {
+    let dir = temp_dir("monitor");
+    let golden = root("models/golden/lgb_binary");
+    let reference = dir.join("ref.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args([
+            "profile",
+            "--model",
+            &format!("{golden}/model.txt"),
+            "--input",
+            &format!("{golden}/input.csv"),
+        ])
+        .arg("--output")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        dir.join("gates.toml"),
+        "[[gate]]\nfield = \"f0\"\ncheck = \"range\"\nmin = -5\nmax = 5\npolicy = \"reject\"\n",
+    )
+    .unwrap();
+    let config = dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = \"{golden}/model.txt\"\n\n[http]\naddress = \"127.0.0.1:0\"\n\n[monitor]\nreference = \"ref.json\"\ngates = \"gates.toml\"\nwindow_ms = 3600000\n"
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&["--config", config.to_str().unwrap()]);
+    let infer = |row: &[f32]| {
+        let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32", "data": row}]});
+        http(&serve.addr, "POST", "/v2/models/model/infer", &body.to_string())
+    };
+    let clean = [0.5, -1.0, 2.0, 0.0, 0.1, 1.0, 3.0, -2.0];
+    let (status, body) = infer(&clean);
+    assert_eq!(status, 200, "{body}");
+    let mut gated = clean;
+    gated[0] = 9.0;
+    let (status, body) = infer(&gated);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("gate `f0:range`"), "{body}");
+    let (status, metrics) = http(&serve.addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .contains("streamscore_gate_violations_total{rule=\"f0:range\",policy=\"reject\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("streamscore_drift_alerts_total 0"), "{metrics}");
+    let (status, err) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "{err}");
+    // A config naming a reference for another model does not start.
+    let other = root("models/golden/lgb_regression/model.txt");
+    std::fs::write(
+        &config,
+        format!("[model]\npath = \"{other}\"\n\n[monitor]\nreference = \"ref.json\"\n"),
+    )
+    .unwrap();
+    // (Its features have the golden model's names: the file's SHA-256 tells them apart.)
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("serve started with a reference for another model");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("another model"), "{err}");
+}

@@ -280,8 +280,10 @@ impl Reference {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Checks that this reference describes a model with these features, in this order.
-    pub fn check_model(&self, features: &[String]) -> Result<()> {
+    /// Checks that this reference describes this model: the same features in the same order,
+    /// and, where both are known, the same file (SHA-256). A reference made for another model
+    /// file is refused even when the feature names agree; profile each model you serve.
+    pub fn check_model(&self, features: &[String], sha256: Option<&str>) -> Result<()> {
         if self.features != features {
             let first = self
                 .features
@@ -293,6 +295,13 @@ impl Reference {
                 "the reference profile is for another model: {} features against the model's {}, first difference at feature {first}",
                 self.features.len(),
                 features.len()
+            )));
+        }
+        if let (Some(ours), Some(theirs)) = (&self.model_sha256, sha256)
+            && ours != theirs
+        {
+            return Err(Error::Config(format!(
+                "the reference profile is for another model: made from the file with SHA-256 {ours}, the model's is {theirs}"
             )));
         }
         Ok(())

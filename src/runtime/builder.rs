@@ -227,7 +227,7 @@ impl RuntimeBuilder {
                 (None, Some(s)) => s.names().to_vec(),
                 (None, None) => Vec::new(),
             };
-            m.reference().check_model(&names)?;
+            m.reference().check_model(&names, version.lineage.sha256.as_deref())?;
             if version.out_width != 1 {
                 return Err(Error::Config(format!(
                     "a drift monitor profiles one score per row; the model gives {}",

@@ -64,6 +64,34 @@ pub struct ServeConfig {
     /// exits at the input's end.
     #[serde(default)]
     pub jsonl: Option<JsonlConfig>,
+    /// Data-quality gates and drift monitoring (see [`MonitorSection`]).
+    #[serde(default)]
+    pub monitor: Option<MonitorSection>,
+}
+
+/// `[monitor]`: data-quality gates checked before scoring, and drift profiles against a
+/// training reference; their counters and gauges are in `/metrics`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSection {
+    /// A training reference (`streamscore profile`): every scored batch is profiled against it.
+    #[serde(default)]
+    pub reference: Option<PathBuf>,
+    /// A gates file (`[[gate]]` tables, see `monitor::gates::GateSpec::from_toml`).
+    #[serde(default)]
+    pub gates: Option<PathBuf>,
+    /// Window length, ms (default 60,000).
+    #[serde(default)]
+    pub window_ms: Option<u64>,
+    /// Least events in a window for an alert (default 1,000).
+    #[serde(default)]
+    pub min_events: Option<u64>,
+    /// PSI that raises an alert (default 0.2).
+    #[serde(default)]
+    pub psi_alert: Option<f64>,
+    /// Jensen-Shannon distance that raises an alert (default 0.2).
+    #[serde(default)]
+    pub js_alert: Option<f64>,
 }
 
 /// `[model]`.
@@ -218,6 +246,7 @@ impl ServeConfig {
             http: HttpConfig::default(),
             checkpoint: None,
             jsonl: None,
+            monitor: None,
         }
     }
 
@@ -233,6 +262,9 @@ impl ServeConfig {
         }
         if let Some(j) = &mut c.jsonl {
             rest.extend([&mut j.input, &mut j.output].into_iter().filter(|p| p.as_os_str() != "-"));
+        }
+        if let Some(m) = &mut c.monitor {
+            rest.extend([&mut m.reference, &mut m.gates].into_iter().flatten());
         }
         for p in paths.iter_mut().filter_map(|p| p.as_mut()).chain(rest) {
             if p.is_relative() {

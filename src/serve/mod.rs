@@ -38,7 +38,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use config::{
-    CheckpointConfig, HttpConfig, JsonlConfig, ModelConfig, RuntimeSection, ServeConfig,
+    CheckpointConfig, HttpConfig, JsonlConfig, ModelConfig, MonitorSection, RuntimeSection,
+    ServeConfig,
 };
 pub use oip::ProtocolError;
 
@@ -103,6 +104,24 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
             None => crate::features::Features::new(spec),
         };
         b = b.features(stage);
+    }
+    if let Some(mon) = &c.monitor {
+        if let Some(path) = &mon.gates {
+            b = b.gates(crate::monitor::gates::GateSpec::from_path(path)?);
+        }
+        if let Some(path) = &mon.reference {
+            use crate::monitor::profile::{Monitor, MonitorConfig};
+            let reference = crate::monitor::reference::Reference::from_path(path)?;
+            let d = MonitorConfig::new(std::sync::Arc::new(reference));
+            let config = MonitorConfig {
+                window_ms: mon.window_ms.unwrap_or(d.window_ms),
+                min_events: mon.min_events.unwrap_or(d.min_events),
+                psi_alert: mon.psi_alert.unwrap_or(d.psi_alert),
+                js_alert: mon.js_alert.unwrap_or(d.js_alert),
+                ..d
+            };
+            b = b.monitor(Monitor::new(config)?);
+        }
     }
     let origin = match (&m.path, &m.dir) {
         (Some(path), _) => {

@@ -80,6 +80,7 @@ pub(crate) fn status_of(e: &Error) -> u16 {
         | Error::Input { .. }
         | Error::UnknownField { .. }
         | Error::MissingColumn { .. }
+        | Error::Gate { .. }
         | Error::Late { .. } => 400,
         _ => 500,
     }
