@@ -283,6 +283,13 @@ pub(crate) fn check_row(src: &[f32], width: usize, policy: NonFinitePolicy) -> R
     Ok(())
 }
 
+/// Now, in milliseconds since the Unix epoch, as event times are (0 before 1970).
+pub(crate) fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

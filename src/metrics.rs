@@ -344,6 +344,12 @@ pub struct MetricsSnapshot {
     pub gates: Vec<crate::monitor::gates::GateCount>,
 }
 
+/// A Prometheus label value: backslash, double quote and newline escaped, as the text format
+/// requires (names taken from files: columns, gate rules).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 /// The drift monitor in a [`MetricsSnapshot`]: its alert count and, per version and column,
 /// the last closed window's figures.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -396,7 +402,7 @@ impl DriftSnapshot {
             let _ = writeln!(s, "# TYPE streamscore_drift_{name} gauge");
             for (version, column, psi, js, missing, outside) in &self.latest {
                 let v = [psi, js, missing, outside][i];
-                let column = column.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let column = label_value(column);
                 let _ = writeln!(
                     s,
                     "streamscore_drift_{name}{{version=\"{version}\",column=\"{column}\"}} {v}"
@@ -515,7 +521,7 @@ impl MetricsSnapshot {
             s.push_str("# HELP streamscore_gate_violations_total Events that violated a data-quality gate, by rule.\n");
             s.push_str("# TYPE streamscore_gate_violations_total counter\n");
             for g in &self.gates {
-                let rule = g.rule.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let rule = label_value(&g.rule);
                 let _ = writeln!(
                     s,
                     "streamscore_gate_violations_total{{rule=\"{rule}\",policy=\"{}\"}} {}",

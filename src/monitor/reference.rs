@@ -4,9 +4,9 @@
 //!
 //! The grid is the reference's own quantiles at every 5% (distinct values only, so a binary
 //! feature has two edges): bin 0 holds values below the reference's minimum, bin `i` values
-//! in `[edge[i-1], edge[i])`, and the last bin values at or above its maximum. Counting a
-//! value is a binary search over at most 21 edges, the memory per monitored column is fixed
-//! (22 counts), and windows merge by adding counts. Quantiles of a window are read off the
+//! in `[edge[i-1], edge[i])`, and the last bin values at or above its maximum. A value's
+//! bin is found in constant time (`bins.rs`, used for the reference and for every window),
+//! the memory per monitored column is fixed (22 counts), and windows merge by adding counts. Quantiles of a window are read off the
 //! grid, interpolated within a bin (so to about one bin's width of the reference's
 //! distribution). Twenty bins, not a hundred, because the PSI's noise grows with the bins:
 //! with no drift at all it is about `(bins - 1) (1/n + 1/m)`, 0.17 for a hundred bins, 800
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::Columns;
 use crate::error::{Error, Result};
+use crate::monitor::bins::Finder;
 
 /// Steps of the grid: 20 bins (of 5%) between the minimum and the maximum.
 pub const GRID: usize = 20;
@@ -70,40 +71,6 @@ pub struct Reference {
     pub columns: Vec<ColumnReference>,
 }
 
-/// The bin of `x` on a grid (see the module docs): how many edges are at or below `x`, which
-/// is not NaN. A binary search without branches (conditional moves): live values land
-/// anywhere, so a branching search mispredicts about every other step.
-#[inline]
-pub(crate) fn bin(edges: &[f64], x: f64) -> usize {
-    if edges.is_empty() {
-        return 0;
-    }
-    let (mut base, mut size) = (0usize, edges.len());
-    while size > 1 {
-        let half = size / 2;
-        let mid = base + half;
-        base = if edges[mid] <= x { mid } else { base };
-        size -= half;
-    }
-    base + usize::from(edges[base] <= x)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bin_counts_the_edges_at_or_below() {
-        let mut state = 7u64;
-        for len in 0..30 {
-            let edges: Vec<f64> = (0..len).map(|i| i as f64 * 0.5).collect();
-            for _ in 0..200 {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                let x = ((state >> 33) % 40) as f64 * 0.25 - 1.0;
-                assert_eq!(super::bin(&edges, x), edges.partition_point(|&e| e <= x), "{len} {x}");
-            }
-        }
-    }
-}
-
 impl ColumnReference {
     /// The reference of one column's values (NaN counted as missing).
     pub fn of(name: &str, values: &[f32]) -> Self {
@@ -125,9 +92,11 @@ impl ColumnReference {
                 }
             }
         }
+        // The monitor's own bins, so a window and its reference are counted alike.
+        let finder = Finder::new(&edges);
         let mut counts = vec![0u64; edges.len() + 1];
         for &x in &present {
-            counts[bin(&edges, x)] += 1;
+            counts[finder.bin(x)] += 1;
         }
         let mean = if n > 0 { present.iter().sum::<f64>() / n as f64 } else { 0.0 };
         let variance = if n > 1 {

@@ -277,10 +277,7 @@ impl Runtime {
     pub fn monitor_report(&self) -> Option<crate::monitor::profile::MonitorReport> {
         let monitor = self.flow().monitor.get()?;
         let mut m = monitor.lock().unwrap_or_else(|e| e.into_inner());
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        m.flush(now_ms);
+        m.flush(crate::event::epoch_ms());
         Some(m.report())
     }
 

@@ -12,6 +12,7 @@ use super::pipeline::{Flow, Job, Reply, Shared};
 use crate::backend::Output;
 use crate::batch::Batch;
 use crate::error::Error;
+use crate::event::epoch_ms;
 use crate::ingest::reply::{Pool, Published, Responder, Score, Scores, SlotPool, Ticket, Timing};
 use crate::metrics::{Busy, Stage};
 use crate::registry::shadow::{Meta as ShadowMeta, Shadow};
@@ -134,14 +135,11 @@ fn observe(
     if ow != 1 {
         return;
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let mut m = monitor.lock().unwrap_or_else(|e| e.into_inner());
     let result = match split {
         None => match times {
             Some(t) => m.observe_at(version.id(), batch.columns(), out, t),
-            None => m.observe(version.id(), batch.columns(), out, now_ms),
+            None => m.observe(version.id(), batch.columns(), out, epoch_ms()),
         },
         Some(active) => {
             // A variant's rows, gathered: splits are rare and a batch is small.
@@ -164,7 +162,7 @@ fn observe(
                             let t: Vec<u64> = rows.iter().map(|&r| t[r]).collect();
                             m.observe_at(arm.version.id(), cols, &scores, &t)
                         }
-                        None => m.observe(arm.version.id(), cols, &scores, now_ms),
+                        None => m.observe(arm.version.id(), cols, &scores, epoch_ms()),
                     });
             }
             result

@@ -16,13 +16,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use super::oip::{self, Data, InferRequest, OutData, OutTensor, ProtocolError};
 use crate::error::Error;
-use crate::event::EventBatch;
+use crate::event::{EventBatch, epoch_ms};
 use crate::registry::ModelUpdate;
 use crate::runtime::{MAX_SET, Runtime};
 
@@ -452,8 +452,4 @@ struct Events {
     rows: Vec<f32>,
     keys: Option<Vec<u64>>,
     times: Option<Vec<i64>>,
-}
-
-fn epoch_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
