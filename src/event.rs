@@ -32,6 +32,10 @@ pub struct Event<R = Vec<f32>> {
     pub key: Option<u64>,
     /// Optional event time in milliseconds since the Unix epoch.
     pub timestamp_ms: Option<i64>,
+    /// Optional event id (a transaction id): a runtime with a feedback join
+    /// ([`RuntimeBuilder::feedback`](crate::RuntimeBuilder::feedback)) keeps the prediction
+    /// under it until its label arrives ([`Runtime::feedback`](crate::Runtime::feedback)).
+    pub id: Option<u64>,
     /// When the answer stops being useful. An event still queued at its deadline is answered
     /// with [`Error::Expired`] and never reaches the model.
     pub deadline: Option<Instant>,
@@ -40,12 +44,18 @@ pub struct Event<R = Vec<f32>> {
 impl<R: AsRef<[f32]>> Event<R> {
     /// An event with these values and no key, timestamp or deadline.
     pub fn new(values: R) -> Self {
-        Event { values, key: None, timestamp_ms: None, deadline: None }
+        Event { values, key: None, timestamp_ms: None, id: None, deadline: None }
     }
 
     /// Sets the key.
     pub fn with_key(mut self, key: u64) -> Self {
         self.key = Some(key);
+        self
+    }
+
+    /// Sets the event id (see [`Event::id`]).
+    pub fn with_id(mut self, id: u64) -> Self {
+        self.id = Some(id);
         self
     }
 
@@ -110,6 +120,7 @@ pub struct EventBatch<'a> {
     pub(crate) values: Values<'a>,
     pub(crate) keys: Option<&'a [u64]>,
     pub(crate) times: Option<&'a [i64]>,
+    pub(crate) ids: Option<&'a [u64]>,
     pub(crate) deadline: Option<Instant>,
 }
 
@@ -125,12 +136,24 @@ pub(crate) enum Values<'a> {
 impl<'a> EventBatch<'a> {
     /// Events laid out row after row (`width` values each, the runtime's input width).
     pub fn rows(values: &'a [f32]) -> Self {
-        EventBatch { values: Values::Rows(values), keys: None, times: None, deadline: None }
+        EventBatch {
+            values: Values::Rows(values),
+            keys: None,
+            times: None,
+            ids: None,
+            deadline: None,
+        }
     }
 
     /// Events from a columnar batch (one column per feature, as Arrow holds them).
     pub fn columns(batch: &'a crate::Batch) -> Self {
-        EventBatch { values: Values::Columns(batch), keys: None, times: None, deadline: None }
+        EventBatch {
+            values: Values::Columns(batch),
+            keys: None,
+            times: None,
+            ids: None,
+            deadline: None,
+        }
     }
 
     /// One key per event (needed by a runtime with a feature stage).
@@ -143,6 +166,12 @@ impl<'a> EventBatch<'a> {
     /// with a feature stage).
     pub fn with_timestamps_ms(mut self, times: &'a [i64]) -> Self {
         self.times = Some(times);
+        self
+    }
+
+    /// One event id per event (see [`Event::id`]).
+    pub fn with_ids(mut self, ids: &'a [u64]) -> Self {
+        self.ids = Some(ids);
         self
     }
 

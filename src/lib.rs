@@ -18,7 +18,8 @@
 //! training reference with drift alerts (`RuntimeBuilder::monitor`,
 //! [`Runtime::monitor_report`]), drift detectors with River's algorithms and River's decisions
 //! for any stream of numbers ([`monitor::drift::Detector`]), and delayed labels joined back to
-//! their predictions with online metrics ([`monitor::feedback::Feedback`]).
+//! their predictions with online metrics ([`monitor::feedback::Feedback`]; inside the runtime:
+//! `RuntimeBuilder::feedback`, events with an id, [`Runtime::feedback`]).
 //!
 //! A running runtime's model is replaced while events flow ([`Runtime::swap`] with a
 //! [`ModelUpdate`], [`Runtime::rollback`], or a watched [`ModelDir`] in Triton's layout): the
@@ -87,8 +88,8 @@ pub use event::{Event, EventBatch, NonFinitePolicy, Schema};
 pub use ingest::Rejected;
 pub use ingest::reply::{Score, Scores, Ticket, Timing};
 pub use metrics::{
-    AuditSnapshot, Busy, DriftSnapshot, MetricsSnapshot, ShadowSnapshot, ShadowWindow, Stage,
-    Summary, VariantSnapshot,
+    AuditSnapshot, Busy, DriftSnapshot, FeedbackSnapshot, MetricsSnapshot, ShadowSnapshot,
+    ShadowWindow, Stage, Summary, VariantSnapshot, VersionFeedback,
 };
 pub use model::{Forest, Model, load_forest, load_model};
 pub use registry::{

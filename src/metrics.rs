@@ -193,6 +193,7 @@ impl Metrics {
             variants: Vec::new(),
             audit: None,
             drift: None,
+            feedback: None,
             gates: Vec::new(),
         }
     }
@@ -342,6 +343,8 @@ pub struct MetricsSnapshot {
     pub drift: Option<DriftSnapshot>,
     /// The data-quality gates' violations, by rule (empty without gates).
     pub gates: Vec<crate::monitor::gates::GateCount>,
+    /// The delayed-label join's counters and per-version metrics, when the runtime has one.
+    pub feedback: Option<FeedbackSnapshot>,
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped, as the text format
@@ -407,6 +410,126 @@ impl DriftSnapshot {
                     s,
                     "streamscore_drift_{name}{{version=\"{version}\",column=\"{column}\"}} {v}"
                 );
+            }
+        }
+    }
+}
+
+/// The feedback join in a [`MetricsSnapshot`]: its counters, label delays and, per model
+/// version, the metrics of everything labelled and the newest window's AUC.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeedbackSnapshot {
+    /// The join's counters (its report less the per-version detail).
+    pub counts: crate::monitor::feedback::FeedbackReport,
+    /// Per version, by version number.
+    pub versions: Vec<VersionFeedback>,
+}
+
+/// One model version's outcome metrics in a [`FeedbackSnapshot`]; `None` where not defined
+/// yet (no labels, or one class only for the AUC).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VersionFeedback {
+    /// The model version.
+    pub version: u64,
+    /// Its labelled predictions.
+    pub labelled: u64,
+    /// Mean log loss of everything labelled.
+    pub log_loss: Option<f64>,
+    /// Brier score of everything labelled.
+    pub brier: Option<f64>,
+    /// Accuracy at the threshold of everything labelled.
+    pub accuracy: Option<f64>,
+    /// ROC AUC of the newest window.
+    pub auc: Option<f64>,
+}
+
+impl FeedbackSnapshot {
+    /// The snapshot of a feedback report.
+    pub fn of(r: &crate::monitor::feedback::FeedbackReport) -> Self {
+        let versions = r
+            .versions
+            .iter()
+            .map(|v| {
+                let t = &v.total;
+                VersionFeedback {
+                    version: v.version,
+                    labelled: t.n,
+                    log_loss: t.log_loss,
+                    brier: t.brier,
+                    accuracy: t.accuracy,
+                    auc: v.windows.last().and_then(|w| w.outcomes.auc),
+                }
+            })
+            .collect();
+        let mut counts = r.clone();
+        counts.versions.clear();
+        FeedbackSnapshot { counts, versions }
+    }
+
+    fn prometheus(&self, s: &mut String) {
+        let c = &self.counts;
+        let counter = |s: &mut String, name: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(s, "# HELP streamscore_feedback_{name} {help}");
+            let _ = writeln!(s, "# TYPE streamscore_feedback_{name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(s, "streamscore_feedback_{name}{labels} {v}");
+            }
+        };
+        counter(
+            s,
+            "predictions_total",
+            "Predictions kept for their labels.",
+            &[("", c.predictions)],
+        );
+        counter(
+            s,
+            "labels_total",
+            "Labels received, by what became of them.",
+            &[
+                ("{result=\"matched\"}", c.matched),
+                ("{result=\"unmatched\"}", c.unmatched),
+                ("{result=\"duplicate\"}", c.duplicates),
+                ("{result=\"invalid\"}", c.invalid),
+            ],
+        );
+        counter(
+            s,
+            "dropped_total",
+            "Predictions dropped unlabelled, by why.",
+            &[
+                ("{reason=\"expired\"}", c.expired),
+                ("{reason=\"evicted\"}", c.evicted),
+                ("{reason=\"refused\"}", c.refused),
+            ],
+        );
+        counter(
+            s,
+            "concept_drifts_total",
+            "Drifts the error-stream detector detected.",
+            &[("", c.concept_drift_ms.len() as u64)],
+        );
+        s.push_str("# HELP streamscore_feedback_waiting Predictions waiting for a label.\n");
+        s.push_str("# TYPE streamscore_feedback_waiting gauge\n");
+        let _ = writeln!(s, "streamscore_feedback_waiting {}", c.waiting);
+        s.push_str("# HELP streamscore_feedback_label_delay_ms Label delay quantiles (ms).\n");
+        s.push_str("# TYPE streamscore_feedback_label_delay_ms gauge\n");
+        for (q, v) in &c.delay_quantiles_ms {
+            let _ = writeln!(s, "streamscore_feedback_label_delay_ms{{quantile=\"{q}\"}} {v}");
+        }
+        let gauges = [
+            ("log_loss", "Mean log loss of every labelled prediction."),
+            ("brier", "Brier score of every labelled prediction."),
+            ("accuracy", "Accuracy at the threshold of every labelled prediction."),
+            ("auc", "ROC AUC of the newest window's labelled predictions."),
+        ];
+        for (i, (name, help)) in gauges.iter().enumerate() {
+            let _ = writeln!(s, "# HELP streamscore_feedback_{name} {help}");
+            let _ = writeln!(s, "# TYPE streamscore_feedback_{name} gauge");
+            for f in &self.versions {
+                if let Some(v) = [f.log_loss, f.brier, f.accuracy, f.auc][i] {
+                    let version = f.version;
+                    let _ = writeln!(s, "streamscore_feedback_{name}{{version=\"{version}\"}} {v}");
+                }
             }
         }
     }
@@ -516,6 +639,9 @@ impl MetricsSnapshot {
         }
         if let Some(d) = &self.drift {
             d.prometheus(&mut s);
+        }
+        if let Some(f) = &self.feedback {
+            f.prometheus(&mut s);
         }
         if !self.gates.is_empty() {
             s.push_str("# HELP streamscore_gate_violations_total Events that violated a data-quality gate, by rule.\n");

@@ -135,6 +135,8 @@ pub struct VersionReport {
 pub struct FeedbackReport {
     /// Predictions recorded.
     pub predictions: u64,
+    /// Predictions refused: a score that is not a probability in [0, 1].
+    pub refused: u64,
     /// Labels joined to their predictions.
     pub matched: u64,
     /// Labels for no waiting prediction.
@@ -344,10 +346,11 @@ impl Feedback {
     }
 
     /// Records a prediction: event `id`, made by `version`, probability `score`, at `at_ms`.
-    /// A score that is not a probability is an [`Error::Input`]; an id already waiting is
+    /// A score that is not a probability is an [`Error::Input`] (counted as refused); an id already waiting is
     /// replaced (the newer prediction is the one a label will belong to).
     pub fn predicted(&mut self, id: u64, version: u64, score: f64, at_ms: u64) -> Result<()> {
         if !(0.0..=1.0).contains(&score) {
+            self.report.refused += 1;
             return Err(Error::Input {
                 at: format!("prediction {id}"),
                 message: format!("score {score} is not a probability in [0, 1]"),

@@ -48,6 +48,7 @@ pub struct RuntimeBuilder {
     model_dir: Option<ModelDir>,
     monitor: Option<crate::monitor::profile::Monitor>,
     gates: Option<crate::monitor::gates::GateSpec>,
+    feedback: Option<crate::monitor::feedback::Feedback>,
     #[cfg(feature = "audit")]
     audit: Option<crate::audit::AuditConfig>,
 }
@@ -68,6 +69,7 @@ impl RuntimeBuilder {
             config: RuntimeConfig::default(),
             model_dir: None,
             monitor: None,
+            feedback: None,
             gates: None,
             #[cfg(feature = "audit")]
             audit: None,
@@ -150,6 +152,18 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Joins delayed labels to the predictions they belong to
+    /// ([`Feedback`](crate::monitor::feedback::Feedback)): every scored event with an id
+    /// ([`Event::with_id`](crate::Event::with_id), [`EventBatch::with_ids`](crate::EventBatch::with_ids))
+    /// is kept, under the version (or variant) that scored it, at its event time with a
+    /// feature stage and else at the wall clock (ms since the epoch), until
+    /// [`Runtime::feedback`](crate::Runtime::feedback) brings its label. The model must give
+    /// one probability per row.
+    pub fn feedback(mut self, feedback: crate::monitor::feedback::Feedback) -> Self {
+        self.feedback = Some(feedback);
+        self
+    }
+
     /// Checks every event against data-quality gates before it is queued
     /// ([`GateSpec`](crate::monitor::gates::GateSpec)): their fields are the names of the
     /// values an event carries (the feature spec's raw fields with a feature stage, else the
@@ -180,6 +194,7 @@ impl RuntimeBuilder {
             model_dir,
             monitor,
             gates,
+            feedback,
             ..
         } = self;
         if let Some(spec) = spec {
@@ -235,7 +250,16 @@ impl RuntimeBuilder {
                 )));
             }
         }
+        if feedback.is_some() && version.out_width != 1 {
+            return Err(Error::Config(format!(
+                "a feedback join keeps one probability per row; the model gives {}",
+                version.out_width
+            )));
+        }
         let rt = finish(version, schema, features, config, audit)?;
+        if let Some(f) = feedback {
+            let _ = rt.flow().feedback.set(std::sync::Mutex::new(f));
+        }
         if let Some(m) = monitor {
             // Set before the first event can be scored: the runtime is not handed out yet.
             let _ = rt.flow().monitor.set(std::sync::Mutex::new(m));

@@ -281,6 +281,37 @@ impl Runtime {
         Some(m.report())
     }
 
+    /// Joins a label (0 or 1) that arrives now (the wall clock, ms since the epoch) to the
+    /// prediction kept under event `id` ([`RuntimeBuilder::feedback`]). Unknown, expired and
+    /// already labelled ids are answered and counted; a label that is not 0 or 1 is an
+    /// [`Error::Input`]; a runtime without a feedback join answers [`Error::Config`].
+    pub fn feedback(&self, id: u64, label: f64) -> Result<crate::monitor::feedback::Joined> {
+        self.feedback_at(id, label, crate::event::epoch_ms())
+    }
+
+    /// [`feedback`](Self::feedback) for a label that arrived at `at_ms` (event time, for a
+    /// runtime whose predictions are kept at event time: one with a feature stage).
+    pub fn feedback_at(
+        &self,
+        id: u64,
+        label: f64,
+        at_ms: u64,
+    ) -> Result<crate::monitor::feedback::Joined> {
+        let Some(feedback) = self.flow().feedback.get() else {
+            return Err(Error::Config(
+                "no feedback join: give the builder one (RuntimeBuilder::feedback)".into(),
+            ));
+        };
+        feedback.lock().unwrap_or_else(|e| e.into_inner()).label(id, label, at_ms)
+    }
+
+    /// The feedback join's counters and metrics, if the runtime has one. A prediction is kept
+    /// once its answer is out: read after [`shutdown`](Self::shutdown) to see every one.
+    pub fn feedback_report(&self) -> Option<crate::monitor::feedback::FeedbackReport> {
+        let feedback = self.flow().feedback.get()?;
+        Some(feedback.lock().unwrap_or_else(|e| e.into_inner()).report())
+    }
+
     /// A snapshot of every counter and histogram, and the model versions.
     pub fn metrics(&self) -> MetricsSnapshot {
         let mut m = self.pipeline.metrics();
@@ -293,6 +324,7 @@ impl Runtime {
         m.audit = self.flow().audit.as_ref().map(|a| a.snapshot());
         m.drift = self.monitor_report().map(|r| crate::metrics::DriftSnapshot::of(&r));
         m.gates = self.flow().gates.get().map(|g| g.counts()).unwrap_or_default();
+        m.feedback = self.feedback_report().map(|r| crate::metrics::FeedbackSnapshot::of(&r));
         m
     }
 
@@ -362,9 +394,11 @@ impl Runtime {
         if n > MAX_SET {
             return Err(set_error(format!("{n} events; a set holds at most {MAX_SET}")));
         }
-        for (what, len) in
-            [("keys", events.keys.map(<[u64]>::len)), ("times", events.times.map(<[i64]>::len))]
-        {
+        for (what, len) in [
+            ("keys", events.keys.map(<[u64]>::len)),
+            ("times", events.times.map(<[i64]>::len)),
+            ("ids", events.ids.map(<[u64]>::len)),
+        ] {
             if let Some(len) = len.filter(|&l| l != n) {
                 return Err(set_error(format!("{len} {what} for {n} events")));
             }
@@ -396,6 +430,10 @@ impl Runtime {
         set.keys.extend_from_slice(events.keys.unwrap_or_default());
         if featured {
             set.times.extend_from_slice(events.times.unwrap_or_default());
+        }
+        set.ids.clear();
+        if flow.feedback.get().is_some() {
+            set.ids.extend_from_slice(events.ids.unwrap_or_default());
         }
         let gates = flow.gates.get();
         if gates.is_some() {
@@ -472,7 +510,7 @@ impl Runtime {
             RowValues::Pooled(values)
         };
         let (key, time_ms) = (event.key.unwrap_or(0), event.timestamp_ms.unwrap_or(0));
-        Ok(Rows::One(Row { values, key, time_ms, flags }))
+        Ok(Rows::One(Row { values, key, time_ms, id: event.id, flags }))
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct Row {
     /// Key and event time (ms), for the feature stage (0 when the runtime has none).
     pub key: u64,
     pub time_ms: i64,
+    /// The event's id, kept for a feedback join.
+    pub id: Option<u64>,
     /// The gates it violated under `flag` or `impute` (see `Score::gate_flags`).
     pub flags: u64,
 }
@@ -52,6 +54,8 @@ pub(crate) struct Set {
     pub keys: Vec<u64>,
     /// One event time per event with a feature stage; empty without one.
     pub times: Vec<i64>,
+    /// One id per event when the set has ids and the runtime a feedback join, else empty.
+    pub ids: Vec<u64>,
     pub n: usize,
     /// Events refused on their own, ascending by event: they are not scored.
     pub errors: Vec<(usize, Error)>,
@@ -116,6 +120,49 @@ fn event_times(jobs: &[Job<RowFlow>]) -> Vec<u64> {
         }
     }
     times
+}
+
+/// The ids of a batch's rows, in batch order (`None` for an event without one).
+fn event_ids(jobs: &[Job<RowFlow>]) -> Vec<Option<u64>> {
+    let mut ids = Vec::new();
+    for job in jobs {
+        match &job.payload {
+            Rows::One(row) => ids.push(row.id),
+            Rows::Many(set) => ids.extend(set.live_rows().map(|r| set.ids.get(r).copied())),
+        }
+    }
+    ids
+}
+
+/// Keeps a scored batch's predictions for their labels: each row with an id, under the
+/// version (or variant) that scored it, at its event time (`times`) or now. A score that is
+/// not a probability is counted by the join, never an error to the answer.
+#[allow(clippy::too_many_arguments)]
+fn predicted(
+    feedback: &Mutex<crate::monitor::feedback::Feedback>,
+    ids: &[Option<u64>],
+    out: &[f32],
+    ow: usize,
+    version: &Version,
+    split: Option<&Active>,
+    of: &[u8],
+    times: Option<&[u64]>,
+) {
+    if ow != 1 || ids.iter().all(Option::is_none) {
+        return;
+    }
+    let now = epoch_ms();
+    let mut f = feedback.lock().unwrap_or_else(|e| e.into_inner());
+    for (r, id) in ids.iter().enumerate() {
+        let Some(id) = *id else { continue };
+        let v = match split {
+            Some(a) => a.arms[usize::from(of[r])].version.id(),
+            None => version.id(),
+        };
+        let at = times.map_or(now, |t| t[r]);
+        // Refusals (a score outside [0, 1]) are counted in the join's report.
+        let _ = f.predicted(id, v, f64::from(out[r]), at);
+    }
 }
 
 /// Hands a scored batch to the drift monitor, by the version (or variant) that scored each
@@ -200,6 +247,8 @@ pub(crate) struct RowFlow {
     pub audit: Option<Arc<crate::sink::Audit>>,
     /// The drift monitor, when one is set (once, by the builder, before any event).
     pub monitor: std::sync::OnceLock<Mutex<crate::monitor::profile::Monitor>>,
+    /// The delayed-label join, when set (once, by the builder, before any event).
+    pub feedback: std::sync::OnceLock<Mutex<crate::monitor::feedback::Feedback>>,
     /// The data-quality gates, when set (once, by the builder, before any event).
     pub gates: std::sync::OnceLock<crate::monitor::gates::Gates>,
     sets: ArrayQueue<Box<Set>>,
@@ -230,6 +279,7 @@ impl RowFlow {
             rows: ArrayQueue::new(if width <= INLINE_ROW { 1 } else { in_flight }),
             audit: None,
             monitor: std::sync::OnceLock::new(),
+            feedback: std::sync::OnceLock::new(),
             gates: std::sync::OnceLock::new(),
             sets: ArrayQueue::new(SPARE_SETS),
             slots: SlotPool::new(in_flight),
@@ -493,7 +543,25 @@ impl Flow for RowFlow {
             // With a feature stage events carry their time: the monitor's windows are of event
             // time (read now: the replies below take the jobs).
             let monitor = self.monitor.get().filter(|_| result.is_ok());
-            let times = monitor.and(self.features.as_ref()).map(|_| event_times(&jobs));
+            let feedback = self.feedback.get().filter(|_| result.is_ok());
+            let times = (monitor.is_some() || feedback.is_some())
+                .then_some(self.features.as_ref())
+                .flatten()
+                .map(|_| event_times(&jobs));
+            // Predictions are kept before their answers go out, so a label sent on an answer
+            // always finds its prediction (a hash insert per event with an id).
+            if let Some(feedback) = feedback {
+                predicted(
+                    feedback,
+                    &event_ids(&jobs),
+                    out,
+                    ow,
+                    &version,
+                    (*split).as_ref(),
+                    &arms.of,
+                    times.as_deref(),
+                );
+            }
             let counters = &sh.metrics.counters;
             sh.metrics.with(*recorder, |rec| {
                 rec.record(Stage::Scoring, scoring);
