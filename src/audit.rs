@@ -1,5 +1,6 @@
 //! The audit log: every answer of a runtime (scores, and events answered with an error:
-//! expired, shed, refused by the feature stage, failed in the backend) appended by a background
+//! expired, shed, refused by the feature stage or a data-quality gate, failed in the backend;
+//! with gates, each record's `gate_flags`) appended by a background
 //! writer to Arrow IPC files that pyarrow, polars and duckdb read ([`AuditConfig`],
 //! [`RuntimeBuilder::audit`](crate::RuntimeBuilder::audit)).
 //!
@@ -215,6 +216,8 @@ pub(crate) struct Records {
     raw_ok: Vec<bool>,
     outputs: Vec<f32>,
     outputs_ok: Vec<bool>,
+    /// The gates each event violated under `flag` or `impute` (with gates only).
+    gate_flags: Vec<u64>,
 }
 
 impl Records {
@@ -233,6 +236,7 @@ impl Records {
         self.raw_ok.reserve(n);
         self.outputs.reserve(n * out_width);
         self.outputs_ok.reserve(n);
+        self.gate_flags.reserve(n);
     }
 
     fn clear(&mut self) {
@@ -252,6 +256,7 @@ impl Records {
         self.raw_ok.clear();
         self.outputs.clear();
         self.outputs_ok.clear();
+        self.gate_flags.clear();
     }
 }
 
@@ -279,6 +284,8 @@ pub(crate) struct Meta<'a> {
     pub variant: Option<&'a Arc<str>>,
     pub status: Status,
     pub error: Option<&'a Error>,
+    /// The gates violated under `flag` or `impute` (see `Score::gate_flags`).
+    pub flags: u64,
 }
 
 impl<'a> Meta<'a> {
@@ -290,7 +297,7 @@ impl<'a> Meta<'a> {
         variant: Option<&'a Arc<str>>,
     ) -> Self {
         let status = Status::Scored;
-        Meta { key, time_ms, accepted, answered, version, variant, status, error: None }
+        Meta { key, time_ms, accepted, answered, version, variant, status, error: None, flags: 0 }
     }
 
     /// The record of an event answered with `error`.
@@ -309,7 +316,14 @@ impl<'a> Meta<'a> {
             variant: None,
             status,
             error: Some(error),
+            flags: 0,
         }
+    }
+
+    /// This record with the gates the event violated under `flag` or `impute`.
+    pub(crate) fn with_flags(mut self, flags: u64) -> Self {
+        self.flags = flags;
+        self
     }
 }
 
@@ -325,6 +339,8 @@ pub(crate) struct AuditLog {
     pub width: usize,
     pub raw_width: usize,
     pub out_width: usize,
+    /// Whether records carry gate flags (the runtime has data-quality gates).
+    gated: bool,
     /// The wall clock at `Instant` `epoch`, to time-stamp arrivals.
     epoch: (Instant, i64),
     stats: Arc<Stats>,
@@ -348,19 +364,22 @@ struct Stats {
 
 impl AuditLog {
     /// Starts the writer for records of `width` model inputs (and `raw_width` raw fields, 0
-    /// without a feature stage) and `out_width` outputs; `names` name the inputs.
+    /// without a feature stage) and `out_width` outputs; `names` name the inputs, `gates` the
+    /// data-quality rules whose flags each record carries (none: no `gate_flags` column).
     pub(crate) fn start(
         config: &AuditConfig,
         names: &[String],
         raw_names: &[String],
         out_width: usize,
+        gates: &[String],
     ) -> Result<Self> {
         config.validate()?;
         std::fs::create_dir_all(&config.dir).map_err(|e| {
             Error::Config(format!("audit: cannot create {}: {e}", config.dir.display()))
         })?;
         let (width, raw_width) = (names.len(), raw_names.len());
-        let schema = schema(names, raw_names, out_width);
+        let schema = schema(names, raw_names, out_width, gates);
+        let gated = !gates.is_empty();
         let (tx, rx) = crossbeam_channel::bounded(config.queue);
         let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
         let stats = Arc::new(Stats::default());
@@ -371,6 +390,7 @@ impl AuditLog {
             width,
             raw_width,
             out_width,
+            gated,
             stamp: (now_us / 1000) as i64,
             next_file: 0,
             file: None,
@@ -392,6 +412,7 @@ impl AuditLog {
             width,
             raw_width,
             out_width,
+            gated,
             epoch: (Instant::now(), now_us as i64),
             stats,
             spare,
@@ -451,6 +472,9 @@ impl AuditLog {
         }
         fill(&mut r.raw, &mut r.raw_ok, raw, self.raw_width);
         fill(&mut r.outputs, &mut r.outputs_ok, outputs, self.out_width);
+        if self.gated {
+            r.gate_flags.push(meta.flags);
+        }
     }
 
     /// Hands records to the writer (blocking or dropping when its queue is full).
@@ -534,7 +558,7 @@ fn dictionary() -> DataType {
 }
 
 /// The log's Arrow schema: one row per answer.
-fn schema(names: &[String], raw_names: &[String], out_width: usize) -> SchemaRef {
+fn schema(names: &[String], raw_names: &[String], out_width: usize, gates: &[String]) -> SchemaRef {
     let list = |n: usize| {
         DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), n as i32)
     };
@@ -556,11 +580,17 @@ fn schema(names: &[String], raw_names: &[String], out_width: usize) -> SchemaRef
         fields.push(Field::new("raw", list(raw_names.len()), true));
     }
     fields.push(Field::new("outputs", list(out_width), true));
+    if !gates.is_empty() {
+        fields.push(Field::new("gate_flags", DataType::UInt64, false));
+    }
     let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
-    let metadata = [
+    let mut metadata = vec![
         ("streamscore.inputs".to_string(), json(names)),
         ("streamscore.raw".to_string(), json(raw_names)),
     ];
+    if !gates.is_empty() {
+        metadata.push(("streamscore.gates".to_string(), json(gates)));
+    }
     Arc::new(
         ArrowSchema::new(fields)
             .with_metadata(metadata.into_iter().collect::<std::collections::HashMap<_, _>>()),
@@ -574,6 +604,7 @@ struct Writer {
     width: usize,
     raw_width: usize,
     out_width: usize,
+    gated: bool,
     /// Milliseconds since the epoch when the log started: in every file name.
     stamp: i64,
     next_file: u64,
@@ -669,6 +700,7 @@ impl Writer {
         let mut status: Vec<i8> = Vec::with_capacity(n);
         let mut shadow: Vec<bool> = Vec::with_capacity(n);
         let mut error = StringBuilder::new();
+        let mut gate_flags = UInt64Builder::with_capacity(if self.gated { n } else { 0 });
         let list = |w: usize| {
             let item = Arc::new(Field::new("item", DataType::Float32, true));
             FixedSizeListBuilder::with_capacity(Float32Builder::with_capacity(n * w), w as i32, n)
@@ -702,6 +734,9 @@ impl Writer {
             append_list(&mut inputs, &r.inputs, &r.inputs_ok, self.width);
             append_list(&mut raw, &r.raw, &r.raw_ok, self.raw_width);
             append_list(&mut outputs, &r.outputs, &r.outputs_ok, self.out_width);
+            if self.gated {
+                gate_flags.append_slice(&r.gate_flags);
+            }
         }
         let tz: Arc<str> = "UTC".into();
         let labels: ArrayRef = Arc::new(StringArray::from(Status::ALL.map(Status::label).to_vec()));
@@ -724,6 +759,9 @@ impl Writer {
             columns.push(Arc::new(raw.finish()));
         }
         columns.push(Arc::new(outputs.finish()));
+        if self.gated {
+            columns.push(Arc::new(gate_flags.finish()));
+        }
         RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| Error::Config(format!("audit: cannot build a record batch: {e}")))
     }

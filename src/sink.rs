@@ -23,6 +23,7 @@ impl NoAudit {
         _: &[String],
         _: &[String],
         _: usize,
+        _: &[String],
     ) -> Result<Self> {
         match *never {}
     }

@@ -182,3 +182,75 @@ fn bad_gate_specs_are_configuration_errors() {
     let err = Runtime::builder().model_path(MODEL).gates(spec).build().unwrap_err();
     assert!(matches!(&err, Error::Config(m) if m.contains("no field `amount`")), "{err}");
 }
+
+#[cfg(feature = "audit")]
+#[test]
+fn violations_go_to_the_audit_log() {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int8Type, UInt64Type};
+    use streamscore::audit::{self, AuditConfig};
+
+    let dir = std::env::temp_dir().join(format!("streamscore-gates-audit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rt = Runtime::builder()
+        .model_path(MODEL)
+        .gates(GateSpec::from_toml(GATES).unwrap())
+        .audit(AuditConfig::new(&dir))
+        .build()
+        .unwrap();
+    let clean = [0.5f32, -1.0, 2.0, 1.0, 0.0, 1.0, 3.0, -2.0];
+    let with = |f: usize, v: f32| {
+        let mut row = clean;
+        row[f] = v;
+        row
+    };
+    // Keys tell the records apart: 1 clean, 2 flagged, 3 imputed and flagged, 4 refused.
+    rt.score(Event::new(clean).with_key(1)).unwrap();
+    assert_eq!(rt.score(Event::new(with(2, 2.5)).with_key(2)).unwrap().gate_flags, 0b0100);
+    let mut both = with(1, f32::NAN);
+    both[3] = 7.0;
+    assert_eq!(rt.score(Event::new(both).with_key(3)).unwrap().gate_flags, 0b1010);
+    assert!(matches!(rt.score(Event::new(with(0, 9.0)).with_key(4)), Err(Error::Gate { .. })));
+    // A set: 5 flagged, 6 refused; and a set none of whose events is scored: 7 refused.
+    let rows: Vec<f32> = [with(3, 0.5), with(0, -9.0)].concat();
+    let set = rt.score_many(EventBatch::rows(&rows).with_keys(&[5, 6])).unwrap();
+    assert_eq!(set.gate_flags(0), 0b1000);
+    let lone = with(0, 3.0);
+    let set = rt.score_many(EventBatch::rows(&lone).with_keys(&[7])).unwrap();
+    assert!(matches!(set.get(0), Some(Err(Error::Gate { .. }))));
+    rt.shutdown();
+
+    let mut got = std::collections::BTreeMap::new();
+    for path in audit::files(&dir).unwrap() {
+        for batch in audit::read(&path).unwrap().batches {
+            let rules: Vec<String> =
+                serde_json::from_str(&batch.schema().metadata()["streamscore.gates"]).unwrap();
+            assert_eq!(rules, rt.gate_names());
+            let keys = batch.column_by_name("key").unwrap().as_primitive::<UInt64Type>();
+            let flags = batch.column_by_name("gate_flags").unwrap().as_primitive::<UInt64Type>();
+            let status =
+                batch.column_by_name("status").unwrap().as_dictionary::<Int8Type>().clone();
+            let labels = status.values().as_string::<i32>().clone();
+            let errors = batch.column_by_name("error").unwrap().as_string::<i32>();
+            for r in 0..batch.num_rows() {
+                let error = errors.is_valid(r).then(|| errors.value(r).to_string());
+                let label = labels.value(status.keys().value(r) as usize).to_string();
+                let row = (label, flags.value(r), error);
+                assert!(got.insert(keys.value(r), row).is_none(), "one record per event");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let scored = |flags| ("scored".to_string(), flags, None);
+    assert_eq!(got[&1], scored(0));
+    assert_eq!(got[&2], scored(0b0100));
+    assert_eq!(got[&3], scored(0b1010));
+    assert_eq!(got[&5], scored(0b1000));
+    for key in [4, 6, 7] {
+        let (status, flags, error) = &got[&key];
+        assert_eq!((status.as_str(), *flags), ("refused", 0), "event {key}");
+        assert!(error.as_deref().unwrap().contains("f0 in range"), "event {key}: {error:?}");
+    }
+    assert_eq!(got.len(), 7);
+}

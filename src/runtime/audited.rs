@@ -44,12 +44,12 @@ impl RowFlow {
                 None => (version.id(), None),
             }
         };
-        let push = |records: &mut Records, r: usize, event, raw: Option<&[f32]>| {
+        let push = |records: &mut Records, r: usize, event, raw: Option<&[f32]>, flags| {
             if !keep[r] {
                 return;
             }
             let (version, variant) = who(r);
-            let meta = Meta::scored(event, answered, version, variant);
+            let meta = Meta::scored(event, answered, version, variant).with_flags(flags);
             let inputs = Inputs::Column { values: cols, n, row: r };
             let raw = if featured { raw } else { None };
             log.push(records, meta, inputs, raw, Some(&out[r * ow..(r + 1) * ow]));
@@ -59,7 +59,7 @@ impl RowFlow {
             match &job.payload {
                 Rows::One(row) => {
                     let raw = self.submitted(&row.values);
-                    push(&mut records, r, (row.key, row.time_ms, job.accepted), raw);
+                    push(&mut records, r, (row.key, row.time_ms, job.accepted), raw, row.flags);
                     r += 1;
                 }
                 Rows::Many(set) => {
@@ -73,7 +73,8 @@ impl RowFlow {
                             unscored(log, &mut records, Meta::failed(event, answered, e), values);
                             continue;
                         }
-                        push(&mut records, r, event, values);
+                        let flags = set.flags.get(i).copied().unwrap_or(0);
+                        push(&mut records, r, event, values, flags);
                         r += 1;
                     }
                 }
@@ -106,6 +107,37 @@ impl RowFlow {
                 }
             }
         }
+        log.send(records);
+    }
+
+    /// Records the refusals of a set none of whose events was left to score (it was never
+    /// queued, so no batch records them).
+    pub(super) fn audit_refused_set(&self, log: &AuditLog, set: &super::rows::Set) {
+        let now = Instant::now();
+        let w = self.width;
+        let mut records = log.records(set.errors.len());
+        for (i, e) in &set.errors {
+            let (key, time_ms) = set.key_time(*i);
+            let meta = Meta::failed((key, time_ms, now), now, e);
+            unscored(log, &mut records, meta, set.values.get(i * w..(i + 1) * w));
+        }
+        log.send(records);
+    }
+
+    /// Records an event refused by a data-quality gate at submission (the one refusal at
+    /// submission the log keeps: a violation is what an auditor looks for), with the values
+    /// it was submitted with.
+    pub(super) fn audit_gate_refusal(
+        &self,
+        log: &AuditLog,
+        (key, time_ms): (u64, i64),
+        values: &[f32],
+        error: &Error,
+    ) {
+        let now = Instant::now();
+        let mut records = log.records(1);
+        let meta = Meta::failed((key, time_ms, now), now, error);
+        unscored(log, &mut records, meta, (values.len() == self.width).then_some(values));
         log.send(records);
     }
 

@@ -256,24 +256,13 @@ impl RuntimeBuilder {
                 version.out_width
             )));
         }
-        let rt = finish(version, schema, features, config, audit)?;
+        let rt = finish(version, schema, features, config, audit, gates)?;
         if let Some(f) = feedback {
             let _ = rt.flow().feedback.set(std::sync::Mutex::new(f));
         }
         if let Some(m) = monitor {
             // Set before the first event can be scored: the runtime is not handed out yet.
             let _ = rt.flow().monitor.set(std::sync::Mutex::new(m));
-        }
-        if let Some(spec) = gates {
-            match crate::monitor::gates::Gates::new(&spec, rt.schema().names()) {
-                Ok(g) => {
-                    let _ = rt.flow().gates.set(g);
-                }
-                Err(e) => {
-                    rt.shutdown();
-                    return Err(e);
-                }
-            }
         }
         if let Some(watch) = watch {
             rt.watch(watch)?;
@@ -313,11 +302,26 @@ fn finish(
     features: Option<Features>,
     config: RuntimeConfig,
     audit: Option<AuditConfig>,
+    gates: Option<crate::monitor::gates::GateSpec>,
 ) -> Result<Runtime> {
-    let log = |inputs: &[String], raw: &[String]| -> Result<Option<Arc<AuditSink>>> {
+    // The gates read the values an event carries: the raw fields with a feature stage, else
+    // the model's inputs; the audit log records the flags of their rules.
+    let gated = |names: &[String]| -> Result<Option<crate::monitor::gates::Gates>> {
+        gates.as_ref().map(|spec| crate::monitor::gates::Gates::new(spec, names)).transpose()
+    };
+    let log = |inputs: &[String], raw: &[String], gates: Option<&crate::monitor::gates::Gates>| {
+        let rules: Vec<String> =
+            gates.map(|g| g.names().into_iter().map(str::to_owned).collect()).unwrap_or_default();
         (audit.as_ref())
-            .map(|a| AuditSink::start(a, inputs, raw, version.out_width).map(Arc::new))
+            .map(|a| AuditSink::start(a, inputs, raw, version.out_width, &rules).map(Arc::new))
             .transpose()
+    };
+    let set_gates = |rt: Runtime, gates: Option<crate::monitor::gates::Gates>| {
+        if let Some(g) = gates {
+            // Set before the first event: the runtime is not handed out yet.
+            let _ = rt.flow().gates.set(g);
+        }
+        rt
     };
     match features {
         Some(features) => {
@@ -327,8 +331,10 @@ fn finish(
                 return Err(Error::WidthMismatch { expected: width, got: spec.names.len() });
             }
             let raw = Schema::new(spec.fields.iter().cloned());
-            let audit = log(&spec.names, raw.names())?;
+            let gates = gated(raw.names())?;
+            let audit = log(&spec.names, raw.names(), gates.as_ref())?;
             Runtime::start(version, raw, config, Some(features), audit)
+                .map(|rt| set_gates(rt, gates))
         }
         None => {
             let schema = schema.ok_or_else(|| {
@@ -339,8 +345,9 @@ fn finish(
                 // are checked against it.
                 Arc::make_mut(&mut version.lineage).feature_names = schema.names().to_vec();
             }
-            let audit = log(schema.names(), &[])?;
-            Runtime::start(version, schema, config, None, audit)
+            let gates = gated(schema.names())?;
+            let audit = log(schema.names(), &[], gates.as_ref())?;
+            Runtime::start(version, schema, config, None, audit).map(|rt| set_gates(rt, gates))
         }
     }
 }

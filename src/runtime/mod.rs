@@ -464,6 +464,17 @@ impl Runtime {
         Ok(set)
     }
 
+    /// Logs an event a gate refused at submission, when the runtime writes an audit log.
+    fn gate_refused<R: AsRef<[f32]>>(&self, event: &Event<R>, error: &Error) {
+        #[cfg(feature = "audit")]
+        if let Some(log) = &self.flow().audit {
+            let at = (event.key.unwrap_or(0), event.timestamp_ms.unwrap_or(0));
+            self.flow().audit_gate_refusal(log, at, event.values(), error);
+        }
+        #[cfg(not(feature = "audit"))]
+        let _ = (event, error);
+    }
+
     /// Validates an event and copies its row into a pooled buffer.
     fn admit<R: AsRef<[f32]>>(&self, event: &Event<R>) -> Result<Rows> {
         let flow = self.flow();
@@ -493,13 +504,18 @@ impl Runtime {
                 *d = policy.clean(v);
             }
             if let Some(g) = gates {
-                flags = g.apply(&mut row[..flow.width])?;
+                flags =
+                    g.apply(&mut row[..flow.width]).inspect_err(|e| self.gate_refused(event, e))?;
             }
             RowValues::Inline(row)
         } else {
             let mut values = flow.rows.pop().unwrap_or_default();
-            let checked = copy_checked(event.values(), flow.width, policy, &mut values)
-                .and_then(|()| gates.map_or(Ok(0), |g| g.apply(&mut values)));
+            let checked =
+                copy_checked(event.values(), flow.width, policy, &mut values).and_then(|()| {
+                    gates.map_or(Ok(0), |g| {
+                        g.apply(&mut values).inspect_err(|e| self.gate_refused(event, e))
+                    })
+                });
             match checked {
                 Ok(f) => flags = f,
                 Err(e) => {

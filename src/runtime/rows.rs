@@ -320,6 +320,10 @@ impl RowFlow {
 
     /// A ticket already answered: for a set none of whose events is left to score.
     pub(crate) fn answered(&self, set: Box<Set>) -> Ticket<Scores> {
+        #[cfg(feature = "audit")]
+        if let Some(log) = &self.audit {
+            self.audit_refused_set(log, &set);
+        }
         let (ticket, reply) = SlotPool::pair(&self.set_slots);
         reply.send(Ok(self.answers(set, &[], Timing::default(), &self.registry.live())));
         ticket
