@@ -32,17 +32,21 @@ fn label(id: u64) -> f64 {
     f64::from(u8::from(id.wrapping_mul(2_654_435_761) % 7 < 3))
 }
 
+/// The golden binary model as version 1, with a feedback join of the default settings.
+fn joined_runtime() -> Runtime {
+    Runtime::builder()
+        .model_path(model("lgb_binary"))
+        .config(RuntimeConfig::default().with_model_version(1))
+        .feedback(Feedback::new(FeedbackConfig::default()).unwrap())
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn every_answered_event_with_an_id_is_joined_to_its_label_under_its_version() {
     let (rows, w) = rows();
     let n = rows.len() / w;
-    let config = RuntimeConfig::default().with_model_version(1);
-    let rt = Runtime::builder()
-        .model_path(model("lgb_binary"))
-        .config(config)
-        .feedback(Feedback::new(FeedbackConfig::default()).unwrap())
-        .build()
-        .unwrap();
+    let rt = joined_runtime();
     // The same pairs, fed to a join of our own.
     let mut mirror = Feedback::new(FeedbackConfig::default()).unwrap();
     let half = n / 2;
@@ -115,13 +119,7 @@ fn every_answered_event_with_an_id_is_joined_to_its_label_under_its_version() {
 fn a_split_joins_each_label_to_the_variant_that_answered() {
     let (rows, w) = rows();
     let n = rows.len() / w;
-    let config = RuntimeConfig::default().with_model_version(1);
-    let rt = Runtime::builder()
-        .model_path(model("lgb_binary"))
-        .config(config)
-        .feedback(Feedback::new(FeedbackConfig::default()).unwrap())
-        .build()
-        .unwrap();
+    let rt = joined_runtime();
     rt.load(ModelUpdate::path(model("lgb_binary_sigmoid")).with_version(2)).unwrap();
     rt.set_split(streamscore::Split::new().variant("control", 1, 1).variant("canary", 2, 1))
         .unwrap();

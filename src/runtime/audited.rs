@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::pipeline::{Flow, Job};
-use super::rows::{RowFlow, RowValues, Rows};
+use super::rows::{RowFlow, RowValues, Rows, Set};
 use crate::audit::{AuditLog, Inputs, Meta, Records};
 use crate::batch::Batch;
 use crate::error::Error;
@@ -96,31 +96,39 @@ impl RowFlow {
                 }
             }
             Rows::Many(set) => {
-                let w = self.width;
-                let mut refused = set.errors.iter().peekable();
-                for i in 0..set.n {
-                    let own = refused.next_if(|(at, _)| *at == i).map(|(_, e)| e);
-                    let Some(e) = own.or(error) else { continue };
-                    let (key, time_ms) = set.key_time(i);
-                    let meta = Meta::failed((key, time_ms, job.accepted), answered, e);
-                    unscored(log, &mut records, meta, set.values.get(i * w..(i + 1) * w));
-                }
+                self.set_failures(log, &mut records, set, (job.accepted, answered), error)
             }
         }
         log.send(records);
     }
 
+    /// Records a set's events refused on their own (with their own errors) and, given
+    /// `error`, its events still to score as answered with it.
+    fn set_failures(
+        &self,
+        log: &AuditLog,
+        records: &mut Records,
+        set: &Set,
+        (accepted, answered): (Instant, Instant),
+        error: Option<&Error>,
+    ) {
+        let w = self.width;
+        let mut refused = set.errors.iter().peekable();
+        for i in 0..set.n {
+            let own = refused.next_if(|(at, _)| *at == i).map(|(_, e)| e);
+            let Some(e) = own.or(error) else { continue };
+            let (key, time_ms) = set.key_time(i);
+            let meta = Meta::failed((key, time_ms, accepted), answered, e);
+            unscored(log, records, meta, set.values.get(i * w..(i + 1) * w));
+        }
+    }
+
     /// Records the refusals of a set none of whose events was left to score (it was never
     /// queued, so no batch records them).
-    pub(super) fn audit_refused_set(&self, log: &AuditLog, set: &super::rows::Set) {
+    pub(super) fn audit_refused_set(&self, log: &AuditLog, set: &Set) {
         let now = Instant::now();
-        let w = self.width;
         let mut records = log.records(set.errors.len());
-        for (i, e) in &set.errors {
-            let (key, time_ms) = set.key_time(*i);
-            let meta = Meta::failed((key, time_ms, now), now, e);
-            unscored(log, &mut records, meta, set.values.get(i * w..(i + 1) * w));
-        }
+        self.set_failures(log, &mut records, set, (now, now), None);
         log.send(records);
     }
 

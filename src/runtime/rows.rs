@@ -134,6 +134,15 @@ fn event_ids(jobs: &[Job<RowFlow>]) -> Vec<Option<u64>> {
     ids
 }
 
+/// The version that scored batch row `r`: its variant's under a split (`of` holds each
+/// row's variant), else the batch's.
+fn scored_by(version: &Version, split: Option<&Active>, of: &[u8], r: usize) -> u64 {
+    match split {
+        Some(a) => a.arms[usize::from(of[r])].version.id(),
+        None => version.id(),
+    }
+}
+
 /// Keeps a scored batch's predictions for their labels: each row with an id, under the
 /// version (or variant) that scored it, at its event time (`times`) or now. A score that is
 /// not a probability is counted by the join, never an error to the answer.
@@ -155,13 +164,9 @@ fn predicted(
     let mut f = feedback.lock().unwrap_or_else(|e| e.into_inner());
     for (r, id) in ids.iter().enumerate() {
         let Some(id) = *id else { continue };
-        let v = match split {
-            Some(a) => a.arms[usize::from(of[r])].version.id(),
-            None => version.id(),
-        };
         let at = times.map_or(now, |t| t[r]);
         // Refusals (a score outside [0, 1]) are counted in the join's report.
-        let _ = f.predicted(id, v, f64::from(out[r]), at);
+        let _ = f.predicted(id, scored_by(version, split, of, r), f64::from(out[r]), at);
     }
 }
 
@@ -574,11 +579,7 @@ impl Flow for RowFlow {
                     Ok(()) => {
                         let mut at = 0;
                         let active = (*split).as_ref();
-                        // The version that scored batch row `r`.
-                        let id_of = |r: usize| match active {
-                            Some(a) => a.arms[usize::from(arms.of[r])].version.id(),
-                            None => version.id(),
-                        };
+                        let id_of = |r: usize| scored_by(&version, active, &arms.of, r);
                         for job in jobs.drain(..) {
                             let total = t1.saturating_duration_since(job.accepted);
                             rec.record(Stage::EndToEnd, total);
