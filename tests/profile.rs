@@ -209,3 +209,75 @@ fn bad_references_and_batches_are_typed_errors() {
     assert!(matches!(monitor.observe(1, cols, &[0.5, 0.5], 0), Err(Error::WidthMismatch { .. })));
     assert!(monitor.report().current.is_empty());
 }
+
+/// The element of rank `q (n - 1)`, rounded down, of the present values: the quantile a
+/// DDSketch keeps within its relative accuracy.
+fn lower_quantile(values: &[f32], q: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().filter(|x| !x.is_nan()).map(|&x| f64::from(x)).collect();
+    v.sort_by(f64::total_cmp);
+    v[(q * (v.len() - 1) as f64) as usize]
+}
+
+#[test]
+fn sketched_quantiles_are_within_their_accuracy_in_each_window_and_cumulatively() {
+    use streamscore::monitor::profile::QUANTILES;
+    let (reference, names) = reference();
+    let (_, live, n) = read("live.csv");
+    let cols = Columns::new(&live, n, names.len()).unwrap();
+    let (_, train, tn) = read("train.csv");
+    let train_cols = Columns::new(&train, tn, names.len()).unwrap();
+    let reference = Arc::new(reference);
+    for alpha in [0.0, 1.0, -0.5, f64::NAN] {
+        let bad =
+            MonitorConfig { quantile_sketch: Some(alpha), ..MonitorConfig::new(reference.clone()) };
+        assert!(matches!(Monitor::new(bad), Err(Error::Config(_))), "{alpha}");
+    }
+    let config =
+        MonitorConfig { quantile_sketch: Some(0.01), ..MonitorConfig::new(reference.clone()) };
+    let mut sketched = Monitor::new(config).unwrap();
+    let mut gridded = Monitor::new(MonitorConfig::new(reference)).unwrap();
+    for m in [&mut sketched, &mut gridded] {
+        m.observe(1, train_cols, train_cols.column(0), 1_000).unwrap();
+        m.observe(1, cols, cols.column(0), 61_000).unwrap();
+    }
+    let (report, grid) = (sketched.report(), gridded.report());
+    let all: Vec<Vec<f32>> = (0..names.len())
+        .map(|f| train_cols.column(f).iter().chain(cols.column(f)).copied().collect())
+        .collect();
+    let windows = [
+        (
+            &report.windows[0],
+            &grid.windows[0],
+            (0..names.len()).map(|f| train_cols.column(f).to_vec()).collect::<Vec<_>>(),
+        ),
+        (
+            &report.current[0],
+            &grid.current[0],
+            (0..names.len()).map(|f| cols.column(f).to_vec()).collect(),
+        ),
+        (&report.cumulative[0], &grid.cumulative[0], all),
+    ];
+    let mut better = 0;
+    for (window, on_grid, values) in windows {
+        for (f, c) in window.columns.iter().enumerate().take(names.len()) {
+            let g = &on_grid.columns[f];
+            // Everything but the quantiles is the same with and without the sketch.
+            assert_eq!(
+                (c.count, c.mean, c.range, c.distances),
+                (g.count, g.mean, g.range, g.distances)
+            );
+            for (&(q, ours), &(_, theirs)) in c.quantiles.iter().zip(&g.quantiles) {
+                let exact = lower_quantile(&values[f], q);
+                assert!(
+                    (ours - exact).abs() <= 0.01 * exact.abs() + 1e-9,
+                    "{} q {q}: sketch {ours}, exact {exact}",
+                    c.name
+                );
+                better += usize::from((ours - exact).abs() < (theirs - exact).abs());
+            }
+            assert_eq!(c.quantiles.len(), QUANTILES.len());
+        }
+    }
+    // The grid's quantiles are coarser (not a bound: a count, so the test sees the sketch used).
+    assert!(better > 0);
+}

@@ -92,6 +92,10 @@ pub struct MonitorSection {
     /// Jensen-Shannon distance that raises an alert (default 0.2).
     #[serde(default)]
     pub js_alert: Option<f64>,
+    /// Quantiles from a DDSketch per column with this relative accuracy (e.g. 0.01), instead
+    /// of from the reference's grid (`MonitorConfig::quantile_sketch`).
+    #[serde(default)]
+    pub quantile_sketch: Option<f64>,
 }
 
 /// `[model]`.

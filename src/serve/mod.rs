@@ -118,6 +118,7 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
                 min_events: mon.min_events.unwrap_or(d.min_events),
                 psi_alert: mon.psi_alert.unwrap_or(d.psi_alert),
                 js_alert: mon.js_alert.unwrap_or(d.js_alert),
+                quantile_sketch: mon.quantile_sketch,
                 ..d
             };
             b = b.monitor(Monitor::new(config)?);

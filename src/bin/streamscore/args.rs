@@ -131,6 +131,10 @@ pub struct BenchArgs {
     /// profile`); the stream line then says what the monitor cost per event.
     #[arg(long)]
     pub monitor: Option<PathBuf>,
+    /// With `--monitor`: quantiles from a DDSketch per column with this relative accuracy
+    /// (e.g. 0.01) instead of from the reference's grid.
+    #[arg(long, value_name = "ALPHA", requires = "monitor")]
+    pub monitor_sketch: Option<f64>,
     /// Lifecycle mode: print latency per 50 ms of the run on stderr, marking swaps.
     #[arg(long, requires = "swap_model")]
     pub timeline: bool,

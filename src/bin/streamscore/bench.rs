@@ -275,7 +275,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 shadow: args.shadow_model.clone().map(|m| (m, args.shadow_fraction)),
                 canary: args.canary_model.clone().map(|m| (m, args.canary_percent)),
                 audit: args.audit.clone(),
-                monitor: args.monitor.clone(),
+                monitor: args.monitor.clone().map(|m| (m, args.monitor_sketch)),
                 duration,
             };
             let o = stream((backend.clone(), schema), config, &rows, &load, tick)?;
@@ -497,8 +497,8 @@ struct Load {
     canary: Option<(std::path::PathBuf, f64)>,
     /// An audit log's directory.
     audit: Option<std::path::PathBuf>,
-    /// A training reference for the drift monitor.
-    monitor: Option<std::path::PathBuf>,
+    /// A training reference for the drift monitor, and its quantile sketch's accuracy.
+    monitor: Option<(std::path::PathBuf, Option<f64>)>,
     duration: Duration,
 }
 
@@ -547,10 +547,14 @@ fn stream(
     if let Some(dir) = &load.audit {
         builder = builder.audit(streamscore::audit::AuditConfig::new(dir));
     }
-    if let Some(path) = &load.monitor {
+    if let Some((path, quantile_sketch)) = &load.monitor {
         use streamscore::monitor::profile::{Monitor, MonitorConfig};
         let reference = streamscore::monitor::reference::Reference::from_path(path)?;
-        builder = builder.monitor(Monitor::new(MonitorConfig::new(Arc::new(reference)))?);
+        let config = MonitorConfig {
+            quantile_sketch: *quantile_sketch,
+            ..MonitorConfig::new(Arc::new(reference))
+        };
+        builder = builder.monitor(Monitor::new(config)?);
     }
     let rt = builder.build()?;
     if let Some((model, fraction)) = &load.shadow {

@@ -23,6 +23,10 @@ pub struct MonitorArgs {
     /// Least events in a window for an alert.
     #[arg(long, default_value_t = 1_000)]
     min_events: u64,
+    /// Quantiles from a DDSketch per column with this relative accuracy (e.g. 0.01) instead
+    /// of from the reference's grid.
+    #[arg(long, value_name = "ALPHA")]
+    quantile_sketch: Option<f64>,
 }
 
 /// Runs the command: prints the report as JSON (windows, cumulative profiles, alerts).
@@ -31,6 +35,7 @@ pub fn run(args: &MonitorArgs) -> Result<(), Error> {
     let config = MonitorConfig {
         window_ms: args.window_ms,
         min_events: args.min_events,
+        quantile_sketch: args.quantile_sketch,
         ..MonitorConfig::new(reference)
     };
     let mut monitor = Monitor::new(config)?;
