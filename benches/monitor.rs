@@ -12,6 +12,8 @@
 //! are from the exact ones on real data (LightGBM's `binary.train` as the reference, its
 //! `binary.test` as a window of 500 events; needs `../shared/data`).
 //!
+//! The `feedback` group measures the delayed-label join per event (see [`feedback`]).
+//!
 //! `cargo bench --bench monitor`
 
 use std::hint::black_box;
@@ -99,6 +101,73 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+}
+
+/// The delayed-label join per event, in steady state: a batch of 256 predictions recorded
+/// (what the runtime does before it answers) and 256 labels joined to predictions made 100,000
+/// events earlier, with DDM on the error stream; the predictions alone (the answer path's
+/// part); against a baseline of a plain `HashMap`
+/// insert and remove of the same ids (the least a join by id must do).
+fn feedback(c: &mut Criterion) {
+    use std::collections::HashMap;
+    use streamscore::monitor::feedback::{Feedback, FeedbackConfig};
+    const LAG: u64 = 100_000;
+    let mut g = c.benchmark_group("feedback");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let score =
+        |id: u64| ((id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64) / (1u64 << 53) as f64;
+    let mut map: HashMap<u64, (u64, f64, u64)> = HashMap::new();
+    let mut next = 0u64;
+    g.bench_function("baseline_hashmap_insert_and_remove", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                map.insert(next, (1, score(next), next * 10));
+                if next >= LAG {
+                    black_box(map.remove(&(next - LAG)));
+                }
+                next += 1;
+            }
+        })
+    });
+    // The default capacity (1,000,000 waiting: labelled predictions stay until they expire or
+    // are evicted, so that a second label counts as a duplicate), and a fifth of it.
+    for capacity in [1_000_000, 200_000] {
+        let config = FeedbackConfig {
+            capacity,
+            detector: Some((Kind::Ddm, Vec::new())),
+            ..FeedbackConfig::default()
+        };
+        let mut fb = Feedback::new(config).unwrap();
+        let mut next = 0u64;
+        g.bench_function(format!("predicted_and_labelled_with_ddm_capacity_{capacity}"), |b| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    // One event each 10 ms of prediction time; its label 1,000 s later.
+                    fb.predicted(next, 1, score(next), next * 10).unwrap();
+                    if next >= LAG {
+                        let id = next - LAG;
+                        let label = if score(id ^ 1) < score(id) { 1.0 } else { 0.0 };
+                        black_box(fb.label(id, label, next * 10).unwrap());
+                    }
+                    next += 1;
+                }
+            })
+        });
+    }
+    // What the runtime adds on the answer path: the prediction recorded, no label (the buffer
+    // full, so each one evicts the oldest).
+    let config = FeedbackConfig { capacity: 200_000, ..FeedbackConfig::default() };
+    let mut fb = Feedback::new(config).unwrap();
+    let mut next = 0u64;
+    g.bench_function("predicted_only_capacity_200000", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                fb.predicted(next, 1, score(next), next * 10).unwrap();
+                next += 1;
+            }
+        })
+    });
     g.finish();
 }
 
@@ -194,5 +263,5 @@ fn accuracy() {
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, feedback);
 criterion_main!(benches);
