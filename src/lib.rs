@@ -50,7 +50,9 @@
 //! [`serve`] puts a runtime behind the Open Inference Protocol's REST API and a line-delimited
 //! JSON source and sink (`streamscore serve`). The Python package (`python/`, `pip install
 //! ./python`) wraps models, runtimes and features; [`Columns`] is how it hands a borrowed
-//! Fortran-order array to a backend.
+//! Fortran-order array to a backend. The C ABI (`crates/streamscore-capi`: opaque handles,
+//! status codes, a generated header `include/streamscore.h`) wraps models and runtimes for C
+//! and the languages that call C.
 //!
 //! Cargo features `gpu`, `onnx`, `csv`, `cli`, `audit` and `serve` are on by default; with
 //! `--no-default-features` the crate is the lean core (trees, dense nets, runtime, features).
