@@ -1,4 +1,5 @@
-//! The C ABI of streamscore: load a model and score batches, or run a runtime (queue,
+//! The C ABI of streamscore (and, with the feature `jni`, the JVM binding's native methods,
+//! `src/jvm.rs`): load a model and score batches, or run a runtime (queue,
 //! micro-batcher, feature stage) and submit events, from C or anything that calls C (the JVM
 //! binding, Go, C#...).
 //!
@@ -34,6 +35,8 @@
 
 mod args;
 mod handles;
+#[cfg(feature = "jni")]
+mod jvm;
 mod model;
 mod runtime;
 mod status;
