@@ -3,7 +3,8 @@
 # classes with plain javac (OpenJDK 17; no Maven, no dependencies), packs
 # target/java/streamscore-native.jar (Native and the exceptions: the parent loader's) and
 # target/java/streamscore.jar (Model, Runtime), and runs the suite
-# (test/io/streamscore/test/Suite.java), then the example. Installs openjdk-17-jdk-headless
+# (test/io/streamscore/test/Suite.java: against the Rust scorer's bits, from `streamscore
+# score`), then the example. Installs openjdk-17-jdk-headless
 # from Debian where javac is missing.
 #   crates/streamscore-capi/java/run.sh          build, test, example
 #   crates/streamscore-capi/java/run.sh bench    build, then the JNI overhead bench (release)
@@ -34,6 +35,16 @@ if [ "${1:-}" = bench ]; then
   exec java -Dstreamscore.library="$lib" -cp "$cp:$out/test" io.streamscore.test.Bench \
     models/golden/lgb_binary/model.txt "${2:-7}"
 fi
+# The Rust scorer's answers for the suite to match bit for bit: `streamscore score` prints each
+# f32 as its shortest round-trip decimal.
+cargo build --quiet --bin streamscore
+mkdir -p "$out/rust"
+for dir in models/golden/*/; do
+  name=$(basename "$dir")
+  model="$dir/model.txt"; [ -f "$model" ] || model="$dir/model.json"
+  target/debug/streamscore score --model "$model" --input "$dir/input.csv" > "$out/rust/$name.pred.csv"
+  target/debug/streamscore score --model "$model" --input "$dir/input.csv" --raw > "$out/rust/$name.raw.csv"
+done
 java -Xcheck:jni -Dstreamscore.library="$lib" -cp "$cp:$out/test" io.streamscore.test.Suite \
-  "$root" "$out/streamscore.jar" "$out/test"
+  "$root" "$out/streamscore.jar" "$out/test" "$out/rust"
 java -Dstreamscore.library="$lib" -cp "$cp:$out/examples" FraudMap examples/fraud

@@ -24,7 +24,7 @@ import java.util.concurrent.CompletionException;
 
 /**
  * The JVM binding's tests (no JUnit: nothing can be downloaded here, and Debian's junit4 is
- * not on every machine): {@code java -cp ... io.streamscore.test.Suite REPO_ROOT API_JAR}.
+ * not on every machine): {@code java -cp ... io.streamscore.test.Suite REPO_ROOT API_JAR TEST_CLASSES RUST_SCORES}.
  * Every check that fails prints its reason and exits 1; the last line counts the checks.
  */
 public final class Suite {
@@ -108,8 +108,12 @@ public final class Suite {
         return (Files.exists(txt) ? txt : dir.resolve("model.json")).toString();
     }
 
-    /** Every golden model: float[] and direct buffers, both layouts, equal bits; the library's values within 1e-6. */
-    static void golden(Path root) throws Exception {
+    /**
+     * Every golden model: float[] and direct buffers, both layouts, the Rust scorer's bits
+     * (`streamscore score`'s shortest round-trip output, in {@code rust}); the training
+     * library's values within 1e-6.
+     */
+    static void golden(Path root, Path rust) throws Exception {
         List<Path> dirs = new ArrayList<>();
         try (var s = Files.list(root.resolve("models/golden"))) {
             s.filter(d -> Files.exists(d.resolve("input.csv"))).sorted().forEach(dirs::add);
@@ -130,6 +134,8 @@ public final class Suite {
                 }
                 for (boolean raw : new boolean[] {false, true}) {
                     float[] want = flat(csv(dir.resolve(raw ? "raw.csv" : "pred.csv"), false));
+                    String name = dir.getFileName() + (raw ? ".raw.csv" : ".pred.csv");
+                    float[] rustScores = flat(csv(rust.resolve(name), false));
                     float[] a = m.predict(x, n, false, raw);
                     float[] b = m.predict(cols, n, true, raw);
                     FloatBuffer in = direct(x.length), out = direct(a.length);
@@ -140,6 +146,8 @@ public final class Suite {
                         int bits = Float.floatToRawIntBits(a[i]);
                         check(bits == Float.floatToRawIntBits(b[i]), dir + ": column-major bits at " + i);
                         check(bits == Float.floatToRawIntBits(out.get(i)), dir + ": direct buffer bits at " + i);
+                        check(bits == Float.floatToRawIntBits(rustScores[i]), dir + ": the Rust scorer's bits at " + i
+                                + ": " + a[i] + " vs " + rustScores[i]);
                         double e = want[i] == 0 ? Math.abs(a[i]) : Math.abs(a[i] - (double) want[i]) / Math.abs(want[i]);
                         // pred.csv holds doubles; parsing them as float costs up to half an ulp
                         check(e <= 1e-6, dir + (raw ? " raw" : " pred") + " at " + i + ": " + a[i] + " vs " + want[i]);
@@ -317,7 +325,7 @@ public final class Suite {
     public static void main(String[] args) throws Exception {
         Path root = Path.of(args[0]);
         check(!Native.version().isEmpty(), "a version");
-        golden(root);
+        golden(root, Path.of(args[3]));
         misuse(root);
         runtime(root);
         threads(root);
