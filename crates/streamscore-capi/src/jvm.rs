@@ -438,12 +438,20 @@ extern "system" fn Java_io_streamscore_Native_runtimePrometheus<'l>(
     if s != SsStatus::BufferTooSmall && !ok(&mut env, s) {
         return std::ptr::null_mut();
     }
-    // The text may grow between the two calls: leave room.
-    let mut buf = vec![0u8; needed + 4096];
-    // SAFETY: `buf` holds its length.
-    let s = unsafe { ss_runtime_prometheus(rt, buf.as_mut_ptr().cast(), buf.len(), &mut needed) };
-    if !ok(&mut env, s) {
-        return std::ptr::null_mut();
+    // The text grows while events are scored: ask again with the new size until it fits.
+    let mut buf = Vec::new();
+    loop {
+        buf.resize(needed + 4096, 0);
+        // SAFETY: `buf` holds its length.
+        let s =
+            unsafe { ss_runtime_prometheus(rt, buf.as_mut_ptr().cast(), buf.len(), &mut needed) };
+        if s == SsStatus::BufferTooSmall {
+            continue;
+        }
+        if !ok(&mut env, s) {
+            return std::ptr::null_mut();
+        }
+        break;
     }
     let text = String::from_utf8_lossy(&buf[..needed - 1]).into_owned();
     env.new_string(text).map_or(std::ptr::null_mut(), |s| s.into_raw())

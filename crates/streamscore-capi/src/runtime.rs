@@ -527,7 +527,9 @@ pub extern "C" fn ss_ticket_free(ticket: SsTicket) -> SsStatus {
 }
 
 /// Copies the runtime's metrics as Prometheus text into `buf` (see `ss_model_feature_name` for
-/// the size protocol).
+/// the size protocol). The text changes while events are scored, so it can outgrow the size
+/// just asked for: on `SS_STATUS_BUFFER_TOO_SMALL`, grow the buffer to the new `*needed` and
+/// call again.
 ///
 /// # Safety
 /// `buf` is null or has `cap` writable bytes; `needed` is null or writable.

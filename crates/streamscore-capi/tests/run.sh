@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The C ABI's C suite: builds libstreamscore_c, compiles tests/c/suite.c with the system C
 # compiler against the committed header (-Wall -Wextra -Werror, C11), runs it on every golden
-# model, then once more under valgrind (no leak, no invalid access: any error fails).
+# model (linked against the shared library, then the static one), then once more under
+# valgrind (no leak, no invalid access: any error fails).
 # Installs valgrind from Debian's packages where it is missing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
@@ -20,6 +21,12 @@ cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -g -O1 \
 golden=(models/golden/*/)
 first=models/golden/lgb_binary other=models/golden/lgb_deep swap=models/golden/lgb_binary_sigmoid
 "$bin" "$first" "$other" "$swap" "${golden[@]%/}"
+# The static library too: the same suite linked against libstreamscore_c.a.
+cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -O1 \
+  -I crates/streamscore-capi/include crates/streamscore-capi/tests/c/suite.c \
+  "$lib/libstreamscore_c.a" -lpthread -ldl -lm -o "$bin-static"
+"$bin-static" "$first" "$other" "$swap" "${golden[@]%/}" | tail -1
+echo "(statically linked)"
 # Under valgrind: the calls and misuse cases on two golden models (the whole set is slow there).
 valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
   --show-leak-kinds=definite,indirect \
