@@ -1,7 +1,9 @@
 //! The feature stage's throughput: a spec with 10 windowed features (counts, sums, means,
 //! max, std over 1 h and 24 h, an EWMA, a z-score, time since last) over 100,000 live keys, in
 //! batches of 4,096 events, one thread. Events arrive in time order, keys uniformly at random,
-//! about 20 events per key per simulated day (the windows hold 1-20 events).
+//! about 20 events per key per simulated day (the windows hold 1-20 events). The second
+//! function adds a session window (a count and a sum over the current session, 2 h gap, and
+//! the session's age) and a windowed median over 24 h to the same spec, as issue 27 measures.
 //!
 //! `cargo bench --bench features`
 
@@ -78,6 +80,31 @@ name = "since_last"
 op = "since_last"
 "#;
 
+/// What the second function adds to [`SPEC`].
+const SESSION_AND_QUANTILE: &str = r#"
+[[feature]]
+name = "n_session"
+op = "count"
+session = "2h"
+
+[[feature]]
+name = "sum_session"
+op = "sum"
+field = "amount"
+session = "2h"
+
+[[feature]]
+name = "session_age"
+op = "session_age"
+session = "2h"
+
+[[feature]]
+name = "median_24h"
+op = "median"
+field = "amount"
+window = "24h"
+"#;
+
 const KEYS: u64 = 100_000;
 const BATCH: usize = 4_096;
 
@@ -103,7 +130,12 @@ fn events(n: usize, start: i64, seed: u64) -> (Vec<f32>, Vec<u64>, Vec<i64>) {
 }
 
 fn stage(c: &mut Criterion) {
-    let spec = Spec::from_toml(SPEC).unwrap();
+    measure(c, "10_windowed_100k_keys", SPEC);
+    measure(c, "10_windowed_session_median_100k_keys", &format!("{SPEC}{SESSION_AND_QUANTILE}"));
+}
+
+fn measure(c: &mut Criterion, name: &str, spec: &str) {
+    let spec = Spec::from_toml(spec).unwrap();
     let mut features = Features::new(spec);
     // Warm up: two simulated days, so every key is live with full windows.
     let warm = 40 * KEYS as usize;
@@ -133,7 +165,7 @@ fn stage(c: &mut Criterion) {
     let mut i = 0;
     let mut shift = 0i64;
     let day = times.last().unwrap() - times[0] + 1;
-    group.bench_function("10_windowed_100k_keys", |b| {
+    group.bench_function(name, |b| {
         b.iter(|| {
             let (batch, k, t) = &batches[i];
             // Later passes over the same day move forward in time, so state stays steady.

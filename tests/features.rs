@@ -113,6 +113,66 @@ half_life = "2h"
 [[feature]]
 name = "since_last"
 op = "since_last"
+
+[[feature]]
+name = "n_session"
+op = "count"
+session = "6h"
+
+[[feature]]
+name = "sum_session"
+op = "sum"
+field = "amount"
+session = "6h"
+
+[[feature]]
+name = "max_session"
+op = "max"
+field = "score"
+session = "6h"
+window = "12h"
+
+[[feature]]
+name = "distinct_mcc_session"
+op = "distinct"
+field = "mcc"
+session = "6h"
+
+[[feature]]
+name = "median_1d"
+op = "median"
+field = "amount"
+window = "1d"
+
+[[feature]]
+name = "q90_3d"
+op = "quantile"
+q = 0.9
+field = "score"
+window = "3d"
+
+[[feature]]
+name = "q25_session"
+op = "quantile"
+q = 0.25
+field = "amount"
+session = "6h"
+
+[[feature]]
+name = "session_age"
+op = "session_age"
+session = "6h"
+
+[[feature]]
+name = "session_previous"
+op = "session_previous"
+session = "6h"
+
+[[feature]]
+name = "sessions_1d"
+op = "sessions"
+session = "2h"
+window = "1d"
 "#;
 
 struct Rng(u64);
@@ -219,6 +279,108 @@ fn brute_force(spec: &Spec, e: &offline::Events) -> Vec<f32> {
     out
 }
 
+/// The columns [`brute_force_sessions`] computes.
+const SESSION_COLUMNS: [&str; 10] = [
+    "n_session",
+    "sum_session",
+    "max_session",
+    "distinct_mcc_session",
+    "median_1d",
+    "q90_3d",
+    "q25_session",
+    "session_age",
+    "session_previous",
+    "sessions_1d",
+];
+
+/// The key's session ending at the current event, from scratch: `times` are the times of
+/// the key's events at or before it, sorted, the current one last; the session is the longest
+/// suffix with no step over `gap`, among the times after `t - cut`. Returns its first index.
+fn session_from(times: &[i64], gap: i64, cut: i64) -> usize {
+    let t = *times.last().unwrap();
+    let mut first = times.len() - 1;
+    while first > 0 && times[first - 1] > t - cut && times[first] - times[first - 1] <= gap {
+        first -= 1;
+    }
+    first
+}
+
+/// The quantile by NumPy's documented default (`method="linear"`: `h = (n - 1) q`, between
+/// the sorted values around `h`, with `numpy`'s two-sided lerp), from a full sort.
+fn quantile_sorted(mut v: Vec<f32>, q: f64) -> f32 {
+    if v.is_empty() {
+        return f32::NAN;
+    }
+    v.sort_by(f32::total_cmp);
+    let h = (v.len() - 1) as f64 * q;
+    let (k, t) = (h.floor() as usize, h - h.floor());
+    let a = f64::from(v[k]);
+    let b = f64::from(v[(k + 1).min(v.len() - 1)]);
+    let d = b - a;
+    (if t >= 0.5 { b - d * (1.0 - t) } else { a + d * t }) as f32
+}
+
+/// The session and quantile columns of every event, from scratch: events are those of the
+/// key that arrived earlier (not `refused`) at or before the event's time, in time order
+/// (ties in arrival order). Late events included, so a late event that closes a gap merges
+/// the sessions on both sides for every event after it.
+fn brute_force_sessions(spec: &Spec, e: &offline::Events, refused: &[usize]) -> Vec<f32> {
+    let n_out = spec.names.len();
+    let mut is_refused = vec![false; e.len()];
+    refused.iter().for_each(|&i| is_refused[i] = true);
+    let mut out = vec![f32::NAN; e.len() * n_out];
+    let col = |name: &str| spec.names.iter().position(|n| n == name).unwrap();
+    let (h, d) = (3_600_000i64, 86_400_000i64);
+    for i in 0..e.len() {
+        if is_refused[i] {
+            continue;
+        }
+        let (k, t) = (e.keys[i], e.times[i]);
+        let mut hist: Vec<usize> =
+            (0..i).filter(|&j| e.keys[j] == k && e.times[j] <= t && !is_refused[j]).collect();
+        hist.push(i);
+        hist.sort_by_key(|&j| (e.times[j], j != i, j));
+        // The current event goes after the others of its time.
+        let cur = hist.iter().position(|&j| j == i).unwrap();
+        let item = hist.remove(cur);
+        hist.push(item);
+        let times: Vec<i64> = hist.iter().map(|&j| e.times[j]).collect();
+        let field = |idx: &[usize], f: usize| -> Vec<f32> {
+            idx.iter().map(|&j| e.rows[j * 3 + f]).filter(|x| !x.is_nan()).collect()
+        };
+        let o = &mut out[i * n_out..(i + 1) * n_out];
+        let s6 = &hist[session_from(&times, 6 * h, d)..];
+        o[col("n_session")] = s6.len() as f32;
+        o[col("sum_session")] = field(s6, 0).iter().fold(0.0, |a, &x| a + f64::from(x)) as f32;
+        let s12 = &hist[session_from(&times, 6 * h, 12 * h)..];
+        o[col("max_session")] = field(s12, 1).into_iter().reduce(f32::max).unwrap_or(f32::NAN);
+        let mut mcc: Vec<u32> = field(s6, 2).iter().map(|x| x.to_bits()).collect();
+        mcc.sort_unstable();
+        mcc.dedup();
+        o[col("distinct_mcc_session")] = mcc.len() as f32;
+        let within = |w: i64| -> Vec<usize> {
+            hist.iter().copied().filter(|&j| e.times[j] > t - w).collect()
+        };
+        o[col("median_1d")] = quantile_sorted(field(&within(d), 0), 0.5);
+        o[col("q90_3d")] = quantile_sorted(field(&within(3 * d), 1), 0.9);
+        o[col("q25_session")] = quantile_sorted(field(s6, 0), 0.25);
+        let first = session_from(&times, 6 * h, d);
+        o[col("session_age")] = ((t - times[first]) as f64 / 1e3) as f32;
+        o[col("session_previous")] = if first > 0 && times[first - 1] > t - d {
+            let before = &times[..first];
+            let p = session_from(before, 6 * h, t - before[before.len() - 1] + d);
+            // The previous session is cut at the current event's `t - 1d`.
+            let p = (p..first).find(|&j| times[j] > t - d).unwrap();
+            ((times[first - 1] - times[p]) as f64 / 1e3) as f32
+        } else {
+            f32::NAN
+        };
+        let day: Vec<i64> = times.iter().copied().filter(|&x| x > t - d).collect();
+        o[col("sessions_1d")] = (1 + day.windows(2).filter(|p| p[1] - p[0] > 2 * h).count()) as f32;
+    }
+    out
+}
+
 /// Sample std by the two-pass definition (mean = sum / n, then squared deviations), or
 /// `None` below two values.
 fn sample_std(v: &[f64]) -> Option<f64> {
@@ -239,6 +401,7 @@ fn windowed_features_match_a_brute_force_evaluation() {
     let (got, refused) = offline::run(&mut Features::new(spec.clone()), &e, 3_000).unwrap();
     assert!(refused.is_empty());
     let want = brute_force(&spec, &e);
+    let sessions = brute_force_sessions(&spec, &e, &[]);
     let n_out = spec.names.len();
     let checked = [
         "amount",
@@ -254,13 +417,130 @@ fn windowed_features_match_a_brute_force_evaluation() {
         "z_amount_1d",
         "amount_vs_mean_1d",
         "since_last",
+        "n_session",
+        "sum_session",
+        "max_session",
+        "distinct_mcc_session",
+        "median_1d",
+        "q90_3d",
+        "q25_session",
+        "session_age",
+        "session_previous",
+        "sessions_1d",
     ];
     for name in checked {
         let c = spec.names.iter().position(|n| n == name).unwrap();
         for i in 0..e.len() {
+            let from = if SESSION_COLUMNS.contains(&name) { &sessions } else { &want };
+            let (g, w) = (got[i * n_out + c], from[i * n_out + c]);
+            assert!(same(g, w), "{name}, event {i}: stage {g} vs brute force {w}");
+        }
+    }
+}
+
+/// Sessions and quantiles with late events (up to 3 h back, 2 h allowed, the rest refused):
+/// against the from-scratch evaluation, every column order-free arithmetic keeps exact (the
+/// sums are formed in time order by the stage, in this evaluation too, since a session's
+/// late event is summed at its time position).
+#[test]
+fn sessions_and_quantiles_match_a_brute_force_evaluation_with_late_events() {
+    let spec = spec("[state]\nallowed_lateness = \"2h\"");
+    let e = events(3_000, 25, true, 5);
+    let (got, refused) = offline::run(&mut Features::new(spec.clone()), &e, 3_000).unwrap();
+    let refused: Vec<usize> = refused.iter().map(|(i, _)| *i).collect();
+    assert!(!refused.is_empty() && refused.len() < 40, "{} refused", refused.len());
+    let want = brute_force_sessions(&spec, &e, &refused);
+    let n_out = spec.names.len();
+    let mut merged = 0;
+    for name in SESSION_COLUMNS {
+        let c = spec.names.iter().position(|n| n == name).unwrap();
+        for i in (0..e.len()).filter(|i| !refused.contains(i)) {
             let (g, w) = (got[i * n_out + c], want[i * n_out + c]);
             assert!(same(g, w), "{name}, event {i}: stage {g} vs brute force {w}");
         }
+    }
+    // Late events did land inside sessions (the case the test is for).
+    let c = spec.names.iter().position(|n| n == "n_session").unwrap();
+    for i in 1..e.len() {
+        if e.times[i] < e.times[..i].iter().copied().max().unwrap() && got[i * n_out + c] > 1.0 {
+            merged += 1;
+        }
+    }
+    assert!(merged > 5, "{merged} late events inside a session");
+}
+
+/// A late event that closes the gap between two sessions merges them for every later event;
+/// the answers already given stand.
+#[test]
+fn a_late_event_merges_two_sessions() {
+    let spec = Spec::from_toml(
+        r#"
+[events]
+key = "k"
+time = "ts"
+numeric = ["x"]
+
+[state]
+allowed_lateness = "1h"
+
+[[feature]]
+name = "n"
+op = "count"
+session = "30m"
+
+[[feature]]
+name = "age"
+op = "session_age"
+session = "30m"
+
+[[feature]]
+name = "previous"
+op = "session_previous"
+session = "30m"
+
+[[feature]]
+name = "sessions"
+op = "sessions"
+session = "30m"
+window = "1d"
+"#,
+    )
+    .unwrap();
+    let m = 60_000i64;
+    let times = [0, 10 * m, 60 * m, 35 * m, 70 * m];
+    let mut f = Features::new(spec);
+    let out = f.transform_rows(&[1.0; 5], &[7; 5], &times).unwrap();
+    let col = |c: usize| out.values[c * 5..(c + 1) * 5].to_vec();
+    // Before the late event at 35 min: sessions {0, 10} and {60}; it joins the first (25 min
+    // after 10), and the event at 70 min sees one session of five.
+    assert_eq!(col(0), [1.0, 2.0, 1.0, 3.0, 5.0]);
+    assert_eq!(col(1), [0.0, 600.0, 0.0, 2_100.0, 4_200.0]);
+    let previous = col(2);
+    assert!(previous[0].is_nan() && previous[1].is_nan() && previous[3].is_nan());
+    assert_eq!((previous[2], previous[4].is_nan()), (600.0, true));
+    assert_eq!(col(3), [1.0, 1.0, 2.0, 1.0, 1.0]);
+}
+
+#[test]
+fn quantile_and_session_specs_are_checked() {
+    let base =
+        "[events]\nkey = \"k\"\ntime = \"t\"\nnumeric = [\"x\"]\n[[feature]]\nname = \"f\"\n";
+    for (body, says) in [
+        ("op = \"quantile\"\nfield = \"x\"\nwindow = \"1h\"", "needs `q`"),
+        ("op = \"quantile\"\nq = 1.5\nfield = \"x\"\nwindow = \"1h\"", "not in [0, 1]"),
+        ("op = \"quantile\"\nq = nan\nfield = \"x\"\nwindow = \"1h\"", "not in [0, 1]"),
+        ("op = \"median\"\nq = 0.5\nfield = \"x\"\nwindow = \"1h\"", "is for op quantile"),
+        ("op = \"session_age\"", "needs `session`"),
+        ("op = \"sessions\"\nsession = \"0s\"", "gap must be positive"),
+        ("op = \"count\"\nsession = \"2d\"", "at most `window`"),
+        ("op = \"count\"\nsession = \"1h\"\ntumbling = true", "not tumbling"),
+        (
+            "op = \"ewma\"\nfield = \"x\"\nhalf_life = \"1h\"\nsession = \"1h\"",
+            "takes no `session`",
+        ),
+    ] {
+        let err = Spec::from_toml(&format!("{base}{body}")).unwrap_err().to_string();
+        assert!(err.contains(says), "{body}: {err}");
     }
 }
 
@@ -454,7 +734,7 @@ fn bad_input_has_a_stated_outcome() {
     rt.shutdown();
     // Spec mistakes are clear errors.
     for (bad, says) in [
-        ("op = \"median\"", "unknown op"),
+        ("op = \"percentile\"", "unknown op"),
         ("op = \"sum\"\nfield = \"nope\"\nwindow = \"1h\"", "unknown field"),
         ("op = \"sum\"\nfield = \"amount\"\nwindow = \"1 fortnight\"", "duration"),
         ("op = \"sum\"\nfield = \"amount\"", "needs `window`"),
@@ -588,4 +868,56 @@ fn a_spec_of_100k_features_builds_in_linear_time() {
     let mut out = streamscore::features::Output::default();
     stage.transform(&raw, &[1], &[1], &mut out).unwrap();
     assert!(out.errors.is_empty() && out.values.iter().all(|&v| v == 1.0));
+}
+
+/// Windowed quantiles against NumPy (`tests/quantile/expected.json`, from
+/// `tests/quantile/generate.py`): every event of four streams (uniform, heavy ties, Cauchy
+/// tails, mostly missing) at nine levels, sliding 40 s, bit for bit.
+#[test]
+fn windowed_quantiles_equal_numpy() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/quantile/expected.json");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let levels: Vec<f64> =
+        golden["levels"].as_array().unwrap().iter().map(|q| q.as_f64().unwrap()).collect();
+    let window_s = golden["window_s"].as_i64().unwrap();
+    let mut text = String::from("[events]\nkey = \"k\"\ntime = \"t\"\nnumeric = [\"x\"]\n");
+    for (i, q) in levels.iter().enumerate() {
+        let op = if *q == 0.5 {
+            "op = \"median\"".to_string()
+        } else {
+            format!("op = \"quantile\"\nq = {q:?}")
+        };
+        text += &format!(
+            "[[feature]]\nname = \"q{i}\"\n{op}\nfield = \"x\"\nwindow = \"{window_s}s\"\n"
+        );
+    }
+    let spec = Spec::from_toml(&text).unwrap();
+    let mut checked = 0;
+    for stream in golden["streams"].as_array().unwrap() {
+        let values: Vec<f32> = stream["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32))
+            .collect();
+        let n = values.len();
+        // One event a second: the window of event i holds events i-39..=i.
+        let times: Vec<i64> = (0..n as i64).map(|i| i * 1_000).collect();
+        let out = Features::new(spec.clone()).transform_rows(&values, &vec![1; n], &times).unwrap();
+        for (i, row) in stream["expected"].as_array().unwrap().iter().enumerate() {
+            for (l, want) in row.as_array().unwrap().iter().enumerate() {
+                let got = out.values[l * n + i];
+                let want = want.as_f64().map_or(f32::NAN, |x| x as f32);
+                assert!(
+                    same(got, want),
+                    "{}, event {i}, q {}: {got} vs numpy {want}",
+                    stream["name"],
+                    levels[l]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 1_020 * 9);
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::spec::{Agg, Op, Spec};
+use super::spec::{Agg, Level, Op, Span, Spec};
 use super::state::KeyState;
 
 /// One field's statistics over one window: over every entry (`full`), and leaving the current
@@ -30,6 +30,14 @@ enum Col {
     Stat(Agg, usize),
     /// `last` or `distinct` over (slot, window).
     Scan(Agg, usize, usize),
+    /// A quantile over (slot, window).
+    Quantile(Level, usize, usize),
+    /// Seconds since the session's first event (a session window).
+    SessionAge(usize),
+    /// The previous session's length (a session window, its gap and cut).
+    SessionPrevious(usize, i64, i64),
+    /// Sessions in a sliding window, with this gap.
+    Sessions(usize, i64),
     ZScore(usize, usize),
     RatioToMean(usize, usize),
     Ewma {
@@ -43,25 +51,27 @@ enum Col {
 /// A spec's stateful columns, compiled.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
-    /// Distinct windows: (length, tumbling).
-    windows: Vec<(i64, bool)>,
+    /// Distinct windows: (length, span).
+    windows: Vec<(i64, Span)>,
     stats: Vec<StatPlan>,
     /// (output column, computation).
     cols: Vec<(usize, Col)>,
     /// Per event scratch: each window's first entry, each statistics' results (full, skip).
     lo: Vec<usize>,
     out: Vec<(Stats, Stats)>,
+    /// A quantile's values (kept between events: no allocation per event).
+    scratch: Vec<f32>,
 }
 
 impl Plan {
     pub fn new(spec: &Spec) -> Plan {
         let mut plan = Plan::default();
         // Hashed lookups: a spec of 100,000 features must not cost 10^10 comparisons.
-        let mut windows: HashMap<(i64, bool), usize> = HashMap::new();
+        let mut windows: HashMap<(i64, Span), usize> = HashMap::new();
         let mut stats: HashMap<(usize, usize), usize> = HashMap::new();
-        let mut window = |plan: &mut Plan, ms: i64, tumbling: bool| -> usize {
-            *windows.entry((ms, tumbling)).or_insert_with(|| {
-                plan.windows.push((ms, tumbling));
+        let mut window = |plan: &mut Plan, ms: i64, span: Span| -> usize {
+            *windows.entry((ms, span)).or_insert_with(|| {
+                plan.windows.push((ms, span));
                 plan.windows.len() - 1
             })
         };
@@ -85,20 +95,32 @@ impl Plan {
             };
         for (c, op) in spec.ops.iter().enumerate() {
             let col = match *op {
-                Op::Window { agg, slot, window_ms, tumbling } => {
-                    let w = window(&mut plan, window_ms, tumbling);
+                Op::Window { agg, slot, window_ms, span } => {
+                    let w = window(&mut plan, window_ms, span);
                     match agg {
                         Agg::Count => Col::Count(w),
                         Agg::Last | Agg::Distinct => Col::Scan(agg, slot, w),
+                        Agg::Quantile(q) => Col::Quantile(q, slot, w),
                         _ => Col::Stat(agg, stat(&mut plan, slot, w, false, agg)),
                     }
                 }
+                Op::SessionAge { gap_ms, window_ms } => {
+                    Col::SessionAge(window(&mut plan, window_ms, Span::Session { gap_ms }))
+                }
+                Op::SessionPrevious { gap_ms, window_ms } => Col::SessionPrevious(
+                    window(&mut plan, window_ms, Span::Session { gap_ms }),
+                    gap_ms,
+                    window_ms,
+                ),
+                Op::Sessions { gap_ms, window_ms } => {
+                    Col::Sessions(window(&mut plan, window_ms, Span::Sliding), gap_ms)
+                }
                 Op::ZScore { slot, window_ms } => {
-                    let w = window(&mut plan, window_ms, false);
+                    let w = window(&mut plan, window_ms, Span::Sliding);
                     Col::ZScore(slot, stat(&mut plan, slot, w, true, Agg::Std))
                 }
                 Op::RatioToMean { slot, window_ms } => {
-                    let w = window(&mut plan, window_ms, false);
+                    let w = window(&mut plan, window_ms, Span::Sliding);
                     Col::RatioToMean(slot, stat(&mut plan, slot, w, true, Agg::Mean))
                 }
                 Op::Ewma { slot, half_life_ms, state } => {
@@ -139,13 +161,20 @@ impl Plan {
         let times = &state.times()[..at + 1];
         let values = state.values(slots);
         let hi = at + 1;
-        for (lo, &(ms, tumbling)) in self.lo.iter_mut().zip(&self.windows) {
-            *lo = if tumbling {
-                let begin = t.div_euclid(ms) * ms;
-                times.partition_point(|&x| x < begin)
-            } else {
-                let after = t.saturating_sub(ms);
-                times.partition_point(|&x| x <= after)
+        for (lo, &(ms, span)) in self.lo.iter_mut().zip(&self.windows) {
+            *lo = match span {
+                Span::Tumbling => {
+                    let begin = t.div_euclid(ms) * ms;
+                    times.partition_point(|&x| x < begin)
+                }
+                Span::Sliding => {
+                    let after = t.saturating_sub(ms);
+                    times.partition_point(|&x| x <= after)
+                }
+                Span::Session { gap_ms } => {
+                    let after = t.saturating_sub(ms);
+                    session_start(times, times.partition_point(|&x| x <= after), at, gap_ms)
+                }
             };
         }
         for (st, p) in self.out.iter_mut().zip(&self.stats) {
@@ -163,6 +192,31 @@ impl Plan {
                 Col::Count(w) => (hi - self.lo[w]) as f32,
                 Col::Stat(agg, s) => self.out[s].0.get(agg),
                 Col::Scan(agg, slot, w) => scan(agg, values, self.lo[w], hi, at, slot, slots),
+                Col::Quantile(q, slot, w) => {
+                    self.scratch.clear();
+                    self.scratch.extend(
+                        (self.lo[w]..hi).map(|i| values[i * slots + slot]).filter(|x| !x.is_nan()),
+                    );
+                    quantile(&mut self.scratch, q.get())
+                }
+                Col::SessionAge(w) => ((t - times[self.lo[w]]) as f64 / 1e3) as f32,
+                Col::SessionPrevious(w, gap_ms, ms) => {
+                    let start = self.lo[w];
+                    let after = t.saturating_sub(ms);
+                    let cut = times.partition_point(|&x| x <= after);
+                    if start > cut {
+                        let end = start - 1;
+                        let first = session_start(times, cut, end, gap_ms);
+                        ((times[end] - times[first]) as f64 / 1e3) as f32
+                    } else {
+                        f32::NAN
+                    }
+                }
+                Col::Sessions(w, gap_ms) => {
+                    let lo = self.lo[w];
+                    let breaks = times[lo..hi].windows(2).filter(|p| p[1] - p[0] > gap_ms).count();
+                    (breaks + 1) as f32
+                }
                 Col::ZScore(slot, s) => {
                     let (x, st) = (f64::from(vals[slot]), &self.out[s].1);
                     let std = st.std();
@@ -354,6 +408,38 @@ impl Stats {
             _ => f32::NAN,
         }
     }
+}
+
+/// The first entry of the session that ends at entry `at`: walking back from it while the
+/// step to the entry before is at most `gap_ms`, and not before entry `cut`.
+#[inline]
+fn session_start(times: &[i64], cut: usize, at: usize, gap_ms: i64) -> usize {
+    let mut j = at;
+    while j > cut && times[j] - times[j - 1] <= gap_ms {
+        j -= 1;
+    }
+    j
+}
+
+/// The `q` quantile of `xs` (no NaN) as NumPy's default computes it (`method="linear"`): the
+/// order statistics around `h = (n - 1) q` interpolated as `numpy.lib._function_base_impl._lerp`
+/// does, in f64; NaN for no values. `xs` is reordered.
+fn quantile(xs: &mut [f32], q: f64) -> f32 {
+    let n = xs.len();
+    if n == 0 {
+        return f32::NAN;
+    }
+    let h = (n - 1) as f64 * q;
+    let k = (h.floor() as usize).min(n - 1);
+    let t = h - k as f64;
+    let (_, &mut a, rest) = xs.select_nth_unstable_by(k, f32::total_cmp);
+    let a = f64::from(a);
+    if t == 0.0 || rest.is_empty() {
+        return a as f32;
+    }
+    let b = f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min));
+    let d = b - a;
+    (if t >= 0.5 { b - d * (1.0 - t) } else { a + d * t }) as f32
 }
 
 /// `last` or `distinct` over entries `lo..hi` (the current event, at `at`, among them).

@@ -3,10 +3,10 @@
 //!
 //! A raw event is a row of the spec's fields (numeric values, then categorical codes from
 //! [`Spec::encode`]) with a key and an event time (ms). Per batch, stateless columns are computed
-//! column by column over the whole batch; stateful ones (windows, EWMA, z-scores, time since
-//! last) walk the rows in order and update each key's state in event order, so the output does
-//! not depend on where batch boundaries fall: a run over a file and a run through the runtime
-//! with any batching give bit-identical features.
+//! column by column over the whole batch; stateful ones (windows, sessions, quantiles, EWMA,
+//! z-scores, time since last) walk the rows in order and update each key's state in event
+//! order, so the output does not depend on where batch boundaries fall: a run over a file and
+//! a run through the runtime with any batching give bit-identical features.
 //!
 //! # Examples
 //!
@@ -57,7 +57,8 @@ mod state;
 use std::sync::Arc;
 
 pub use spec::{
-    Agg, Categorical, LatePolicy, Op, Operand, Spec, UnknownPolicy, fnv1a, parse_duration,
+    Agg, Categorical, DEFAULT_SESSION_WINDOW_MS, LatePolicy, Level, Op, Operand, Span, Spec,
+    UnknownPolicy, fnv1a, parse_duration,
 };
 use state::Store;
 

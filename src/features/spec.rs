@@ -96,6 +96,8 @@ struct FeatureDef {
     tumbling: bool,
     half_life: Option<String>,
     default: Option<f64>,
+    session: Option<String>,
+    q: Option<f64>,
 }
 
 /// A raw categorical field: its vocabulary (code = index) or hash buckets.
@@ -109,6 +111,40 @@ pub struct Categorical {
     pub hash_buckets: Option<u32>,
     /// What an unknown value becomes.
     pub unknown: UnknownPolicy,
+}
+
+/// A quantile level in `[0, 1]` (never NaN, so equality is total).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level(f64);
+
+impl Eq for Level {}
+
+impl Level {
+    /// `q` when it is in `[0, 1]`.
+    pub fn new(q: f64) -> Option<Level> {
+        (0.0..=1.0).contains(&q).then_some(Level(q))
+    }
+
+    /// The level.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// Which events of a key a windowed op reads, besides the window's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Span {
+    /// The events of the last `window_ms`: `(t - window_ms, t]`.
+    Sliding,
+    /// The events since the start of the current multiple of `window_ms`.
+    Tumbling,
+    /// The events of the current session: the longest run of the key's events ending at this
+    /// one (at or before its time) in which no two consecutive events are more than `gap_ms`
+    /// apart, cut at `window_ms` back (a session's events older than that are not read).
+    Session {
+        /// The inactivity gap that ends a session.
+        gap_ms: i64,
+    },
 }
 
 /// An aggregation over a key's window.
@@ -130,6 +166,9 @@ pub enum Agg {
     Last,
     /// Distinct non-missing values (exact).
     Distinct,
+    /// The quantile of the non-missing values at this level, exact: NumPy's default
+    /// (`method="linear"`) over the window's values, NaN when there are none.
+    Quantile(Level),
 }
 
 /// Right operand of an arithmetic feature.
@@ -175,7 +214,8 @@ pub enum Op {
     OneHot(usize, f32),
     /// `x`, or `value` when missing.
     Fill(usize, f32),
-    /// An aggregation over the key's window of `window_ms` (sliding, or tumbling).
+    /// An aggregation over the key's window of `window_ms` (sliding, tumbling, or the
+    /// current session cut at that length).
     Window {
         /// The aggregation.
         agg: Agg,
@@ -183,8 +223,31 @@ pub enum Op {
         slot: usize,
         /// Window length.
         window_ms: i64,
-        /// Tumbling (aligned to multiples of the length) instead of sliding.
-        tumbling: bool,
+        /// Which events of the window.
+        span: Span,
+    },
+    /// Seconds from the current session's first event to this one (0 for a session's first).
+    SessionAge {
+        /// The inactivity gap that ends a session.
+        gap_ms: i64,
+        /// How far back a session is read.
+        window_ms: i64,
+    },
+    /// Seconds from the first to the last event of the key's session before the current one
+    /// (NaN when there is none within `window_ms`; a session cut by `window_ms` counts from
+    /// its oldest event still read).
+    SessionPrevious {
+        /// The inactivity gap that ends a session.
+        gap_ms: i64,
+        /// How far back a session is read.
+        window_ms: i64,
+    },
+    /// Sessions with an event in the last `window_ms`, the current one included.
+    Sessions {
+        /// The inactivity gap that ends a session.
+        gap_ms: i64,
+        /// Window length (sliding).
+        window_ms: i64,
     },
     /// Exponentially weighted mean over event time with this half-life.
     Ewma {
@@ -219,6 +282,9 @@ impl Op {
         matches!(
             self,
             Op::Window { .. }
+                | Op::SessionAge { .. }
+                | Op::SessionPrevious { .. }
+                | Op::Sessions { .. }
                 | Op::Ewma { .. }
                 | Op::ZScore { .. }
                 | Op::RatioToMean { .. }
@@ -261,6 +327,9 @@ pub struct Spec {
     /// EWMA states per key.
     pub n_ewma: usize,
 }
+
+/// How far back a session op reads when its spec gives no `window`: one day.
+pub const DEFAULT_SESSION_WINDOW_MS: i64 = 86_400_000;
 
 fn bad(message: String) -> Error {
     Error::Config(format!("feature spec: {message}"))
@@ -417,6 +486,44 @@ impl Spec {
             }
             Ok(ms)
         };
+        // A session op's gap, and how far back it reads (`window`, one day unless given).
+        let session = |d: &FeatureDef| -> Result<(i64, i64)> {
+            let gap = d
+                .session
+                .as_deref()
+                .ok_or_else(|| bad(format!("feature `{name}` ({}) needs `session`", d.op)))?;
+            if d.tumbling {
+                return Err(bad(format!("feature `{name}`: a session is not tumbling")));
+            }
+            let gap_ms = parse_duration(gap)?;
+            let window_ms = if d.window.is_some() { window(d)? } else { DEFAULT_SESSION_WINDOW_MS };
+            if gap_ms == 0 || gap_ms > window_ms {
+                return Err(bad(format!(
+                    "feature `{name}`: the session gap must be positive and at most `window`"
+                )));
+            }
+            Ok((gap_ms, window_ms))
+        };
+        if d.session.is_some()
+            && !matches!(
+                d.op.as_str(),
+                "count"
+                    | "sum"
+                    | "mean"
+                    | "min"
+                    | "max"
+                    | "std"
+                    | "last"
+                    | "distinct"
+                    | "quantile"
+                    | "median"
+                    | "session_age"
+                    | "session_previous"
+                    | "sessions"
+            )
+        {
+            return Err(bad(format!("feature `{name}`: op `{}` takes no `session`", d.op)));
+        }
         let op = match d.op.as_str() {
             "field" => Op::Field(field(&d.field, "field")?),
             "add" | "sub" | "mul" | "div" => {
@@ -487,7 +594,8 @@ impl Spec {
                 return Ok(());
             }
             "fill" => Op::Fill(field(&d.field, "field")?, d.value.unwrap_or(0.0) as f32),
-            "count" | "sum" | "mean" | "min" | "max" | "std" | "last" | "distinct" => {
+            "count" | "sum" | "mean" | "min" | "max" | "std" | "last" | "distinct" | "quantile"
+            | "median" => {
                 let agg = match d.op.as_str() {
                     "count" => Agg::Count,
                     "sum" => Agg::Sum,
@@ -496,18 +604,47 @@ impl Spec {
                     "max" => Agg::Max,
                     "std" => Agg::Std,
                     "last" => Agg::Last,
+                    "median" => Agg::Quantile(Level(0.5)),
+                    "quantile" => {
+                        let q = d.q.ok_or_else(|| {
+                            bad(format!("feature `{name}` (quantile) needs `q` in [0, 1]"))
+                        })?;
+                        Agg::Quantile(Level::new(q).ok_or_else(|| {
+                            bad(format!("feature `{name}`: q = {q} is not in [0, 1]"))
+                        })?)
+                    }
                     _ => Agg::Distinct,
                 };
+                if d.q.is_some() && d.op != "quantile" {
+                    return Err(bad(format!("feature `{name}`: `q` is for op quantile")));
+                }
                 let slot = if agg == Agg::Count {
                     0
                 } else {
                     self.slot(field(&d.field, "field")?, slot_of)
                 };
-                let window_ms = window(d)?;
+                let (window_ms, span) = match (&d.session, d.tumbling) {
+                    (Some(_), _) => {
+                        let (gap_ms, window_ms) = session(d)?;
+                        (window_ms, Span::Session { gap_ms })
+                    }
+                    (None, true) => (window(d)?, Span::Tumbling),
+                    (None, false) => (window(d)?, Span::Sliding),
+                };
                 // A tumbling window starts at most its length before the event, as a sliding
-                // one does: both need `window_ms` of history.
+                // one does, and a session is cut at that length: each needs `window_ms` of
+                // history.
                 self.retention_ms = self.retention_ms.max(window_ms);
-                Op::Window { agg, slot, window_ms, tumbling: d.tumbling }
+                Op::Window { agg, slot, window_ms, span }
+            }
+            "session_age" | "session_previous" | "sessions" => {
+                let (gap_ms, window_ms) = session(d)?;
+                self.retention_ms = self.retention_ms.max(window_ms);
+                match d.op.as_str() {
+                    "session_age" => Op::SessionAge { gap_ms, window_ms },
+                    "session_previous" => Op::SessionPrevious { gap_ms, window_ms },
+                    _ => Op::Sessions { gap_ms, window_ms },
+                }
             }
             "ewma" => {
                 let half = d
