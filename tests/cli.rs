@@ -526,3 +526,113 @@ fn features_stdin_is_bounded() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("STREAMSCORE_MAX_INPUT_BYTES") && err.lines().count() == 1, "{err}");
 }
+
+/// `features --labels`: the point-in-time training set. Each label gets the features the
+/// `features` command gives its card's latest transaction at or before the label's time (or a
+/// stated reason); a history cut at time T and the same history with a month of later
+/// transactions appended give every label at or before T the same row (no future leakage).
+#[test]
+fn training_set_is_point_in_time() {
+    let dir = std::env::temp_dir().join(format!("streamscore-pit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stream = std::fs::read_to_string(common::root().join("examples/fraud/stream.csv")).unwrap();
+    let (header, body) = stream.split_once('\n').unwrap();
+    let events: Vec<(u64, i64, &str)> = body
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap(), l)
+        })
+        .collect();
+    // Labels: at a transaction's own time, 10 minutes and 2 days after one, before a card's
+    // first transaction, for a card that never transacts, and one unreadable line.
+    let mut labels = String::from("ts,card,label,note\n");
+    for (i, &(card, t, _)) in events.iter().enumerate().step_by(37) {
+        let dt = [0, 600_000, 2 * 86_400_000][i % 3];
+        labels += &format!("{},{card},{},x\n", t + dt, i % 2);
+    }
+    let first = events.iter().map(|e| e.1).min().unwrap();
+    labels +=
+        &format!("{},{},1,x\n{},9999999,0,x\n{},5,yes,x\n", first - 1, events[0].0, first, first);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(path("labels.csv"), &labels).unwrap();
+    let spec = "examples/fraud/spec.toml";
+    let run = |input: &str, extra: &[&str]| -> Vec<String> {
+        let labels = path("labels.csv");
+        let mut args = vec!["features", "--spec", spec, "--input", input, "--labels", &labels];
+        args.extend_from_slice(extra);
+        let out = streamscore(&args, None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("1 refused at reading"), "{stderr}");
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    };
+    let whole = run("examples/fraud/stream.csv", &[]);
+    let n_labels = labels.lines().count() - 2;
+    assert_eq!(whole.len(), 1 + n_labels);
+    assert!(whole[0].starts_with("card,ts,label,") && whole[0].ends_with(",event_time,error"));
+    // Each row's features are those of the card's latest transaction at or before the label.
+    let computed =
+        streamscore(&["features", "--spec", spec, "--input", "examples/fraud/stream.csv"], None);
+    let computed = String::from_utf8(computed.stdout).unwrap();
+    let feature_rows: Vec<&str> = computed.lines().skip(1).collect();
+    let mut checked = 0;
+    for row in &whole[1..] {
+        let f: Vec<&str> = row.split(',').collect();
+        let (card, t): (u64, i64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+        let latest = (0..events.len())
+            .filter(|&i| events[i].0 == card && events[i].1 <= t)
+            .max_by_key(|&i| (events[i].1, i));
+        match latest {
+            Some(i) => {
+                assert_eq!(f[f.len() - 2], events[i].1.to_string(), "{row}");
+                assert_eq!(f[f.len() - 1], "", "{row}");
+                // The features command's row: key, time, features, error.
+                let g: Vec<&str> = feature_rows[i].split(',').collect();
+                assert_eq!(&f[3..f.len() - 2], &g[2..g.len() - 1], "{row}");
+                checked += 1;
+            }
+            None => assert!(f[f.len() - 1].starts_with("no event of the key"), "{row}"),
+        }
+    }
+    assert!(checked > 400, "{checked}");
+    // Stale: labels 2 days after their transaction, with --max-age 1d.
+    let aged = run("examples/fraud/stream.csv", &["--max-age", "1d"]);
+    let mut stale = 0;
+    for (row, plain) in aged.iter().zip(&whole).skip(1) {
+        let f: Vec<&str> = plain.split(',').collect();
+        let Ok(event_time) = f[f.len() - 2].parse::<i64>() else { continue };
+        let age = f[1].parse::<i64>().unwrap() - event_time;
+        if age > 86_400_000 {
+            assert!(row.ends_with("older than --max-age"), "{row}");
+            stale += 1;
+        } else {
+            assert_eq!(row, plain);
+        }
+    }
+    assert!(stale > 10, "{stale} stale");
+    // The history up to T, and the whole history with a month of later events appended.
+    let cut = events[events.len() / 2].1;
+    let mut upto = format!("{header}\n");
+    events.iter().filter(|e| e.1 <= cut).for_each(|e| upto += &format!("{}\n", e.2));
+    std::fs::write(path("upto.csv"), upto).unwrap();
+    let mut more = stream.clone();
+    let last = events.iter().map(|e| e.1).max().unwrap();
+    for (card, t, line) in &events {
+        let rest = line.split_once(',').unwrap().1.split_once(',').unwrap().1;
+        more += &format!("{card},{},{rest}\n", last + 1 + (t - first));
+    }
+    std::fs::write(path("more.csv"), more).unwrap();
+    let (upto, more) = (run(&path("upto.csv"), &[]), run(&path("more.csv"), &[]));
+    let mut same = 0;
+    for (i, row) in whole.iter().enumerate().skip(1) {
+        let t: i64 = row.split(',').nth(1).unwrap().parse().unwrap();
+        assert_eq!(more[i], *row, "appended future events changed a label's row");
+        if t <= cut {
+            assert_eq!(upto[i], *row, "a label at or before the cut differs");
+            same += 1;
+        }
+    }
+    assert!(same > 200, "{same}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

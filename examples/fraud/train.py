@@ -4,10 +4,12 @@
 1. generates a transaction stream (examples/fraud/stream.csv, about 16,000 events): 300 cards
    with their own spending habits over 30 days; 20% of the cards are compromised mid-stream and
    then see a burst of large travel/online/atm transactions (label 1);
-2. computes the features offline with `streamscore features --spec examples/fraud/spec.toml`
-   (the same code the runtime runs online);
-3. trains LightGBM on the first 22 days' features and labels, and writes
-   examples/fraud/model.txt;
+2. builds the point-in-time training set with `streamscore features --spec
+   examples/fraud/spec.toml --labels`: each label (card, time, label; written to
+   target/fraud/labels.csv, as a team's label store would hand them over) gets the features
+   the online stage computed for the card's latest transaction at or before the label's time
+   (the same code the runtime runs online; the labelled transaction itself here);
+3. trains LightGBM on the first 22 days' labels, and writes examples/fraud/model.txt;
 4. writes LightGBM's own predictions for the last 8 days (held out), computed on the offline
    features, as examples/fraud/expected.csv: examples/fraud.rs replays the whole stream
    online and checks its scores for those days equal them.
@@ -61,16 +63,25 @@ def main():
         w = csv.writer(f)
         w.writerow(["card", "ts", "amount", "mcc", "label"])
         w.writerows(events)
-    feats = os.path.join(OUT, "features.csv")
+    labels = os.path.join(OUT, "labels.csv")
+    with open(labels, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["card", "ts", "label"])
+        w.writerows((e[0], e[1], e[4]) for e in events)
+    feats = os.path.join(OUT, "training_set.csv")
     subprocess.run([os.path.join(ROOT, "target/release/streamscore"), "features",
-                    "--spec", os.path.join(HERE, "spec.toml"), "--input", raw, "--output", feats], check=True)
+                    "--spec", os.path.join(HERE, "spec.toml"), "--input", raw,
+                    "--labels", labels, "--output", feats], check=True)
     with open(feats) as f:
         reader = csv.reader(f)
         header = next(reader)
-        names = header[2:-1]
-        x = np.array([[float(v) if v else np.nan for v in r[2:-1]] for r in reader], dtype=np.float64)
-    y = np.array([e[4] for e in events])
-    times = np.array([e[1] for e in events])
+        names = header[3:-2]
+        rows = list(reader)
+    # Every label found its own transaction (no two of a card share a millisecond).
+    assert all(r[-1] == "" and r[-2] == r[1] for r in rows)
+    x = np.array([[float(v) if v else np.nan for v in r[3:-2]] for r in rows], dtype=np.float64)
+    y = np.array([int(r[2]) for r in rows])
+    times = np.array([int(r[1]) for r in rows])
     train = times < START + 22 * DAY
     model = lgb.train(
         {"objective": "binary", "num_leaves": 15, "learning_rate": 0.1, "min_data_in_leaf": 20,

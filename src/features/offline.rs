@@ -1,5 +1,6 @@
 //! Offline mode: raw events from a CSV file, in file order, through the same [`Features`] the
-//! runtime uses (`streamscore features`).
+//! runtime uses (`streamscore features`), and the point-in-time join of labels to those features
+//! (`streamscore features --labels`).
 
 #[cfg(feature = "csv")]
 use super::Spec;
@@ -154,4 +155,133 @@ pub(crate) fn raw_batch(rows: &[f32], n: usize, width: usize) -> Result<Batch> {
 #[cfg(feature = "csv")]
 fn input(at: &str, message: String) -> Error {
     Error::Input { at: at.to_string(), message }
+}
+
+/// Labels for a point-in-time training set: per label, the key (as written and as the stage
+/// keys it), the label's time and its value as written (a number).
+#[derive(Debug, Default)]
+pub struct Labels {
+    /// The key as the file writes it.
+    pub key_text: Vec<String>,
+    /// The key as events travel with it ([`Spec::key_of`]).
+    pub keys: Vec<u64>,
+    /// The label's time (ms).
+    pub times: Vec<i64>,
+    /// The label as written (checked to be a number).
+    pub values: Vec<String>,
+    /// Per label, its 1-based line in the file.
+    pub lines: Vec<usize>,
+    /// Lines refused, with why.
+    pub refused: Vec<(usize, Error)>,
+}
+
+/// Reads labels: a CSV whose header names the spec's key and time columns and `label_column`
+/// (other columns are ignored), one label per row; times in the spec's `time_unit`.
+#[cfg(feature = "csv")]
+pub fn read_labels(spec: &Spec, bytes: &[u8], at: &str, label_column: &str) -> Result<Labels> {
+    crate::io::csv::unterminated(crate::io::csv::quotes(bytes), at)?;
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
+    let header = reader.headers().map_err(|e| input(at, e.to_string()))?.clone();
+    let index = crate::io::csv::header_index(header.iter().map(str::trim));
+    let column = |name: &str| match index.get(name) {
+        Some(&(col, false)) => Ok(col),
+        Some(_) => Err(input(at, format!("the header names column `{name}` twice (ambiguous)"))),
+        None => Err(input(at, format!("no column `{name}` (a label needs it)"))),
+    };
+    let (key, time, label) = (column(&spec.key)?, column(&spec.time)?, column(label_column)?);
+    let mut labels = Labels::default();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| input(at, e.to_string()))?;
+        let get = |c: usize| record.get(c).unwrap_or("").trim();
+        let here = || format!("{at}:{line}");
+        let parsed = (|| -> Result<i64> {
+            if get(key).is_empty() {
+                return Err(input(&here(), format!("no key in `{}`", spec.key)));
+            }
+            let t: f64 = get(time)
+                .parse()
+                .map_err(|_| input(&here(), format!("time `{}` is not a number", get(time))))?;
+            let ms = t * spec.time_scale;
+            let range = -(super::MAX_EVENT_TIME_MS as f64)..=super::MAX_EVENT_TIME_MS as f64;
+            if !range.contains(&ms) {
+                return Err(input(
+                    &here(),
+                    format!("time `{}` is outside the supported range", get(time)),
+                ));
+            }
+            if !get(label).parse::<f64>().is_ok_and(|v| !v.is_nan()) {
+                return Err(input(
+                    &here(),
+                    format!("label `{}` = `{}` is not a number", label_column, get(label)),
+                ));
+            }
+            Ok(ms.round() as i64)
+        })();
+        match parsed {
+            Ok(t) => {
+                labels.key_text.push(get(key).to_string());
+                labels.keys.push(Spec::key_of(get(key)));
+                labels.times.push(t);
+                labels.values.push(get(label).to_string());
+                labels.lines.push(line);
+            }
+            Err(e) => labels.refused.push((line, e)),
+        }
+    }
+    Ok(labels)
+}
+
+/// Why a label has no features in a point-in-time join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// The key has no event (that the stage computed) at or before the label's time.
+    NoEvent,
+    /// The key's latest such event is older than the join's `max_age`.
+    TooOld,
+}
+
+/// The point-in-time join: for each label, the event whose features it gets, which is its
+/// key's latest event at or before the label's time (latest by event time; of events at the
+/// same time, the last in file order), of those the stage computed (`refused` are skipped,
+/// by index into `events`), and not older than `max_age_ms` when given.
+///
+/// The stage computes an event's features from the events of its key at or before its time
+/// that arrived before it, so no label's features depend on any event after the label's time:
+/// the training set holds the features as the online stage gave them then.
+pub fn point_in_time(
+    events: &Events,
+    refused: &[usize],
+    labels: &Labels,
+    max_age_ms: Option<i64>,
+) -> Vec<std::result::Result<usize, Unmatched>> {
+    let mut skip = vec![false; events.len()];
+    for &i in refused {
+        if let Some(s) = skip.get_mut(i) {
+            *s = true;
+        }
+    }
+    let mut by_key: std::collections::HashMap<u64, Vec<(i64, usize)>> = Default::default();
+    for (i, (&k, &t)) in events.keys.iter().zip(&events.times).enumerate() {
+        if !skip[i] {
+            by_key.entry(k).or_default().push((t, i));
+        }
+    }
+    for list in by_key.values_mut() {
+        list.sort_unstable();
+    }
+    labels
+        .keys
+        .iter()
+        .zip(&labels.times)
+        .map(|(k, &t)| {
+            let list = by_key.get(k).map_or(&[][..], Vec::as_slice);
+            let before = list.partition_point(|&(te, _)| te <= t);
+            let &(te, i) = before.checked_sub(1).map(|b| &list[b]).ok_or(Unmatched::NoEvent)?;
+            if max_age_ms.is_some_and(|age| t - te > age) {
+                return Err(Unmatched::TooOld);
+            }
+            Ok(i)
+        })
+        .collect()
 }

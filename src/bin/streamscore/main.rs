@@ -89,6 +89,19 @@ enum Command {
         /// Where to write the features; `-` (the default) is stdout.
         #[arg(long, default_value = "-")]
         output: String,
+        /// A point-in-time training set instead: labels (CSV with the spec's key and time
+        /// columns and a label), each given the features the stage computed for its key's
+        /// latest event at or before its time. Output: key, time, label, the features,
+        /// event_time (that event's time), error.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// The labels' label column.
+        #[arg(long, default_value = "label", requires = "labels")]
+        label_column: String,
+        /// With --labels: a label whose key's latest event is older than this (90s, 15m, 7d)
+        /// gets no features (error `stale`).
+        #[arg(long, requires = "labels")]
+        max_age: Option<String>,
     },
     /// Run a drift detector (River 0.26's algorithms and parameter names) over one value per
     /// line; print the 0-based index of each drift, one per line.
@@ -178,6 +191,92 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     );
     for (line, e) in events.refused.iter().take(10) {
         eprintln!("line {line}: {e}");
+    }
+    Ok(())
+}
+
+/// `streamscore features --labels`: the point-in-time training set.
+fn training_set(
+    spec: &std::path::Path,
+    input: &str,
+    output: &str,
+    labels: &std::path::Path,
+    label_column: &str,
+    max_age: Option<&str>,
+) -> Result<(), Error> {
+    use std::io::Write;
+    use streamscore::features::{Features, Spec, offline, parse_duration};
+    let spec = Spec::from_path(spec)?;
+    let max_age_ms = max_age.map(parse_duration).transpose()?;
+    let bytes = if input == "-" {
+        streamscore::io::read_stream("-", std::io::stdin().lock())?
+    } else {
+        streamscore::io::read_input(std::path::Path::new(input))?
+    };
+    let events = offline::read_csv(&spec, &bytes, input)?;
+    let at = labels.display().to_string();
+    let labels =
+        offline::read_labels(&spec, &streamscore::io::read_input(labels)?, &at, label_column)?;
+    let mut stage = Features::new(spec.clone());
+    let (rows, refused) = offline::run(&mut stage, &events, 65_536)?;
+    let refused: Vec<usize> = refused.into_iter().map(|(i, _)| i).collect();
+    let joined = offline::point_in_time(&events, &refused, &labels, max_age_ms);
+    let sink: Box<dyn Write> = if output == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
+    };
+    let mut w = std::io::BufWriter::new(sink);
+    let io = |e| Error::io(output, e);
+    let n_out = spec.names.len();
+    writeln!(
+        w,
+        "{},{},{},{},event_time,error",
+        spec.key,
+        spec.time,
+        label_column,
+        spec.names.join(",")
+    )
+    .map_err(io)?;
+    let empty = ",".repeat(n_out.saturating_sub(1));
+    let (mut matched, mut no_event, mut stale) = (0usize, 0usize, 0usize);
+    for (l, j) in joined.iter().enumerate() {
+        let key = labels.key_text[l].replace([',', '"', '\n', '\r'], ";");
+        write!(w, "{key},{},{}", labels.times[l], labels.values[l]).map_err(io)?;
+        match *j {
+            Ok(i) => {
+                matched += 1;
+                for v in &rows[i * n_out..(i + 1) * n_out] {
+                    if v.is_nan() { write!(w, ",") } else { write!(w, ",{v}") }.map_err(io)?;
+                }
+                writeln!(w, ",{},", events.times[i]).map_err(io)?;
+            }
+            Err(why) => {
+                let reason = match why {
+                    offline::Unmatched::NoEvent => {
+                        no_event += 1;
+                        "no event of the key at or before the label's time"
+                    }
+                    offline::Unmatched::TooOld => {
+                        stale += 1;
+                        "stale: the key's latest event is older than --max-age"
+                    }
+                };
+                writeln!(w, ",{empty},,{reason}").map_err(io)?;
+            }
+        }
+    }
+    w.flush().map_err(io)?;
+    eprintln!(
+        "{} labels: {matched} with features, {no_event} with no earlier event, {stale} stale, {} refused at reading; {} events: {} computed, {} refused",
+        labels.keys.len() + labels.refused.len(),
+        labels.refused.len(),
+        events.len() + events.refused.len(),
+        events.len() - refused.len(),
+        events.refused.len() + refused.len()
+    );
+    for (line, e) in labels.refused.iter().take(10) {
+        eprintln!("labels line {line}: {e}");
     }
     Ok(())
 }
@@ -274,7 +373,12 @@ fn main() -> ExitCode {
             spec::spec(&flags).and_then(|spec| score(&model, &input, &output, &spec, &how))
         }
         Command::Inspect { model } => inspect(&model),
-        Command::Features { spec, input, output } => features(&spec, &input, &output),
+        Command::Features { spec, input, output, labels: None, .. } => {
+            features(&spec, &input, &output)
+        }
+        Command::Features { spec, input, output, labels: Some(labels), label_column, max_age } => {
+            training_set(&spec, &input, &output, &labels, &label_column, max_age.as_deref())
+        }
         Command::Bench(args) => bench::run(*args),
         Command::Drift(args) => drift::run(&args),
         Command::Profile(args) => profile::run(&args),
