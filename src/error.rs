@@ -315,6 +315,21 @@ pub enum Error {
         /// The key's latest event time.
         watermark_ms: i64,
     },
+    /// A feature of the event reads a key history older than the feature's `max_age`, and its
+    /// stale policy refuses such events; the key's state is updated with the event.
+    #[error(
+        "stale feature `{feature}` for key {key}: the key's previous event is {age_ms} ms old, over its max_age of {max_age_ms} ms"
+    )]
+    Stale {
+        /// The event's key.
+        key: u64,
+        /// The feature.
+        feature: String,
+        /// How old the key's previous event was.
+        age_ms: i64,
+        /// The feature's limit.
+        max_age_ms: i64,
+    },
     /// A model swap would change the runtime's schema (input names, output width) and the
     /// caller did not say the change is intended; the serving version is unchanged.
     #[error("model version {version} changes the schema ({change}); the serving version stays")]

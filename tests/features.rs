@@ -921,3 +921,70 @@ fn windowed_quantiles_equal_numpy() {
     }
     assert_eq!(checked, 1_020 * 9);
 }
+
+/// Freshness: a feature with `max_age` is missing (policy `missing`) or refuses the event with
+/// `Error::Stale` (policy `error`) when the key's previous event is older than the limit; a
+/// key's first event is never stale, and a refused stale event still moves the key's state on.
+#[test]
+fn stale_features_follow_their_policy() {
+    let spec = Spec::from_toml(
+        r#"
+[events]
+key = "k"
+time = "ts"
+numeric = ["x"]
+
+[[feature]]
+name = "sum_1d"
+op = "sum"
+field = "x"
+window = "1d"
+max_age = "1h"
+
+[[feature]]
+name = "ewma"
+op = "ewma"
+field = "x"
+half_life = "1h"
+max_age = "2h"
+stale = "error"
+
+[[feature]]
+name = "x"
+op = "field"
+field = "x"
+"#,
+    )
+    .unwrap();
+    let h = 3_600_000i64;
+    // Key 1 at 0, 30 min (fresh), 2 h (sum stale), 5 h (both stale: refused), 5.5 h (fresh).
+    let times = [0, h / 2, 2 * h, 5 * h, 5 * h + h / 2];
+    let mut f = Features::new(spec.clone());
+    let out = f.transform_rows(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1; 5], &times).unwrap();
+    let col = |c: usize| out.values[c * 5..(c + 1) * 5].to_vec();
+    let sum = col(0);
+    assert_eq!((sum[0], sum[1], sum[4]), (1.0, 3.0, 15.0), "{sum:?}");
+    assert!(sum[2].is_nan() && sum[3].is_nan(), "{sum:?}");
+    assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+    let (row, err) = &out.errors[0];
+    assert_eq!(*row, 3);
+    assert!(
+        matches!(err, Error::Stale { key: 1, feature, age_ms, max_age_ms }
+            if feature == "ewma" && *age_ms == 3 * h && *max_age_ms == 2 * h),
+        "{err}"
+    );
+    assert!(col(2)[3].is_nan(), "a refused event's row is all missing");
+    // Three stale findings: the sum at 2 h, the sum and the EWMA at 5 h.
+    assert_eq!(f.counters().stale, 3);
+    // Spec mistakes.
+    let base =
+        "[events]\nkey = \"k\"\ntime = \"t\"\nnumeric = [\"x\"]\n[[feature]]\nname = \"f\"\n";
+    for (body, says) in [
+        ("op = \"field\"\nfield = \"x\"\nmax_age = \"1h\"", "max_age is for features"),
+        ("op = \"since_last\"\nstale = \"error\"", "`stale` needs `max_age`"),
+        ("op = \"since_last\"\nmax_age = \"1h\"\nstale = \"drop\"", "unknown variant"),
+    ] {
+        let err = Spec::from_toml(&format!("{base}{body}")).unwrap_err().to_string();
+        assert!(err.contains(says), "{body}: {err}");
+    }
+}

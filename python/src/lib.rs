@@ -83,6 +83,7 @@ fn py_err(e: &Error) -> PyErr {
         | Error::UnknownField { .. }
         | Error::NonFinite { .. }
         | Error::Gate { .. }
+        | Error::Stale { .. }
         | Error::Late { .. } => InputError::new_err(m),
         Error::QueueFull => QueueFull::new_err(m),
         Error::Closed => Closed::new_err(m),

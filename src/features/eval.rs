@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::spec::{Agg, Level, Op, Span, Spec};
-use super::state::KeyState;
+use super::state::{KeyState, Sorted};
 
 /// One field's statistics over one window: over every entry (`full`), and leaving the current
 /// event out (`skip`: z-scores and ratios compare the event with the others), as columns ask.
@@ -30,8 +30,8 @@ enum Col {
     Stat(Agg, usize),
     /// `last` or `distinct` over (slot, window).
     Scan(Agg, usize, usize),
-    /// A quantile over (slot, window).
-    Quantile(Level, usize, usize),
+    /// A quantile over (slot, window), with its cache.
+    Quantile(Level, usize, usize, usize),
     /// Seconds since the session's first event (a session window).
     SessionAge(usize),
     /// The previous session's length (a session window, its gap and cut).
@@ -59,8 +59,15 @@ pub(crate) struct Plan {
     /// Per event scratch: each window's first entry, each statistics' results (full, skip).
     lo: Vec<usize>,
     out: Vec<(Stats, Stats)>,
-    /// A quantile's values (kept between events: no allocation per event).
+    /// A late event's quantile values (kept between events: no allocation per event).
     scratch: Vec<f32>,
+    /// Quantile caches per key: one per distinct (slot, window).
+    n_sorted: usize,
+}
+
+/// The quantile caches a spec's keys keep.
+pub(crate) fn n_sorted(spec: &Spec) -> usize {
+    Plan::new(spec).n_sorted
 }
 
 impl Plan {
@@ -69,6 +76,7 @@ impl Plan {
         // Hashed lookups: a spec of 100,000 features must not cost 10^10 comparisons.
         let mut windows: HashMap<(i64, Span), usize> = HashMap::new();
         let mut stats: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut caches: HashMap<(usize, usize), usize> = HashMap::new();
         let mut window = |plan: &mut Plan, ms: i64, span: Span| -> usize {
             *windows.entry((ms, span)).or_insert_with(|| {
                 plan.windows.push((ms, span));
@@ -100,7 +108,10 @@ impl Plan {
                     match agg {
                         Agg::Count => Col::Count(w),
                         Agg::Last | Agg::Distinct => Col::Scan(agg, slot, w),
-                        Agg::Quantile(q) => Col::Quantile(q, slot, w),
+                        Agg::Quantile(q) => {
+                            let next = caches.len();
+                            Col::Quantile(q, slot, w, *caches.entry((slot, w)).or_insert(next))
+                        }
                         _ => Col::Stat(agg, stat(&mut plan, slot, w, false, agg)),
                     }
                 }
@@ -131,6 +142,7 @@ impl Plan {
             };
             plan.cols.push((c, col));
         }
+        plan.n_sorted = caches.len();
         plan.lo = vec![0; plan.windows.len()];
         plan.out = vec![(Stats::EMPTY, Stats::EMPTY); plan.stats.len()];
         plan
@@ -149,6 +161,7 @@ impl Plan {
         &mut self,
         state: &KeyState,
         ewma: &mut [(f64, i64)],
+        sorted: &mut [Sorted],
         slots: usize,
         vals: &[f32],
         at: usize,
@@ -192,13 +205,17 @@ impl Plan {
                 Col::Count(w) => (hi - self.lo[w]) as f32,
                 Col::Stat(agg, s) => self.out[s].0.get(agg),
                 Col::Scan(agg, slot, w) => scan(agg, values, self.lo[w], hi, at, slot, slots),
-                Col::Quantile(q, slot, w) => {
-                    self.scratch.clear();
-                    self.scratch.extend(
-                        (self.lo[w]..hi).map(|i| values[i * slots + slot]).filter(|x| !x.is_nan()),
-                    );
-                    quantile(&mut self.scratch, q.get())
-                }
+                Col::Quantile(q, slot, w, c) => cached_quantile(
+                    &mut sorted[c],
+                    state,
+                    values,
+                    slots,
+                    slot,
+                    self.lo[w],
+                    hi,
+                    q.get(),
+                    &mut self.scratch,
+                ),
                 Col::SessionAge(w) => ((t - times[self.lo[w]]) as f64 / 1e3) as f32,
                 Col::SessionPrevious(w, gap_ms, ms) => {
                     let start = self.lo[w];
@@ -429,17 +446,159 @@ fn quantile(xs: &mut [f32], q: f64) -> f32 {
     if n == 0 {
         return f32::NAN;
     }
+    let (k, t) = rank(n, q);
+    let (_, &mut a, rest) = xs.select_nth_unstable_by(k, f32::total_cmp);
+    let b = rest.iter().copied().reduce(|x, y| if y.total_cmp(&x).is_lt() { y } else { x });
+    lerp(a, b, t)
+}
+
+/// The lower order statistic's index of the `q` quantile of `n` values, and the fraction
+/// toward the next.
+#[inline]
+fn rank(n: usize, q: f64) -> (usize, f64) {
     let h = (n - 1) as f64 * q;
     let k = (h.floor() as usize).min(n - 1);
-    let t = h - k as f64;
-    let (_, &mut a, rest) = xs.select_nth_unstable_by(k, f32::total_cmp);
+    (k, h - k as f64)
+}
+
+/// NumPy's two-sided lerp from `a` toward `b` (none when `a` is the last value), in f64.
+#[inline]
+fn lerp(a: f32, b: Option<f32>, t: f64) -> f32 {
     let a = f64::from(a);
-    if t == 0.0 || rest.is_empty() {
-        return a as f32;
-    }
-    let b = f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min));
+    let Some(b) = b.filter(|_| t != 0.0) else { return a as f32 };
+    let b = f64::from(b);
     let d = b - a;
     (if t >= 0.5 { b - d * (1.0 - t) } else { a + d * t }) as f32
+}
+
+/// The total order of f32 (`f32::total_cmp`) as signed integers, and back: every bit but the
+/// sign flipped for negative values.
+#[inline]
+fn order_key(x: f32) -> i32 {
+    let b = x.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
+}
+
+#[inline]
+fn from_order_key(k: i32) -> f32 {
+    f32::from_bits((k ^ (((k >> 31) as u32) >> 1) as i32) as u32)
+}
+
+/// Entering or leaving values a cache takes one at a time; beyond, it is rebuilt.
+const MAX_CHANGES: u64 = 16;
+
+/// The `q` quantile over entries `lo..hi` of field `slot` through its cache `c`: updated by
+/// the entries that left the window and entered it since it was last read when the history
+/// has not shifted under it (the current event is the newest entry, and the cache's entries are
+/// all still held), else rebuilt by a sort; a late event (not the newest) is answered by a
+/// selection and leaves the cache to be rebuilt, since it shifted the entries after it.
+#[allow(clippy::too_many_arguments)]
+fn cached_quantile(
+    c: &mut Sorted,
+    state: &KeyState,
+    values: &[f32],
+    slots: usize,
+    slot: usize,
+    lo: usize,
+    hi: usize,
+    q: f64,
+    scratch: &mut Vec<f32>,
+) -> f32 {
+    let value = |i: usize| values[i * slots + slot];
+    if hi != state.times().len() {
+        c.valid = false;
+        scratch.clear();
+        scratch.extend((lo..hi).map(value).filter(|x| !x.is_nan()));
+        return quantile(scratch, q);
+    }
+    let base = state.base();
+    let (from, to) = (base + lo as u64, base + hi as u64);
+    let step = c.valid
+        && c.from >= base
+        && c.from <= from
+        && from <= c.to
+        && c.to <= to
+        && (from - c.from) + (to - c.to) <= MAX_CHANGES;
+    let mut fresh = !step;
+    if step {
+        // Positions by counting (branch-free compares that vectorize; a binary search's
+        // branches mispredict on every other step at these sizes).
+        let below = |keys: &[i32], k: i32| keys.iter().map(|&y| usize::from(y < k)).sum::<usize>();
+        let (leave, enter) = (from - c.from, to - c.to);
+        if leave == 1 && enter == 1 {
+            // The steady state: one value out, one in, moved in place.
+            let (old, new) = (value((c.from - base) as usize), value((c.to - base) as usize));
+            match (old.is_nan(), new.is_nan()) {
+                (false, false) => {
+                    let (ko, kn) = (order_key(old), order_key(new));
+                    let p = below(&c.keys, ko);
+                    if c.keys.get(p) != Some(&ko) {
+                        fresh = true;
+                    } else {
+                        let keys = &mut c.keys[..];
+                        let mut p = p;
+                        // Slide the gap at `p` toward where `kn` belongs, then fill it.
+                        while p + 1 < keys.len() && keys[p + 1] < kn {
+                            keys[p] = keys[p + 1];
+                            p += 1;
+                        }
+                        while p > 0 && keys[p - 1] > kn {
+                            keys[p] = keys[p - 1];
+                            p -= 1;
+                        }
+                        keys[p] = kn;
+                    }
+                }
+                (false, true) => {
+                    let ko = order_key(old);
+                    let p = below(&c.keys, ko);
+                    if c.keys.get(p) == Some(&ko) {
+                        c.keys.remove(p);
+                    } else {
+                        fresh = true;
+                    }
+                }
+                (true, false) => {
+                    let kn = order_key(new);
+                    let p = below(&c.keys, kn);
+                    c.keys.insert(p, kn);
+                }
+                (true, true) => {}
+            }
+        } else {
+            for i in c.from..from {
+                let x = value((i - base) as usize);
+                if !x.is_nan() {
+                    let k = order_key(x);
+                    let p = below(&c.keys, k);
+                    if c.keys.get(p) == Some(&k) {
+                        c.keys.remove(p);
+                    } else {
+                        fresh = true;
+                    }
+                }
+            }
+            for i in c.to..to {
+                let x = value((i - base) as usize);
+                if !x.is_nan() {
+                    let k = order_key(x);
+                    let p = below(&c.keys, k);
+                    c.keys.insert(p, k);
+                }
+            }
+        }
+    }
+    if fresh {
+        c.keys.clear();
+        c.keys.extend((lo..hi).map(value).filter(|x| !x.is_nan()).map(order_key));
+        c.keys.sort_unstable();
+    }
+    (c.from, c.to, c.valid) = (from, to, true);
+    if c.keys.is_empty() {
+        return f32::NAN;
+    }
+    let (k, t) = rank(c.keys.len(), q);
+    lerp(from_order_key(c.keys[k]), c.keys.get(k + 1).map(|&y| from_order_key(y)), t)
 }
 
 /// `last` or `distinct` over entries `lo..hi` (the current event, at `at`, among them).

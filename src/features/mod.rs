@@ -57,8 +57,8 @@ mod state;
 use std::sync::Arc;
 
 pub use spec::{
-    Agg, Categorical, DEFAULT_SESSION_WINDOW_MS, LatePolicy, Level, Op, Operand, Span, Spec,
-    UnknownPolicy, fnv1a, parse_duration,
+    Agg, Categorical, DEFAULT_SESSION_WINDOW_MS, Freshness, LatePolicy, Level, Op, Operand, Span,
+    Spec, StalePolicy, UnknownPolicy, fnv1a, parse_duration,
 };
 use state::Store;
 
@@ -106,6 +106,8 @@ pub struct FeatureCounters {
     pub evicted_keys: u64,
     /// Events dropped from a key's history to stay within `max_events_per_key`.
     pub dropped_events: u64,
+    /// Features found stale (older than their `max_age`), under either policy.
+    pub stale: u64,
 }
 
 /// One batch's features, feature-major (`n_rows` values per column), and the rows that failed.
@@ -138,7 +140,7 @@ impl Features {
         let spec: Arc<Spec> = spec.into();
         Features {
             plan: eval::Plan::new(&spec),
-            keys: Store::new(spec.n_ewma),
+            keys: Store::new(spec.n_ewma, eval::n_sorted(&spec)),
             spec,
             clock: i64::MIN,
             counters: FeatureCounters::default(),
@@ -231,6 +233,7 @@ impl Features {
                         && generation == this.keys.generation()
                     {
                         this.keys.get(s).prefetch_history(slots);
+                        this.keys.prefetch_sorted(s);
                     }
                 }
             };
@@ -309,7 +312,7 @@ impl Features {
                 self.keys.insert(key, t)
             }
         };
-        let (state, ewma) = self.keys.get_mut(slot);
+        let (state, ewma, sorted) = self.keys.get_mut(slot);
         let oldest = state.watermark.saturating_sub(spec.allowed_lateness_ms);
         let mut t = t;
         if t < oldest {
@@ -330,7 +333,26 @@ impl Features {
         let slots = spec.slots.len();
         let previous = state.previous();
         let at = state.insert(t, &self.vals);
-        self.plan.eval(state, ewma, slots, &self.vals, at, t, previous, out, r, n);
+        self.plan.eval(state, ewma, sorted, slots, &self.vals, at, t, previous, out, r, n);
+        // Freshness: how old the history these features read is (the key's previous event).
+        let mut stale = None;
+        if let Some(p) = previous {
+            let age = t.saturating_sub(p);
+            for f in spec.freshness.iter().filter(|f| age > f.max_age_ms) {
+                self.counters.stale += 1;
+                match f.policy {
+                    StalePolicy::Missing => out[f.column * n + r] = f32::NAN,
+                    StalePolicy::Error => {
+                        stale.get_or_insert(Error::Stale {
+                            key,
+                            feature: spec.names[f.column].clone(),
+                            age_ms: age,
+                            max_age_ms: f.max_age_ms,
+                        });
+                    }
+                }
+            }
+        }
         state.seen(t);
         let before = state
             .watermark
@@ -338,7 +360,7 @@ impl Features {
         let dropped_by_cap = state.times().len().saturating_sub(spec.max_events_per_key);
         state.evict(before, spec.max_events_per_key, slots);
         self.counters.dropped_events += dropped_by_cap as u64;
-        Ok(())
+        stale.map_or(Ok(()), Err)
     }
 
     /// Forgets keys idle past the TTL.

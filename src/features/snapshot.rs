@@ -29,8 +29,8 @@ pub struct Snapshot {
 }
 
 const MAGIC: &[u8; 8] = b"SSFSNAP\0";
-const FORMAT: u32 = 1;
-const HEADER: usize = 8 + 4 + 8 + 8 + 8 + 6 * 8 + 4 + 4 + 8;
+const FORMAT: u32 = 2;
+const HEADER: usize = 8 + 4 + 8 + 8 + 8 + 7 * 8 + 4 + 4 + 8;
 const DIGEST: usize = 32;
 
 fn bad(message: impl Into<String>) -> Error {
@@ -90,6 +90,7 @@ impl Features {
             c.expired_keys,
             c.evicted_keys,
             c.dropped_events,
+            c.stale,
         ] {
             buf.extend_from_slice(&v.to_le_bytes());
         }
@@ -147,6 +148,7 @@ impl Features {
             &mut c.expired_keys,
             &mut c.evicted_keys,
             &mut c.dropped_events,
+            &mut c.stale,
         ] {
             *v = r.u64()?;
         }
@@ -160,7 +162,7 @@ impl Features {
         if n_keys.saturating_mul(min_key) > r.0.len() as u64 || n_keys > spec.max_keys as u64 {
             return Err(bad(format!("{n_keys} keys cannot fit the file or the spec's max_keys")));
         }
-        let mut store = Store::new(n_ewma);
+        let mut store = Store::new(n_ewma, super::eval::n_sorted(&spec));
         let (mut times, mut values, mut ewma) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..n_keys {
             let key = r.u64()?;

@@ -98,6 +98,31 @@ struct FeatureDef {
     default: Option<f64>,
     session: Option<String>,
     q: Option<f64>,
+    max_age: Option<String>,
+    stale: Option<StalePolicy>,
+}
+
+/// What a feature whose key history is older than its `max_age` gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StalePolicy {
+    /// The feature is missing (NaN); the event is scored.
+    #[default]
+    Missing,
+    /// The event is answered with [`Error::Stale`] (its state still moves on).
+    Error,
+}
+
+/// A feature's freshness limit: stale when the key's previous event is older than `max_age_ms`
+/// at the event's time (a key's first event is never stale: it reads no history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Output column.
+    pub column: usize,
+    /// The limit.
+    pub max_age_ms: i64,
+    /// What a stale feature gives.
+    pub policy: StalePolicy,
 }
 
 /// A raw categorical field: its vocabulary (code = index) or hash buckets.
@@ -326,6 +351,8 @@ pub struct Spec {
     pub late: LatePolicy,
     /// EWMA states per key.
     pub n_ewma: usize,
+    /// The features with a `max_age`.
+    pub freshness: Vec<Freshness>,
 }
 
 /// How far back a session op reads when its spec gives no `window`: one day.
@@ -424,6 +451,7 @@ impl Spec {
                 .unwrap_or(0),
             late: state.late,
             n_ewma: 0,
+            freshness: Vec::new(),
         };
         if file.features.is_empty() {
             return Err(bad("no [[feature]]".into()));
@@ -669,6 +697,18 @@ impl Spec {
             "since_last" => Op::SinceLast,
             other => return Err(bad(format!("feature `{name}`: unknown op `{other}`"))),
         };
+        if let Some(age) = &d.max_age {
+            if !op.is_stateful() {
+                return Err(bad(format!(
+                    "feature `{name}`: max_age is for features that read the key's history"
+                )));
+            }
+            let max_age_ms = parse_duration(age)?;
+            let policy = d.stale.unwrap_or_default();
+            self.freshness.push(Freshness { column: self.ops.len(), max_age_ms, policy });
+        } else if d.stale.is_some() {
+            return Err(bad(format!("feature `{name}`: `stale` needs `max_age`")));
+        }
         self.names.push(name.clone());
         self.ops.push(op);
         Ok(())

@@ -121,6 +121,21 @@ impl KeyIndex {
 /// No previous event.
 const NONE: i64 = i64::MIN;
 
+/// One quantile's window values as sorted order keys (`f32::total_cmp` order as `i32`), over
+/// the history entries it last read: a cache derived from the history, never snapshotted, kept
+/// up to date by what enters and leaves the window and rebuilt when it cannot be.
+#[derive(Debug, Default)]
+pub(crate) struct Sorted {
+    /// The non-missing values' order keys, ascending.
+    pub keys: Vec<i32>,
+    /// Absolute positions (see [`KeyState::base`]) of the entries covered: `from..to`.
+    pub from: u64,
+    /// End of the covered entries.
+    pub to: u64,
+    /// Whether `keys` holds exactly the values of `from..to`.
+    pub valid: bool,
+}
+
 /// One key's state. Its history is `times[start..]` and `values[start * slots..]`: dropping
 /// the oldest events only moves `start`, and the dead prefix is cut off once it outgrows half
 /// the live part, so both stay contiguous at a bounded cost per event.
@@ -134,6 +149,9 @@ pub(crate) struct KeyState {
     /// Time of the key's previous event, for `since_last` ([`NONE`] before the first).
     previous: i64,
     start: usize,
+    /// Entries ever dropped from the front: entry `i` of [`times`](Self::times) is the key's
+    /// entry `base + i` for as long as no late event is inserted before it.
+    base: u64,
     times: Vec<i64>,
     values: Vec<f32>,
 }
@@ -149,6 +167,12 @@ impl KeyState {
     #[inline]
     pub fn values(&self, slots: usize) -> &[f32] {
         &self.values[self.start * slots..]
+    }
+
+    /// The absolute position of the oldest live entry.
+    #[inline]
+    pub fn base(&self) -> u64 {
+        self.base
     }
 
     /// Time of the key's previous event.
@@ -204,6 +228,7 @@ impl KeyState {
         };
         let drop = old.max(live.len().saturating_sub(max_events));
         self.start += drop;
+        self.base += drop as u64;
         let len = self.times.len() - self.start;
         // Cut the dead prefix once it is over half the live part (each event is moved at
         // most twice, amortized), and give back capacity a burst left behind.
@@ -268,14 +293,17 @@ pub(crate) struct Store {
     /// `n_ewma` (value, time of last update) per slab entry; NaN before the first value.
     ewma: Vec<(f64, i64)>,
     n_ewma: usize,
+    /// `n_sorted` quantile caches per slab entry.
+    sorted: Vec<Sorted>,
+    n_sorted: usize,
     free: Vec<u32>,
     /// Bumped whenever a key is removed, so slots looked up earlier can be known stale.
     generation: u64,
 }
 
 impl Store {
-    pub fn new(n_ewma: usize) -> Self {
-        Store { n_ewma, ..Default::default() }
+    pub fn new(n_ewma: usize, n_sorted: usize) -> Self {
+        Store { n_ewma, n_sorted, ..Default::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -297,11 +325,16 @@ impl Store {
         &self.slab[slot as usize]
     }
 
-    /// A slot's state and its EWMA states.
+    /// A slot's state, its EWMA states and its quantile caches.
     #[inline]
-    pub fn get_mut(&mut self, slot: u32) -> (&mut KeyState, &mut [(f64, i64)]) {
+    pub fn get_mut(&mut self, slot: u32) -> (&mut KeyState, &mut [(f64, i64)], &mut [Sorted]) {
         let e = slot as usize * self.n_ewma;
-        (&mut self.slab[slot as usize], &mut self.ewma[e..e + self.n_ewma])
+        let q = slot as usize * self.n_sorted;
+        (
+            &mut self.slab[slot as usize],
+            &mut self.ewma[e..e + self.n_ewma],
+            &mut self.sorted[q..q + self.n_sorted],
+        )
     }
 
     /// Prefetches where `key`'s slot is looked up.
@@ -319,6 +352,18 @@ impl Store {
         if self.n_ewma > 0 {
             prefetch(self.ewma.as_ptr().wrapping_add(slot as usize * self.n_ewma));
         }
+        if self.n_sorted > 0 {
+            prefetch(self.sorted.as_ptr().wrapping_add(slot as usize * self.n_sorted));
+        }
+    }
+
+    /// Prefetches a slot's quantile caches' values (their entries must be in cache by now).
+    #[inline]
+    pub fn prefetch_sorted(&self, slot: u32) {
+        let q = slot as usize * self.n_sorted;
+        for c in &self.sorted[q..q + self.n_sorted] {
+            prefetch(c.keys.as_ptr());
+        }
     }
 
     /// Creates state for a key that has none, first seen at `t`.
@@ -329,6 +374,7 @@ impl Store {
             watermark: t,
             previous: NONE,
             start: 0,
+            base: 0,
             times: Vec::with_capacity(4),
             values: Vec::new(),
         };
@@ -337,11 +383,14 @@ impl Store {
                 self.slab[s as usize] = fresh;
                 let e = s as usize * self.n_ewma;
                 self.ewma[e..e + self.n_ewma].fill((f64::NAN, t));
+                let q = s as usize * self.n_sorted;
+                self.sorted[q..q + self.n_sorted].iter_mut().for_each(|c| c.valid = false);
                 s
             }
             None => {
                 self.slab.push(fresh);
                 self.ewma.extend(std::iter::repeat_n((f64::NAN, t), self.n_ewma));
+                self.sorted.extend(std::iter::repeat_with(Sorted::default).take(self.n_sorted));
                 u32::try_from(self.slab.len() - 1).expect("fewer than 2^32 keys")
             }
         };
@@ -357,6 +406,8 @@ impl Store {
         s.times = Vec::new();
         s.values = Vec::new();
         s.start = 0;
+        let q = slot as usize * self.n_sorted;
+        self.sorted[q..q + self.n_sorted].iter_mut().for_each(|c| *c = Sorted::default());
         self.free.push(slot);
         self.generation += 1;
     }
@@ -416,7 +467,7 @@ impl Store {
             return Err(format!("key {key}: {} EWMA states, expected {}", ewma.len(), self.n_ewma));
         }
         let slot = self.insert(key, watermark);
-        let (state, states) = self.get_mut(slot);
+        let (state, states, _) = self.get_mut(slot);
         state.watermark = watermark;
         state.previous = previous;
         state.times.extend_from_slice(times);
@@ -435,6 +486,8 @@ impl Store {
         self.index.bytes()
             + self.slab.capacity() * std::mem::size_of::<KeyState>()
             + self.ewma.capacity() * 16
+            + self.sorted.capacity() * std::mem::size_of::<Sorted>()
+            + self.sorted.iter().map(|s| s.keys.capacity() * 4).sum::<usize>()
             + self.free.capacity() * 4
             + self.slab.iter().map(KeyState::heap_bytes).sum::<usize>()
     }
@@ -474,7 +527,7 @@ mod tests {
     /// Slots come back through the free list, and a removed key's slot is not found again.
     #[test]
     fn store_reuses_freed_slots() {
-        let mut store = Store::new(1);
+        let mut store = Store::new(1, 0);
         let a = store.insert(10, 0);
         let b = store.insert(20, 0);
         store.remove(a);

@@ -81,6 +81,7 @@ pub(crate) fn status_of(e: &Error) -> u16 {
         | Error::UnknownField { .. }
         | Error::MissingColumn { .. }
         | Error::Gate { .. }
+        | Error::Stale { .. }
         | Error::Late { .. } => 400,
         _ => 500,
     }

@@ -84,6 +84,7 @@ pub(crate) fn status_of(e: &Error) -> SsStatus {
         | Error::UnknownField { .. }
         | Error::NonFinite { .. }
         | Error::Gate { .. }
+        | Error::Stale { .. }
         | Error::Late { .. } => SsStatus::Input,
         Error::QueueFull => SsStatus::QueueFull,
         Error::Closed => SsStatus::Closed,
