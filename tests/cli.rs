@@ -636,3 +636,81 @@ fn training_set_is_point_in_time() {
     assert!(same > 200, "{same}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `features --compare`: backfill validation. The stage's own output, rows reversed, passes;
+/// with one value off, one within the tolerance, one emptied, one row dropped and one added,
+/// the report names exactly those and the command exits with status 1.
+#[test]
+fn backfill_validation_names_every_difference() {
+    let dir = std::env::temp_dir().join(format!("streamscore-backfill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = "examples/fraud/spec.toml";
+    let stream = "examples/fraud/stream.csv";
+    let out = streamscore(&["features", "--spec", spec, "--input", stream], None);
+    let ours = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<String> = ours.lines().map(str::to_string).collect();
+    let header = lines.remove(0);
+    let cols: Vec<&str> = header.split(',').collect();
+    let col = |name: &str| cols.iter().position(|c| *c == name).unwrap();
+    lines.reverse();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let write = |name: &str, rows: &[String]| {
+        std::fs::write(path(name), format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+    };
+    write("same.csv", &lines);
+    let run = |theirs: &str| {
+        let out = streamscore(
+            &["features", "--spec", spec, "--input", stream, "--compare", &path(theirs)],
+            None,
+        );
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, report, _) = run("same.csv");
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.starts_with("rows: 15902 matched, 0 only in"), "{report}");
+    assert!(report.contains("ignored columns: error"), "{report}");
+    // The edits, on rows of theirs (line numbers: row r is line r + 2).
+    let edit = |lines: &mut Vec<String>, r: usize, c: usize, v: &dyn Fn(&str) -> String| {
+        let mut f: Vec<String> = lines[r].split(',').map(str::to_string).collect();
+        f[c] = v(&f[c]);
+        lines[r] = f.join(",");
+    };
+    let mut changed = lines.clone();
+    edit(&mut changed, 10, col("n_1h"), &|v| (v.parse::<f64>().unwrap() + 1.0).to_string());
+    edit(&mut changed, 11, col("amount"), &|v| {
+        (v.parse::<f64>().unwrap() * (1.0 + 1e-9)).to_string()
+    });
+    edit(&mut changed, 12, col("sum_1h"), &|_| String::new());
+    let dropped = changed.remove(20);
+    let mut extra: Vec<String> = dropped.split(',').map(str::to_string).collect();
+    extra[0] = "99999999".into();
+    changed.push(extra.join(","));
+    write("changed.csv", &changed);
+    let (code, report, stderr) = run("changed.csv");
+    assert_eq!(code, Some(1), "{report}");
+    assert!(stderr.contains("2 values beyond the tolerance, 2 rows unmatched"), "{stderr}");
+    assert!(report.starts_with("rows: 15901 matched, 1 only in"), "{report}");
+    let row = |name: &str| {
+        report.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap().to_string()
+    };
+    let fields =
+        |name: &str| -> Vec<String> { row(name).split_whitespace().map(str::to_string).collect() };
+    assert_eq!(fields("n_1h")[1..3], ["15901", "1"], "{report}");
+    assert_eq!(fields("amount")[2], "0", "within the relative tolerance: {report}");
+    assert_eq!(fields("sum_1h")[2], "1", "{report}");
+    assert_eq!(fields("n_24h")[2], "0", "{report}");
+    assert!(report.contains("mismatch: n_1h at line 12:"), "{report}");
+    assert!(report.contains("mismatch: sum_1h at line 14:"), "{report}");
+    assert!(report.contains(&format!("only theirs: line {}", changed.len() + 1)), "{report}");
+    assert!(report.contains("only ours: line"), "{report}");
+    // A file that names no feature, or lacks the key, is an error up front.
+    std::fs::write(path("bad.csv"), "card,ts,nothing\n1,2,3\n").unwrap();
+    let (code, _, stderr) = run("bad.csv");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no column names a feature"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

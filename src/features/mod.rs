@@ -39,6 +39,7 @@
 //! # Ok::<(), streamscore::Error>(())
 //! ```
 
+pub mod backfill;
 mod eval;
 pub mod offline;
 mod snapshot;

@@ -102,6 +102,18 @@ enum Command {
         /// gets no features (error `stale`).
         #[arg(long, requires = "labels")]
         max_age: Option<String>,
+        /// Backfill validation instead: compare the features with this file's (CSV with the
+        /// spec's key and time columns and some of its features, computed elsewhere), rows
+        /// matched by key and time; the report goes to --output, and differences beyond the
+        /// tolerances exit with status 1.
+        #[arg(long, conflicts_with = "labels")]
+        compare: Option<PathBuf>,
+        /// With --compare: absolute tolerance.
+        #[arg(long, default_value_t = 0.0, requires = "compare")]
+        atol: f64,
+        /// With --compare: relative tolerance (of their value).
+        #[arg(long, default_value_t = 1e-6, requires = "compare")]
+        rtol: f64,
     },
     /// Run a drift detector (River 0.26's algorithms and parameter names) over one value per
     /// line; print the 0-based index of each drift, one per line.
@@ -191,6 +203,99 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     );
     for (line, e) in events.refused.iter().take(10) {
         eprintln!("line {line}: {e}");
+    }
+    Ok(())
+}
+
+/// `streamscore features --compare`: backfill validation.
+fn backfill(
+    spec: &std::path::Path,
+    input: &str,
+    output: &str,
+    theirs: &std::path::Path,
+    atol: f64,
+    rtol: f64,
+) -> Result<(), Error> {
+    use std::io::Write;
+    use streamscore::features::backfill::{self, Tolerance};
+    use streamscore::features::{Features, Spec, offline};
+    if !(atol >= 0.0 && rtol >= 0.0 && atol.is_finite() && rtol.is_finite()) {
+        return Err(Error::Config("--atol and --rtol must be finite and >= 0".into()));
+    }
+    let spec = Spec::from_path(spec)?;
+    let bytes = if input == "-" {
+        streamscore::io::read_stream("-", std::io::stdin().lock())?
+    } else {
+        streamscore::io::read_input(std::path::Path::new(input))?
+    };
+    let events = offline::read_csv(&spec, &bytes, input)?;
+    let at = theirs.display().to_string();
+    let theirs = backfill::read(&spec, &streamscore::io::read_input(theirs)?, &at)?;
+    let mut stage = Features::new(spec.clone());
+    let (rows, refused) = offline::run(&mut stage, &events, 65_536)?;
+    let refused: Vec<usize> = refused.into_iter().map(|(i, _)| i).collect();
+    let report =
+        backfill::compare(&spec, &events, &rows, &refused, &theirs, Tolerance { atol, rtol });
+    let sink: Box<dyn Write> = if output == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
+    };
+    let mut w = std::io::BufWriter::new(sink);
+    let io = |e| Error::io(output, e);
+    writeln!(
+        w,
+        "rows: {} matched, {} only in {at}, {} only ours ({} events computed, {} refused by the stage, {} unreadable)",
+        report.matched,
+        report.only_theirs.len(),
+        report.only_ours.len(),
+        events.len() - refused.len(),
+        refused.len(),
+        events.refused.len()
+    )
+    .map_err(io)?;
+    writeln!(w, "tolerance: |ours - theirs| <= {atol:e} + {rtol:e} * |theirs|").map_err(io)?;
+    writeln!(
+        w,
+        "{:<32} {:>10} {:>10} {:>12} {:>12}",
+        "feature", "compared", "mismatches", "max_abs", "max_rel"
+    )
+    .map_err(io)?;
+    for f in &report.features {
+        writeln!(
+            w,
+            "{:<32} {:>10} {:>10} {:>12.3e} {:>12.3e}",
+            f.name, f.compared, f.mismatches, f.max_abs, f.max_rel
+        )
+        .map_err(io)?;
+    }
+    for f in report.features.iter().filter(|f| f.mismatches > 0) {
+        for (line, ours, theirs) in &f.first {
+            writeln!(w, "mismatch: {} at line {line}: ours {ours}, theirs {theirs}", f.name)
+                .map_err(io)?;
+        }
+    }
+    for line in report.only_theirs.iter().take(5) {
+        writeln!(w, "only theirs: line {line}").map_err(io)?;
+    }
+    for &i in report.only_ours.iter().take(5) {
+        writeln!(w, "only ours: line {} of {input}", events.lines[i]).map_err(io)?;
+    }
+    if !theirs.absent.is_empty() {
+        writeln!(w, "not compared (absent from {at}): {}", theirs.absent.join(", ")).map_err(io)?;
+    }
+    if !theirs.ignored.is_empty() {
+        writeln!(w, "ignored columns: {}", theirs.ignored.join(", ")).map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+    let (bad, unmatched) = (report.mismatches(), report.only_theirs.len() + report.only_ours.len());
+    if bad + unmatched > 0 {
+        return Err(Error::Input {
+            at: at.clone(),
+            message: format!(
+                "backfill differs: {bad} values beyond the tolerance, {unmatched} rows unmatched"
+            ),
+        });
     }
     Ok(())
 }
@@ -373,12 +478,21 @@ fn main() -> ExitCode {
             spec::spec(&flags).and_then(|spec| score(&model, &input, &output, &spec, &how))
         }
         Command::Inspect { model } => inspect(&model),
+        Command::Features { spec, input, output, compare: Some(theirs), atol, rtol, .. } => {
+            backfill(&spec, &input, &output, &theirs, atol, rtol)
+        }
         Command::Features { spec, input, output, labels: None, .. } => {
             features(&spec, &input, &output)
         }
-        Command::Features { spec, input, output, labels: Some(labels), label_column, max_age } => {
-            training_set(&spec, &input, &output, &labels, &label_column, max_age.as_deref())
-        }
+        Command::Features {
+            spec,
+            input,
+            output,
+            labels: Some(labels),
+            label_column,
+            max_age,
+            ..
+        } => training_set(&spec, &input, &output, &labels, &label_column, max_age.as_deref()),
         Command::Bench(args) => bench::run(*args),
         Command::Drift(args) => drift::run(&args),
         Command::Profile(args) => profile::run(&args),
