@@ -330,6 +330,15 @@ pub enum Error {
         /// The feature's limit.
         max_age_ms: i64,
     },
+    /// A lookup table holds no row for the event's key, or its store failed or timed out, and
+    /// the lookup's policy refuses such events.
+    #[error("lookup `{table}`: {message}")]
+    Lookup {
+        /// The lookup table.
+        table: String,
+        /// What happened.
+        message: String,
+    },
     /// A model swap would change the runtime's schema (input names, output width) and the
     /// caller did not say the change is intended; the serving version is unchanged.
     #[error("model version {version} changes the schema ({change}); the serving version stays")]

@@ -84,6 +84,7 @@ fn py_err(e: &Error) -> PyErr {
         | Error::NonFinite { .. }
         | Error::Gate { .. }
         | Error::Stale { .. }
+        | Error::Lookup { .. }
         | Error::Late { .. } => InputError::new_err(m),
         Error::QueueFull => QueueFull::new_err(m),
         Error::Closed => Closed::new_err(m),

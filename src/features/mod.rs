@@ -41,6 +41,7 @@
 
 pub mod backfill;
 mod eval;
+pub mod lookup;
 pub mod offline;
 mod snapshot;
 pub use snapshot::Snapshot;
@@ -133,6 +134,8 @@ pub struct Features {
     /// Per row of the batch: its key's slot when looked up ahead, and the store's generation
     /// then (a slot looked up before a key was removed is looked up again).
     ahead: Vec<(Option<u32>, u64)>,
+    /// Per lookup table: its reader, its counters, and the (field, output column) pairs read.
+    lookups: Vec<LookupStage>,
 }
 
 impl Features {
@@ -142,12 +145,23 @@ impl Features {
         Features {
             plan: eval::Plan::new(&spec),
             keys: Store::new(spec.n_ewma, eval::n_sorted(&spec)),
+            lookups: lookups_of(&spec),
             spec,
             clock: i64::MIN,
             counters: FeatureCounters::default(),
             vals: Vec::new(),
             ahead: Vec::new(),
         }
+    }
+
+    /// Each lookup table's counts, by name.
+    pub fn lookup_counters(&self) -> Vec<(String, lookup::LookupCounters)> {
+        self.spec
+            .lookups
+            .iter()
+            .zip(&self.lookups)
+            .map(|(l, (_, c, _))| (l.def.name.clone(), *c))
+            .collect()
     }
 
     /// The spec.
@@ -206,9 +220,28 @@ impl Features {
         out.values.resize(n * spec.ops.len(), f32::NAN);
         out.errors.clear();
         for (c, op) in spec.ops.iter().enumerate() {
-            if !op.is_stateful() {
+            if !op.is_stateful() && !matches!(op, Op::Lookup { .. }) {
                 stateless(op, raw, &mut out.values[c * n..(c + 1) * n]);
             }
+        }
+        for (reader, counters, cols) in &mut self.lookups {
+            if cols.is_empty() {
+                continue;
+            }
+            let values = &mut out.values;
+            reader.resolve(
+                raw,
+                keys,
+                counters,
+                |field, r, v| {
+                    for &(f, c) in cols.iter() {
+                        if f == field {
+                            values[c * n + r] = v;
+                        }
+                    }
+                },
+                &mut out.errors,
+            );
         }
         if !self.plan.is_empty() {
             // The batch's keys are known up front: look up and prefetch two groups ahead
@@ -259,6 +292,11 @@ impl Features {
                     }
                 }
             }
+        }
+        if !self.lookups.is_empty() {
+            // One answer per event: a row a lookup refused may be refused again later.
+            out.errors.sort_by_key(|e| e.0);
+            out.errors.dedup_by_key(|e| e.0);
         }
         for &(r, _) in &out.errors {
             for c in 0..spec.ops.len() {
@@ -384,6 +422,25 @@ impl Features {
         self.keys.remove_oldest(drop);
         self.counters.evicted_keys += drop as u64;
     }
+}
+
+/// A reader per lookup table, with the (field, output column) pairs its features read.
+/// A lookup table's reader in a stage, its counters, and the (field, output column) pairs
+/// its features read.
+type LookupStage = (lookup::Reader, lookup::LookupCounters, Vec<(usize, usize)>);
+
+fn lookups_of(spec: &Spec) -> Vec<LookupStage> {
+    (spec.lookups.iter().enumerate())
+        .map(|(t, l)| {
+            let cols = (spec.ops.iter().enumerate())
+                .filter_map(|(c, op)| match *op {
+                    Op::Lookup { table, field } if table == t => Some((field, c)),
+                    _ => None,
+                })
+                .collect();
+            (lookup::Reader::new(l), lookup::LookupCounters::default(), cols)
+        })
+        .collect()
 }
 
 /// A stateless column over the whole batch.

@@ -38,6 +38,8 @@ struct File {
     state: State,
     #[serde(rename = "feature")]
     features: Vec<FeatureDef>,
+    #[serde(default, rename = "lookup")]
+    lookups: Vec<super::lookup::LookupFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +102,7 @@ struct FeatureDef {
     q: Option<f64>,
     max_age: Option<String>,
     stale: Option<StalePolicy>,
+    table: Option<String>,
 }
 
 /// What a feature whose key history is older than its `max_age` gives.
@@ -299,6 +302,13 @@ pub enum Op {
     },
     /// Seconds since the key's previous event (NaN for a key's first).
     SinceLast,
+    /// A field of a lookup table ([`Spec::lookups`]), by the row's lookup key.
+    Lookup {
+        /// Index of the table in [`Spec::lookups`].
+        table: usize,
+        /// Index of the field in the table's fields.
+        field: usize,
+    },
 }
 
 impl Op {
@@ -353,6 +363,8 @@ pub struct Spec {
     pub n_ewma: usize,
     /// The features with a `max_age`.
     pub freshness: Vec<Freshness>,
+    /// Lookup tables features read (`[[lookup]]`).
+    pub lookups: Vec<super::lookup::Lookup>,
 }
 
 /// How far back a session op reads when its spec gives no `window`: one day.
@@ -389,6 +401,11 @@ pub fn parse_duration(s: &str) -> Result<i64> {
 impl Spec {
     /// Parses and validates a spec from TOML text.
     pub fn from_toml(text: &str) -> Result<Spec> {
+        Spec::parse(text, None)
+    }
+
+    /// Parses a spec whose relative paths (a lookup's CSV) are under `base`.
+    fn parse(text: &str, base: Option<&std::path::Path>) -> Result<Spec> {
         let file: File = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         let time_scale = match file.events.time_unit.as_str() {
             "ms" => 1.0,
@@ -452,7 +469,15 @@ impl Spec {
             late: state.late,
             n_ewma: 0,
             freshness: Vec::new(),
+            lookups: Vec::new(),
         };
+        for l in file.lookups {
+            if spec.lookups.iter().any(|x| x.def.name == l.name()) {
+                return Err(bad(format!("two lookups are named `{}`", l.name())));
+            }
+            let lookup = super::lookup::compile(l, &spec, &index, base)?;
+            spec.lookups.push(lookup);
+        }
         if file.features.is_empty() {
             return Err(bad("no [[feature]]".into()));
         }
@@ -471,7 +496,7 @@ impl Spec {
     pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Spec> {
         let path = path.as_ref();
         let text = crate::files::read_to_string(path, &crate::files::CONFIG)?;
-        Spec::from_toml(&text).map_err(|e| match e {
+        Spec::parse(&text, path.parent()).map_err(|e| match e {
             Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
             e => e,
         })
@@ -695,6 +720,24 @@ impl Spec {
                 }
             }
             "since_last" => Op::SinceLast,
+            "lookup" => {
+                let t = d
+                    .table
+                    .as_deref()
+                    .ok_or_else(|| bad(format!("feature `{name}` (lookup) needs `table`")))?;
+                let table =
+                    self.lookups.iter().position(|l| l.def.name == t).ok_or_else(|| {
+                        bad(format!("feature `{name}`: no [[lookup]] named `{t}`"))
+                    })?;
+                let f = d
+                    .field
+                    .as_deref()
+                    .ok_or_else(|| bad(format!("feature `{name}` (lookup) needs `field`")))?;
+                let field = self.lookups[table].def.fields.iter().position(|x| x == f).ok_or_else(
+                    || bad(format!("feature `{name}`: lookup `{t}` has no field `{f}`")),
+                )?;
+                Op::Lookup { table, field }
+            }
             other => return Err(bad(format!("feature `{name}`: unknown op `{other}`"))),
         };
         if let Some(age) = &d.max_age {

@@ -82,6 +82,7 @@ pub(crate) fn status_of(e: &Error) -> u16 {
         | Error::MissingColumn { .. }
         | Error::Gate { .. }
         | Error::Stale { .. }
+        | Error::Lookup { .. }
         | Error::Late { .. } => 400,
         _ => 500,
     }

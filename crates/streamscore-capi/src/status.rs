@@ -85,6 +85,7 @@ pub(crate) fn status_of(e: &Error) -> SsStatus {
         | Error::NonFinite { .. }
         | Error::Gate { .. }
         | Error::Stale { .. }
+        | Error::Lookup { .. }
         | Error::Late { .. } => SsStatus::Input,
         Error::QueueFull => SsStatus::QueueFull,
         Error::Closed => SsStatus::Closed,

@@ -1,0 +1,346 @@
+//! Enrichment from lookup tables: a static CSV table (by the event key, by a numeric field, by
+//! a categorical field; the missing-key policies; a reload while a runtime runs) and, with the
+//! `redis` feature, Redis as an online store on a real `redis-server` this test starts on a
+//! random loopback port (values, cache hits and expiry, a server that stops answering, one
+//! that is killed, and recovery), each outage within its timeout and with the policy applied.
+
+#![cfg(feature = "csv")]
+
+use std::sync::Arc;
+
+use streamscore::backend::{Backend, Output};
+use streamscore::features::{Features, Spec};
+use streamscore::{Batch, Error, Event, Runtime, RuntimeConfig};
+
+fn dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("streamscore-lookup-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn spec_with(lookup: &str, features: &str) -> String {
+    format!(
+        "[events]\nkey = \"card\"\ntime = \"ts\"\nnumeric = [\"amount\", \"shop\"]\n\
+         categorical = [{{ name = \"country\", values = [\"fr\", \"de\", \"it\"] }}]\n\n\
+         {lookup}\n\n[[feature]]\nname = \"amount\"\nop = \"field\"\nfield = \"amount\"\n{features}"
+    )
+}
+
+fn same(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+#[test]
+fn static_tables_by_key_by_field_and_their_policies() {
+    let d = dir();
+    std::fs::write(d.join("cards.csv"), "card,limit,age\n1,500,30\n2,1000,\n7,250.5,61\n").unwrap();
+    std::fs::write(d.join("shops.csv"), "shop_id,risk\n10,0.9\n11,0.1\n").unwrap();
+    std::fs::write(d.join("countries.csv"), "code,tax\nfr,0.2\nde,0.19\n").unwrap();
+    let text = spec_with(
+        "[[lookup]]\nname = \"card\"\ncsv = \"cards.csv\"\nfields = [\"limit\", \"age\"]\n\
+         on_missing = \"default\"\ndefault = -1.0\n\n\
+         [[lookup]]\nname = \"shop\"\ncsv = \"shops.csv\"\nkey_column = \"shop_id\"\nby = \"shop\"\nfields = [\"risk\"]\n\n\
+         [[lookup]]\nname = \"country\"\ncsv = \"countries.csv\"\nkey_column = \"code\"\nby = \"country\"\n\
+         fields = [\"tax\"]\non_missing = \"error\"",
+        "[[feature]]\nname = \"limit\"\nop = \"lookup\"\ntable = \"card\"\nfield = \"limit\"\n\
+         [[feature]]\nname = \"age\"\nop = \"lookup\"\ntable = \"card\"\nfield = \"age\"\n\
+         [[feature]]\nname = \"risk\"\nop = \"lookup\"\ntable = \"shop\"\nfield = \"risk\"\n\
+         [[feature]]\nname = \"tax\"\nop = \"lookup\"\ntable = \"country\"\nfield = \"tax\"\n",
+    );
+    let path = d.join("spec.toml");
+    std::fs::write(&path, &text).unwrap();
+    // Relative table paths are read from the spec's directory.
+    let spec = Spec::from_path(&path).unwrap();
+    let mut f = Features::new(spec.clone());
+    // Rows: amount, shop, country code. Card 3 is unknown (default), shop 12 unknown (NaN),
+    // shop 10.5 holds no key (NaN), Italy has no row (refused under `error`).
+    let rows =
+        [[5.0, 10.0, 0.0], [6.0, 11.0, 1.0], [7.0, 12.0, 0.0], [8.0, 10.5, 1.0], [9.0, 10.0, 2.0]];
+    let out = f.transform_rows(&rows.concat(), &[1, 2, 3, 7, 1], &[0, 1, 2, 3, 4]).unwrap();
+    let col = |c: usize| out.values[c * 5..(c + 1) * 5].to_vec();
+    let n = f32::NAN;
+    for (c, want) in [
+        (1, [500.0, 1000.0, -1.0, 250.5, n]),
+        (2, [30.0, n, -1.0, 61.0, n]),
+        (3, [0.9, 0.1, n, n, n]),
+        (4, [0.2, 0.19, 0.2, 0.19, n]),
+    ] {
+        let got = col(c);
+        assert!(got.iter().zip(&want).all(|(a, b)| same(*a, *b)), "column {c}: {got:?}");
+    }
+    assert_eq!(out.errors.len(), 1);
+    assert!(
+        matches!(&out.errors[0], (4, Error::Lookup { table, .. }) if table == "country"),
+        "{:?}",
+        out.errors
+    );
+    let counters = f.lookup_counters();
+    assert_eq!(counters[0].1.found, 4);
+    assert_eq!(counters[0].1.missing, 1);
+    assert_eq!((counters[1].1.found, counters[1].1.missing), (3, 2));
+    // Spec mistakes are clear.
+    for (lookup, feature, says) in [
+        (
+            "",
+            "[[feature]]\nname = \"x\"\nop = \"lookup\"\ntable = \"nope\"\nfield = \"a\"",
+            "no [[lookup]] named",
+        ),
+        (
+            "[[lookup]]\nname = \"c\"\ncsv = \"cards.csv\"\nfields = [\"limit\"]",
+            "[[feature]]\nname = \"x\"\nop = \"lookup\"\ntable = \"c\"\nfield = \"zzz\"",
+            "has no field",
+        ),
+        (
+            "[[lookup]]\nname = \"c\"\ncsv = \"missing.csv\"\nfields = [\"limit\"]",
+            "",
+            "missing.csv",
+        ),
+        (
+            "[[lookup]]\nname = \"c\"\ncsv = \"cards.csv\"\nfields = [\"nothere\"]",
+            "",
+            "no column `nothere`",
+        ),
+        ("[[lookup]]\nname = \"c\"\nfields = [\"limit\"]", "", "exactly one of `csv`, `redis`"),
+        (
+            "[[lookup]]\nname = \"c\"\ncsv = \"cards.csv\"\nby = \"zzz\"\nfields = [\"limit\"]",
+            "",
+            "unknown field `zzz`",
+        ),
+    ] {
+        std::fs::write(&path, spec_with(lookup, feature)).unwrap();
+        let err = Spec::from_path(&path).unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+    std::fs::write(d.join("dup.csv"), "card,limit\n1,2\n1,3\n").unwrap();
+    std::fs::write(
+        &path,
+        spec_with("[[lookup]]\nname = \"c\"\ncsv = \"dup.csv\"\nfields = [\"limit\"]", ""),
+    )
+    .unwrap();
+    let err = Spec::from_path(&path).unwrap_err().to_string();
+    assert!(err.contains("appears twice"), "{err}");
+}
+
+/// A backend that answers each event with its feature row.
+struct Echo(usize);
+
+impl Backend for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn n_features(&self) -> usize {
+        self.0
+    }
+    fn output_width(&self, _: Output) -> usize {
+        self.0
+    }
+    fn score_batch(&self, batch: &Batch, _: Output, out: &mut [f32]) -> streamscore::Result<()> {
+        out.copy_from_slice(&batch.to_rows());
+        Ok(())
+    }
+}
+
+/// A static table replaced while a runtime scores: events after the reload read the new rows;
+/// a file that fails to load leaves the old table serving.
+#[test]
+fn a_static_table_reloads_while_the_runtime_runs() {
+    let d = dir();
+    std::fs::write(d.join("limits.csv"), "card,limit\n1,100\n").unwrap();
+    let text = spec_with(
+        &format!(
+            "[[lookup]]\nname = \"card\"\ncsv = \"{}\"\nfields = [\"limit\"]",
+            d.join("limits.csv").display()
+        ),
+        "[[feature]]\nname = \"limit\"\nop = \"lookup\"\ntable = \"card\"\nfield = \"limit\"\n",
+    );
+    let spec = Spec::from_toml(&text).unwrap();
+    let handle = spec.lookups[0].table.clone().unwrap();
+    let rt = Runtime::builder()
+        .features(Features::new(spec))
+        .backend(Arc::new(Echo(2)))
+        .config(RuntimeConfig::default())
+        .build()
+        .unwrap();
+    let event = |t: i64| Event::new(vec![1.0, 0.0, 0.0]).with_key(1).with_timestamp_ms(t);
+    assert_eq!(rt.score(event(1)).unwrap().values()[1], 100.0);
+    std::fs::write(d.join("limits2.csv"), "card,limit\n1,250\n").unwrap();
+    assert_eq!(handle.reload_csv(d.join("limits2.csv")).unwrap(), 1);
+    assert_eq!(rt.score(event(2)).unwrap().values()[1], 250.0);
+    std::fs::write(d.join("broken.csv"), "card,limit\n1,abc\n").unwrap();
+    assert!(handle.reload_csv(d.join("broken.csv")).is_err());
+    assert_eq!(rt.score(event(3)).unwrap().values()[1], 250.0);
+    rt.shutdown();
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    struct Server {
+        child: Child,
+        port: u16,
+    }
+
+    impl Server {
+        /// `redis-server` on a free loopback port, nothing persisted.
+        fn start(port: Option<u16>) -> Server {
+            let port = port.unwrap_or_else(|| {
+                std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+            });
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (scripts/redis.sh installs it)");
+            let server = Server { child, port };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while server.conn().is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            server
+        }
+
+        fn conn(&self) -> redis::RedisResult<redis::Connection> {
+            redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?.get_connection()
+        }
+
+        fn signal(&self, sig: &str) {
+            let ok =
+                Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+            assert!(ok.success());
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn hset(c: &mut redis::Connection, key: &str, fields: &[(&str, &str)]) {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key);
+        for (f, v) in fields {
+            cmd.arg(*f).arg(*v);
+        }
+        let _: i64 = cmd.query(c).unwrap();
+    }
+
+    fn spec(port: u16, on_error: &str, ttl: &str) -> Spec {
+        Spec::from_toml(&spec_with(
+            &format!(
+                "[[lookup]]\nname = \"profile\"\nredis = \"redis://127.0.0.1:{port}\"\nprefix = \"user:\"\n\
+                 fields = [\"score\", \"tenure\"]\non_missing = \"default\"\non_error = \"{on_error}\"\n\
+                 default = -1.0\ncache_ttl = \"{ttl}\"\ntimeout = \"100ms\"\nretry_after = \"300ms\""
+            ),
+            "[[feature]]\nname = \"score\"\nop = \"lookup\"\ntable = \"profile\"\nfield = \"score\"\n\
+             [[feature]]\nname = \"tenure\"\nop = \"lookup\"\ntable = \"profile\"\nfield = \"tenure\"\n",
+        ))
+        .unwrap()
+    }
+
+    fn batch(f: &mut Features, keys: &[u64]) -> streamscore::features::Output {
+        let rows: Vec<f32> = keys.iter().flat_map(|_| [1.0, 0.0, 0.0]).collect();
+        let times: Vec<i64> = (0..keys.len() as i64).collect();
+        f.transform_rows(&rows, keys, &times).unwrap()
+    }
+
+    #[test]
+    fn redis_values_cache_expiry_outages_and_recovery() {
+        let server = Server::start(None);
+        let mut c = server.conn().unwrap();
+        for k in 0..200u64 {
+            hset(
+                &mut c,
+                &format!("user:{k}"),
+                &[("score", &format!("{}", k as f32 / 4.0)), ("tenure", &k.to_string())],
+            );
+        }
+        // A hash with only one of the fields: the other is missing.
+        hset(&mut c, "user:500", &[("score", "7.5")]);
+        let mut f = Features::new(spec(server.port, "default", "300ms"));
+        let keys: Vec<u64> = (0..200).chain([500, 9_999]).collect();
+        let out = batch(&mut f, &keys);
+        let n = keys.len();
+        for (r, &k) in keys.iter().enumerate() {
+            let (score, tenure) = (out.values[n + r], out.values[2 * n + r]);
+            match k {
+                500 => assert!(score == 7.5 && tenure.is_nan()),
+                9_999 => {
+                    assert_eq!((score, tenure), (-1.0, -1.0), "a missing key takes the default")
+                }
+                _ => assert_eq!((score, tenure), (k as f32 / 4.0, k as f32)),
+            }
+        }
+        let c0 = f.lookup_counters()[0].1;
+        assert_eq!((c0.round_trips, c0.fetched, c0.found, c0.missing), (1, 202, 201, 1));
+        // Warm: the same keys again are answered by the cache, no round trip.
+        let _ = batch(&mut f, &keys);
+        let c1 = f.lookup_counters()[0].1;
+        assert_eq!((c1.round_trips, c1.cache_hits), (1, 202), "{c1:?}");
+        // Expiry: after the TTL a changed value is read again.
+        hset(&mut c, "user:3", &[("score", "99")]);
+        std::thread::sleep(Duration::from_millis(350));
+        let out = batch(&mut f, &[3]);
+        assert_eq!(out.values[1], 99.0);
+        assert_eq!(f.lookup_counters()[0].1.round_trips, 2);
+        // A server that stops answering (SIGSTOP): the batch waits at most about the timeout,
+        // cached keys are still answered, the rest take the policy.
+        server.signal("-STOP");
+        std::thread::sleep(Duration::from_millis(350)); // the cache has expired
+        let start = Instant::now();
+        let out = batch(&mut f, &[3, 4, 1_000]);
+        let waited = start.elapsed();
+        assert!(waited < Duration::from_millis(900), "waited {waited:?} on a stopped server");
+        assert_eq!(&out.values[3..6], &[-1.0, -1.0, -1.0], "the default on a failed lookup");
+        let c2 = f.lookup_counters()[0].1;
+        assert_eq!(c2.store_errors, 1);
+        assert_eq!(c2.failed, 3);
+        // Within retry_after the store is not asked: no wait at all.
+        let start = Instant::now();
+        let _ = batch(&mut f, &[5]);
+        assert!(start.elapsed() < Duration::from_millis(50));
+        assert_eq!(f.lookup_counters()[0].1.store_errors, 1);
+        // Killed: refused connections, the policy again; restarted on the same port after
+        // retry_after: answers again.
+        server.signal("-CONT");
+        server.signal("-KILL");
+        let port = server.port;
+        drop(server);
+        std::thread::sleep(Duration::from_millis(350));
+        let out = batch(&mut f, &[6]);
+        assert_eq!(out.values[1], -1.0);
+        let again = Server::start(Some(port));
+        let mut c = again.conn().unwrap();
+        hset(&mut c, "user:6", &[("score", "1.5"), ("tenure", "6")]);
+        std::thread::sleep(Duration::from_millis(350));
+        let out = batch(&mut f, &[6]);
+        assert_eq!(out.values[1], 1.5, "{:?}", f.lookup_counters());
+    }
+
+    /// Under `on_error = "error"` a failed lookup refuses its event with `Error::Lookup`.
+    #[test]
+    fn a_failed_lookup_can_refuse_the_event() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut f = Features::new(spec(port, "error", "1s"));
+        let out = batch(&mut f, &[1, 2]);
+        assert_eq!(out.errors.len(), 2);
+        assert!(
+            matches!(&out.errors[0], (0, Error::Lookup { table, message }) if table == "profile" && message.contains("did not answer"))
+        );
+    }
+}
