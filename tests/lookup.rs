@@ -148,7 +148,7 @@ fn a_static_table_reloads_while_the_runtime_runs() {
     std::fs::write(d.join("limits.csv"), "card,limit\n1,100\n").unwrap();
     let text = spec_with(
         &format!(
-            "[[lookup]]\nname = \"card\"\ncsv = \"{}\"\nfields = [\"limit\"]",
+            "[[lookup]]\nname = \"card\"\ncsv = \"{}\"\nfields = [\"limit\"]\non_missing = \"error\"",
             d.join("limits.csv").display()
         ),
         "[[feature]]\nname = \"limit\"\nop = \"lookup\"\ntable = \"card\"\nfield = \"limit\"\n",
@@ -169,6 +169,21 @@ fn a_static_table_reloads_while_the_runtime_runs() {
     std::fs::write(d.join("broken.csv"), "card,limit\n1,abc\n").unwrap();
     assert!(handle.reload_csv(d.join("broken.csv")).is_err());
     assert_eq!(rt.score(event(3)).unwrap().values()[1], 250.0);
+    // A key the table lacks, under `error`: that event, and only it, is refused; a set mixing
+    // both kinds gets one answer each.
+    let unknown = Event::new(vec![1.0, 0.0, 0.0]).with_key(2).with_timestamp_ms(4);
+    assert!(matches!(rt.score(unknown), Err(Error::Lookup { .. })));
+    let tickets: Vec<_> = (0..6)
+        .map(|i| {
+            let e =
+                Event::new(vec![1.0, 0.0, 0.0]).with_key(1 + i % 2).with_timestamp_ms(5 + i as i64);
+            rt.try_submit(e).unwrap()
+        })
+        .collect();
+    for (i, t) in tickets.into_iter().enumerate() {
+        let answer = t.wait();
+        assert_eq!(answer.is_ok(), i % 2 == 0, "event {i}: {answer:?}");
+    }
     rt.shutdown();
 }
 
