@@ -325,6 +325,10 @@ mod redis_store {
         let c2 = f.lookup_counters()[0].1;
         assert_eq!(c2.store_errors, 1);
         assert_eq!(c2.failed, 3);
+        // The timed-out round trip is the slowest; the others were quick.
+        assert_eq!(c2.round_trips, 3);
+        assert!(c2.round_trip_quantile_us(1.0) >= 90_000, "{c2:?}");
+        assert!(c2.round_trip_quantile_us(0.5) < 50_000, "{c2:?}");
         // Within retry_after the store is not asked: no wait at all.
         let start = Instant::now();
         let _ = batch(&mut f, &[5]);

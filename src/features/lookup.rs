@@ -357,10 +357,40 @@ pub struct LookupCounters {
     pub failed: u64,
     /// Round trips to Redis that failed or timed out.
     pub store_errors: u64,
-    /// Round trips to Redis (one pipeline per batch).
+    /// Round trips to Redis (one pipeline per batch), failed and timed-out ones included.
     pub round_trips: u64,
     /// The slowest round trip, in microseconds.
     pub max_round_trip_us: u64,
+    /// Round trips (and failed ones) by duration: bucket `i` counts those of `2^(i-1)` to
+    /// `2^i` microseconds (bucket 0: under 1 µs; the last: over 2^22 µs).
+    pub round_trip_us_log2: [u64; 24],
+}
+
+impl LookupCounters {
+    /// An upper bound of the `q` quantile of the round trips' durations (µs): the top of the
+    /// histogram bucket that holds it (within a factor of two), 0 before any round trip.
+    pub fn round_trip_quantile_us(&self, q: f64) -> u64 {
+        let total: u64 = self.round_trip_us_log2.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &n) in self.round_trip_us_log2.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return (1u64 << i).min(self.max_round_trip_us.max(1));
+            }
+        }
+        self.max_round_trip_us
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn record_round_trip(&mut self, us: u64) {
+        let bucket = (64 - us.leading_zeros() as usize).min(23);
+        self.round_trip_us_log2[bucket] += 1;
+        self.max_round_trip_us = self.max_round_trip_us.max(us);
+    }
 }
 
 /// One row's lookup result.
@@ -632,10 +662,10 @@ mod redis_store {
             for k in keys {
                 pipe.cmd("HMGET").arg(format!("{}{k}", self.prefix)).arg(&self.fields);
             }
-            let rows: Vec<Vec<Option<String>>> = pipe.query(conn)?;
+            let answer: redis::RedisResult<Vec<Vec<Option<String>>>> = pipe.query(conn);
             counters.round_trips += 1;
-            let us = start.elapsed().as_micros() as u64;
-            counters.max_round_trip_us = counters.max_round_trip_us.max(us);
+            counters.record_round_trip(start.elapsed().as_micros() as u64);
+            let rows = answer?;
             Ok(rows
                 .into_iter()
                 .map(|row| {

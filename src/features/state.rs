@@ -121,13 +121,17 @@ impl KeyIndex {
 /// No previous event.
 const NONE: i64 = i64::MIN;
 
+/// Window values a quantile cache holds in place (a cache entry is then under 200 bytes).
+pub(crate) const SORTED_INLINE: usize = 32;
+
 /// One quantile's window values as sorted order keys (`f32::total_cmp` order as `i32`), over
 /// the history entries it last read: a cache derived from the history, never snapshotted, kept
 /// up to date by what enters and leaves the window and rebuilt when it cannot be.
 #[derive(Debug, Default)]
 pub(crate) struct Sorted {
-    /// The non-missing values' order keys, ascending.
-    pub keys: Vec<i32>,
+    /// The non-missing values' order keys, ascending: up to [`SORTED_INLINE`] in the entry
+    /// itself (one block the stage prefetches with the key's state), more on the heap.
+    pub keys: smallvec::SmallVec<[i32; SORTED_INLINE]>,
     /// Absolute positions (see [`KeyState::base`]) of the entries covered: `from..to`.
     pub from: u64,
     /// End of the covered entries.
@@ -352,8 +356,12 @@ impl Store {
         if self.n_ewma > 0 {
             prefetch(self.ewma.as_ptr().wrapping_add(slot as usize * self.n_ewma));
         }
-        if self.n_sorted > 0 {
-            prefetch(self.sorted.as_ptr().wrapping_add(slot as usize * self.n_sorted));
+        let q = self.sorted.as_ptr().wrapping_add(slot as usize * self.n_sorted);
+        for c in 0..self.n_sorted {
+            let p = q.wrapping_add(c).cast::<u8>();
+            for line in (0..std::mem::size_of::<Sorted>()).step_by(64) {
+                prefetch(p.wrapping_add(line));
+            }
         }
     }
 
@@ -362,7 +370,11 @@ impl Store {
     pub fn prefetch_sorted(&self, slot: u32) {
         let q = slot as usize * self.n_sorted;
         for c in &self.sorted[q..q + self.n_sorted] {
-            prefetch(c.keys.as_ptr());
+            // Held in place, the values came with the entry; spilled, the first two lines.
+            if c.keys.spilled() {
+                prefetch(c.keys.as_ptr());
+                prefetch(c.keys.as_ptr().wrapping_add(16));
+            }
         }
     }
 
@@ -487,7 +499,12 @@ impl Store {
             + self.slab.capacity() * std::mem::size_of::<KeyState>()
             + self.ewma.capacity() * 16
             + self.sorted.capacity() * std::mem::size_of::<Sorted>()
-            + self.sorted.iter().map(|s| s.keys.capacity() * 4).sum::<usize>()
+            + self
+                .sorted
+                .iter()
+                .filter(|s| s.keys.spilled())
+                .map(|s| s.keys.capacity() * 4)
+                .sum::<usize>()
             + self.free.capacity() * 4
             + self.slab.iter().map(KeyState::heap_bytes).sum::<usize>()
     }
