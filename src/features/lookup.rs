@@ -625,7 +625,7 @@ mod redis_store {
                     // A failed batch still answers what the cache holds fresh; stale
                     // entries are not served.
                     Some((at, v)) if fresh(at) || !failed => {
-                        if !wanted.contains(k) || failed {
+                        if failed || wanted.binary_search(k).is_err() {
                             counters.cache_hits += 1;
                         }
                         match v {
