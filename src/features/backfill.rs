@@ -75,18 +75,8 @@ pub fn read(spec: &Spec, bytes: &[u8], at: &str) -> Result<Theirs> {
         if get(key).is_empty() {
             return Err(input(&here(), format!("no key in `{}`", spec.key)));
         }
-        let t: f64 = get(time)
-            .parse()
-            .map_err(|_| input(&here(), format!("time `{}` is not a number", get(time))))?;
-        let ms = t * spec.time_scale;
-        let range = -(super::MAX_EVENT_TIME_MS as f64)..=super::MAX_EVENT_TIME_MS as f64;
-        if !range.contains(&ms) {
-            return Err(input(
-                &here(),
-                format!("time `{}` is outside the supported range", get(time)),
-            ));
-        }
-        theirs.rows.push((Spec::key_of(get(key)), ms.round() as i64, line));
+        let ms = super::offline::parse_time(spec, get(time), &here(), "time")?;
+        theirs.rows.push((Spec::key_of(get(key)), ms, line));
         for (&c, &f) in file_cols.iter().zip(&theirs.columns) {
             let v = get(c);
             theirs.values.push(if v.is_empty() || v.eq_ignore_ascii_case("nan") {

@@ -65,21 +65,7 @@ pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
             if k.is_empty() {
                 return Err(input(&format!("{at}:{line}"), format!("no key in `{}`", spec.key)));
             }
-            let t: f64 = get(time).parse().map_err(|_| {
-                input(&format!("{at}:{line}"), format!("time `{}` is not a number", get(time)))
-            })?;
-            let ms = t * spec.time_scale;
-            // NaN and infinities fail this too: no time is saturated into range.
-            let range = -(super::MAX_EVENT_TIME_MS as f64)..=super::MAX_EVENT_TIME_MS as f64;
-            if !range.contains(&ms) {
-                return Err(input(
-                    &format!("{at}:{line}"),
-                    format!(
-                        "event time `{}` is outside the supported range (|t| <= 2^53 ms)",
-                        get(time)
-                    ),
-                ));
-            }
+            let ms = parse_time(spec, get(time), &format!("{at}:{line}"), "event time")?;
             for (j, &c) in fields.iter().enumerate() {
                 let v = get(c);
                 row[j] = if j < n_numeric {
@@ -97,7 +83,7 @@ pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
                     spec.categorical[j - n_numeric].code(v)?
                 };
             }
-            Ok((Spec::key_of(k), ms.round() as i64))
+            Ok((Spec::key_of(k), ms))
         })();
         match parsed {
             Ok((k, t)) => {
@@ -110,6 +96,23 @@ pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
         }
     }
     Ok(events)
+}
+
+/// A CSV time field (`at` names its line; `what` says what it is) in ms: a number in the
+/// spec's `time_unit` within [`MAX_EVENT_TIME_MS`](super::MAX_EVENT_TIME_MS); NaN and
+/// infinities fail too, so no time is saturated into range.
+#[cfg(feature = "csv")]
+pub(crate) fn parse_time(spec: &Spec, text: &str, at: &str, what: &str) -> Result<i64> {
+    let t: f64 = text.parse().map_err(|_| input(at, format!("time `{text}` is not a number")))?;
+    let ms = t * spec.time_scale;
+    let range = -(super::MAX_EVENT_TIME_MS as f64)..=super::MAX_EVENT_TIME_MS as f64;
+    if !range.contains(&ms) {
+        return Err(input(
+            at,
+            format!("{what} `{text}` is outside the supported range (|t| <= 2^53 ms)"),
+        ));
+    }
+    Ok(ms.round() as i64)
 }
 
 /// Features event-major (one row per event), and the events refused (index, why).
@@ -199,24 +202,14 @@ pub fn read_labels(spec: &Spec, bytes: &[u8], at: &str, label_column: &str) -> R
             if get(key).is_empty() {
                 return Err(input(&here(), format!("no key in `{}`", spec.key)));
             }
-            let t: f64 = get(time)
-                .parse()
-                .map_err(|_| input(&here(), format!("time `{}` is not a number", get(time))))?;
-            let ms = t * spec.time_scale;
-            let range = -(super::MAX_EVENT_TIME_MS as f64)..=super::MAX_EVENT_TIME_MS as f64;
-            if !range.contains(&ms) {
-                return Err(input(
-                    &here(),
-                    format!("time `{}` is outside the supported range", get(time)),
-                ));
-            }
+            let ms = parse_time(spec, get(time), &here(), "time")?;
             if !get(label).parse::<f64>().is_ok_and(|v| !v.is_nan()) {
                 return Err(input(
                     &here(),
                     format!("label `{}` = `{}` is not a number", label_column, get(label)),
                 ));
             }
-            Ok(ms.round() as i64)
+            Ok(ms)
         })();
         match parsed {
             Ok(t) => {

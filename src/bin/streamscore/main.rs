@@ -142,25 +142,15 @@ enum Command {
 
 fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Error> {
     use std::io::Write;
-    use streamscore::features::{Features, Spec, offline};
-    let spec = Spec::from_path(spec)?;
-    let bytes = if input == "-" {
-        streamscore::io::read_stream("-", std::io::stdin().lock())?
-    } else {
-        streamscore::io::read_input(std::path::Path::new(input))?
-    };
-    let events = offline::read_csv(&spec, &bytes, input)?;
+    use streamscore::features::{Features, offline};
+    let (spec, events) = read_events(spec, input)?;
     let mut stage = Features::new(spec.clone());
     let (rows, refused) = offline::run(&mut stage, &events, 65_536)?;
     let mut errors: Vec<Option<String>> = vec![None; events.len()];
     for (i, e) in refused {
         errors[i] = Some(e.to_string());
     }
-    let sink: Box<dyn Write> = if output == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
-    };
+    let sink = open_output(output)?;
     let mut w = std::io::BufWriter::new(sink);
     let io = |e| Error::io(output, e);
     writeln!(w, "{},{},{},error", spec.key, spec.time, spec.names.join(",")).map_err(io)?;
@@ -207,6 +197,32 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     Ok(())
 }
 
+/// A feature spec and the raw events of `input` (`-`: standard input), read for the
+/// `features` command's three modes.
+fn read_events(
+    spec: &std::path::Path,
+    input: &str,
+) -> Result<(streamscore::features::Spec, streamscore::features::offline::Events), Error> {
+    use streamscore::features::{Spec, offline};
+    let spec = Spec::from_path(spec)?;
+    let bytes = if input == "-" {
+        streamscore::io::read_stream("-", std::io::stdin().lock())?
+    } else {
+        streamscore::io::read_input(std::path::Path::new(input))?
+    };
+    let events = offline::read_csv(&spec, &bytes, input)?;
+    Ok((spec, events))
+}
+
+/// Where a command writes: `-` is standard output, anything else a file created there.
+fn open_output(output: &str) -> Result<Box<dyn std::io::Write>, Error> {
+    Ok(if output == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
+    })
+}
+
 /// `streamscore features --compare`: backfill validation.
 fn backfill(
     spec: &std::path::Path,
@@ -218,17 +234,11 @@ fn backfill(
 ) -> Result<(), Error> {
     use std::io::Write;
     use streamscore::features::backfill::{self, Tolerance};
-    use streamscore::features::{Features, Spec, offline};
+    use streamscore::features::{Features, offline};
     if !(atol >= 0.0 && rtol >= 0.0 && atol.is_finite() && rtol.is_finite()) {
         return Err(Error::Config("--atol and --rtol must be finite and >= 0".into()));
     }
-    let spec = Spec::from_path(spec)?;
-    let bytes = if input == "-" {
-        streamscore::io::read_stream("-", std::io::stdin().lock())?
-    } else {
-        streamscore::io::read_input(std::path::Path::new(input))?
-    };
-    let events = offline::read_csv(&spec, &bytes, input)?;
+    let (spec, events) = read_events(spec, input)?;
     let at = theirs.display().to_string();
     let theirs = backfill::read(&spec, &streamscore::io::read_input(theirs)?, &at)?;
     let mut stage = Features::new(spec.clone());
@@ -236,11 +246,7 @@ fn backfill(
     let refused: Vec<usize> = refused.into_iter().map(|(i, _)| i).collect();
     let report =
         backfill::compare(&spec, &events, &rows, &refused, &theirs, Tolerance { atol, rtol });
-    let sink: Box<dyn Write> = if output == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
-    };
+    let sink = open_output(output)?;
     let mut w = std::io::BufWriter::new(sink);
     let io = |e| Error::io(output, e);
     writeln!(
@@ -310,15 +316,9 @@ fn training_set(
     max_age: Option<&str>,
 ) -> Result<(), Error> {
     use std::io::Write;
-    use streamscore::features::{Features, Spec, offline, parse_duration};
-    let spec = Spec::from_path(spec)?;
+    use streamscore::features::{Features, offline, parse_duration};
     let max_age_ms = max_age.map(parse_duration).transpose()?;
-    let bytes = if input == "-" {
-        streamscore::io::read_stream("-", std::io::stdin().lock())?
-    } else {
-        streamscore::io::read_input(std::path::Path::new(input))?
-    };
-    let events = offline::read_csv(&spec, &bytes, input)?;
+    let (spec, events) = read_events(spec, input)?;
     let at = labels.display().to_string();
     let labels =
         offline::read_labels(&spec, &streamscore::io::read_input(labels)?, &at, label_column)?;
@@ -326,11 +326,7 @@ fn training_set(
     let (rows, refused) = offline::run(&mut stage, &events, 65_536)?;
     let refused: Vec<usize> = refused.into_iter().map(|(i, _)| i).collect();
     let joined = offline::point_in_time(&events, &refused, &labels, max_age_ms);
-    let sink: Box<dyn Write> = if output == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
-    };
+    let sink = open_output(output)?;
     let mut w = std::io::BufWriter::new(sink);
     let io = |e| Error::io(output, e);
     let n_out = spec.names.len();
@@ -542,11 +538,7 @@ fn score(
     let mut rows = RowStream::new(Box::new(BufReader::new(reader)), columns, &names, input)?;
     let kind = if how.raw { Output::Raw } else { Output::Transformed };
     let width = scorer.output_width(kind);
-    let sink: Box<dyn Write> = if output == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::fs::File::create(output).map_err(|e| Error::io(output, e))?)
-    };
+    let sink = open_output(output)?;
     let mut w = BufWriter::new(sink);
     let (mut scores, mut total) = (Vec::new(), 0usize);
     // A chunk's answers stay within SCORE_BUFFER values however wide the output (a multiclass
