@@ -315,17 +315,18 @@ pub enum Error {
         /// The key's latest event time.
         watermark_ms: i64,
     },
-    /// A feature of the event reads a key history older than the feature's `max_age`, and its
-    /// stale policy refuses such events; the key's state is updated with the event.
+    /// A feature of the event reads a key history (or a lookup row) older than the feature's
+    /// `max_age`, and its stale policy refuses such events; the key's state is updated with
+    /// the event. A lookup row without a timestamp counts as stale, with `age_ms` `i64::MAX`.
     #[error(
-        "stale feature `{feature}` for key {key}: the key's previous event is {age_ms} ms old, over its max_age of {max_age_ms} ms"
+        "stale feature `{feature}` for key {key}: what it reads (the key's previous event, or its lookup row) is {age_ms} ms old, over its max_age of {max_age_ms} ms"
     )]
     Stale {
         /// The event's key.
         key: u64,
         /// The feature.
         feature: String,
-        /// How old the key's previous event was.
+        /// How old the key's previous event (or the lookup row) was.
         age_ms: i64,
         /// The feature's limit.
         max_age_ms: i64,

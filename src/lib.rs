@@ -54,8 +54,9 @@
 //! status codes, a generated header `include/streamscore.h`) wraps models and runtimes for C
 //! and the languages that call C.
 //!
-//! Cargo features `gpu`, `onnx`, `csv`, `cli`, `audit` and `serve` are on by default; with
-//! `--no-default-features` the crate is the lean core (trees, dense nets, runtime, features).
+//! Cargo features `gpu`, `onnx`, `csv`, `cli`, `audit`, `serve` and `parquet` are on by
+//! default (`redis` is off); with `--no-default-features` the crate is the lean core (trees,
+//! dense nets, runtime, features).
 
 #![warn(missing_docs)]
 // Every unsafe block states why it is sound.

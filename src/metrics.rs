@@ -194,6 +194,7 @@ impl Metrics {
             audit: None,
             drift: None,
             feedback: None,
+            features: None,
             gates: Vec::new(),
         }
     }
@@ -345,6 +346,98 @@ pub struct MetricsSnapshot {
     pub gates: Vec<crate::monitor::gates::GateCount>,
     /// The delayed-label join's counters and per-version metrics, when the runtime has one.
     pub feedback: Option<FeedbackSnapshot>,
+    /// The feature stage's counters and its lookups', when the runtime has a stage.
+    pub features: Option<FeaturesSnapshot>,
+}
+
+/// The feature stage in a [`MetricsSnapshot`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeaturesSnapshot {
+    /// The stage's counters.
+    pub counters: crate::features::FeatureCounters,
+    /// Keys with state now.
+    pub live_keys: u64,
+    /// Each lookup table's counters, by table name, in the spec's order.
+    pub lookups: Vec<(String, crate::features::lookup::LookupCounters)>,
+}
+
+impl FeaturesSnapshot {
+    fn prometheus(&self, s: &mut String) {
+        let c = &self.counters;
+        s.push_str("# HELP streamscore_feature_events_total Feature-stage events by outcome.\n");
+        s.push_str("# TYPE streamscore_feature_events_total counter\n");
+        for (outcome, v) in [
+            ("computed", c.events),
+            ("late_rejected", c.late_rejected),
+            ("late_included", c.late_included),
+            ("stale", c.stale),
+            ("history_dropped", c.dropped_events),
+        ] {
+            let _ = writeln!(s, "streamscore_feature_events_total{{outcome=\"{outcome}\"}} {v}");
+        }
+        s.push_str("# HELP streamscore_feature_keys_removed_total Keys forgotten, by why.\n");
+        s.push_str("# TYPE streamscore_feature_keys_removed_total counter\n");
+        for (why, v) in [("expired", c.expired_keys), ("evicted", c.evicted_keys)] {
+            let _ = writeln!(s, "streamscore_feature_keys_removed_total{{reason=\"{why}\"}} {v}");
+        }
+        s.push_str("# HELP streamscore_feature_live_keys Keys with feature state.\n");
+        s.push_str("# TYPE streamscore_feature_live_keys gauge\n");
+        let _ = writeln!(s, "streamscore_feature_live_keys {}", self.live_keys);
+        if self.lookups.is_empty() {
+            return;
+        }
+        s.push_str("# HELP streamscore_lookup_keys_total Lookups by outcome, per table.\n");
+        s.push_str("# TYPE streamscore_lookup_keys_total counter\n");
+        for (table, l) in &self.lookups {
+            let t = label_value(table);
+            for (outcome, v) in [
+                ("found", l.found),
+                ("missing", l.missing),
+                ("failed", l.failed),
+                ("cache_hit", l.cache_hits),
+                ("fetched", l.fetched),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "streamscore_lookup_keys_total{{table=\"{t}\",outcome=\"{outcome}\"}} {v}"
+                );
+            }
+        }
+        s.push_str("# HELP streamscore_lookup_store_errors_total Failed or timed-out round trips to the store.\n");
+        s.push_str("# TYPE streamscore_lookup_store_errors_total counter\n");
+        for (table, l) in &self.lookups {
+            let t = label_value(table);
+            let _ = writeln!(
+                s,
+                "streamscore_lookup_store_errors_total{{table=\"{t}\"}} {}",
+                l.store_errors
+            );
+        }
+        s.push_str("# HELP streamscore_lookup_round_trip_seconds Round trips to the store (one per batch), failed ones included.\n");
+        s.push_str("# TYPE streamscore_lookup_round_trip_seconds histogram\n");
+        for (table, l) in &self.lookups {
+            let t = label_value(table);
+            let mut seen = 0u64;
+            // Bucket i holds round trips of 2^(i-1) to 2^i µs; the last is unbounded.
+            for (i, &n) in l.round_trip_us_log2.iter().enumerate() {
+                seen += n;
+                let le = if i + 1 == l.round_trip_us_log2.len() {
+                    "+Inf".to_string()
+                } else {
+                    format!("{:e}", (1u64 << i) as f64 * 1e-6)
+                };
+                let _ = writeln!(
+                    s,
+                    "streamscore_lookup_round_trip_seconds_bucket{{table=\"{t}\",le=\"{le}\"}} {seen}"
+                );
+            }
+            let sum = l.round_trip_us_sum as f64 * 1e-6;
+            let _ =
+                writeln!(s, "streamscore_lookup_round_trip_seconds_sum{{table=\"{t}\"}} {sum:e}");
+            let _ =
+                writeln!(s, "streamscore_lookup_round_trip_seconds_count{{table=\"{t}\"}} {seen}");
+        }
+    }
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped, as the text format
@@ -641,6 +734,9 @@ impl MetricsSnapshot {
             d.prometheus(&mut s);
         }
         if let Some(f) = &self.feedback {
+            f.prometheus(&mut s);
+        }
+        if let Some(f) = &self.features {
             f.prometheus(&mut s);
         }
         if !self.gates.is_empty() {

@@ -362,6 +362,17 @@ fn every_failure_is_one_error_line_and_status_1() {
         (framed(&["--frame-size", "4294967296x2"]), "--frame-size"),
         (framed(&["--fps", "NaN"]), "--fps"),
         (framed(&["--motion-threshold", "NaN"]), "--motion-threshold"),
+        (
+            bench(&[
+                "--feature-spec",
+                "examples/fraud/spec.toml",
+                "--events",
+                "examples/fraud/stream.csv",
+                "--producers",
+                "2",
+            ]),
+            "--producers",
+        ),
     ];
     for (args, needle) in cases {
         let out = streamscore(&args, None);
@@ -712,5 +723,170 @@ fn backfill_validation_names_every_difference() {
     let (code, _, stderr) = run("bad.csv");
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no column names a feature"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `features --output x.parquet` (and `--format parquet`): pandas reads the feature file and
+/// the training set back with the CSV's values, floats bit for bit as float32, nulls where
+/// the CSV's fields are empty (an unmatched label), keys and times as integers and labels as
+/// float64; an unreadable line is in the CSV only (tests/parquet_read.py).
+#[test]
+fn feature_files_and_training_sets_as_parquet_read_back_in_pandas() {
+    let python = common::root().join("target/py-venv/bin/python");
+    assert!(
+        python.exists(),
+        "no test Python: run scripts/python.sh (the README's test command does)"
+    );
+    let dir = std::env::temp_dir().join(format!("streamscore-parquet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let stream = std::fs::read_to_string(common::root().join("examples/fraud/stream.csv")).unwrap();
+    let mut lines: Vec<&str> = stream.lines().collect();
+    let first: Vec<&str> = lines[1].split(',').collect();
+    let unreadable =
+        format!("{},{},not-a-number{}", first[0], first[1], ",".repeat(first.len() - 3));
+    lines.insert(100, &unreadable);
+    std::fs::write(path("events.csv"), lines.join("\n") + "\n").unwrap();
+    let mut labels = String::from("card,ts,label\n");
+    for l in lines[1..].iter().step_by(53) {
+        let f: Vec<&str> = l.split(',').collect();
+        labels +=
+            &format!("{},{},{}\n", f[0], f[1].parse::<i64>().unwrap_or(0) + 1000, f.len() % 2);
+    }
+    labels += "424242,1,0.5\n";
+    std::fs::write(path("labels.csv"), &labels).unwrap();
+    let spec = "examples/fraud/spec.toml";
+    let events = path("events.csv");
+    let read = |parquet: &str, csv: &str| -> serde_json::Value {
+        let out = Command::new(&python)
+            .arg(common::root().join("tests/parquet_read.py"))
+            .args([parquet, csv, "--drop-unkeyed"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for (extra, name) in [(vec![], "features"), (vec!["--labels", &path("labels.csv")], "train")] {
+        let run = |output: &str, more: &[&str]| {
+            let mut args = vec!["features", "--spec", spec, "--input", &events, "--output", output];
+            args.extend_from_slice(&extra);
+            args.extend_from_slice(more);
+            let out = streamscore(&args, None);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        let (csv, parquet, named) = (
+            path(&format!("{name}.csv")),
+            path(&format!("{name}.parquet")),
+            path(&format!("{name}.bin")),
+        );
+        run(&csv, &[]);
+        run(&parquet, &[]);
+        run(&named, &["--format", "parquet"]);
+        assert_eq!(std::fs::read(&parquet).unwrap(), std::fs::read(&named).unwrap());
+        let table = read(&parquet, &csv);
+        let rows = table["rows"].as_u64().unwrap() as usize;
+        let dtypes = &table["dtypes"];
+        assert_eq!(dtypes["n_24h"], "float32", "{table}");
+        assert_eq!(dtypes["error"], "object", "{table}");
+        if name == "features" {
+            // The unreadable line is left out: every row has its key and time, exact integers.
+            assert_eq!(rows, lines.len() - 2);
+            assert_eq!(dtypes["card"], "uint64", "{table}");
+            assert_eq!(dtypes["ts"], "int64", "{table}");
+        } else {
+            // An unmatched label has no event time: pandas reads it as a float (ms are exact).
+            assert_eq!(rows, labels.lines().count() - 1);
+            assert_eq!(dtypes["label"], "float64", "{table}");
+            assert_eq!(dtypes["event_time"], "float64", "{table}");
+        }
+    }
+    let out = streamscore(
+        &[
+            "features",
+            "--spec",
+            spec,
+            "--input",
+            &events,
+            "--output",
+            &path("x"),
+            "--format",
+            "xlsx",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown output format `xlsx`"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `bench --feature-spec`: the runtime with the fraud example's feature stage over its raw
+/// events, several passes (times moved on each), single events and sets: every accepted event
+/// scored (none late, none lost), the stage's time in `ns_per_event.prepare`, and a static
+/// lookup's counts in `lookups`.
+#[test]
+fn bench_runs_a_feature_stage_over_raw_events() {
+    let dir = std::env::temp_dir().join(format!("streamscore-bench-fs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = dir.join("limits.csv");
+    std::fs::write(
+        &table,
+        (0..300).fold("card,limit\n".to_string(), |s, c| s + &format!("{c},{c}\n")),
+    )
+    .unwrap();
+    let spec = std::fs::read_to_string(common::root().join("examples/fraud/spec.toml")).unwrap();
+    let since = "[[feature]]\nname = \"since_last\"\nop = \"since_last\"\n";
+    assert!(spec.contains(since));
+    let spec = spec
+        .replace(
+            since,
+            "[[feature]]\nname = \"limit\"\nop = \"lookup\"\ntable = \"card\"\nfield = \"limit\"\n",
+        )
+        .replacen(
+            "[[feature]]",
+            &format!(
+                "[[lookup]]\nname = \"card\"\ncsv = \"{}\"\nfields = [\"limit\"]\n\n[[feature]]",
+                table.display()
+            ),
+            1,
+        );
+    let spec_path = dir.join("spec.toml");
+    std::fs::write(&spec_path, spec).unwrap();
+    for set in ["1", "256"] {
+        let out = streamscore(
+            &[
+                "bench",
+                "--model",
+                "examples/fraud/model.txt",
+                "--feature-spec",
+                spec_path.to_str().unwrap(),
+                "--events",
+                "examples/fraud/stream.csv",
+                "--submit-batch",
+                set,
+                "--duration",
+                "0.5",
+                "--json",
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let stream = lines.iter().find(|v| v["mode"] == "stream").unwrap();
+        let accepted = stream["accepted"].as_u64().unwrap();
+        // More than one pass over the 15,902 events, so the times moved on at least once.
+        assert!(accepted > 15_902, "{stream}");
+        assert_eq!(stream["scored"], stream["accepted"], "{stream}");
+        assert_eq!(stream["lost"], 0, "{stream}");
+        assert!(stream["ns_per_event"]["prepare"].as_f64().unwrap() > 0.0, "{stream}");
+        let card = &stream["lookups"]["card"];
+        assert_eq!(card["found"].as_u64().unwrap(), accepted, "{stream}");
+        assert_eq!(card["missing"], 0, "{stream}");
+        let direct = lines.iter().find(|v| v["mode"] == "direct").unwrap();
+        assert!(direct["rows"].as_u64().unwrap() > 0, "{direct}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

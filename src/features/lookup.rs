@@ -1,5 +1,6 @@
 //! Enrichment: features read from a lookup table by the event's key or by one of its fields,
-//! from a static table (a CSV loaded when the spec is, reloadable while running) or from Redis
+//! from a static table (a CSV or, with the `parquet` feature, a Parquet file, loaded when the
+//! spec is and reloadable while running) or from Redis
 //! as an online store (feature `redis`): one hash per key, read with pipelined `HMGET`s per
 //! batch through a local cache with a TTL, with a bounded wait and a policy for a missing key
 //! and for a failed lookup.
@@ -9,13 +10,16 @@
 //! ```toml
 //! [[lookup]]
 //! name = "merchant"
-//! csv = "merchants.csv"        # or redis = "redis://127.0.0.1:6379", prefix = "merchant:"
-//! key_column = "merchant_id"   # csv: the column holding the key (default: the spec's key)
+//! csv = "merchants.csv"        # or parquet = "merchants.parquet",
+//!                              # or redis = "redis://127.0.0.1:6379", prefix = "merchant:"
+//! key_column = "merchant_id"   # csv, parquet: the key's column (default: the spec's key)
 //! by = "merchant"              # the event field holding the key (default: the event's key)
 //! fields = ["risk", "avg_ticket"]
 //! on_missing = "default"       # a key the table lacks: missing (NaN), default, or error
 //! on_error = "missing"         # redis: a failed or timed-out lookup, the same choices
 //! default = 0.0
+//! time_field = "updated_at"    # optional: each row's timestamp (events' time unit), read by
+//!                              # `op = "lookup_age"` and by a lookup feature's `max_age`
 //!
 //! [[feature]]
 //! name = "merchant_risk"
@@ -28,6 +32,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
+
+#[cfg(feature = "parquet")]
+mod parquet;
 
 use super::spec::{Spec, parse_duration};
 use crate::error::{Error, Result};
@@ -51,11 +58,13 @@ pub enum LookupPolicy {
 pub(crate) struct LookupFile {
     name: String,
     csv: Option<String>,
+    parquet: Option<String>,
     redis: Option<String>,
     prefix: Option<String>,
     key_column: Option<String>,
     by: Option<String>,
     fields: Vec<String>,
+    time_field: Option<String>,
     #[serde(default)]
     on_missing: LookupPolicy,
     #[serde(default)]
@@ -89,6 +98,8 @@ pub enum By {
 pub enum Source {
     /// A static table, loaded from this CSV when the spec is.
     Csv(String),
+    /// A static table, loaded from this Parquet file when the spec is (feature `parquet`).
+    Parquet(String),
     /// Redis: hashes at `prefix + key` (the key in decimal), at this URL.
     Redis {
         /// `redis://host:port[/db]`.
@@ -109,6 +120,11 @@ pub struct LookupDef {
     pub by: By,
     /// The fields features may read, in order.
     pub fields: Vec<String>,
+    /// The column (CSV, Parquet) or hash field (Redis) holding each row's timestamp, in the
+    /// events' time unit: what `lookup_age` and a lookup feature's `max_age` read.
+    pub time_field: Option<String>,
+    /// Milliseconds per unit of the time field (the spec's `time_unit`).
+    pub time_scale: f64,
     /// A key the table does not hold.
     pub on_missing: LookupPolicy,
     /// A failed or timed-out read (Redis).
@@ -125,10 +141,11 @@ pub struct LookupDef {
     pub max_cached: usize,
 }
 
-/// A static table's rows: per key, its fields' values.
+/// A static table's rows: per key, its fields' values and its timestamp (ms; with a
+/// `time_field`, where the row holds one).
 #[derive(Debug, Default)]
 pub struct Table {
-    rows: HashMap<u64, Box<[f32]>>,
+    rows: HashMap<u64, (Box<[f32]>, Option<i64>)>,
 }
 
 impl Table {
@@ -144,18 +161,46 @@ impl Table {
 
     /// A key's values, in the lookup's field order.
     pub fn get(&self, key: u64) -> Option<&[f32]> {
-        self.rows.get(&key).map(|r| &r[..])
+        self.rows.get(&key).map(|r| &r.0[..])
+    }
+
+    /// A key's row timestamp in ms (none without a `time_field`, or where the row holds none).
+    pub fn time(&self, key: u64) -> Option<i64> {
+        self.rows.get(&key).and_then(|r| r.1)
+    }
+
+    /// Adds a row; false when the key is already held.
+    #[cfg_attr(not(any(feature = "csv", feature = "parquet")), allow(dead_code))]
+    pub(crate) fn insert(&mut self, key: u64, values: Box<[f32]>, time: Option<i64>) -> bool {
+        use std::collections::hash_map::Entry;
+        match self.rows.entry(key) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert((values, time));
+                true
+            }
+        }
     }
 }
 
-/// A static table shared by every stage built from the spec: [`reload_csv`](Self::reload_csv)
+/// A row timestamp as written (`value` in the events' time unit, `scale` ms per unit) in ms,
+/// or why not.
+#[cfg_attr(not(any(feature = "csv", feature = "parquet", feature = "redis")), allow(dead_code))]
+pub(crate) fn row_time(value: f64, scale: f64) -> std::result::Result<i64, String> {
+    let ms = value * scale;
+    if ms.is_finite() && ms.abs() < 1e15 {
+        Ok(ms.round() as i64)
+    } else {
+        Err(format!("timestamp `{value}` is out of range (at most 1e15 ms from 1970)"))
+    }
+}
+
+/// A static table shared by every stage built from the spec: [`reload`](Self::reload)
 /// replaces it while events flow (the next batch reads the new one; a file that fails to load
 /// leaves the old in place).
 #[derive(Debug, Clone)]
 pub struct TableHandle {
-    #[cfg_attr(not(feature = "csv"), allow(dead_code))]
     def: Arc<LookupDef>,
-    #[cfg_attr(not(feature = "csv"), allow(dead_code))]
     key_column: String,
     table: Arc<RwLock<Arc<Table>>>,
 }
@@ -166,10 +211,10 @@ impl TableHandle {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Loads `path` (the same columns) and makes it the table; returns its keys.
-    #[cfg(feature = "csv")]
-    pub fn reload_csv(&self, path: impl AsRef<std::path::Path>) -> Result<usize> {
-        let table = load_csv(&self.def, &self.key_column, path.as_ref())?;
+    /// Loads `path` (the same columns, in the format the spec declared: CSV or Parquet) and
+    /// makes it the table; returns its keys. A file that fails to load changes nothing.
+    pub fn reload(&self, path: impl AsRef<std::path::Path>) -> Result<usize> {
+        let table = load(&self.def, &self.key_column, path.as_ref())?;
         let n = table.len();
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         Ok(n)
@@ -237,13 +282,18 @@ pub(crate) fn compile(
     let ms = |s: &Option<String>, default: i64| -> Result<i64> {
         s.as_deref().map(parse_duration).transpose().map(|v| v.unwrap_or(default))
     };
-    let source = match (&file.csv, &file.redis) {
-        (Some(path), None) => Source::Csv(path.clone()),
-        (None, Some(url)) => Source::Redis {
+    let source = match (&file.csv, &file.parquet, &file.redis) {
+        (Some(path), None, None) => Source::Csv(path.clone()),
+        (None, Some(path), None) => Source::Parquet(path.clone()),
+        (None, None, Some(url)) => Source::Redis {
             url: url.clone(),
             prefix: file.prefix.clone().unwrap_or_else(|| format!("{name}:")),
         },
-        _ => return Err(bad(format!("lookup `{name}`: give exactly one of `csv`, `redis`"))),
+        _ => {
+            return Err(bad(format!(
+                "lookup `{name}`: give exactly one of `csv`, `parquet`, `redis`"
+            )));
+        }
     };
     if file.prefix.is_some() && file.redis.is_none() {
         return Err(bad(format!("lookup `{name}`: `prefix` is for redis")));
@@ -253,6 +303,8 @@ pub(crate) fn compile(
         source,
         by,
         fields: file.fields,
+        time_field: file.time_field.clone(),
+        time_scale: spec.time_scale,
         on_missing: file.on_missing,
         on_error: file.on_error,
         default: file.default.unwrap_or(0.0) as f32,
@@ -262,20 +314,13 @@ pub(crate) fn compile(
         max_cached: file.max_cached.unwrap_or(1_000_000).max(1),
     });
     let table = match &def.source {
-        Source::Csv(path) => {
+        Source::Csv(path) | Source::Parquet(path) => {
             let key_column = file.key_column.clone().unwrap_or_else(|| spec.key.clone());
             let path = match base {
                 Some(dir) if std::path::Path::new(path).is_relative() => dir.join(path),
                 _ => std::path::PathBuf::from(path),
             };
-            #[cfg(not(feature = "csv"))]
-            {
-                let _ = (path, key_column);
-                return Err(bad(format!("lookup `{name}`: CSV tables need the `csv` feature")));
-            }
-            #[cfg(feature = "csv")]
-            let table = load_csv(&def, &key_column, &path)?;
-            #[cfg(feature = "csv")]
+            let table = load(&def, &key_column, &path)?;
             Some(TableHandle {
                 def: def.clone(),
                 key_column,
@@ -284,7 +329,7 @@ pub(crate) fn compile(
         }
         Source::Redis { .. } => {
             if file.key_column.is_some() {
-                return Err(bad(format!("lookup `{name}`: `key_column` is for csv")));
+                return Err(bad(format!("lookup `{name}`: `key_column` is for csv and parquet")));
             }
             if !cfg!(feature = "redis") {
                 return Err(bad(format!(
@@ -297,6 +342,39 @@ pub(crate) fn compile(
     Ok(Lookup { def, table })
 }
 
+/// The error for a table whose format this build leaves out.
+#[cfg(not(all(feature = "csv", feature = "parquet")))]
+fn needs(def: &LookupDef, what: &str, feature: &str) -> Error {
+    Error::Config(format!(
+        "lookup `{}`: {what} tables need the `{feature}` feature of streamscore",
+        def.name
+    ))
+}
+
+/// Reads a static table as its definition's source says (CSV or Parquet) from `path`.
+fn load(def: &LookupDef, key_column: &str, path: &std::path::Path) -> Result<Table> {
+    match def.source {
+        #[cfg(feature = "csv")]
+        Source::Csv(_) => load_csv(def, key_column, path),
+        #[cfg(not(feature = "csv"))]
+        Source::Csv(_) => {
+            let _ = (key_column, path);
+            Err(needs(def, "CSV", "csv"))
+        }
+        #[cfg(feature = "parquet")]
+        Source::Parquet(_) => parquet::load(def, key_column, path),
+        #[cfg(not(feature = "parquet"))]
+        Source::Parquet(_) => {
+            let _ = (key_column, path);
+            Err(needs(def, "Parquet", "parquet"))
+        }
+        Source::Redis { .. } => Err(Error::Config(format!(
+            "lookup `{}`: a Redis lookup has no table to load",
+            def.name
+        ))),
+    }
+}
+
 /// Reads a static table: a CSV with the key column and every field (empty values missing).
 #[cfg(feature = "csv")]
 fn load_csv(def: &LookupDef, key_column: &str, path: &std::path::Path) -> Result<Table> {
@@ -307,13 +385,11 @@ fn load_csv(def: &LookupDef, key_column: &str, path: &std::path::Path) -> Result
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(&bytes[..]);
     let header = reader.headers().map_err(|e| input(at.clone(), e.to_string()))?.clone();
     let index = crate::io::csv::header_index(header.iter().map(str::trim));
-    let column = |name: &str| match index.get(name) {
-        Some(&(c, false)) => Ok(c),
-        Some(_) => Err(input(at.clone(), format!("the header names `{name}` twice"))),
-        None => Err(input(at.clone(), format!("no column `{name}` (lookup `{}`)", def.name))),
-    };
+    let why = format!("lookup `{}`", def.name);
+    let column = |name: &str| crate::io::csv::column(&index, name, &at, &why);
     let key = column(key_column)?;
     let cols: Vec<usize> = def.fields.iter().map(|f| column(f)).collect::<Result<_>>()?;
+    let time = def.time_field.as_deref().map(column).transpose()?;
     let mut table = Table::default();
     for (i, record) in reader.records().enumerate() {
         let here = format!("{at}:{}", i + 2);
@@ -335,7 +411,16 @@ fn load_csv(def: &LookupDef, key_column: &str, path: &std::path::Path) -> Result
                 }
             })
             .collect::<Result<Box<[f32]>>>()?;
-        if table.rows.insert(Spec::key_of(get(key)), values).is_some() {
+        let t = match time.map(get) {
+            None | Some("") => None,
+            Some(v) => Some(
+                v.parse::<f64>()
+                    .map_err(|_| format!("`{v}` is not a timestamp"))
+                    .and_then(|v| row_time(v, def.time_scale))
+                    .map_err(|m| input(here.clone(), m))?,
+            ),
+        };
+        if !table.insert(Spec::key_of(get(key)), values, t) {
             return Err(input(here, format!("key `{}` appears twice", get(key))));
         }
     }
@@ -361,6 +446,8 @@ pub struct LookupCounters {
     pub round_trips: u64,
     /// The slowest round trip, in microseconds.
     pub max_round_trip_us: u64,
+    /// All round trips' durations added up, in microseconds.
+    pub round_trip_us_sum: u64,
     /// Round trips (and failed ones) by duration: bucket `i` counts those of `2^(i-1)` to
     /// `2^i` microseconds (bucket 0: under 1 µs; the last: over 2^22 µs).
     pub round_trip_us_log2: [u64; 24],
@@ -390,6 +477,7 @@ impl LookupCounters {
         let bucket = (64 - us.leading_zeros() as usize).min(23);
         self.round_trip_us_log2[bucket] += 1;
         self.max_round_trip_us = self.max_round_trip_us.max(us);
+        self.round_trip_us_sum = self.round_trip_us_sum.saturating_add(us);
     }
 }
 
@@ -407,8 +495,10 @@ pub(crate) struct Reader {
     table: Option<TableHandle>,
     #[cfg(feature = "redis")]
     redis: Option<redis_store::Store>,
-    /// Per batch: the values found, `fields` per entry, and each row's result.
+    /// Per batch: the values found, `fields` per entry, each entry's row timestamp, and each
+    /// row's result.
     values: Vec<f32>,
+    times: Vec<Option<i64>>,
     found: Vec<Found>,
 }
 
@@ -428,10 +518,20 @@ impl Reader {
                 Source::Redis { url, prefix } => {
                     Some(redis_store::Store::new(url, prefix, &lookup.def))
                 }
-                Source::Csv(_) => None,
+                Source::Csv(_) | Source::Parquet(_) => None,
             },
             values: Vec::new(),
+            times: Vec::new(),
             found: Vec::new(),
+        }
+    }
+
+    /// After [`resolve`](Self::resolve): row `r`'s table row timestamp (ms) when the table held
+    /// its key (`Some(None)`: a row without one), `None` when it did not or the read failed.
+    pub fn row_time(&self, r: usize) -> Option<Option<i64>> {
+        match self.found.get(r)? {
+            Found::Row(i) => Some(self.times.get(*i).copied().flatten()),
+            _ => None,
         }
     }
 
@@ -464,14 +564,16 @@ impl Reader {
         let width = self.def.fields.len();
         let row_keys: Vec<Option<u64>> = (0..n).map(|r| self.key(raw, keys, r)).collect();
         self.values.clear();
+        self.times.clear();
         self.found.clear();
         if let Some(handle) = &self.table {
             let table = handle.current();
             for k in &row_keys {
-                self.found.push(match k.and_then(|k| table.get(k)) {
-                    Some(v) => {
+                self.found.push(match k.and_then(|k| table.rows.get(&k)) {
+                    Some((v, t)) => {
                         self.values.extend_from_slice(v);
-                        Found::Row(self.values.len() / width - 1)
+                        self.times.push(*t);
+                        Found::Row(self.times.len() - 1)
                     }
                     None => Found::Missing,
                 });
@@ -479,7 +581,13 @@ impl Reader {
         } else {
             #[cfg(feature = "redis")]
             if let Some(store) = &mut self.redis {
-                store.resolve(&row_keys, &mut self.values, &mut self.found, counters);
+                store.resolve(
+                    &row_keys,
+                    &mut self.values,
+                    &mut self.times,
+                    &mut self.found,
+                    counters,
+                );
             }
         }
         for (r, key) in row_keys.iter().enumerate() {
@@ -520,167 +628,4 @@ impl Reader {
 }
 
 #[cfg(feature = "redis")]
-mod redis_store {
-    //! Redis: pipelined `HMGET`s of the keys a batch misses in the cache, within a timeout;
-    //! after a failure, the store is left alone for `retry_after` (its lookups fail at once).
-
-    use std::collections::HashMap;
-    use std::time::{Duration, Instant};
-
-    use super::{Found, LookupCounters, LookupDef};
-
-    /// When a key was read, and its values (none when the store holds no such hash).
-    type Cached = (Instant, Option<Box<[f32]>>);
-
-    pub(crate) struct Store {
-        client: Option<redis::Client>,
-        conn: Option<redis::Connection>,
-        prefix: String,
-        fields: Vec<String>,
-        timeout: Duration,
-        retry_after: Duration,
-        ttl: Duration,
-        max_cached: usize,
-        /// Key to (read at, values; none when the store holds no such hash).
-        cache: HashMap<u64, Cached>,
-        down_until: Option<Instant>,
-    }
-
-    impl Store {
-        pub fn new(url: &str, prefix: &str, def: &LookupDef) -> Store {
-            let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
-            Store {
-                // A URL that does not parse fails every lookup (the policy applies), stated
-                // in the log once.
-                client: redis::Client::open(url)
-                    .map_err(|e| log::error!("lookup `{}`: redis URL `{url}`: {e}", def.name))
-                    .ok(),
-                conn: None,
-                prefix: prefix.to_string(),
-                fields: def.fields.clone(),
-                timeout: ms(def.timeout_ms),
-                retry_after: ms(def.retry_after_ms),
-                ttl: ms(def.cache_ttl_ms),
-                max_cached: def.max_cached,
-                cache: HashMap::new(),
-                down_until: None,
-            }
-        }
-
-        pub fn resolve(
-            &mut self,
-            keys: &[Option<u64>],
-            values: &mut Vec<f32>,
-            found: &mut Vec<Found>,
-            counters: &mut LookupCounters,
-        ) {
-            let now = Instant::now();
-            let ttl = self.ttl;
-            let fresh = |at: &Instant| now.duration_since(*at) < ttl;
-            let mut wanted: Vec<u64> = keys
-                .iter()
-                .flatten()
-                .copied()
-                .filter(|k| !self.cache.get(k).is_some_and(|(at, _)| fresh(at)))
-                .collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            let mut failed = false;
-            if !wanted.is_empty() {
-                if self.down_until.is_some_and(|t| now < t) {
-                    failed = true;
-                } else {
-                    match self.fetch(&wanted, counters) {
-                        Ok(rows) => {
-                            if self.cache.len() + rows.len() > self.max_cached {
-                                self.cache.clear();
-                            }
-                            let at = Instant::now();
-                            counters.fetched += rows.len() as u64;
-                            for (k, v) in wanted.iter().zip(rows) {
-                                self.cache.insert(*k, (at, v));
-                            }
-                            self.down_until = None;
-                        }
-                        Err(e) => {
-                            counters.store_errors += 1;
-                            log::warn!(
-                                "redis lookup failed ({e}); retrying in {:?}",
-                                self.retry_after
-                            );
-                            self.conn = None;
-                            self.down_until = Some(Instant::now() + self.retry_after);
-                            failed = true;
-                        }
-                    }
-                }
-            }
-            let width = self.fields.len();
-            for k in keys {
-                let Some(k) = k else {
-                    found.push(Found::Missing);
-                    continue;
-                };
-                match self.cache.get(k) {
-                    // A failed batch still answers what the cache holds fresh; stale
-                    // entries are not served.
-                    Some((at, v)) if fresh(at) || !failed => {
-                        if failed || wanted.binary_search(k).is_err() {
-                            counters.cache_hits += 1;
-                        }
-                        match v {
-                            Some(v) => {
-                                values.extend_from_slice(v);
-                                found.push(Found::Row(values.len() / width - 1));
-                            }
-                            None => found.push(Found::Missing),
-                        }
-                    }
-                    _ => found.push(Found::Failed),
-                }
-            }
-        }
-
-        /// One pipeline of `HMGET`s, within the timeout.
-        fn fetch(
-            &mut self,
-            keys: &[u64],
-            counters: &mut LookupCounters,
-        ) -> redis::RedisResult<Vec<Option<Box<[f32]>>>> {
-            let start = Instant::now();
-            if self.conn.is_none() {
-                let client = self.client.as_ref().ok_or_else(|| {
-                    redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad URL"))
-                })?;
-                let conn = client.get_connection_with_timeout(self.timeout)?;
-                conn.set_read_timeout(Some(self.timeout))?;
-                conn.set_write_timeout(Some(self.timeout))?;
-                self.conn = Some(conn);
-            }
-            let conn = self.conn.as_mut().expect("connected above");
-            let mut pipe = redis::pipe();
-            for k in keys {
-                pipe.cmd("HMGET").arg(format!("{}{k}", self.prefix)).arg(&self.fields);
-            }
-            let answer: redis::RedisResult<Vec<Vec<Option<String>>>> = pipe.query(conn);
-            counters.round_trips += 1;
-            counters.record_round_trip(start.elapsed().as_micros() as u64);
-            let rows = answer?;
-            Ok(rows
-                .into_iter()
-                .map(|row| {
-                    if row.iter().all(Option::is_none) {
-                        return None;
-                    }
-                    Some(
-                        row.iter()
-                            .map(|v| {
-                                v.as_deref().and_then(|s| s.trim().parse().ok()).unwrap_or(f32::NAN)
-                            })
-                            .collect(),
-                    )
-                })
-                .collect())
-        }
-    }
-}
+mod redis_store;

@@ -160,7 +160,7 @@ impl Features {
             .lookups
             .iter()
             .zip(&self.lookups)
-            .map(|(l, (_, c, _))| (l.def.name.clone(), *c))
+            .map(|(l, (_, c, _, _))| (l.def.name.clone(), *c))
             .collect()
     }
 
@@ -220,12 +220,12 @@ impl Features {
         out.values.resize(n * spec.ops.len(), f32::NAN);
         out.errors.clear();
         for (c, op) in spec.ops.iter().enumerate() {
-            if !op.is_stateful() && !matches!(op, Op::Lookup { .. }) {
+            if !op.is_stateful() && !matches!(op, Op::Lookup { .. } | Op::LookupAge { .. }) {
                 stateless(op, raw, &mut out.values[c * n..(c + 1) * n]);
             }
         }
-        for (reader, counters, cols) in &mut self.lookups {
-            if cols.is_empty() {
+        for (t, (reader, counters, cols, ages)) in self.lookups.iter_mut().enumerate() {
+            if cols.is_empty() && ages.is_empty() {
                 continue;
             }
             let values = &mut out.values;
@@ -242,6 +242,40 @@ impl Features {
                 },
                 &mut out.errors,
             );
+            // The rows' ages: `lookup_age` columns and lookup features with a `max_age`.
+            let fresh: Vec<&Freshness> =
+                spec.freshness.iter().filter(|f| f.lookup == Some(t)).collect();
+            if ages.is_empty() && fresh.is_empty() {
+                continue;
+            }
+            for (r, (&key, &time)) in keys.iter().zip(times).enumerate() {
+                let found = reader.row_time(r);
+                let age = found.flatten().map(|at| time.saturating_sub(at));
+                for &c in ages.iter() {
+                    out.values[c * n + r] = age.map_or(f32::NAN, |a| (a as f64 / 1e3) as f32);
+                }
+                // A key the table lacks (or a failed read) has had its policy applied.
+                if found.is_none() {
+                    continue;
+                }
+                // A row without a timestamp cannot show it is fresh.
+                let age = age.unwrap_or(i64::MAX);
+                for f in fresh.iter().filter(|f| age > f.max_age_ms) {
+                    self.counters.stale += 1;
+                    match f.policy {
+                        StalePolicy::Missing => out.values[f.column * n + r] = f32::NAN,
+                        StalePolicy::Error => out.errors.push((
+                            r,
+                            Error::Stale {
+                                key,
+                                feature: spec.names[f.column].clone(),
+                                age_ms: age,
+                                max_age_ms: f.max_age_ms,
+                            },
+                        )),
+                    }
+                }
+            }
         }
         if !self.plan.is_empty() {
             // The batch's keys are known up front: look up and prefetch two groups ahead
@@ -377,7 +411,7 @@ impl Features {
         let mut stale = None;
         if let Some(p) = previous {
             let age = t.saturating_sub(p);
-            for f in spec.freshness.iter().filter(|f| age > f.max_age_ms) {
+            for f in spec.freshness.iter().filter(|f| f.lookup.is_none() && age > f.max_age_ms) {
                 self.counters.stale += 1;
                 match f.policy {
                     StalePolicy::Missing => out[f.column * n + r] = f32::NAN,
@@ -424,10 +458,9 @@ impl Features {
     }
 }
 
-/// A reader per lookup table, with the (field, output column) pairs its features read.
-/// A lookup table's reader in a stage, its counters, and the (field, output column) pairs
-/// its features read.
-type LookupStage = (lookup::Reader, lookup::LookupCounters, Vec<(usize, usize)>);
+/// A lookup table's reader in a stage, its counters, the (field, output column) pairs its
+/// features read, and its `lookup_age` columns.
+type LookupStage = (lookup::Reader, lookup::LookupCounters, Vec<(usize, usize)>, Vec<usize>);
 
 fn lookups_of(spec: &Spec) -> Vec<LookupStage> {
     (spec.lookups.iter().enumerate())
@@ -438,7 +471,13 @@ fn lookups_of(spec: &Spec) -> Vec<LookupStage> {
                     _ => None,
                 })
                 .collect();
-            (lookup::Reader::new(l), lookup::LookupCounters::default(), cols)
+            let ages = (spec.ops.iter().enumerate())
+                .filter_map(|(c, op)| match *op {
+                    Op::LookupAge { table } if table == t => Some(c),
+                    _ => None,
+                })
+                .collect();
+            (lookup::Reader::new(l), lookup::LookupCounters::default(), cols, ages)
         })
         .collect()
 }

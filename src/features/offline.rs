@@ -45,11 +45,7 @@ pub fn read_csv(spec: &Spec, bytes: &[u8], at: &str) -> Result<Events> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
     let header = reader.headers().map_err(|e| input(at, e.to_string()))?.clone();
     let index = crate::io::csv::header_index(header.iter().map(str::trim));
-    let column = |name: &str| match index.get(name) {
-        Some(&(col, false)) => Ok(col),
-        Some(_) => Err(input(at, format!("the header names column `{name}` twice (ambiguous)"))),
-        None => Err(input(at, format!("no column `{name}` (the spec needs it)"))),
-    };
+    let column = |name: &str| crate::io::csv::column(&index, name, at, "the spec needs it");
     let key = column(&spec.key)?;
     let time = column(&spec.time)?;
     let fields: Vec<usize> = spec.fields.iter().map(|f| column(f)).collect::<Result<_>>()?;
@@ -186,11 +182,7 @@ pub fn read_labels(spec: &Spec, bytes: &[u8], at: &str, label_column: &str) -> R
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
     let header = reader.headers().map_err(|e| input(at, e.to_string()))?.clone();
     let index = crate::io::csv::header_index(header.iter().map(str::trim));
-    let column = |name: &str| match index.get(name) {
-        Some(&(col, false)) => Ok(col),
-        Some(_) => Err(input(at, format!("the header names column `{name}` twice (ambiguous)"))),
-        None => Err(input(at, format!("no column `{name}` (a label needs it)"))),
-    };
+    let column = |name: &str| crate::io::csv::column(&index, name, at, "a label needs it");
     let (key, time, label) = (column(&spec.key)?, column(&spec.time)?, column(label_column)?);
     let mut labels = Labels::default();
     for (i, record) in reader.records().enumerate() {

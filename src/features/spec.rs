@@ -117,11 +117,15 @@ pub enum StalePolicy {
 }
 
 /// A feature's freshness limit: stale when the key's previous event is older than `max_age_ms`
-/// at the event's time (a key's first event is never stale: it reads no history).
+/// at the event's time (a key's first event is never stale: it reads no history); for a
+/// lookup feature, when the table row's timestamp is (a row without one is stale too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
     /// Output column.
     pub column: usize,
+    /// The lookup table (index in [`Spec::lookups`]) whose row's timestamp is the age, or none
+    /// for the key's history.
+    pub lookup: Option<usize>,
     /// The limit.
     pub max_age_ms: i64,
     /// What a stale feature gives.
@@ -308,6 +312,12 @@ pub enum Op {
         table: usize,
         /// Index of the field in the table's fields.
         field: usize,
+    },
+    /// Seconds from the lookup row's timestamp (its table's `time_field`) to the event's time
+    /// (NaN when the table holds no row for the key, or the row no timestamp).
+    LookupAge {
+        /// Index of the table in [`Spec::lookups`].
+        table: usize,
     },
 }
 
@@ -721,14 +731,8 @@ impl Spec {
             }
             "since_last" => Op::SinceLast,
             "lookup" => {
-                let t = d
-                    .table
-                    .as_deref()
-                    .ok_or_else(|| bad(format!("feature `{name}` (lookup) needs `table`")))?;
-                let table =
-                    self.lookups.iter().position(|l| l.def.name == t).ok_or_else(|| {
-                        bad(format!("feature `{name}`: no [[lookup]] named `{t}`"))
-                    })?;
+                let table = self.table_of(d, name, "lookup")?;
+                let t = &self.lookups[table].def.name;
                 let f = d
                     .field
                     .as_deref()
@@ -738,23 +742,50 @@ impl Spec {
                 )?;
                 Op::Lookup { table, field }
             }
+            "lookup_age" => Op::LookupAge { table: self.table_of(d, name, "lookup_age")? },
             other => return Err(bad(format!("feature `{name}`: unknown op `{other}`"))),
         };
+        let lookup = match op {
+            Op::Lookup { table, .. } | Op::LookupAge { table } => Some(table),
+            _ => None,
+        };
+        if let Some(t) = lookup
+            && (d.max_age.is_some() || matches!(op, Op::LookupAge { .. }))
+            && self.lookups[t].def.time_field.is_none()
+        {
+            return Err(bad(format!(
+                "feature `{name}`: lookup `{}` has no `time_field` to tell its rows' age",
+                self.lookups[t].def.name
+            )));
+        }
         if let Some(age) = &d.max_age {
-            if !op.is_stateful() {
+            if !op.is_stateful() && lookup.is_none() {
                 return Err(bad(format!(
-                    "feature `{name}`: max_age is for features that read the key's history"
+                    "feature `{name}`: max_age is for features that read the key's history or a lookup"
                 )));
             }
             let max_age_ms = parse_duration(age)?;
             let policy = d.stale.unwrap_or_default();
-            self.freshness.push(Freshness { column: self.ops.len(), max_age_ms, policy });
+            let column = self.ops.len();
+            self.freshness.push(Freshness { column, lookup, max_age_ms, policy });
         } else if d.stale.is_some() {
             return Err(bad(format!("feature `{name}`: `stale` needs `max_age`")));
         }
         self.names.push(name.clone());
         self.ops.push(op);
         Ok(())
+    }
+
+    /// The lookup table a `lookup` or `lookup_age` feature names in `table`.
+    fn table_of(&self, d: &FeatureDef, name: &str, op: &str) -> Result<usize> {
+        let t = d
+            .table
+            .as_deref()
+            .ok_or_else(|| bad(format!("feature `{name}` ({op}) needs `table`")))?;
+        self.lookups
+            .iter()
+            .position(|l| l.def.name == t)
+            .ok_or_else(|| bad(format!("feature `{name}`: no [[lookup]] named `{t}`")))
     }
 
     /// The code a categorical field's value travels as in an event row.

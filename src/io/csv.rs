@@ -173,6 +173,22 @@ pub(crate) fn header_index<'a>(
     at
 }
 
+/// The column `name` names in a [`header_index`]: an error at `at` when the header names it
+/// twice (ambiguous) or not at all (`why` says what needs it).
+pub(crate) fn column(
+    index: &HashMap<&str, (usize, bool)>,
+    name: &str,
+    at: &str,
+    why: &str,
+) -> Result<usize> {
+    let input = |message: String| Error::Input { at: at.to_string(), message };
+    match index.get(name) {
+        Some(&(c, false)) => Ok(c),
+        Some(_) => Err(input(format!("the header names column `{name}` twice (ambiguous)"))),
+        None => Err(input(format!("no column `{name}` ({why})"))),
+    }
+}
+
 fn csv_err(source: &str, e: ::csv::Error) -> Error {
     let at = match e.position() {
         Some(p) => format!("{source}, line {}", p.line()),

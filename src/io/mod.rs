@@ -8,6 +8,7 @@
 pub(crate) mod csv;
 mod npy;
 mod synthetic;
+pub mod table;
 
 use std::io::{Read, Write};
 

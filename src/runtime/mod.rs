@@ -325,6 +325,14 @@ impl Runtime {
         m.drift = self.monitor_report().map(|r| crate::metrics::DriftSnapshot::of(&r));
         m.gates = self.flow().gates.get().map(|g| g.counts()).unwrap_or_default();
         m.feedback = self.feedback_report().map(|r| crate::metrics::FeedbackSnapshot::of(&r));
+        m.features = self.flow().features.as_ref().map(|stage| {
+            let stage = stage.lock().unwrap_or_else(|p| p.into_inner());
+            crate::metrics::FeaturesSnapshot {
+                counters: stage.counters(),
+                live_keys: stage.live_keys() as u64,
+                lookups: stage.lookup_counters(),
+            }
+        });
         m
     }
 

@@ -36,6 +36,15 @@ pub struct BenchArgs {
     /// Motion threshold for gating (`--frames`; default: the config's).
     #[arg(long)]
     pub motion_threshold: Option<f32>,
+    /// A feature spec (TOML): stream mode runs the runtime's feature stage over raw events
+    /// from `--events` (one producer; each pass over the file moves its times forward), and
+    /// direct mode scores the same events' features computed offline. The model must take the
+    /// spec's outputs. Prints the stage's lookups (round trips, their p99, cache hits).
+    #[arg(long, requires = "events", conflicts_with = "input")]
+    pub feature_spec: Option<PathBuf>,
+    /// Raw events for `--feature-spec`: a CSV naming the spec's key, time and fields.
+    #[arg(long, requires = "feature_spec")]
+    pub events: Option<PathBuf>,
     /// Rows to score (.npy, or CSV with a header); without it, `--rows` synthetic rows (for
     /// trees, drawn within the model's thresholds; for ONNX models, standard normal).
     #[arg(long)]

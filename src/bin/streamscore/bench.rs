@@ -52,6 +52,8 @@ struct Outcome {
     audit: Option<(u64, u64)>,
     /// Stream mode with `--monitor`: events observed, ns per event in the monitor, alerts.
     monitor: Option<(u64, f64, u64)>,
+    /// Stream mode with `--feature-spec`: each lookup table's counts.
+    lookups: Vec<(String, streamscore::features::lookup::LookupCounters)>,
 }
 
 impl Outcome {
@@ -137,6 +139,18 @@ fn check_flags(args: &BenchArgs) -> Result<(), Error> {
     {
         return Err(flag_error("motion-threshold", t, "within 0..=1"));
     }
+    if args.feature_spec.is_some() && args.producers != 1 {
+        // Several producers would interleave the passes' times: events turn late.
+        return Err(flag_error("producers", args.producers, "1 with --feature-spec"));
+    }
+    if args.feature_spec.is_some()
+        && (args.swap_model.is_some() || args.shadow_model.is_some() || args.canary_model.is_some())
+    {
+        return Err(Error::Config(
+            "--feature-spec goes with plain stream and direct runs (no swap, shadow or canary)"
+                .into(),
+        ));
+    }
     if args.max_delay_us > 60_000_000 {
         return Err(flag_error("max-delay-us", args.max_delay_us, "at most 60,000,000 (60 s)"));
     }
@@ -170,12 +184,19 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     };
     // Load time is what a user waits for: parse, validate and lay out for the backend.
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
-    let rows = match &args.input {
-        Some(path) => {
+    // With a feature spec: the raw events for the stream, their features (computed offline,
+    // as the stage computes them online) for direct scoring.
+    let raw = match (&args.feature_spec, &args.events) {
+        (Some(spec), Some(events)) => Some(raw_events(spec, events)?),
+        _ => None,
+    };
+    let rows = match (&raw, &args.input) {
+        (Some(raw), _) => raw.features.clone(),
+        (None, Some(path)) => {
             let bytes = streamscore::io::read_input(std::path::Path::new(path))?;
             read_rows(&bytes, Columns::ByName, &model.feature_names(), path)?
         }
-        None => {
+        (None, None) => {
             let width = model.feature_names().len().max(1);
             if args.rows.saturating_mul(width) > MAX_VALUES {
                 return Err(flag_error(
@@ -276,6 +297,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 canary: args.canary_model.clone().map(|m| (m, args.canary_percent)),
                 audit: args.audit.clone(),
                 monitor: args.monitor.clone().map(|m| (m, args.monitor_sketch)),
+                raw: raw.as_ref(),
                 duration,
             };
             let o = stream((backend.clone(), schema), config, &rows, &load, tick)?;
@@ -353,6 +375,19 @@ fn report(
                 .collect();
             v["answers_by_variant"] = by.into();
         }
+        if !o.lookups.is_empty() {
+            let by: serde_json::Map<String, serde_json::Value> = (o.lookups.iter())
+                .map(|(name, c)| {
+                    let v = json!({
+                        "round_trips": c.round_trips, "round_trip_p99_us": c.round_trip_quantile_us(0.99),
+                        "round_trip_max_us": c.max_round_trip_us, "cache_hits": c.cache_hits,
+                        "fetched": c.fetched, "found": c.found, "missing": c.missing, "failed": c.failed,
+                    });
+                    (name.clone(), v)
+                })
+                .collect();
+            v["lookups"] = by.into();
+        }
         if let Some((busy, producer)) = o.per_event_ns {
             let mut per = serde_json::Map::new();
             for (kind, ns) in Busy::ALL.iter().zip(busy) {
@@ -383,6 +418,21 @@ fn report(
                 .map(|(name, version, n)| format!("{name} (version {version}) {n}"))
                 .collect();
             bar.suspend(|| println!("        answers by variant: {}", parts.join(", ")));
+        }
+        for (name, c) in &o.lookups {
+            bar.suspend(|| {
+                println!(
+                    "        lookup {name}: {} round trips, p99 <= {} us, max {} us; {} found, {} missing, {} failed; {} cache hits, {} fetched",
+                    c.round_trips,
+                    c.round_trip_quantile_us(0.99),
+                    c.max_round_trip_us,
+                    c.found,
+                    c.missing,
+                    c.failed,
+                    c.cache_hits,
+                    c.fetched
+                )
+            });
         }
         if let Some((busy, producer)) = o.per_event_ns {
             let parts: Vec<String> = Busy::ALL
@@ -468,6 +518,7 @@ fn direct(
         variants: Vec::new(),
         audit: None,
         monitor: None,
+        lookups: Vec::new(),
     }
 }
 
@@ -483,7 +534,50 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// How stream mode loads the runtime.
-struct Load {
+/// Raw events for a feature stage, and their features computed offline.
+pub(crate) struct RawEvents {
+    spec: streamscore::features::Spec,
+    /// Row-major raw fields, the spec's `fields` per event.
+    rows: Vec<f32>,
+    keys: Vec<u64>,
+    times: Vec<i64>,
+    /// How far each pass over the events moves their times: their span, plus 1 ms.
+    span: i64,
+    /// The features the stage computes for them (what direct mode scores).
+    features: Batch,
+}
+
+impl RawEvents {
+    /// Event `i`'s time on pass `pass` over the events (saturating: a time out of range is
+    /// refused by the stage, never wrapped).
+    fn time(&self, i: usize, pass: i64) -> i64 {
+        self.times[i].saturating_add(pass.saturating_mul(self.span))
+    }
+}
+
+fn raw_events(spec: &std::path::Path, events: &std::path::Path) -> Result<RawEvents, Error> {
+    use streamscore::features::{Features, Spec, offline};
+    let spec = Spec::from_path(spec)?;
+    let at = events.display().to_string();
+    let read = offline::read_csv(&spec, &streamscore::io::read_input(events)?, &at)?;
+    if read.is_empty() {
+        return Err(Error::Input { at, message: "no events to replay".into() });
+    }
+    let mut stage = Features::new(spec.clone());
+    let (rows, _) = offline::run(&mut stage, &read, 65_536)?;
+    let features = Batch::from_rows(&rows, spec.names.len())?;
+    let (lo, hi) = read.times.iter().fold((i64::MAX, i64::MIN), |(a, b), &t| (a.min(t), b.max(t)));
+    Ok(RawEvents {
+        spec,
+        rows: read.rows,
+        keys: read.keys,
+        times: read.times,
+        span: hi.saturating_sub(lo).saturating_add(1),
+        features,
+    })
+}
+
+struct Load<'a> {
     producers: usize,
     /// Events in flight per producer (closed loop).
     window: usize,
@@ -499,6 +593,8 @@ struct Load {
     audit: Option<std::path::PathBuf>,
     /// A training reference for the drift monitor, and its quantile sketch's accuracy.
     monitor: Option<(std::path::PathBuf, Option<f64>)>,
+    /// Raw events through a feature stage instead of the model's rows.
+    raw: Option<&'a RawEvents>,
     duration: Duration,
 }
 
@@ -544,6 +640,9 @@ fn stream(
     let batch = config.max_batch.get();
     let max_delay_us = config.max_delay.as_micros() as u64;
     let mut builder = Runtime::builder().backend(backend).schema(schema).config(config);
+    if let Some(raw) = load.raw {
+        builder = builder.features(streamscore::features::Features::new(raw.spec.clone()));
+    }
     if let Some(dir) = &load.audit {
         builder = builder.audit(streamscore::audit::AuditConfig::new(dir));
     }
@@ -573,10 +672,13 @@ fn stream(
     // Keys choose a shadow's share and a split's variant: each event's key is its row.
     let keyed = load.shadow.is_some() || load.canary.is_some();
     let keys: Vec<u64> = if keyed { (0..rows.n_rows() as u64).collect() } else { Vec::new() };
-    let (n, w) = (rows.n_rows(), rows.n_features());
+    // The events: the model's rows, or raw events (fields, keys, times) for the stage.
+    let (n, w, row_major) = match load.raw {
+        Some(raw) => (raw.keys.len(), raw.spec.fields.len(), raw.rows.clone()),
+        None => (rows.n_rows(), rows.n_features(), rows.to_rows()),
+    };
     // Sets are cut from the rows without wrapping: at most n events each.
     let set = load.set.min(n).max(1);
-    let row_major = rows.to_rows();
     let producers = load.producers.max(1);
     let (window, rate, duration) = (load.window.max(set), load.rate, load.duration);
     let start = Instant::now();
@@ -591,6 +693,8 @@ fn stream(
                     let per_producer = rate.map(|r| r.max(1e-9) / producers as f64);
                     let mut sent = 0u64;
                     let mut i = p * (n / producers);
+                    // Raw events: each pass over them moves their times past the last pass's.
+                    let (mut pass, mut shifted) = (-1i64, vec![0i64; set]);
                     while start.elapsed() < duration {
                         if let Some(rp) = per_producer {
                             // Open loop in ~50 µs ticks: submit every event due by now, collect
@@ -608,19 +712,40 @@ fn stream(
                             sent += set as u64;
                         }
                         let r = if i % n + set > n { 0 } else { i % n };
+                        if r == 0 {
+                            pass += 1;
+                        }
                         i = r + set;
-                        let submitted = if set == 1 {
-                            let mut event = Event::new(&row_major[r * w..(r + 1) * w]);
-                            if keyed {
-                                event = event.with_key(r as u64);
+                        let submitted = match load.raw {
+                            Some(raw) if set == 1 => {
+                                let event = Event::new(&row_major[r * w..(r + 1) * w])
+                                    .with_key(raw.keys[r])
+                                    .with_timestamp_ms(raw.time(r, pass));
+                                rt.try_submit(event).map(Pending::One).map_err(|_| ())
                             }
-                            rt.try_submit(event).map(Pending::One).map_err(|_| ())
-                        } else {
-                            let mut events = EventBatch::rows(&row_major[r * w..(r + set) * w]);
-                            if keyed {
-                                events = events.with_keys(&keys[r..r + set]);
+                            Some(raw) => {
+                                for (i, s) in shifted.iter_mut().enumerate() {
+                                    *s = raw.time(r + i, pass);
+                                }
+                                let events = EventBatch::rows(&row_major[r * w..(r + set) * w])
+                                    .with_keys(&raw.keys[r..r + set])
+                                    .with_timestamps_ms(&shifted);
+                                rt.try_submit_many(events).map(Pending::Many).map_err(|_| ())
                             }
-                            rt.try_submit_many(events).map(Pending::Many).map_err(|_| ())
+                            None if set == 1 => {
+                                let mut event = Event::new(&row_major[r * w..(r + 1) * w]);
+                                if keyed {
+                                    event = event.with_key(r as u64);
+                                }
+                                rt.try_submit(event).map(Pending::One).map_err(|_| ())
+                            }
+                            None => {
+                                let mut events = EventBatch::rows(&row_major[r * w..(r + set) * w]);
+                                if keyed {
+                                    events = events.with_keys(&keys[r..r + set]);
+                                }
+                                rt.try_submit_many(events).map(Pending::Many).map_err(|_| ())
+                            }
                         };
                         match submitted {
                             Ok(t) => {
@@ -683,6 +808,7 @@ fn stream(
         variants: m.variants.iter().map(|v| (v.name.clone(), v.version, v.events)).collect(),
         audit: m.audit.map(|a| (a.written, a.dropped)),
         monitor: rt_monitor,
+        lookups: m.features.as_ref().map(|f| f.lookups.clone()).unwrap_or_default(),
     };
     Ok((outcome, m))
 }

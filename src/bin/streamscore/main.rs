@@ -89,6 +89,11 @@ enum Command {
         /// Where to write the features; `-` (the default) is stdout.
         #[arg(long, default_value = "-")]
         output: String,
+        /// The output's format, `csv` or `parquet` (features and training sets; missing
+        /// values are empty fields or nulls; a Parquet feature file leaves unreadable lines
+        /// out); default: Parquet for a `.parquet` or `.pq` output, else CSV.
+        #[arg(long)]
+        format: Option<String>,
         /// A point-in-time training set instead: labels (CSV with the spec's key and time
         /// columns and a label), each given the features the stage computed for its key's
         /// latest event at or before its time. Output: key, time, label, the features,
@@ -140,9 +145,15 @@ enum Command {
     },
 }
 
-fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Error> {
-    use std::io::Write;
+fn features(
+    spec: &std::path::Path,
+    input: &str,
+    output: &str,
+    format: Option<&str>,
+) -> Result<(), Error> {
     use streamscore::features::{Features, offline};
+    use streamscore::io::table::{Table, Values};
+    let format = streamscore::io::table::Format::choose(format, output)?;
     let (spec, events) = read_events(spec, input)?;
     let mut stage = Features::new(spec.clone());
     let (rows, refused) = offline::run(&mut stage, &events, 65_536)?;
@@ -150,35 +161,49 @@ fn features(spec: &std::path::Path, input: &str, output: &str) -> Result<(), Err
     for (i, e) in refused {
         errors[i] = Some(e.to_string());
     }
-    let sink = open_output(output)?;
-    let mut w = std::io::BufWriter::new(sink);
-    let io = |e| Error::io(output, e);
-    writeln!(w, "{},{},{},error", spec.key, spec.time, spec.names.join(",")).map_err(io)?;
     let n_out = spec.names.len();
     // One output row per input row, in file order: the rows refused at reading (both lists
     // are in line order) come with empty key, time and features and their reason.
-    let one_line = |e: &str| e.replace([',', '\n', '\r'], ";");
-    let empty = ",".repeat(n_out.saturating_sub(1));
-    let unreadable = |w: &mut std::io::BufWriter<Box<dyn Write>>, e: &Error| {
-        writeln!(w, ",,{empty},{}", one_line(&e.to_string())).map_err(io)
-    };
+    let mut order: Vec<Result<usize, &Error>> = Vec::with_capacity(events.len());
     let mut unread = events.refused.iter().peekable();
-    for (i, row) in rows.chunks(n_out.max(1)).take(events.len()).enumerate() {
+    for i in 0..events.len() {
         while let Some((_, e)) = unread.next_if(|(line, _)| *line < events.lines[i]) {
-            unreadable(&mut w, e)?;
+            order.push(Err(e));
         }
-        write!(w, "{},{}", events.keys[i], events.times[i]).map_err(io)?;
-        for v in row {
-            // NaN (missing, or a refused event) is an empty field; others print in the
-            // shortest form that reads back to the same f32.
-            if v.is_nan() { write!(w, ",") } else { write!(w, ",{v}") }.map_err(io)?;
+        order.push(Ok(i));
+    }
+    order.extend(unread.map(|(_, e)| Err(e)));
+    if format == streamscore::io::table::Format::Parquet {
+        // Parquet has a row per event: an unreadable line has no key or time, and a null key
+        // would turn the whole column into floats in pandas (keys past 2^53 then corrupt).
+        order.retain(Result::is_ok);
+        if !events.refused.is_empty() {
+            eprintln!(
+                "{} unreadable lines are not in the Parquet file (their reasons below)",
+                events.refused.len()
+            );
         }
-        writeln!(w, ",{}", one_line(errors[i].as_deref().unwrap_or(""))).map_err(io)?;
     }
-    for (_, e) in unread {
-        unreadable(&mut w, e)?;
+    let keys = order.iter().map(|r| r.ok().map(|i| events.keys[i])).collect();
+    let times = order.iter().map(|r| r.ok().map(|i| events.times[i])).collect();
+    let columns = (0..n_out).map(|c| {
+        order.iter().map(|r| r.map_or(f32::NAN, |i| rows[i * n_out + c])).collect::<Vec<f32>>()
+    });
+    let reasons = order
+        .iter()
+        .map(|r| match r {
+            Ok(i) => errors[*i].take(),
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    let mut table = Table::new();
+    table.push(spec.key.clone(), Values::UInt64(keys))?;
+    table.push(spec.time.clone(), Values::Int64(times))?;
+    for (name, col) in spec.names.iter().zip(columns) {
+        table.push(name.clone(), Values::Float32(col))?;
     }
-    w.flush().map_err(io)?;
+    table.push("error", Values::Text(reasons))?;
+    write_table(&table, format, output)?;
     let c = stage.counters();
     eprintln!(
         "{} events: {} computed, {} refused at reading, {} late rejected, {} late included; {} keys live, {} expired, {} evicted",
@@ -212,6 +237,24 @@ fn read_events(
     };
     let events = offline::read_csv(&spec, &bytes, input)?;
     Ok((spec, events))
+}
+
+/// Writes `table` to `output` (`-`: standard output) in `format`.
+fn write_table(
+    table: &streamscore::io::table::Table,
+    format: streamscore::io::table::Format,
+    output: &str,
+) -> Result<(), Error> {
+    if output == "-" {
+        // Parquet needs a `Send` writer and is written whole; stdout's lock is neither.
+        let mut bytes = Vec::new();
+        table.write(format, &mut bytes, output)?;
+        std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes)
+            .map_err(|e| Error::io(output, e))
+    } else {
+        let file = std::fs::File::create(output).map_err(|e| Error::io(output, e))?;
+        table.write(format, file, output)
+    }
 }
 
 /// Where a command writes: `-` is standard output, anything else a file created there.
@@ -314,9 +357,11 @@ fn training_set(
     labels: &std::path::Path,
     label_column: &str,
     max_age: Option<&str>,
+    format: Option<&str>,
 ) -> Result<(), Error> {
-    use std::io::Write;
     use streamscore::features::{Features, offline, parse_duration};
+    use streamscore::io::table::{Table, Values};
+    let format = streamscore::io::table::Format::choose(format, output)?;
     let max_age_ms = max_age.map(parse_duration).transpose()?;
     let (spec, events) = read_events(spec, input)?;
     let at = labels.display().to_string();
@@ -326,31 +371,21 @@ fn training_set(
     let (rows, refused) = offline::run(&mut stage, &events, 65_536)?;
     let refused: Vec<usize> = refused.into_iter().map(|(i, _)| i).collect();
     let joined = offline::point_in_time(&events, &refused, &labels, max_age_ms);
-    let sink = open_output(output)?;
-    let mut w = std::io::BufWriter::new(sink);
-    let io = |e| Error::io(output, e);
     let n_out = spec.names.len();
-    writeln!(
-        w,
-        "{},{},{},{},event_time,error",
-        spec.key,
-        spec.time,
-        label_column,
-        spec.names.join(",")
-    )
-    .map_err(io)?;
-    let empty = ",".repeat(n_out.saturating_sub(1));
+    let n = joined.len();
+    let mut columns: Vec<Vec<f32>> = vec![Vec::with_capacity(n); n_out];
+    let mut event_times = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
     let (mut matched, mut no_event, mut stale) = (0usize, 0usize, 0usize);
-    for (l, j) in joined.iter().enumerate() {
-        let key = labels.key_text[l].replace([',', '"', '\n', '\r'], ";");
-        write!(w, "{key},{},{}", labels.times[l], labels.values[l]).map_err(io)?;
+    for j in &joined {
         match *j {
             Ok(i) => {
                 matched += 1;
-                for v in &rows[i * n_out..(i + 1) * n_out] {
-                    if v.is_nan() { write!(w, ",") } else { write!(w, ",{v}") }.map_err(io)?;
+                for (c, &v) in columns.iter_mut().zip(&rows[i * n_out..(i + 1) * n_out]) {
+                    c.push(v);
                 }
-                writeln!(w, ",{},", events.times[i]).map_err(io)?;
+                event_times.push(Some(events.times[i]));
+                reasons.push(None);
             }
             Err(why) => {
                 let reason = match why {
@@ -363,11 +398,26 @@ fn training_set(
                         "stale: the key's latest event is older than --max-age"
                     }
                 };
-                writeln!(w, ",{empty},,{reason}").map_err(io)?;
+                columns.iter_mut().for_each(|c| c.push(f32::NAN));
+                event_times.push(None);
+                reasons.push(Some(reason.to_string()));
             }
         }
     }
-    w.flush().map_err(io)?;
+    let mut table = Table::new();
+    table.push(
+        spec.key.clone(),
+        Values::Text(labels.key_text.iter().cloned().map(Some).collect()),
+    )?;
+    table
+        .push(spec.time.clone(), Values::Int64(labels.times.iter().copied().map(Some).collect()))?;
+    table.push(label_column, Values::Number(labels.values.clone()))?;
+    for (name, col) in spec.names.iter().zip(columns) {
+        table.push(name.clone(), Values::Float32(col))?;
+    }
+    table.push("event_time", Values::Int64(event_times))?;
+    table.push("error", Values::Text(reasons))?;
+    write_table(&table, format, output)?;
     eprintln!(
         "{} labels: {matched} with features, {no_event} with no earlier event, {stale} stale, {} refused at reading; {} events: {} computed, {} refused",
         labels.keys.len() + labels.refused.len(),
@@ -477,8 +527,8 @@ fn main() -> ExitCode {
         Command::Features { spec, input, output, compare: Some(theirs), atol, rtol, .. } => {
             backfill(&spec, &input, &output, &theirs, atol, rtol)
         }
-        Command::Features { spec, input, output, labels: None, .. } => {
-            features(&spec, &input, &output)
+        Command::Features { spec, input, output, labels: None, format, .. } => {
+            features(&spec, &input, &output, format.as_deref())
         }
         Command::Features {
             spec,
@@ -487,8 +537,17 @@ fn main() -> ExitCode {
             labels: Some(labels),
             label_column,
             max_age,
+            format,
             ..
-        } => training_set(&spec, &input, &output, &labels, &label_column, max_age.as_deref()),
+        } => training_set(
+            &spec,
+            &input,
+            &output,
+            &labels,
+            &label_column,
+            max_age.as_deref(),
+            format.as_deref(),
+        ),
         Command::Bench(args) => bench::run(*args),
         Command::Drift(args) => drift::run(&args),
         Command::Profile(args) => profile::run(&args),
