@@ -363,12 +363,15 @@ impl Features {
             Some(&(Some(s), generation)) if generation == self.keys.generation() => Some(s),
             _ => self.keys.slot(key),
         };
-        let clock = self.clock;
+        // Expiry is the key's own affair: its event more than `ttl` after its latest. (Not the
+        // stage's clock, which other keys move: so a key's features do not depend on how its
+        // events interleave with other keys', as they do differently on each replay of
+        // several partitions.)
         let slot = match slot {
             Some(s)
                 if spec
                     .ttl_ms
-                    .is_some_and(|ttl| self.keys.get(s).watermark < clock.saturating_sub(ttl)) =>
+                    .is_some_and(|ttl| self.keys.get(s).watermark < t.saturating_sub(ttl)) =>
             {
                 self.keys.remove(s);
                 self.counters.expired_keys += 1;
@@ -437,9 +440,13 @@ impl Features {
     }
 
     /// Forgets keys idle past the TTL.
+    /// Frees the keys idle for twice the TTL behind the stage's clock. A key's next event
+    /// more than `ttl` after its latest starts it afresh anyway (see `row`); the second `ttl`
+    /// is the slack for keys whose events lag the clock (another partition, replayed later),
+    /// so that freeing memory does not change a feature unless keys lag by more than `ttl`.
     fn sweep(&mut self) {
         if let Some(ttl) = self.spec.ttl_ms {
-            let expired = self.keys.remove_idle(self.clock.saturating_sub(ttl));
+            let expired = self.keys.remove_idle(self.clock.saturating_sub(ttl.saturating_mul(2)));
             self.counters.expired_keys += expired as u64;
         }
     }

@@ -359,7 +359,8 @@ pub struct Spec {
     pub slots: Vec<usize>,
     /// Longest window a key must keep (sliding or tumbling), in ms.
     pub retention_ms: i64,
-    /// A key idle this long (event time) is forgotten.
+    /// A key whose event comes this long (event time) after its latest starts afresh; keys
+    /// idle twice this long behind the stage's latest event time are freed.
     pub ttl_ms: Option<i64>,
     /// Live keys at most; the least recently seen are evicted first.
     pub max_keys: usize,
