@@ -371,6 +371,15 @@ pub enum Error {
         /// Its error, rendered.
         message: String,
     },
+    /// A message broker's call failed (a connection refused or lost, a timeout, an error
+    /// reply); `serve`'s connectors retry it.
+    #[error("broker `{broker}`: {message}")]
+    Broker {
+        /// The broker's kind (`redis_streams`, ...).
+        broker: &'static str,
+        /// What failed, rendered.
+        message: String,
+    },
 }
 
 impl Error {

@@ -29,6 +29,12 @@
 //! # [jsonl]                                      # events from a file or stdin as well
 //! # input = "events.jsonl"                       # "-": stdin
 //! # output = "scores.jsonl"                      # "-": stdout (the default)
+//!
+//! # [redis_streams]                              # or from Redis Streams (`redis` feature)
+//! # url = "redis://127.0.0.1:6379"
+//! # streams = ["events.0", "events.1"]           # this instance's partitions
+//! # consumer = "scorer-a"                        # stable across restarts
+//! # output = "scores"
 //! ```
 //!
 //! Relative paths are taken from the config file's directory.
@@ -41,6 +47,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use super::checkpoint::CheckpointConfig;
+#[cfg(feature = "redis")]
+pub use super::connector::redis_streams::RedisStreamsConfig;
 pub use super::jsonl::JsonlConfig;
 use crate::error::{Error, Result};
 use crate::runtime::config::{Overload, RuntimeConfig};
@@ -67,6 +75,11 @@ pub struct ServeConfig {
     /// Data-quality gates and drift monitoring (see [`MonitorSection`]).
     #[serde(default)]
     pub monitor: Option<MonitorSection>,
+    /// Events from Redis Streams through a consumer group, answers to a stream (see
+    /// [`RedisStreamsConfig`]; the `redis` feature).
+    #[cfg(feature = "redis")]
+    #[serde(default)]
+    pub redis_streams: Option<RedisStreamsConfig>,
 }
 
 /// `[monitor]`: data-quality gates checked before scoring, and drift profiles against a
@@ -251,6 +264,8 @@ impl ServeConfig {
             checkpoint: None,
             jsonl: None,
             monitor: None,
+            #[cfg(feature = "redis")]
+            redis_streams: None,
         }
     }
 
@@ -334,6 +349,15 @@ impl ServeConfig {
         }
         if let Some(j) = &self.jsonl {
             j.validate()?;
+        }
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis_streams {
+            r.validate(m.features.is_some())?;
+            if self.jsonl.is_some() {
+                return Err(Error::Config(
+                    "[jsonl] and [redis_streams]: one source of positions at a time".into(),
+                ));
+            }
         }
         self.runtime.runtime_config()?;
         Ok(())

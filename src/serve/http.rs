@@ -28,6 +28,8 @@ pub(crate) struct State {
     pub max_body: usize,
     /// False once shutdown starts: the server is no longer ready, though still live.
     pub accepting: std::sync::atomic::AtomicBool,
+    /// A broker connector's name and counters, appended to `/metrics`.
+    pub connector: Option<(&'static str, Arc<super::connector::Shared>)>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -172,11 +174,13 @@ async fn answer(req: Request<Incoming>, state: &State) -> Result<Reply, Protocol
         }
         Route::Metrics => {
             method_is(&req, &Method::GET)?;
-            Ok(reply(
-                200,
-                "text/plain; version=0.0.4",
-                served.rt.metrics().prometheus().into_bytes(),
-            ))
+            Ok(reply(200, "text/plain; version=0.0.4", {
+                let mut text = served.rt.metrics().prometheus();
+                if let Some((name, c)) = &state.connector {
+                    text += &c.counters.prometheus(name);
+                }
+                text.into_bytes()
+            }))
         }
         Route::Index => {
             method_is(&req, &Method::POST)?;

@@ -428,7 +428,7 @@ struct Line {
 }
 
 /// A line's answer-to-be.
-enum Out {
+pub(crate) enum Out {
     /// The set's next event.
     Event { id: Option<String> },
     /// Refused before the runtime.
@@ -437,21 +437,21 @@ enum Out {
 
 /// Lines taken since the last set, and the events among them.
 #[derive(Default)]
-struct Chunk {
+pub(crate) struct Chunk {
     /// The line number before this chunk's first.
     before: u64,
-    outs: Vec<Out>,
-    rows: Vec<f32>,
-    keys: Vec<u64>,
-    times: Vec<i64>,
+    pub outs: Vec<Out>,
+    pub rows: Vec<f32>,
+    pub keys: Vec<u64>,
+    pub times: Vec<i64>,
 }
 
 impl Chunk {
-    fn new(before: u64) -> Self {
+    pub(crate) fn new(before: u64) -> Self {
         Chunk { before, ..Chunk::default() }
     }
 
-    fn events(&self) -> usize {
+    pub(crate) fn events(&self) -> usize {
         self.keys.len()
     }
 
@@ -459,7 +459,7 @@ impl Chunk {
         self.before + self.outs.len() as u64
     }
 
-    fn reset(&mut self, before: u64) {
+    pub(crate) fn reset(&mut self, before: u64) {
         self.before = before;
         self.outs.clear();
         self.rows.clear();
@@ -616,19 +616,19 @@ impl Reader {
             let line = chunk.before + 1 + i as u64;
             match out {
                 Out::Refused { id, status, message } => {
-                    refusal(text, line, id.as_deref(), *status, message);
+                    refusal(text, At::Line(line), id.as_deref(), *status, message);
                 }
                 Out::Event { id } => {
                     let id = id.as_deref();
                     match answer.as_ref().map(|a| a.as_ref().map(|s| (s.get(event), s))) {
                         Some(Ok((Some(Ok(values)), s))) => {
-                            score(text, line, id, values, s.version_of(event));
+                            score(text, At::Line(line), id, values, s.version_of(event));
                         }
                         Some(Ok((Some(Err(e)), _))) | Some(Err(e)) => {
-                            refusal(text, line, id, status_of(e), &e.to_string());
+                            refusal(text, At::Line(line), id, status_of(e), &e.to_string());
                         }
                         Some(Ok((None, _))) | None => {
-                            refusal(text, line, id, 500, "no answer for this event");
+                            refusal(text, At::Line(line), id, 500, "no answer for this event");
                         }
                     }
                     event += 1;
@@ -643,7 +643,7 @@ impl Reader {
 }
 
 /// One line to an event of the chunk, or to its refusal.
-fn parse(
+pub(crate) fn parse(
     chunk: &mut Chunk,
     schema: &Schema,
     keyed: bool,
@@ -713,17 +713,39 @@ fn parse(
     Out::Event { id }
 }
 
-fn head(text: &mut Vec<u8>, line: u64, id: Option<&str>) {
-    text.extend_from_slice(b"{\"line\":");
-    text.extend_from_slice(line.to_string().as_bytes());
+/// What an answer names as its input: a line of the input file, or a broker message
+/// (`<partition>/<position>`).
+#[derive(Clone, Copy)]
+pub(crate) enum At<'a> {
+    Line(u64),
+    Source(&'a str),
+}
+
+fn head(text: &mut Vec<u8>, at: At<'_>, id: Option<&str>) {
+    match at {
+        At::Line(line) => {
+            text.extend_from_slice(b"{\"line\":");
+            text.extend_from_slice(line.to_string().as_bytes());
+        }
+        At::Source(source) => {
+            text.extend_from_slice(b"{\"source\":");
+            serde_json::to_writer(&mut *text, source).expect("a string to memory");
+        }
+    }
     if let Some(id) = id {
         text.extend_from_slice(b",\"id\":");
         text.extend_from_slice(id.as_bytes());
     }
 }
 
-fn score(text: &mut Vec<u8>, line: u64, id: Option<&str>, values: &[f32], version: u64) {
-    head(text, line, id);
+pub(crate) fn score(
+    text: &mut Vec<u8>,
+    at: At<'_>,
+    id: Option<&str>,
+    values: &[f32],
+    version: u64,
+) {
+    head(text, at, id);
     text.extend_from_slice(b",\"score\":[");
     let mut f = ryu::Buffer::new();
     for (i, &v) in values.iter().enumerate() {
@@ -741,8 +763,14 @@ fn score(text: &mut Vec<u8>, line: u64, id: Option<&str>, values: &[f32], versio
     text.extend_from_slice(b"}\n");
 }
 
-fn refusal(text: &mut Vec<u8>, line: u64, id: Option<&str>, status: u16, message: &str) {
-    head(text, line, id);
+pub(crate) fn refusal(
+    text: &mut Vec<u8>,
+    at: At<'_>,
+    id: Option<&str>,
+    status: u16,
+    message: &str,
+) {
+    head(text, at, id);
     text.extend_from_slice(b",\"error\":");
     serde_json::to_writer(&mut *text, message).expect("a string to memory");
     text.extend_from_slice(b",\"status\":");
@@ -798,8 +826,9 @@ mod tests {
     #[test]
     fn answers_are_json() {
         let mut t = Vec::new();
-        score(&mut t, 3, Some("\"a\""), &[0.25, f32::NAN], 2);
-        refusal(&mut t, 4, None, 400, "bad \"x\"");
+        score(&mut t, At::Line(3), Some("\"a\""), &[0.25, f32::NAN], 2);
+        refusal(&mut t, At::Line(4), None, 400, "bad \"x\"");
+        score(&mut t, At::Source("events/1-0"), None, &[0.5], 2);
         let v: Vec<Value> = t
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
@@ -810,5 +839,9 @@ mod tests {
             serde_json::json!({"line": 3, "id": "a", "score": [0.25, null], "model_version": 2})
         );
         assert_eq!(v[1], serde_json::json!({"line": 4, "error": "bad \"x\"", "status": 400}));
+        assert_eq!(
+            v[2],
+            serde_json::json!({"source": "events/1-0", "score": [0.5], "model_version": 2})
+        );
     }
 }

@@ -27,6 +27,8 @@
 
 mod checkpoint;
 mod config;
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+mod connector;
 mod http;
 mod jsonl;
 mod model;
@@ -41,6 +43,8 @@ pub use config::{
     CheckpointConfig, HttpConfig, JsonlConfig, ModelConfig, MonitorSection, RuntimeSection,
     ServeConfig,
 };
+#[cfg(feature = "redis")]
+pub use config::RedisStreamsConfig;
 pub use oip::ProtocolError;
 
 use crate::error::{Error, Result};
@@ -60,6 +64,7 @@ pub struct Server {
     io: Option<tokio::runtime::Runtime>,
     checkpointer: Option<Checkpointer>,
     source: Option<jsonl::Source>,
+    connector: Option<connector::Running>,
     notices: (std::sync::mpsc::Sender<Notice>, std::sync::mpsc::Receiver<Notice>),
 }
 
@@ -139,6 +144,52 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
     Ok((b.build()?, origin, restored))
 }
 
+/// Starts the broker connector the config names, if any: with a restored checkpoint, from
+/// the positions written beside it.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+fn start_connector(
+    config: &ServeConfig,
+    rt: &Arc<Runtime>,
+    restored: Option<u64>,
+    notices: &std::sync::mpsc::Sender<Notice>,
+) -> Result<Option<connector::Running>> {
+    #[cfg(feature = "redis")]
+    if let Some(r) = &config.redis_streams {
+        use connector::redis_streams::{StreamsSink, StreamsSource};
+        let positions = match (restored, &config.checkpoint) {
+            (Some(n), Some(k)) => match connector::read_positions(&k.dir, n) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!(
+                        "no positions beside checkpoint {n} ({e}): every pending entry is read"
+                    );
+                    eprintln!(
+                        "streamscore serve: no positions beside checkpoint {n} ({e}); every pending entry is read"
+                    );
+                    Default::default()
+                }
+            },
+            _ => Default::default(),
+        };
+        let shared = connector::Shared::new();
+        let source = StreamsSource::new(r, positions.clone(), shared.clone())?;
+        let sink = StreamsSink::new(r)?;
+        let running = connector::Running::start(
+            "redis_streams",
+            shared,
+            rt.clone(),
+            Box::new(source),
+            Box::new(sink),
+            r.batch.unwrap_or(rt.config().max_batch.get()),
+            config.checkpoint.clone(),
+            restored.map(|n| (n, positions)),
+            notices.clone(),
+        )?;
+        return Ok(Some(running));
+    }
+    Ok(None)
+}
+
 /// The thread that calls `tick` every `every_s` (writes a checkpoint, or with a
 /// line-delimited JSON source asks for one); dropping the sender stops it.
 struct Checkpointer {
@@ -205,9 +256,15 @@ impl Server {
             ),
             None => None,
         };
+        let connector =
+            start_connector(config, &rt, restored, &notices.0).inspect_err(|_| rt.shutdown())?;
         let checkpointer = match (&config.checkpoint, &source) {
             (Some(c), Some(s)) => {
                 let s = s.shared();
+                Some(Checkpointer::start(c.clone(), move || s.tick()))
+            }
+            (Some(c), None) if connector.is_some() => {
+                let s = connector.as_ref().expect("matched").shared();
                 Some(Checkpointer::start(c.clone(), move || s.tick()))
             }
             (Some(c), None) => {
@@ -224,6 +281,7 @@ impl Server {
             served,
             max_body: config.http.max_body_bytes,
             accepting: AtomicBool::new(true),
+            connector: connector.as_ref().map(|c| (c.name(), c.shared())),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let accept = io.spawn(http::accept_loop(listener, state.clone(), stopped, DRAIN));
@@ -235,6 +293,7 @@ impl Server {
             io: Some(io),
             checkpointer,
             source,
+            connector,
             notices,
         })
     }
@@ -266,13 +325,20 @@ impl Server {
         if let Some(s) = self.source.as_mut() {
             s.stop();
         }
+        // The connector's pump answers what it took, checkpoints and commits before it ends.
+        if let Some(c) = self.connector.as_mut() {
+            c.stop();
+        }
         self.state.served.rt.shutdown();
         // Every accepted event has its features computed: the last checkpoint covers them all.
         if let Some(mut c) = self.checkpointer.take() {
             c.stop();
-            match &self.source {
-                Some(s) => s.final_checkpoint(),
-                None => checkpoint::checkpoint_or_log(&self.state.served.rt, &c.config, None),
+            match (&self.source, &self.connector) {
+                (Some(s), _) => s.final_checkpoint(),
+                (None, Some(_)) => {}
+                (None, None) => {
+                    checkpoint::checkpoint_or_log(&self.state.served.rt, &c.config, None)
+                }
             }
         }
         if let Some(io) = self.io.take() {

@@ -2,6 +2,9 @@
 //! runs through.
 #![allow(dead_code)]
 
+#[cfg(feature = "redis")]
+pub mod redis_server;
+
 use std::path::{Path, PathBuf};
 
 use streamscore::{Backend, Batch, Forest, Output, load_forest};
