@@ -10,79 +10,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis_server::Server;
-
-fn root(rel: &str) -> String {
-    common::root().join(rel).to_str().unwrap().to_string()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("streamscore-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A serve child whose stderr goes to a file; the address it printed.
-struct Serve {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(config: &Path, log: PathBuf) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamscore"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("listening on http://").map(str::to_string);
-        let addr = addr.unwrap_or_else(|| {
-            panic!("serve did not start: {line:?} {}", std::fs::read_to_string(&log).unwrap())
-        });
-        Serve { child, addr, log }
-    }
-
-    fn metrics(&self) -> String {
-        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        reply
-    }
-
-    /// SIGTERM, and the exit status with what it wrote on stderr.
-    fn term(mut self) -> (bool, String) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let ok = self.child.wait().unwrap().success();
-        (ok, std::fs::read_to_string(&self.log).unwrap())
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(&format!("streamscore_connector_{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
+use common::serve_child::{
+    Serve, fraud_events, fraud_model, metric, temp_dir, uninterrupted_scores,
+};
 
 /// The output stream's entries: (source, answer), in order.
 fn answers(c: &mut redis::Connection) -> Vec<(String, String)> {
@@ -115,47 +49,11 @@ fn fraud_stream_on_redis_streams_survives_sigkill_and_a_stalled_broker() {
     let redis = Server::start(None);
     let mut c = redis.conn().unwrap();
     // The events as JSON, by card onto two streams; a few malformed entries among them.
-    let stream = std::fs::read_to_string(root("examples/fraud/stream.csv")).unwrap();
-    let mcc = ["grocery", "fuel", "restaurant", "travel", "online", "atm"];
-    let mut lines = Vec::new();
-    for (i, row) in stream.lines().skip(1).enumerate() {
-        let f: Vec<&str> = row.split(',').collect();
-        let code = mcc.iter().position(|m| *m == f[3]).unwrap();
-        lines.push((
-            f[0].parse::<u64>().unwrap(),
-            format!(
-                "{{\"id\":{i},\"key\":{},\"timestamp_ms\":{},\"fields\":{{\"amount\":{},\"mcc\":{code}}}}}",
-                f[0], f[1], f[2]
-            ),
-        ));
-    }
+    let lines = fraud_events();
     let n = lines.len();
     // The reference: the same events, uninterrupted, through a line-delimited JSON input.
-    let jsonl = dir.join("events.jsonl");
-    let text: Vec<&str> = lines.iter().map(|l| l.1.as_str()).collect();
-    std::fs::write(&jsonl, text.join("\n") + "\n").unwrap();
-    let model = format!(
-        "[model]\npath = \"{}\"\nname = \"fraud\"\nfeatures = \"{}\"\n[http]\naddress = \"127.0.0.1:0\"\n",
-        root("examples/fraud/model.txt"),
-        root("examples/fraud/spec.toml")
-    );
-    let reference = dir.join("reference.toml");
-    std::fs::write(
-        &reference,
-        format!("{model}[jsonl]\ninput = \"{}\"\noutput = \"reference.jsonl\"\n", jsonl.display()),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
-        .args(["serve", "--config", reference.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut want: HashMap<u64, String> = HashMap::new();
-    for l in std::fs::read_to_string(dir.join("reference.jsonl")).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        want.insert(v["id"].as_u64().unwrap(), v["score"].to_string());
-    }
-    assert_eq!(want.len(), n);
+    let want = uninterrupted_scores(&dir, &lines);
+    let model = fraud_model();
 
     let add = |c: &mut redis::Connection, from: usize, to: usize, ids: &mut Vec<String>| {
         let mut pipe = redis::pipe();

@@ -47,6 +47,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use super::checkpoint::CheckpointConfig;
+#[cfg(feature = "nats")]
+pub use super::connector::nats::NatsConfig;
 #[cfg(feature = "redis")]
 pub use super::connector::redis_streams::RedisStreamsConfig;
 pub use super::jsonl::JsonlConfig;
@@ -80,6 +82,11 @@ pub struct ServeConfig {
     #[cfg(feature = "redis")]
     #[serde(default)]
     pub redis_streams: Option<RedisStreamsConfig>,
+    /// Events from NATS JetStream, answers to a subject (see [`NatsConfig`]; the `nats`
+    /// feature).
+    #[cfg(feature = "nats")]
+    #[serde(default)]
+    pub nats: Option<NatsConfig>,
 }
 
 /// `[monitor]`: data-quality gates checked before scoring, and drift profiles against a
@@ -266,6 +273,8 @@ impl ServeConfig {
             monitor: None,
             #[cfg(feature = "redis")]
             redis_streams: None,
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 
@@ -349,6 +358,17 @@ impl ServeConfig {
         }
         if let Some(j) = &self.jsonl {
             j.validate()?;
+        }
+        #[cfg(feature = "nats")]
+        if let Some(n) = &self.nats {
+            n.validate(self.checkpoint.as_ref().map(|k| k.every_s))?;
+            #[cfg(feature = "redis")]
+            let other = self.redis_streams.is_some();
+            #[cfg(not(feature = "redis"))]
+            let other = false;
+            if self.jsonl.is_some() || other {
+                return Err(Error::Config("[nats]: one source of positions at a time".into()));
+            }
         }
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis_streams {

@@ -27,7 +27,7 @@
 
 mod checkpoint;
 mod config;
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 mod connector;
 mod http;
 mod jsonl;
@@ -39,12 +39,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[cfg(feature = "nats")]
+pub use config::NatsConfig;
+#[cfg(feature = "redis")]
+pub use config::RedisStreamsConfig;
 pub use config::{
     CheckpointConfig, HttpConfig, JsonlConfig, ModelConfig, MonitorSection, RuntimeSection,
     ServeConfig,
 };
-#[cfg(feature = "redis")]
-pub use config::RedisStreamsConfig;
 pub use oip::ProtocolError;
 
 use crate::error::{Error, Result};
@@ -146,31 +148,52 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
 
 /// Starts the broker connector the config names, if any: with a restored checkpoint, from
 /// the positions written beside it.
-#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(unused_variables))]
 fn start_connector(
     config: &ServeConfig,
     rt: &Arc<Runtime>,
     restored: Option<u64>,
     notices: &std::sync::mpsc::Sender<Notice>,
 ) -> Result<Option<connector::Running>> {
+    #[cfg(any(feature = "redis", feature = "nats"))]
+    let positions = || match (restored, &config.checkpoint) {
+        (Some(n), Some(k)) => match connector::read_positions(&k.dir, n) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("no positions beside checkpoint {n} ({e}): read from the start");
+                eprintln!(
+                    "streamscore serve: no positions beside checkpoint {n} ({e}); read from the start"
+                );
+                Default::default()
+            }
+        },
+        _ => Default::default(),
+    };
+    #[cfg(feature = "nats")]
+    if let Some(c) = &config.nats {
+        use connector::nats::{Link, NatsSink, NatsSource};
+        let positions: connector::Positions = positions();
+        let link = Link::new(c)?;
+        let stateful = rt.feature_counters().is_some() && config.checkpoint.is_some();
+        let source = NatsSource::new(link.clone(), c, &positions, stateful);
+        let sink = NatsSink::new(link, c);
+        let running = connector::Running::start(
+            "nats",
+            connector::Shared::new(),
+            rt.clone(),
+            Box::new(source),
+            Box::new(sink),
+            c.batch.unwrap_or(rt.config().max_batch.get()),
+            config.checkpoint.clone(),
+            restored.map(|n| (n, positions)),
+            notices.clone(),
+        )?;
+        return Ok(Some(running));
+    }
     #[cfg(feature = "redis")]
     if let Some(r) = &config.redis_streams {
         use connector::redis_streams::{StreamsSink, StreamsSource};
-        let positions = match (restored, &config.checkpoint) {
-            (Some(n), Some(k)) => match connector::read_positions(&k.dir, n) {
-                Ok(p) => p,
-                Err(e) => {
-                    log::warn!(
-                        "no positions beside checkpoint {n} ({e}): every pending entry is read"
-                    );
-                    eprintln!(
-                        "streamscore serve: no positions beside checkpoint {n} ({e}); every pending entry is read"
-                    );
-                    Default::default()
-                }
-            },
-            _ => Default::default(),
-        };
+        let positions: connector::Positions = positions();
         let shared = connector::Shared::new();
         let source = StreamsSource::new(r, positions.clone(), shared.clone())?;
         let sink = StreamsSink::new(r)?;

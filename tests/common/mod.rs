@@ -4,6 +4,8 @@
 
 #[cfg(feature = "redis")]
 pub mod redis_server;
+#[cfg(all(feature = "serve", feature = "cli"))]
+pub mod serve_child;
 
 use std::path::{Path, PathBuf};
 

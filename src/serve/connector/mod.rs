@@ -25,6 +25,8 @@
 //! with a backoff (100 ms doubling to 2 s); answers already computed are kept and published
 //! once the broker is back, so nothing is lost while it is away.
 
+#[cfg(feature = "nats")]
+pub(crate) mod nats;
 #[cfg(feature = "redis")]
 pub(crate) mod redis_streams;
 
@@ -123,6 +125,7 @@ impl Counters {
     }
 
     /// Messages skipped as already held by the restored checkpoint.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn skipped(&self, n: u64) {
         self.skipped.fetch_add(n, Ordering::Relaxed);
     }
@@ -254,7 +257,14 @@ impl Running {
         let thread = std::thread::Builder::new()
             .name(format!("streamscore-{name}"))
             .spawn(move || {
-                let ended = pump.run();
+                // A panic in a broker's client must stop serve, not leave it silently idle.
+                let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pump.run()))
+                    .unwrap_or_else(|_| {
+                        Err(Error::Broker {
+                            broker: name,
+                            message: "the connector panicked".into(),
+                        })
+                    });
                 let _ = notices.send(Notice::InputEnded(ended));
             })
             .map_err(|e| Error::Config(format!("cannot start the {name} thread: {e}")))?;
@@ -351,6 +361,8 @@ impl Pump {
         if c.up.swap(0, Ordering::Relaxed) == 1 {
             log::error!("broker {what} failed: {e}; reconnecting");
             eprintln!("streamscore serve: broker {what} failed: {e}; reconnecting");
+        } else {
+            log::warn!("broker {what} failed again: {e}");
         }
         backoff.wait();
     }

@@ -1,0 +1,227 @@
+//! `streamscore serve` on NATS JetStream, against Debian's `nats-server` (2.9) this test
+//! starts with JetStream on a random loopback port (scripts/nats.sh installs it): the fraud
+//! stream, partitioned by card over two subjects, goes through per-partition durable pull
+//! consumers with its features; an instance aborts between a checkpoint and its acks, another
+//! is SIGKILLed mid-stream, and the broker stops answering for a while (SIGSTOP). Every event
+//! is answered exactly once in the answers' stream (a replayed answer carries the same
+//! `Nats-Msg-Id` and JetStream drops it), and every score equals an uninterrupted
+//! line-delimited JSON run's over the same events.
+
+#![cfg(all(feature = "nats", feature = "cli"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+
+use common::serve_child::{
+    Serve, fraud_events, fraud_model, metric, temp_dir, uninterrupted_scores,
+};
+
+/// `nats-server -js` on a free loopback port, its store in `dir`.
+struct Nats {
+    child: Child,
+    port: u16,
+}
+
+impl Nats {
+    fn start(dir: &std::path::Path) -> Nats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/nats.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats { child, port }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every answer in the answers' stream: (Nats-Msg-Id, body).
+async fn answers(js: &jetstream::Context) -> Vec<(String, String)> {
+    let s = js.get_stream("SCORES").await.unwrap();
+    let c = s
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let mut batch = c
+            .batch()
+            .max_messages(5_000)
+            .expires(Duration::from_millis(200))
+            .messages()
+            .await
+            .unwrap();
+        let before = out.len();
+        while let Some(m) = batch.next().await {
+            let m = m.unwrap();
+            let id =
+                m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).unwrap().as_str().to_string();
+            out.push((id, String::from_utf8(m.payload.to_vec()).unwrap()));
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+async fn count(js: &jetstream::Context, name: &str) -> u64 {
+    js.get_stream(name).await.unwrap().info().await.unwrap().state.messages
+}
+
+#[test]
+fn fraud_stream_on_jetstream_survives_crashes_and_a_stalled_broker() {
+    let io = tokio::runtime::Runtime::new().unwrap();
+    let dir = temp_dir("nats");
+    let nats = Nats::start(&dir.join("js"));
+    let lines = fraud_events();
+    let n = lines.len();
+    let want = uninterrupted_scores(&dir, &lines);
+    let (client, js) = io.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        for (name, subjects) in
+            [("EVENTS", vec!["events.*".to_string()]), ("SCORES", vec!["scores".into()])]
+        {
+            js.create_stream(stream::Config { name: name.into(), subjects, ..Default::default() })
+                .await
+                .unwrap();
+        }
+        (client, js)
+    });
+    // Publishes events [from, to) onto `events.<card % 2>`; returns each one's source.
+    let publish = |from: usize, to: usize| -> Vec<String> {
+        io.block_on(async {
+            // In chunks: an ack not yet awaited holds one of the context's in-flight places.
+            let mut sources = Vec::new();
+            for chunk in lines[from..to].chunks(1_000) {
+                let mut acks = Vec::new();
+                for (key, event) in chunk {
+                    let subject = format!("events.{}", key % 2);
+                    let ack = js.publish(subject.clone(), event.clone().into()).await.unwrap();
+                    acks.push((subject, ack));
+                }
+                for (subject, ack) in acks {
+                    sources.push(format!("{subject}/{}", ack.await.unwrap().sequence));
+                }
+            }
+            sources
+        })
+    };
+    let mut bad = Vec::new();
+    for (subject, body) in [("events.0", ""), ("events.1", "{not json")] {
+        let ack = io.block_on(async {
+            js.publish(subject, body.into()).await.unwrap().await.unwrap().sequence
+        });
+        bad.push(format!("{subject}/{ack}"));
+    }
+    let cut = 9_000;
+    let mut sources = publish(0, cut);
+    let config = dir.join("nats.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[checkpoint]\ndir = \"{}\"\nevery_s = 1\n\
+             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [\"events.0\", \"events.1\"]\n\
+             consumer = \"scorer-a\"\noutput = \"scores\"\ntimeout_ms = 300\n",
+            fraud_model(),
+            dir.join("checkpoints").display(),
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(40), "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let scores = || io.block_on(count(&js, "SCORES"));
+
+    // Aborted right after its first checkpoint, before its acks.
+    let mut crashing = Command::new(common::serve_child::bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("STREAMSCORE_FAILPOINT", "after_checkpoint")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(!crashing.wait().unwrap().success());
+    let first = Serve::start(&config, dir.join("first.log"));
+    wait("the first part answered", &|| scores() >= (cut + 2) as u64);
+    sources.extend(publish(cut, n));
+    wait("answers past the cut", &|| scores() > (cut + 2 + 1_000) as u64);
+    drop(first); // SIGKILL
+
+    let second = Serve::start(&config, dir.join("second.log"));
+    // The broker stops answering for a while, then comes back.
+    nats.signal("-STOP");
+    std::thread::sleep(Duration::from_millis(1_500));
+    nats.signal("-CONT");
+    wait("every event answered", &|| scores() >= (n + 2) as u64);
+    let metrics = second.metrics();
+    let (ok, log) = second.term();
+    assert!(ok, "{log}");
+    assert!(log.contains("restored from"), "{log}");
+    assert!(log.contains("reachable again"), "{log}");
+    assert!(metric(&metrics, "broker_errors_total") > 0, "{metrics}");
+    assert_eq!(metric(&metrics, "up"), 1);
+
+    // Exactly one answer per event (the duplicate window drops replays), each as uninterrupted.
+    let all = io.block_on(answers(&js));
+    let by_source: HashMap<&str, &str> =
+        all.iter().map(|(s, a)| (s.as_str(), a.as_str())).collect();
+    assert_eq!(by_source.len(), all.len(), "an answer published twice");
+    assert_eq!(all.len(), n + 2);
+    for s in &bad {
+        let a: serde_json::Value = serde_json::from_str(by_source[s.as_str()]).unwrap();
+        assert_eq!(a["status"], 400, "{a}");
+    }
+    for (i, s) in sources.iter().enumerate() {
+        let a: serde_json::Value = serde_json::from_str(by_source[s.as_str()]).unwrap();
+        assert_eq!(a["source"].as_str(), Some(s.as_str()));
+        assert_eq!(a["id"].as_u64(), Some(i as u64));
+        assert_eq!(a["score"].to_string(), want[&(i as u64)], "event {i} ({s})");
+    }
+    // Everything acked after the last checkpoint.
+    io.block_on(async {
+        let s = js.get_stream("EVENTS").await.unwrap();
+        for p in ["events_0", "events_1"] {
+            let info = s.consumer_info(format!("scorer-a_{p}")).await.unwrap();
+            assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "{p}");
+        }
+    });
+    drop(client);
+    std::fs::remove_dir_all(&dir).ok();
+}
