@@ -614,31 +614,48 @@ impl Reader {
         let mut event = 0;
         for (i, out) in chunk.outs.iter().enumerate() {
             let line = chunk.before + 1 + i as u64;
-            match out {
-                Out::Refused { id, status, message } => {
-                    refusal(text, At::Line(line), id.as_deref(), *status, message);
-                }
-                Out::Event { id } => {
-                    let id = id.as_deref();
-                    match answer.as_ref().map(|a| a.as_ref().map(|s| (s.get(event), s))) {
-                        Some(Ok((Some(Ok(values)), s))) => {
-                            score(text, At::Line(line), id, values, s.version_of(event));
-                        }
-                        Some(Ok((Some(Err(e)), _))) | Some(Err(e)) => {
-                            refusal(text, At::Line(line), id, status_of(e), &e.to_string());
-                        }
-                        Some(Ok((None, _))) | None => {
-                            refusal(text, At::Line(line), id, 500, "no answer for this event");
-                        }
-                    }
-                    event += 1;
-                }
-            }
+            render(text, At::Line(line), out, answer.as_ref(), &mut event);
         }
         self.out.write_all(text).map_err(io_at(&self.out_path))?;
         self.written = chunk.end();
         self.spare.push(chunk);
         Ok(())
+    }
+}
+
+/// Writes the answer line for `out`: its refusal, or the set's answer for its `event`-th
+/// event (`answer`: the set's scores, or why it has none; `None` when the chunk held no
+/// event), moving `event` on past an event. Returns whether the line is an error.
+pub(crate) fn render(
+    text: &mut Vec<u8>,
+    at: At<'_>,
+    out: &Out,
+    answer: Option<&Result<Scores>>,
+    event: &mut usize,
+) -> bool {
+    match out {
+        Out::Refused { id, status, message } => {
+            refusal(text, at, id.as_deref(), *status, message);
+            true
+        }
+        Out::Event { id } => {
+            let (id, i) = (id.as_deref(), *event);
+            *event += 1;
+            match answer.map(|a| a.as_ref().map(|s| (s.get(i), s))) {
+                Some(Ok((Some(Ok(values)), s))) => {
+                    score(text, at, id, values, s.version_of(i));
+                    false
+                }
+                Some(Ok((Some(Err(e)), _))) | Some(Err(e)) => {
+                    refusal(text, at, id, status_of(e), &e.to_string());
+                    true
+                }
+                Some(Ok((None, _))) | None => {
+                    refusal(text, at, id, 500, "no answer for this event");
+                    true
+                }
+            }
+        }
     }
 }
 

@@ -39,7 +39,6 @@ use std::time::{Duration, Instant};
 use super::Notice;
 use super::checkpoint::{self, CheckpointConfig};
 use super::jsonl::{self, At, Chunk, Out};
-use super::model::status_of;
 use crate::error::{Error, Result};
 use crate::event::EventBatch;
 use crate::ingest::reply::{Scores, Ticket};
@@ -253,6 +252,8 @@ impl Running {
             chunk: Chunk::new(0),
             text: Vec::new(),
             ends: Vec::new(),
+            sources: Vec::new(),
+            keys: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("streamscore-{name}"))
@@ -315,6 +316,9 @@ struct Pump {
     text: Vec<u8>,
     /// Where each answer ends in `text`.
     ends: Vec<usize>,
+    /// Each answer's `<partition>/<position>` and event key (0 for a message without one).
+    sources: Vec<String>,
+    keys: Vec<u64>,
 }
 
 /// The longest a stopping pump keeps trying a broker that is away.
@@ -383,45 +387,22 @@ impl Pump {
         let answer = ticket.map(|t| t.and_then(Ticket::wait));
         self.text.clear();
         self.ends.clear();
+        self.sources.clear();
+        self.keys.clear();
         let mut event = 0;
-        let mut source = String::new();
         for (m, out) in self.messages.iter().zip(&self.chunk.outs) {
-            source.clear();
-            source.push_str(&m.partition);
-            source.push('/');
-            source.push_str(&m.position);
+            let source = format!("{}/{}", m.partition, m.position);
+            self.keys.push(match out {
+                Out::Event { .. } => self.chunk.keys[event],
+                Out::Refused { .. } => 0,
+            });
             let at = At::Source(&source);
-            let text = &mut self.text;
-            let refused = match out {
-                Out::Refused { id, status, message } => {
-                    jsonl::refusal(text, at, id.as_deref(), *status, message);
-                    true
-                }
-                Out::Event { id } => {
-                    let id = id.as_deref();
-                    let r = match answer.as_ref().map(|a| a.as_ref().map(|s| (s.get(event), s))) {
-                        Some(Ok((Some(Ok(values)), s))) => {
-                            jsonl::score(text, at, id, values, s.version_of(event));
-                            false
-                        }
-                        Some(Ok((Some(Err(e)), _))) | Some(Err(e)) => {
-                            jsonl::refusal(text, at, id, status_of(e), &e.to_string());
-                            true
-                        }
-                        Some(Ok((None, _))) | None => {
-                            jsonl::refusal(text, at, id, 500, "no answer for this event");
-                            true
-                        }
-                    };
-                    event += 1;
-                    r
-                }
-            };
-            if refused {
+            if jsonl::render(&mut self.text, at, out, answer.as_ref(), &mut event) {
                 self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
             }
             // The rendered line ends with `\n`: the answer is the object before it.
             self.ends.push(self.text.len());
+            self.sources.push(source);
         }
         Ok(())
     }
@@ -448,27 +429,12 @@ impl Pump {
     /// Publishes the rendered answers, retrying while the broker is away (nothing taken is
     /// dropped), then records them as confirmed.
     fn publish(&mut self, backoff: &mut Backoff) {
-        let mut sources = Vec::with_capacity(self.messages.len());
-        for m in &self.messages {
-            sources.push(format!("{}/{}", m.partition, m.position));
-        }
-        let mut keys = Vec::with_capacity(self.messages.len());
-        let mut e = 0;
-        for out in &self.chunk.outs {
-            match out {
-                Out::Event { .. } => {
-                    keys.push(self.chunk.keys[e]);
-                    e += 1;
-                }
-                Out::Refused { .. } => keys.push(0),
-            }
-        }
         let mut start = 0;
         let answers: Vec<Answer<'_>> = self
             .ends
             .iter()
-            .zip(&sources)
-            .zip(&keys)
+            .zip(&self.sources)
+            .zip(&self.keys)
             .map(|((&end, source), &key)| {
                 let json = &self.text[start..end - 1];
                 start = end;
