@@ -75,6 +75,18 @@ impl Features {
     /// The snapshot without its checksum, appended to `buf`: the part that must be taken
     /// while the stage holds still. [`seal`] finishes it.
     pub(crate) fn snapshot_body(&self, position: u64, buf: &mut Vec<u8>) {
+        self.snapshot_body_where(position, buf, |_| true);
+    }
+
+    /// [`snapshot_body`](Features::snapshot_body) of the keys `keep` says yes to (a
+    /// partition's keys, which move with it to another instance; [`Features::merge`] takes
+    /// them in there).
+    pub(crate) fn snapshot_body_where(
+        &self,
+        position: u64,
+        buf: &mut Vec<u8>,
+        keep: impl Fn(u64) -> bool,
+    ) {
         let spec = &self.spec;
         let slots = spec.slots.len();
         buf.extend_from_slice(MAGIC);
@@ -96,8 +108,12 @@ impl Features {
         }
         buf.extend_from_slice(&(slots as u32).to_le_bytes());
         buf.extend_from_slice(&(spec.n_ewma as u32).to_le_bytes());
-        buf.extend_from_slice(&(self.keys.len() as u64).to_le_bytes());
-        for (key, state, ewma) in self.keys.entries() {
+        // The count is written once the keys kept are known.
+        let count_at = buf.len();
+        buf.extend_from_slice(&0u64.to_le_bytes());
+        let mut count = 0u64;
+        for (key, state, ewma) in self.keys.entries().filter(|(k, _, _)| keep(*k)) {
+            count += 1;
             buf.extend_from_slice(&key.to_le_bytes());
             buf.extend_from_slice(&state.watermark.to_le_bytes());
             buf.extend_from_slice(&state.previous_raw().to_le_bytes());
@@ -109,6 +125,50 @@ impl Features {
                 buf.extend_from_slice(&t.to_le_bytes());
             }
         }
+        buf[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+    }
+
+    /// Takes in the keys of a snapshot (of this spec, checked as [`Features::restore`]
+    /// checks it) beside the keys already here: a key in both gets the snapshot's state; the
+    /// clock becomes the later of the two; this stage's counters stay its own. Returns the
+    /// snapshot's position and its keys. Nothing changes when the snapshot is refused.
+    pub fn merge(&mut self, bytes: &[u8]) -> Result<(u64, Vec<u64>)> {
+        let (other, position) = Features::restore(self.spec.clone(), bytes)?;
+        let slots = self.spec.slots.len();
+        let mut keys = Vec::with_capacity(other.keys.len());
+        for (key, state, ewma) in other.keys.entries() {
+            if let Some(slot) = self.keys.slot(key) {
+                self.keys.remove(slot);
+            }
+            self.keys
+                .restore_key(
+                    key,
+                    state.watermark,
+                    state.previous_raw(),
+                    state.times(),
+                    state.values(slots),
+                    ewma,
+                )
+                .map_err(bad)?;
+            keys.push(key);
+        }
+        self.clock = self.clock.max(other.clock);
+        Ok((position, keys))
+    }
+
+    /// Removes the keys `drop` says yes to (a partition that moved to another instance);
+    /// returns how many.
+    pub fn forget(&mut self, drop: impl Fn(u64) -> bool) -> usize {
+        let slots: Vec<u32> = self
+            .keys
+            .entries()
+            .filter(|(k, _, _)| drop(*k))
+            .filter_map(|(k, _, _)| self.keys.slot(k))
+            .collect();
+        for &slot in &slots {
+            self.keys.remove(slot);
+        }
+        slots.len()
     }
 
     /// A stage for `spec` with the state of a snapshot, and the position the snapshot covers.
@@ -283,6 +343,42 @@ mod tests {
             }
         }
         assert_eq!(again.counters().events, 2_000);
+    }
+
+    #[test]
+    fn a_partitions_keys_move_to_another_stage_and_compute_the_same() {
+        // Odd keys are one partition, even keys another: the odd ones move mid-stream.
+        let (rows, keys, times) = events(2_000);
+        let mut whole = Features::new(spec());
+        let all = whole.transform_rows(&rows, &keys, &times).unwrap().values;
+        let cut = 1_111;
+        let mut here = Features::new(spec());
+        here.transform_rows(&rows[..cut], &keys[..cut], &times[..cut]).unwrap();
+        let mut odd = Vec::new();
+        here.snapshot_body_where(cut as u64, &mut odd, |k| k % 2 == 1);
+        seal(&mut odd);
+        let live = here.live_keys();
+        let dropped = here.forget(|k| k % 2 == 1);
+        assert_eq!((dropped, here.live_keys()), (6, live - 6));
+        // The new owner already holds keys of its own; the moved ones join them.
+        let mut there = Features::new(spec());
+        there.transform_rows(&[1.0], &[1_000], &[1_700_000_000_000]).unwrap();
+        let (pos, moved) = there.merge(&odd).unwrap();
+        assert_eq!((pos, moved.len(), there.live_keys()), (cut as u64, 6, 7));
+        let (n, cols) = (2_000, all.len() / 2_000);
+        for r in cut..n {
+            let stage = if keys[r] % 2 == 1 { &mut there } else { &mut here };
+            let out = stage.transform_rows(&rows[r..r + 1], &keys[r..r + 1], &times[r..r + 1]);
+            let out = out.unwrap().values;
+            for c in 0..cols {
+                assert_eq!(all[c * n + r].to_bits(), out[c].to_bits(), "feature {c} of event {r}");
+            }
+        }
+        // A damaged snapshot changes nothing.
+        let before = there.live_keys();
+        odd[40] ^= 1;
+        assert!(there.merge(&odd).is_err());
+        assert_eq!(there.live_keys(), before);
     }
 
     #[test]

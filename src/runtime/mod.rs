@@ -97,6 +97,16 @@ impl Runtime {
     }
 
     fn snapshot_features_with(&self, at: Option<u64>) -> Option<crate::features::Snapshot> {
+        self.snapshot_features_where(at, |_| true)
+    }
+
+    /// [`snapshot_features_at`](Runtime::snapshot_features_at) of the keys `keep` says yes
+    /// to (one partition's, for a connector whose partitions move between instances).
+    pub(crate) fn snapshot_features_where(
+        &self,
+        at: Option<u64>,
+        keep: impl Fn(u64) -> bool,
+    ) -> Option<crate::features::Snapshot> {
         let stage = self.flow().features.as_ref()?;
         let lock = || stage.lock().unwrap_or_else(|p| p.into_inner());
         // The buffer is sized and its pages touched before the real lock, so the pause is
@@ -109,11 +119,27 @@ impl Runtime {
         let start = std::time::Instant::now();
         let stage = lock();
         let position = at.unwrap_or(stage.counters().events);
-        stage.snapshot_body(position, &mut bytes);
+        stage.snapshot_body_where(position, &mut bytes, keep);
         drop(stage);
         let pause = start.elapsed();
         crate::features::seal(&mut bytes);
         Some(crate::features::Snapshot { bytes, position, pause })
+    }
+
+    /// Takes a snapshot's keys into the running feature stage beside its own
+    /// ([`Features::merge`](crate::features::Features::merge)): the position it covers and
+    /// its keys, `None` without a feature stage.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn merge_features(&self, bytes: &[u8]) -> Option<Result<(u64, Vec<u64>)>> {
+        let stage = self.flow().features.as_ref()?;
+        Some(stage.lock().unwrap_or_else(|p| p.into_inner()).merge(bytes))
+    }
+
+    /// Removes the keys `drop` says yes to from the feature stage; how many.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn forget_features(&self, drop: impl Fn(u64) -> bool) -> usize {
+        let Some(stage) = self.flow().features.as_ref() else { return 0 };
+        stage.lock().unwrap_or_else(|p| p.into_inner()).forget(drop)
     }
 
     pub(crate) fn start(

@@ -76,6 +76,16 @@ fn listed(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// The newest snapshot in `dir` that restores, with its position and file; `None` when there
 /// is none. Each one that fails is logged and skipped.
 pub(crate) fn restore_latest(dir: &Path, spec: &Spec) -> Result<Option<(Features, u64, PathBuf)>> {
+    let found = newest_good(dir, |bytes| Features::restore(spec.clone(), bytes))?;
+    Ok(found.map(|((stage, position), path)| (stage, position, path)))
+}
+
+/// The first snapshot in `dir`, newest first, that `read` takes, with its file; each one
+/// it refuses (or too large to be ours) is logged and the one before it tried.
+pub(crate) fn newest_good<T>(
+    dir: &Path,
+    mut read: impl FnMut(&[u8]) -> Result<T>,
+) -> Result<Option<(T, PathBuf)>> {
     for (_, path) in listed(dir)? {
         let len = std::fs::metadata(&path).map_err(io(&path))?.len();
         if len > MAX_SNAPSHOT_BYTES {
@@ -83,8 +93,8 @@ pub(crate) fn restore_latest(dir: &Path, spec: &Spec) -> Result<Option<(Features
             continue;
         }
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        match Features::restore(spec.clone(), &bytes) {
-            Ok((stage, position)) => return Ok(Some((stage, position, path))),
+        match read(&bytes) {
+            Ok(t) => return Ok(Some((t, path))),
             Err(e) => log::warn!("{}: {e}; trying the one before", path.display()),
         }
     }

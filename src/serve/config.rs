@@ -35,6 +35,12 @@
 //! # streams = ["events.0", "events.1"]           # this instance's partitions
 //! # consumer = "scorer-a"                        # stable across restarts
 //! # output = "scores"
+//!
+//! # [kafka]                                      # or from a Kafka consumer group (`kafka`)
+//! # brokers = "127.0.0.1:9092"
+//! # group = "scorers"                            # every instance of the group the same
+//! # topic = "events"                             # keyed by the event key
+//! # output = "scores"
 //! ```
 //!
 //! Relative paths are taken from the config file's directory.
@@ -47,6 +53,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use super::checkpoint::CheckpointConfig;
+#[cfg(feature = "kafka")]
+pub use super::connector::kafka::KafkaConfig;
 #[cfg(feature = "nats")]
 pub use super::connector::nats::NatsConfig;
 #[cfg(feature = "redis")]
@@ -87,6 +95,11 @@ pub struct ServeConfig {
     #[cfg(feature = "nats")]
     #[serde(default)]
     pub nats: Option<NatsConfig>,
+    /// Events from a Kafka consumer group, answers to a topic, feature state moved with
+    /// partitions (see [`KafkaConfig`]; the `kafka` feature).
+    #[cfg(feature = "kafka")]
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// `[monitor]`: data-quality gates checked before scoring, and drift profiles against a
@@ -275,7 +288,40 @@ impl ServeConfig {
             redis_streams: None,
             #[cfg(feature = "nats")]
             nats: None,
+            #[cfg(feature = "kafka")]
+            kafka: None,
         }
+    }
+
+    /// The sections that give events beside HTTP.
+    fn sources(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.jsonl.is_some() {
+            v.push("[jsonl]");
+        }
+        #[cfg(feature = "redis")]
+        if self.redis_streams.is_some() {
+            v.push("[redis_streams]");
+        }
+        #[cfg(feature = "nats")]
+        if self.nats.is_some() {
+            v.push("[nats]");
+        }
+        #[cfg(feature = "kafka")]
+        if self.kafka.is_some() {
+            v.push("[kafka]");
+        }
+        v
+    }
+
+    /// Whether the feature state is restored per partition as a consumer group assigns
+    /// them (`[kafka]`), not whole at start.
+    pub(crate) fn partitioned_state(&self) -> bool {
+        #[cfg(feature = "kafka")]
+        if self.kafka.is_some() {
+            return true;
+        }
+        false
     }
 
     /// Parses a TOML config. Relative paths in it are taken relative to `base` (the config
@@ -359,23 +405,29 @@ impl ServeConfig {
         if let Some(j) = &self.jsonl {
             j.validate()?;
         }
+        let sources = self.sources();
+        if sources.len() > 1 {
+            return Err(Error::Config(format!(
+                "{}: one source of events (and of positions) at a time",
+                sources.join(" and ")
+            )));
+        }
         #[cfg(feature = "nats")]
         if let Some(n) = &self.nats {
             n.validate(self.checkpoint.as_ref().map(|k| k.every_s))?;
-            #[cfg(feature = "redis")]
-            let other = self.redis_streams.is_some();
-            #[cfg(not(feature = "redis"))]
-            let other = false;
-            if self.jsonl.is_some() || other {
-                return Err(Error::Config("[nats]: one source of positions at a time".into()));
-            }
         }
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis_streams {
             r.validate(m.features.is_some())?;
-            if self.jsonl.is_some() {
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(k) = &self.kafka {
+            k.validate()?;
+            if m.features.is_some() && self.checkpoint.is_none() {
                 return Err(Error::Config(
-                    "[jsonl] and [redis_streams]: one source of positions at a time".into(),
+                    "[kafka] with a feature stage needs [checkpoint]: the state moves with \
+                     its partitions through it"
+                        .into(),
                 ));
             }
         }

@@ -27,7 +27,7 @@
 
 mod checkpoint;
 mod config;
-#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redis", feature = "nats", feature = "kafka")), allow(dead_code))]
 mod connector;
 mod http;
 mod jsonl;
@@ -39,6 +39,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[cfg(feature = "kafka")]
+pub use config::KafkaConfig;
 #[cfg(feature = "nats")]
 pub use config::NatsConfig;
 #[cfg(feature = "redis")]
@@ -95,6 +97,8 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
     if let Some(spec) = &m.features {
         let spec = crate::features::Spec::from_path(spec)?;
         let from = match &c.checkpoint {
+            // A consumer group's state is restored per partition as partitions are assigned.
+            Some(_) if c.partitioned_state() => None,
             Some(k) => checkpoint::restore_latest(&k.dir, &spec)?,
             None => None,
         };
@@ -169,6 +173,30 @@ fn start_connector(
         },
         _ => Default::default(),
     };
+    #[cfg(feature = "kafka")]
+    if let Some(c) = &config.kafka {
+        use connector::kafka::{KafkaSink, KafkaSource};
+        let shared = connector::Shared::new();
+        let partitions = config.checkpoint.as_ref().filter(|_| rt.feature_counters().is_some());
+        let partitions = partitions.map(|k| {
+            Arc::new(std::sync::Mutex::new(connector::partitions::Partitions::new(rt.clone(), k)))
+        });
+        let source = KafkaSource::new(c, shared.clone(), partitions.clone())?;
+        let sink = KafkaSink::new(c)?;
+        let running = connector::Running::start(
+            "kafka",
+            shared,
+            rt.clone(),
+            Box::new(source),
+            Box::new(sink),
+            c.batch.unwrap_or(rt.config().max_batch.get()),
+            None,
+            None,
+            partitions,
+            notices.clone(),
+        )?;
+        return Ok(Some(running));
+    }
     #[cfg(feature = "nats")]
     if let Some(c) = &config.nats {
         use connector::nats::{Link, NatsSink, NatsSource};
@@ -186,6 +214,7 @@ fn start_connector(
             c.batch.unwrap_or(rt.config().max_batch.get()),
             config.checkpoint.clone(),
             restored.map(|n| (n, positions)),
+            None,
             notices.clone(),
         )?;
         return Ok(Some(running));
@@ -206,6 +235,7 @@ fn start_connector(
             r.batch.unwrap_or(rt.config().max_batch.get()),
             config.checkpoint.clone(),
             restored.map(|n| (n, positions)),
+            None,
             notices.clone(),
         )?;
         return Ok(Some(running));

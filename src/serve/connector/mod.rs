@@ -25,17 +25,22 @@
 //! with a backoff (100 ms doubling to 2 s); answers already computed are kept and published
 //! once the broker is back, so nothing is lost while it is away.
 
+#[cfg(feature = "kafka")]
+pub(crate) mod kafka;
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+pub(crate) mod partitions;
 #[cfg(feature = "redis")]
 pub(crate) mod redis_streams;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use self::partitions::Partitions;
 use super::Notice;
 use super::checkpoint::{self, CheckpointConfig};
 use super::jsonl::{self, At, Chunk, Out};
@@ -53,6 +58,8 @@ pub(crate) struct Message {
     pub position: String,
     /// The event, or why the message holds none.
     pub payload: std::result::Result<Vec<u8>, String>,
+    /// The broker's own key for the message, where it has one (its answer gets the same).
+    pub key: Option<Vec<u8>>,
 }
 
 /// Where messages come from.
@@ -71,6 +78,9 @@ pub(crate) struct Answer<'a> {
     pub source: &'a str,
     /// The event's key (0 when the message held none).
     pub key: u64,
+    /// The message's broker key, where it had one.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub broker_key: Option<&'a [u8]>,
     /// The answer as one JSON object.
     pub json: &'a [u8],
 }
@@ -96,7 +106,23 @@ pub(crate) struct Counters {
     checkpoints: AtomicU64,
     /// 1 while the broker answers, 0 after a failure until it answers again.
     up: AtomicU64,
+    /// Nanoseconds spent per step of the pump: polling, scoring (parse, runtime, render),
+    /// publishing (until confirmed), checkpointing and committing.
+    busy: [AtomicU64; 4],
+    /// Per set: from its poll's return to its answers confirmed, in nanoseconds.
+    latency: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
+
+/// The pump's steps, as `busy` counts them.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Poll = 0,
+    Score = 1,
+    Publish = 2,
+    Commit = 3,
+}
+
+const STEPS: [&str; 4] = ["poll", "score", "publish", "commit"];
 
 impl Counters {
     /// The counters as Prometheus text, labelled with the connector's name.
@@ -120,7 +146,42 @@ impl Counters {
                 v.load(Ordering::Relaxed)
             );
         }
+        s += "# HELP streamscore_connector_busy_seconds_total time the pump spent per step\n\
+              # TYPE streamscore_connector_busy_seconds_total counter\n";
+        for (step, v) in STEPS.iter().zip(&self.busy) {
+            s += &format!(
+                "streamscore_connector_busy_seconds_total{{connector=\"{connector}\",step=\"{step}\"}} {}\n",
+                v.load(Ordering::Relaxed) as f64 / 1e9
+            );
+        }
+        let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = latency.as_ref().filter(|h| !h.is_empty()) {
+            s += "# HELP streamscore_connector_set_seconds per set of messages, from its poll's \
+                  return to its answers confirmed\n# TYPE streamscore_connector_set_seconds summary\n";
+            for q in [0.5, 0.99, 0.999, 1.0] {
+                s += &format!(
+                    "streamscore_connector_set_seconds{{connector=\"{connector}\",quantile=\"{q}\"}} {}\n",
+                    h.value_at_quantile(q) as f64 / 1e9
+                );
+            }
+            s += &format!(
+                "streamscore_connector_set_seconds_count{{connector=\"{connector}\"}} {}\n",
+                h.len()
+            );
+        }
         s
+    }
+
+    fn busy(&self, step: Step, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.busy[step as usize].fetch_add((now - since).as_nanos() as u64, Ordering::Relaxed);
+        now
+    }
+
+    fn set_done(&self, polled: Instant) {
+        let ns = polled.elapsed().as_nanos() as u64;
+        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = h.get_or_insert_with(crate::metrics::latency_histogram).record(ns.max(1));
     }
 
     /// Messages skipped as already held by the restored checkpoint.
@@ -138,6 +199,7 @@ fn positions_path(dir: &Path, n: u64) -> PathBuf {
 }
 
 /// The positions written beside the checkpoint at `n` (none without one).
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 pub(crate) fn read_positions(dir: &Path, n: u64) -> Result<Positions> {
     let path = positions_path(dir, n);
     let io = |e| Error::Io { path: path.clone(), source: e };
@@ -231,6 +293,7 @@ impl Running {
         batch: usize,
         checkpoint: Option<CheckpointConfig>,
         restored: Option<(u64, Positions)>,
+        partitions: Option<Arc<Mutex<Partitions>>>,
         notices: mpsc::Sender<Notice>,
     ) -> Result<Running> {
         let (sequence, covered) = restored.unwrap_or_default();
@@ -243,6 +306,7 @@ impl Running {
             sink,
             shared: shared.clone(),
             checkpoint: checkpoint.filter(|_| keyed),
+            partitions: partitions.filter(|_| keyed),
             keyed,
             sequence,
             covered,
@@ -301,6 +365,9 @@ struct Pump {
     shared: Arc<Shared>,
     batch: usize,
     checkpoint: Option<CheckpointConfig>,
+    /// With a source whose partitions move between instances: each partition's state is
+    /// checkpointed on its own (instead of the stage's whole state with positions beside it).
+    partitions: Option<Arc<Mutex<Partitions>>>,
     keyed: bool,
     /// The last checkpoint's number.
     sequence: u64,
@@ -318,7 +385,7 @@ struct Pump {
     ends: Vec<usize>,
     /// Each answer's `<partition>/<position>` and event key (0 for a message without one).
     sources: Vec<String>,
-    keys: Vec<u64>,
+    keys: Vec<Option<u64>>,
 }
 
 /// The longest a stopping pump keeps trying a broker that is away.
@@ -332,12 +399,17 @@ impl Pump {
             if stopping {
                 break;
             }
+            let shared = self.shared.clone();
+            let c = &shared.counters;
+            let mut t = Instant::now();
             if self.shared.due.swap(false, Ordering::AcqRel) {
                 self.checkpoint_and_commit(&mut backoff, false);
+                t = c.busy(Step::Commit, t);
             }
             self.messages.clear();
             let polled =
                 self.source.poll(self.batch, Duration::from_millis(100), &mut self.messages);
+            let t = c.busy(Step::Poll, t);
             if let Err(e) = polled {
                 self.broker_error("poll", &e, &mut backoff);
                 self.source.reset();
@@ -349,9 +421,13 @@ impl Pump {
             }
             self.shared.counters.received.fetch_add(self.messages.len() as u64, Ordering::Relaxed);
             self.answer()?;
+            let scored = c.busy(Step::Score, t);
             self.publish(&mut backoff);
-            if self.checkpoint.is_none() {
+            let published = c.busy(Step::Publish, scored);
+            c.set_done(t);
+            if self.checkpoint.is_none() && self.partitions.is_none() {
                 self.commit(&mut backoff, false);
+                c.busy(Step::Commit, published);
             }
         }
         // Everything taken is answered and published; a last checkpoint, then commit.
@@ -393,8 +469,8 @@ impl Pump {
         for (m, out) in self.messages.iter().zip(&self.chunk.outs) {
             let source = format!("{}/{}", m.partition, m.position);
             self.keys.push(match out {
-                Out::Event { .. } => self.chunk.keys[event],
-                Out::Refused { .. } => 0,
+                Out::Event { .. } => Some(self.chunk.keys[event]),
+                Out::Refused { .. } => None,
             });
             let at = At::Source(&source);
             if jsonl::render(&mut self.text, at, out, answer.as_ref(), &mut event) {
@@ -435,10 +511,11 @@ impl Pump {
             .iter()
             .zip(&self.sources)
             .zip(&self.keys)
-            .map(|((&end, source), &key)| {
+            .zip(&self.messages)
+            .map(|(((&end, source), &key), m)| {
                 let json = &self.text[start..end - 1];
                 start = end;
-                Answer { source, key, json }
+                Answer { source, key: key.unwrap_or(0), broker_key: m.key.as_deref(), json }
             })
             .collect();
         let since = Instant::now();
@@ -469,10 +546,43 @@ impl Pump {
             self.covered.insert(m.partition.clone(), m.position.clone());
             self.uncommitted.push((m.partition.clone(), m.position.clone()));
         }
+        if let Some(p) = &self.partitions {
+            let answered = self
+                .messages
+                .iter()
+                .zip(&self.keys)
+                .map(|(m, &k)| (m.partition.as_str(), m.position.as_str(), k));
+            p.lock().unwrap_or_else(|e| e.into_inner()).published(answered);
+        }
     }
 
     /// With a feature stage: a checkpoint with the positions it covers, then commits them.
     fn checkpoint_and_commit(&mut self, backoff: &mut Backoff, last: bool) {
+        if let Some(p) = &self.partitions {
+            if (self.uncommitted.is_empty() && !last) || self.unpublished {
+                return;
+            }
+            let written = p.lock().unwrap_or_else(|e| e.into_inner()).checkpoint(None);
+            match written {
+                Ok(w) => {
+                    if !w.is_empty() {
+                        self.shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if failpoint("after_checkpoint") {
+                        eprintln!("streamscore serve: failpoint after_checkpoint: aborting");
+                        std::process::abort();
+                    }
+                }
+                Err(e) => {
+                    log::error!("partition checkpoint failed: {e}; positions not committed");
+                    eprintln!(
+                        "streamscore serve: partition checkpoint failed: {e}; positions not committed"
+                    );
+                    return;
+                }
+            }
+            return self.commit(backoff, last);
+        }
         if let Some(c) = &self.checkpoint {
             if (self.uncommitted.is_empty() && !last) || self.unpublished {
                 return;

@@ -304,7 +304,12 @@ impl Source for NatsSource {
                     if let Some(reply) = &m.reply {
                         self.acks.insert((partition.clone(), position.clone()), reply.clone());
                     }
-                    into.push(Message { partition, position, payload: Ok(m.payload.to_vec()) });
+                    into.push(Message {
+                        partition,
+                        position,
+                        payload: Ok(m.payload.to_vec()),
+                        key: None,
+                    });
                 }
                 return Ok(());
             }

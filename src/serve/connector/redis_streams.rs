@@ -223,7 +223,7 @@ impl StreamsSource {
                     .ok_or_else(|| "the entry has no `event` field".to_string()),
                 _ => Err("the entry was deleted before it was read".to_string()),
             };
-            into.push(Message { partition: stream.to_string(), position: id, payload });
+            into.push(Message { partition: stream.to_string(), position: id, payload, key: None });
         }
         if let Some(id) = &last {
             self.taken.insert(stream.to_string(), id.clone());
