@@ -204,14 +204,22 @@ fn produce(producer: &BaseProducer, lines: &[(u64, String)]) {
 }
 
 /// A serve config for one instance of the group.
-fn instance(dir: &std::path::Path, brokers: &str, name: &str, extra: &str) -> std::path::PathBuf {
+/// (`session_ms`: how long tansu waits for a silent member; a killed one holds up the
+/// rebalance that long.)
+fn instance(
+    dir: &std::path::Path,
+    brokers: &str,
+    name: &str,
+    extra: &str,
+    session_ms: u64,
+) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
         format!(
             "{}{extra}[checkpoint]\ndir = \"{}\"\nevery_s = 1\n\
              [kafka]\nbrokers = \"{brokers}\"\ngroup = \"scorers\"\ntopic = \"events\"\n\
-             output = \"scores\"\nsession_timeout_ms = 30000\n{}",
+             output = \"scores\"\nsession_timeout_ms = {session_ms}\n{}",
             fraud_model(),
             dir.join("checkpoints").display(),
             std::env::var("STREAMSCORE_KAFKA_SETTINGS").unwrap_or_default(),
@@ -244,7 +252,7 @@ fn one_instance_drains_a_backlog() {
     let batch = std::env::var("STREAMSCORE_KAFKA_BATCH").unwrap_or_else(|_| "4096".into());
     let extra = format!("[runtime]\nmax_batch = {batch}\n");
     let start = Instant::now();
-    let s = Serve::start(&instance(&dir, &brokers, "one", &extra), dir.join("one.log"));
+    let s = Serve::start(&instance(&dir, &brokers, "one", &extra, 30_000), dir.join("one.log"));
     while metric(&s.metrics(), "received_total") == 0 {
         assert!(start.elapsed() < Duration::from_secs(60), "nothing received in 60 s");
         std::thread::sleep(Duration::from_millis(1));
@@ -287,7 +295,7 @@ fn consumer_group_moves_state_with_partitions_through_a_kill_and_a_join() {
     producer.send(BaseRecord::to("events").key("bad").payload("{not json")).unwrap();
     let third = n / 3;
     produce(&producer, &lines[..third]);
-    let config = |name: &str| instance(&dir, &brokers, name, "");
+    let config = |name: &str| instance(&dir, &brokers, name, "", 8_000);
     let answered = |s: &Serve| metric(&s.metrics(), "answered_total");
     let wait = |what: &str, done: &dyn Fn() -> bool| {
         let start = Instant::now();

@@ -153,6 +153,9 @@ struct GroupState {
     covered: HashMap<i32, i64>,
     /// An error the client reported since the last poll.
     error: Option<String>,
+    /// Partitions revoked during the current poll: messages of theirs taken before the
+    /// revocation are not answered here (their next owner reads them from the commit).
+    revoked_now: BTreeSet<i32>,
 }
 
 impl Group {
@@ -179,6 +182,7 @@ impl Group {
             for p in &gone {
                 s.assigned.remove(p);
                 s.covered.remove(p);
+                s.revoked_now.insert(*p);
             }
         }
         let Some(parts) = &self.partitions else { return };
@@ -347,7 +351,16 @@ impl Source for KafkaSource {
             }
             next = self.consumer.poll(Duration::ZERO);
         }
-        let error = self.consumer.context().lock().error.take();
+        let ctx = self.consumer.context();
+        let revoked = std::mem::take(&mut ctx.lock().revoked_now);
+        if !revoked.is_empty() {
+            let topic = format!("{}/", ctx.topic);
+            into.retain(|m| {
+                let p = m.partition.strip_prefix(&topic).and_then(|p| p.parse::<i32>().ok());
+                !p.is_some_and(|p| revoked.contains(&p))
+            });
+        }
+        let error = ctx.lock().error.take();
         match error {
             Some(e) if into.is_empty() => Err(broker(e)),
             _ => Ok(()),
