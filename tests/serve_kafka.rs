@@ -229,8 +229,18 @@ fn instance(
     path
 }
 
-fn events_wanted(default: usize) -> usize {
-    std::env::var("STREAMSCORE_KAFKA_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+/// A broker with the events and scores topics in a fresh directory, and the repeated fraud
+/// stream (`STREAMSCORE_KAFKA_EVENTS` events, default 200,000).
+fn setup(name: &str) -> (std::path::PathBuf, Tansu, Vec<(u64, String)>) {
+    let total = std::env::var("STREAMSCORE_KAFKA_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let io = tokio::runtime::Runtime::new().unwrap();
+    let dir = temp_dir(name);
+    let tansu = Tansu::start(&dir);
+    topics(&io, &tansu.brokers());
+    (dir, tansu, repeated(&fraud_events(), total))
 }
 
 /// One instance draining a backlog of the repeated fraud stream with its features: events
@@ -238,13 +248,8 @@ fn events_wanted(default: usize) -> usize {
 #[test]
 #[ignore = "needs tansu: scripts/tansu.sh, then --ignored"]
 fn one_instance_drains_a_backlog() {
-    let total = events_wanted(200_000);
-    let io = tokio::runtime::Runtime::new().unwrap();
-    let dir = temp_dir("kafka-drain");
-    let tansu = Tansu::start(&dir);
-    let brokers = tansu.brokers();
-    topics(&io, &brokers);
-    let lines = repeated(&fraud_events(), total);
+    let (dir, tansu, lines) = setup("kafka-drain");
+    let (brokers, total) = (tansu.brokers(), lines.len());
     let producer: BaseProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
     let t = Instant::now();
     produce(&producer, &lines);
@@ -279,14 +284,8 @@ fn one_instance_drains_a_backlog() {
 #[test]
 #[ignore = "needs tansu: scripts/tansu.sh, then --ignored"]
 fn consumer_group_moves_state_with_partitions_through_a_kill_and_a_join() {
-    let total = events_wanted(200_000);
-    let io = tokio::runtime::Runtime::new().unwrap();
-    let dir = temp_dir("kafka");
-    let tansu = Tansu::start(&dir);
-    let brokers = tansu.brokers();
-    topics(&io, &brokers);
-    let lines = repeated(&fraud_events(), total);
-    let n = lines.len();
+    let (dir, tansu, lines) = setup("kafka");
+    let (brokers, n) = (tansu.brokers(), lines.len());
     let started = Instant::now();
     let want = common::serve_child::uninterrupted_scores(&dir, &lines);
     eprintln!("reference run over {n} events: {:?}", started.elapsed());

@@ -163,20 +163,26 @@ impl Group {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A partition's name in messages and checkpoints: `<topic>/<p>`.
     fn name(&self, p: i32) -> String {
         format!("{}/{p}", self.topic)
+    }
+
+    /// The partition number a [`name`](Group::name) gives.
+    fn number(&self, name: &str) -> Option<i32> {
+        name.strip_prefix(self.topic.as_str())?.strip_prefix('/')?.parse().ok()
+    }
+
+    /// The partitions of our topic in `tpl`.
+    fn ours(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
     }
 
     /// Partitions revoked: checkpoint their keys, commit what the checkpoints cover, drop
     /// their keys. Runs inside the consumer's poll, between the pump's sets, so every
     /// message taken from them is answered and confirmed.
     fn revoked(&self, consumer: &BaseConsumer<Group>, tpl: &TopicPartitionList) {
-        let gone: Vec<i32> = tpl
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
-            .collect();
+        let gone = self.ours(tpl);
         {
             let mut s = self.lock();
             for p in &gone {
@@ -192,7 +198,7 @@ impl Group {
             Ok(written) => {
                 let mut commit = TopicPartitionList::new();
                 for (name, position) in &written {
-                    if let Some(p) = name.rsplit('/').next().and_then(|p| p.parse().ok()) {
+                    if let Some(p) = self.number(name) {
                         let _ = commit.add_partition_offset(
                             &self.topic,
                             p,
@@ -220,12 +226,7 @@ impl Group {
 
     /// Partitions assigned: take in their checkpoints before any of their messages is read.
     fn assigned(&self, tpl: &TopicPartitionList) {
-        let new: Vec<i32> = tpl
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
-            .collect();
+        let new = self.ours(tpl);
         for &p in &new {
             let mut covered = None;
             if let Some(parts) = &self.partitions {
@@ -354,11 +355,7 @@ impl Source for KafkaSource {
         let ctx = self.consumer.context();
         let revoked = std::mem::take(&mut ctx.lock().revoked_now);
         if !revoked.is_empty() {
-            let topic = format!("{}/", ctx.topic);
-            into.retain(|m| {
-                let p = m.partition.strip_prefix(&topic).and_then(|p| p.parse::<i32>().ok());
-                !p.is_some_and(|p| revoked.contains(&p))
-            });
+            into.retain(|m| !ctx.number(&m.partition).is_some_and(|p| revoked.contains(&p)));
         }
         let error = ctx.lock().error.take();
         match error {
@@ -373,9 +370,7 @@ impl Source for KafkaSource {
         // Per partition held here, the offset after the last answered message.
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for (partition, position) in done {
-            let Some(p) = partition.rsplit('/').next().and_then(|p| p.parse::<i32>().ok()) else {
-                continue;
-            };
+            let Some(p) = ctx.number(partition) else { continue };
             let Ok(offset) = position.parse::<i64>() else { continue };
             if assigned.contains(&p) {
                 let e = next.entry(p).or_insert(offset + 1);

@@ -558,43 +558,15 @@ impl Pump {
 
     /// With a feature stage: a checkpoint with the positions it covers, then commits them.
     fn checkpoint_and_commit(&mut self, backoff: &mut Backoff, last: bool) {
-        if let Some(p) = &self.partitions {
+        if self.checkpoint.is_some() || self.partitions.is_some() {
             if (self.uncommitted.is_empty() && !last) || self.unpublished {
                 return;
             }
-            let written = p.lock().unwrap_or_else(|e| e.into_inner()).checkpoint(None);
-            match written {
-                Ok(w) => {
-                    if !w.is_empty() {
+            match self.write_checkpoint() {
+                Ok(wrote) => {
+                    if wrote {
                         self.shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
                     }
-                    if failpoint("after_checkpoint") {
-                        eprintln!("streamscore serve: failpoint after_checkpoint: aborting");
-                        std::process::abort();
-                    }
-                }
-                Err(e) => {
-                    log::error!("partition checkpoint failed: {e}; positions not committed");
-                    eprintln!(
-                        "streamscore serve: partition checkpoint failed: {e}; positions not committed"
-                    );
-                    return;
-                }
-            }
-            return self.commit(backoff, last);
-        }
-        if let Some(c) = &self.checkpoint {
-            if (self.uncommitted.is_empty() && !last) || self.unpublished {
-                return;
-            }
-            let n = self.sequence + 1;
-            let written = write_positions(&c.dir, n, &self.covered)
-                .and_then(|()| checkpoint::checkpoint(&self.rt, c, Some(n)));
-            match written {
-                Ok(_) => {
-                    self.sequence = n;
-                    self.shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    prune_positions(&c.dir);
                     if failpoint("after_checkpoint") {
                         // The crash this ordering is for: checkpointed, not yet committed.
                         eprintln!("streamscore serve: failpoint after_checkpoint: aborting");
@@ -610,6 +582,23 @@ impl Pump {
             }
         }
         self.commit(backoff, last);
+    }
+
+    /// Writes the checkpoint: each partition's keys on their own (a source whose partitions
+    /// move), or the stage's whole state with the positions it covers beside it. Whether
+    /// anything was written.
+    fn write_checkpoint(&mut self) -> Result<bool> {
+        if let Some(p) = &self.partitions {
+            let written = p.lock().unwrap_or_else(|e| e.into_inner()).checkpoint(None)?;
+            return Ok(!written.is_empty());
+        }
+        let Some(c) = &self.checkpoint else { return Ok(false) };
+        let n = self.sequence + 1;
+        write_positions(&c.dir, n, &self.covered)?;
+        checkpoint::checkpoint(&self.rt, c, Some(n))?;
+        self.sequence = n;
+        prune_positions(&c.dir);
+        Ok(true)
     }
 
     fn commit(&mut self, backoff: &mut Backoff, last: bool) {
