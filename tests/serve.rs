@@ -484,6 +484,52 @@ fn jsonl_files_survive_sigkill_exactly() {
     assert_eq!(checked, expected.len());
 }
 
+/// A client that hangs up (a reset) while its answer is being written is a write error for
+/// that connection, not the end of the server: `serve` keeps SIGPIPE ignored (it died of it,
+/// exit 141, before).
+#[test]
+fn a_client_hanging_up_mid_answer_does_not_stop_the_server() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let model = root("models/golden/lgb_binary_sigmoid/model.txt");
+    let mut serve = Serve::start(&["--model", &model, "--http", "127.0.0.1:0"]);
+    let rows = 20_000;
+    let data = vec!["0.5"; rows * 8].join(",");
+    let body = format!(
+        "{{\"inputs\":[{{\"name\":\"input\",\"shape\":[{rows},8],\"datatype\":\"FP32\",\"data\":[{data}]}}]}}"
+    );
+    for _ in 0..30 {
+        let mut s = std::net::TcpStream::connect(&serve.addr).unwrap();
+        write!(
+            s,
+            "POST /v2/models/model/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // Closed with a reset (linger 0) while the server writes the answer.
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt(2) on our own open socket with a correctly sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        std::thread::sleep(Duration::from_millis(2));
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(serve.child.try_wait().unwrap().is_none(), "serve exited");
+    assert_eq!(http(&serve.addr, "GET", "/v2/health/ready", "").0, 200);
+    let (status, err) = serve.stop(libc::SIGTERM);
+    assert!(status.success(), "exit {status:?}: {err}");
+}
+
 /// One HTTP/1.1 request over a fresh connection: (status, body).
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::Write;

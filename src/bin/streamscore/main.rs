@@ -472,14 +472,6 @@ fn usage_error(e: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    // A closed stdout (`score ... | head -1`) ends the process quietly, as it does a C tool,
-    // rather than as an "error: Broken pipe" line or a panic in `println!`.
-    #[cfg(unix)]
-    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists;
-    // no handler code of ours runs.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     // Mesa's device-select layer prints `XDG_RUNTIME_DIR is invalid` lines on machines
     // without a session; they are noise before our one error line.
     if std::env::var_os("NODEVICE_SELECT").is_none() {
@@ -498,6 +490,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A closed stdout (`score ... | head -1`) ends a command quietly, as it does a C tool,
+    // rather than as an "error: Broken pipe" line or a panic in `println!`. Not `serve`: a
+    // server keeps SIGPIPE ignored, so a peer that closed its socket (a broker, an HTTP
+    // client) is a write error it handles, not a signal that kills it.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_)) {
+        // SAFETY: restoring a signal's default disposition at start-up, before any thread
+        // exists (parsing the arguments starts none); no handler code of ours runs.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_log(matches!(cli.command, Command::Score { verbose: true, .. }));
     let result = match cli.command {
         Command::Score {
