@@ -41,6 +41,12 @@
 //! # group = "scorers"                            # every instance of the group the same
 //! # topic = "events"                             # keyed by the event key
 //! # output = "scores"
+//!
+//! # [mqtt]                                       # or from MQTT topics, stateless (`mqtt`)
+//! # url = "mqtt://127.0.0.1:1883"
+//! # client_id = "scorer-a"                       # stable across restarts
+//! # topics = ["sensors/+/events"]
+//! # output = "scores"
 //! ```
 //!
 //! Relative paths are taken from the config file's directory.
@@ -55,6 +61,8 @@ use serde::Deserialize;
 pub use super::checkpoint::CheckpointConfig;
 #[cfg(feature = "kafka")]
 pub use super::connector::kafka::KafkaConfig;
+#[cfg(feature = "mqtt")]
+pub use super::connector::mqtt::MqttConfig;
 #[cfg(feature = "nats")]
 pub use super::connector::nats::NatsConfig;
 #[cfg(feature = "redis")]
@@ -100,6 +108,11 @@ pub struct ServeConfig {
     #[cfg(feature = "kafka")]
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// Events from MQTT topics, answers to a topic, for stateless scoring (see
+    /// [`MqttConfig`]; the `mqtt` feature).
+    #[cfg(feature = "mqtt")]
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// `[monitor]`: data-quality gates checked before scoring, and drift profiles against a
@@ -290,6 +303,8 @@ impl ServeConfig {
             nats: None,
             #[cfg(feature = "kafka")]
             kafka: None,
+            #[cfg(feature = "mqtt")]
+            mqtt: None,
         }
     }
 
@@ -310,6 +325,10 @@ impl ServeConfig {
         #[cfg(feature = "kafka")]
         if self.kafka.is_some() {
             v.push("[kafka]");
+        }
+        #[cfg(feature = "mqtt")]
+        if self.mqtt.is_some() {
+            v.push("[mqtt]");
         }
         v
     }
@@ -431,6 +450,18 @@ impl ServeConfig {
                 ));
             }
         }
+        #[cfg(feature = "mqtt")]
+        if let Some(q) = &self.mqtt {
+            q.validate()?;
+            if m.features.is_some() {
+                return Err(Error::Config(
+                    "[mqtt] is for stateless scoring and [model] has `features`: MQTT keeps no \
+                     log to replay from a checkpoint's position and no partitions for a key's \
+                     state to follow; use [kafka], [nats] or [redis_streams]"
+                        .into(),
+                ));
+            }
+        }
         self.runtime.runtime_config()?;
         Ok(())
     }
@@ -479,6 +510,26 @@ mod tests {
             ("[model]\npath = \"a\"\n[jsonl]\noutput = \"x\"\n", "input"),
         ] {
             let e = ServeConfig::from_toml(text, Path::new(".")).expect_err(text).to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+    #[cfg(feature = "mqtt")]
+    #[test]
+    fn mqtt_is_checked_and_refuses_a_feature_stage() {
+        let mqtt = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nclient_id = \"a\"\n\
+                    topics = [\"sensors/#\"]\noutput = \"scores\"\n";
+        let ok = format!("[model]\npath = \"m.txt\"\n{mqtt}");
+        let c = ServeConfig::from_toml(&ok, Path::new(".")).unwrap();
+        assert_eq!(c.mqtt.as_ref().unwrap().keep_alive_s, 30);
+        for (text, needle) in [
+            (format!("[model]\npath = \"m\"\nfeatures = \"s.toml\"\n{mqtt}"), "stateless"),
+            (ok.replace("scores", "sensors/x"), "read again"),
+            (ok.replace("mqtt://", "mqtts://"), "TLS"),
+            (format!("{ok}batch = 0\n"), "batch"),
+            (format!("{ok}qos = 2\n"), "unknown field"),
+            (format!("{ok}[jsonl]\ninput = \"x\"\n"), "one source"),
+        ] {
+            let e = ServeConfig::from_toml(&text, Path::new(".")).expect_err(&text).to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
     }

@@ -27,7 +27,10 @@
 
 mod checkpoint;
 mod config;
-#[cfg_attr(not(any(feature = "redis", feature = "nats", feature = "kafka")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "nats", feature = "kafka", feature = "mqtt")),
+    allow(dead_code)
+)]
 mod connector;
 mod http;
 mod jsonl;
@@ -41,6 +44,8 @@ use std::time::Duration;
 
 #[cfg(feature = "kafka")]
 pub use config::KafkaConfig;
+#[cfg(feature = "mqtt")]
+pub use config::MqttConfig;
 #[cfg(feature = "nats")]
 pub use config::NatsConfig;
 #[cfg(feature = "redis")]
@@ -214,6 +219,23 @@ fn start_connector(
             c.batch.unwrap_or(rt.config().max_batch.get()),
             config.checkpoint.clone(),
             restored.map(|n| (n, positions)),
+            None,
+            notices.clone(),
+        )?;
+        return Ok(Some(running));
+    }
+    #[cfg(feature = "mqtt")]
+    if let Some(c) = &config.mqtt {
+        use connector::mqtt::{MqttSink, MqttSource};
+        let running = connector::Running::start(
+            "mqtt",
+            connector::Shared::new(),
+            rt.clone(),
+            Box::new(MqttSource::new(c)),
+            Box::new(MqttSink::new(c)),
+            c.batch.unwrap_or(rt.config().max_batch.get()),
+            None,
+            None,
             None,
             notices.clone(),
         )?;

@@ -2,6 +2,8 @@
 //! runs through.
 #![allow(dead_code)]
 
+#[cfg(feature = "mqtt")]
+pub mod mosquitto;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 #[cfg(all(feature = "serve", feature = "cli"))]

@@ -27,6 +27,8 @@
 
 #[cfg(feature = "kafka")]
 pub(crate) mod kafka;
+#[cfg(feature = "mqtt")]
+pub(crate) mod mqtt;
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
 #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
@@ -75,8 +77,10 @@ pub(crate) trait Source: Send {
 /// One answer, for the message at `source` (its partition and position).
 pub(crate) struct Answer<'a> {
     /// `<partition>/<position>` of the message answered.
+    #[cfg_attr(not(any(feature = "redis", feature = "nats", feature = "kafka")), allow(dead_code))]
     pub source: &'a str,
     /// The event's key (0 when the message held none).
+    #[cfg_attr(not(any(feature = "redis", feature = "nats", feature = "kafka")), allow(dead_code))]
     pub key: u64,
     /// The message's broker key, where it had one.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
