@@ -5,7 +5,10 @@
 //! function adds a session window (a count and a sum over the current session, 2 h gap, and
 //! the session's age) and a windowed median over 24 h to the same spec, as issue 27 measures.
 //!
-//! `cargo bench --bench features`
+//! `moving_state` times what a partition's move costs (issue 24): its keys' snapshot, the
+//! merge into another instance's stage, and the old owner forgetting them.
+//!
+//! `cargo bench --bench features` (`-- moving_state` for the last alone)
 
 use std::hint::black_box;
 
@@ -182,5 +185,72 @@ fn measure(c: &mut Criterion, name: &str, spec: &str) {
     group.finish();
 }
 
-criterion_group!(benches, stage);
+/// State that moves with its partition (issue 24): a stage with 100,000 live keys written as
+/// one snapshot (what a revoked partition's checkpoint holds; SHA-256 included), and that
+/// snapshot merged into a running stage that holds 100,000 other keys (what an instance does
+/// when the partition is assigned to it), then forgotten again (what the old owner does).
+fn moving_state(c: &mut Criterion) {
+    let spec = std::sync::Arc::new(Spec::from_toml(SPEC).unwrap());
+    let warm = |seed: u64, offset: u64| {
+        let mut features = Features::new(spec.clone());
+        let (rows, keys, times) = events(40 * KEYS as usize, 0, seed);
+        let keys: Vec<u64> = keys.iter().map(|k| k + offset).collect();
+        let mut out = Output::default();
+        for ((r, k), t) in rows.chunks(BATCH).zip(keys.chunks(BATCH)).zip(times.chunks(BATCH)) {
+            let batch = Batch::from_columns(r.to_vec(), r.len(), 1).unwrap();
+            features.transform(&batch, k, t, &mut out).unwrap();
+        }
+        features
+    };
+    let moving = warm(1, 0);
+    let mut snapshot = Vec::new();
+    moving.snapshot(0, &mut snapshot).unwrap();
+    eprintln!(
+        "snapshot: {} bytes for {} keys ({} bytes per key)",
+        snapshot.len(),
+        moving.live_keys(),
+        snapshot.len() / moving.live_keys()
+    );
+    // The stages merged into are restored from snapshots in each sample's setup, untimed.
+    let mut staying = Vec::new();
+    warm(3, 1 << 40).snapshot(0, &mut staying).unwrap();
+    let fresh = |bytes: &[u8]| Features::restore(spec.clone(), bytes).unwrap().0;
+    let mut group = c.benchmark_group("moving_state");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(moving.live_keys() as u64));
+    group.bench_function("snapshot_100k_keys", |b| {
+        let mut buf = Vec::with_capacity(snapshot.len());
+        b.iter(|| {
+            buf.clear();
+            black_box(moving.snapshot(0, &mut buf).unwrap());
+        })
+    });
+    group.bench_function("merge_100k_keys_beside_100k", |b| {
+        b.iter_batched(
+            || fresh(&staying),
+            |mut stage| {
+                black_box(stage.merge(&snapshot).unwrap());
+                stage
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    let mut both = fresh(&staying);
+    both.merge(&snapshot).unwrap();
+    let mut both_bytes = Vec::new();
+    both.snapshot(0, &mut both_bytes).unwrap();
+    group.bench_function("forget_100k_keys_of_200k", |b| {
+        b.iter_batched(
+            || fresh(&both_bytes),
+            |mut stage| {
+                black_box(stage.forget(|k| k < 1 << 40));
+                stage
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stage, moving_state);
 criterion_main!(benches);

@@ -29,7 +29,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use common::serve_child::{Serve, fraud_events, fraud_model, metric, temp_dir};
+use common::serve_child::{Serve, fraud_events, fraud_model, metric, repeated, temp_dir};
 
 const PARTITIONS: i32 = 6;
 
@@ -78,30 +78,6 @@ impl Drop for Tansu {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The fraud stream repeated `copies` times, each copy with its own cards (card + c * 10^6)
-/// and its times moved past the copy before; ids run on.
-fn repeated(base: &[(u64, String)], total: usize) -> Vec<(u64, String)> {
-    let parse = |l: &str| -> serde_json::Value { serde_json::from_str(l).unwrap() };
-    let times: Vec<i64> =
-        base.iter().map(|(_, l)| parse(l)["timestamp_ms"].as_i64().unwrap()).collect();
-    let span = times.iter().max().unwrap() - times.iter().min().unwrap() + 86_400_000;
-    let mut out = Vec::with_capacity(total);
-    'copies: for c in 0.. {
-        for ((key, line), t) in base.iter().zip(&times) {
-            if out.len() == total {
-                break 'copies;
-            }
-            let mut v = parse(line);
-            let key = key + c as u64 * 1_000_000;
-            v["id"] = out.len().into();
-            v["key"] = key.into();
-            v["timestamp_ms"] = (t + c * span).into();
-            out.push((key, v.to_string()));
-        }
-    }
-    out
 }
 
 fn client(brokers: &str) -> ClientConfig {
@@ -258,26 +234,7 @@ fn one_instance_drains_a_backlog() {
     let extra = format!("[runtime]\nmax_batch = {batch}\n");
     let start = Instant::now();
     let s = Serve::start(&instance(&dir, &brokers, "one", &extra, 30_000), dir.join("one.log"));
-    while metric(&s.metrics(), "received_total") == 0 {
-        assert!(start.elapsed() < Duration::from_secs(60), "nothing received in 60 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let joined = start.elapsed();
-    while metric(&s.metrics(), "answered_total") < total as u64 {
-        assert!(start.elapsed() < Duration::from_secs(600), "not drained in 600 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let took = start.elapsed() - joined;
-    let metrics = s.metrics();
-    let (ok, log) = s.term();
-    assert!(ok, "{log}");
-    eprintln!(
-        "{total} events in {took:?} after joining the group in {joined:?}: {:.0} events/s per instance",
-        total as f64 / took.as_secs_f64()
-    );
-    for l in metrics.lines().filter(|l| l.contains("connector_") && !l.starts_with('#')) {
-        eprintln!("{l}");
-    }
+    common::serve_child::drain(s, start, total, "joining the group", tansu.child.id());
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -225,3 +225,60 @@ fn fraud_stream_on_jetstream_survives_crashes_and_a_stalled_broker() {
     drop(client);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// One instance draining a backlog of the repeated fraud stream with its features over two
+/// partition subjects (`STREAMSCORE_NATS_EVENTS` events, default 200,000): events per second
+/// from its first message to every answer confirmed, and where the pump's time went. A
+/// measurement, not a check of speed: run it with
+/// `cargo test --release --features nats --test serve_nats -- --ignored --nocapture drain`.
+#[test]
+#[ignore = "a measurement: --ignored --nocapture"]
+fn one_instance_drains_a_backlog() {
+    let total = std::env::var("STREAMSCORE_NATS_EVENTS").map_or(200_000, |v| v.parse().unwrap());
+    let batch = std::env::var("STREAMSCORE_NATS_BATCH").unwrap_or_else(|_| "4096".into());
+    let io = tokio::runtime::Runtime::new().unwrap();
+    let dir = temp_dir("nats-drain");
+    let nats = Nats::start(&dir.join("js"));
+    let lines = common::serve_child::repeated(&fraud_events(), total);
+    let js = io.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = jetstream::new(client);
+        for (name, subjects) in
+            [("EVENTS", vec!["events.*".to_string()]), ("SCORES", vec!["scores".into()])]
+        {
+            js.create_stream(stream::Config { name: name.into(), subjects, ..Default::default() })
+                .await
+                .unwrap();
+        }
+        let t = Instant::now();
+        for chunk in lines.chunks(1_000) {
+            let mut acks = Vec::new();
+            for (key, event) in chunk {
+                acks.push(js.publish(format!("events.{}", key % 2), event.clone().into()).await);
+            }
+            for ack in acks {
+                ack.unwrap().await.unwrap();
+            }
+        }
+        eprintln!("published {total} events in {:?}", t.elapsed());
+        js
+    });
+    let config = dir.join("drain.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[runtime]\nmax_batch = {batch}\n[checkpoint]\ndir = \"{}\"\nevery_s = 30\n\
+             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [\"events.0\", \"events.1\"]\n\
+             consumer = \"drain\"\noutput = \"scores\"\n",
+            fraud_model(),
+            dir.join("checkpoints").display(),
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let s = Serve::start(&config, dir.join("drain.log"));
+    common::serve_child::drain(s, start, total, "the first", nats.child.id());
+    assert_eq!(io.block_on(count(&js, "SCORES")), total as u64);
+    std::fs::remove_dir_all(&dir).ok();
+}

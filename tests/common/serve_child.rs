@@ -118,6 +118,75 @@ pub fn uninterrupted_scores(dir: &Path, lines: &[(u64, String)]) -> HashMap<u64,
     want
 }
 
+/// The fraud stream repeated up to `total` events, each copy with its own cards (card + c * 10^6)
+/// and its times moved past the copy before; ids run on.
+pub fn repeated(base: &[(u64, String)], total: usize) -> Vec<(u64, String)> {
+    let parse = |l: &str| -> serde_json::Value { serde_json::from_str(l).unwrap() };
+    let times: Vec<i64> =
+        base.iter().map(|(_, l)| parse(l)["timestamp_ms"].as_i64().unwrap()).collect();
+    let span = times.iter().max().unwrap() - times.iter().min().unwrap() + 86_400_000;
+    let mut out = Vec::with_capacity(total);
+    'copies: for c in 0.. {
+        for ((key, line), t) in base.iter().zip(&times) {
+            if out.len() == total {
+                break 'copies;
+            }
+            let mut v = parse(line);
+            let key = key + c as u64 * 1_000_000;
+            v["id"] = out.len().into();
+            v["key"] = key.into();
+            v["timestamp_ms"] = (t + c * span).into();
+            out.push((key, v.to_string()));
+        }
+    }
+    out
+}
+
+/// CPU seconds (user and system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // SAFETY: sysconf(3) reads a constant of the system.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tick
+}
+
+/// Times a serve child draining a backlog of `total` messages through its connector: from
+/// `start` to its first message taken, and from then to the last answer confirmed, with the
+/// CPU time the instance (and the broker, `broker` its pid) used meanwhile; then stops it and
+/// prints the rates and the connector's lines of `/metrics`.
+pub fn drain(s: Serve, start: std::time::Instant, total: usize, first_what: &str, broker: u32) {
+    use std::time::Duration;
+    while metric(&s.metrics(), "received_total") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "nothing received in 60 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let first = start.elapsed();
+    let cpu = (cpu_seconds(s.child.id()), cpu_seconds(broker));
+    while metric(&s.metrics(), "answered_total") < total as u64 {
+        assert!(start.elapsed() < Duration::from_secs(600), "not drained in 600 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = start.elapsed() - first;
+    let cpu = (cpu_seconds(s.child.id()) - cpu.0, cpu_seconds(broker) - cpu.1);
+    let metrics = s.metrics();
+    let (ok, log) = s.term();
+    assert!(ok, "{log}");
+    eprintln!(
+        "{total} events in {took:?} after {first_what} in {first:?}: {:.0} events/s per instance; \
+         CPU: the instance {:.2} s ({:.0} events per CPU second), the broker {:.2} s",
+        total as f64 / took.as_secs_f64(),
+        cpu.0,
+        total as f64 / cpu.0,
+        cpu.1
+    );
+    for l in metrics.lines().filter(|l| l.contains("connector_") && !l.starts_with('#')) {
+        eprintln!("{l}");
+    }
+}
+
 /// A fresh temporary directory for `name`.
 pub fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("streamscore-{name}-{}", std::process::id()));
@@ -126,7 +195,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// The `streamscore` binary under test.
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_streamscore")
+/// The `streamscore` binary under test (`STREAMSCORE_BIN` names another, e.g. a baseline
+/// build for the drain measurements).
+pub fn bin() -> String {
+    std::env::var("STREAMSCORE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_streamscore").into())
 }

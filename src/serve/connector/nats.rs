@@ -1,5 +1,5 @@
-//! NATS JetStream (`[nats]`): one durable pull consumer per partition subject, explicit acks
-//! sent when the pump commits, answers published to a subject a stream captures and confirmed
+//! NATS JetStream (`[nats]`): one durable pull consumer per partition subject, acked (one
+//! ack per subject, acking all before it) when the pump commits, answers published to a subject a stream captures and confirmed
 //! by their publish acknowledgements.
 
 use std::collections::HashMap;
@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 /// subjects (e.g. `events.<key % n>`, put there by the producer or a subject mapping). An
 /// instance reads the subjects in `subjects` (its partitions; the assignment is static: give
 /// each instance its own, and a restarted instance the same), each through a durable pull
-/// consumer `<consumer>_<subject>` with explicit acks. Each answer is published to `output`
+/// consumer `<consumer>_<subject>` whose ack policy is `all` (one ack per subject per commit
+/// acks every message up to it). Each answer is published to `output`
 /// (which a stream must capture) with the headers `Nats-Msg-Id: <subject>/<stream sequence>`
 /// (so JetStream's duplicate window drops a replayed answer) and `Streamscore-Key`; its body is the answer line with
 /// `"source"` in place of `"line"`.
@@ -228,7 +229,9 @@ impl NatsSource {
             let config = pull::Config {
                 durable_name: Some(name.clone()),
                 filter_subject: subject.clone(),
-                ack_policy: AckPolicy::Explicit,
+                // An ack of a message acks every message before it: the pump commits what it
+                // took in order, so one ack per subject per commit.
+                ack_policy: AckPolicy::All,
                 ack_wait: Duration::from_secs(c.ack_wait_s),
                 max_ack_pending: -1,
                 deliver_policy: match resume {
@@ -244,7 +247,19 @@ impl NatsSource {
                     // Where to resume is ours to say, not the broker's old cursor.
                     let _ = stream.delete_consumer(&name).await;
                 }
-                stream.get_or_create_consumer::<pull::Config>(&name, config).await.map_err(broker)
+                let mut consumer: Consumer = stream
+                    .get_or_create_consumer::<pull::Config>(&name, config)
+                    .await
+                    .map_err(broker)?;
+                let policy = consumer.info().await.map_err(broker)?.config.ack_policy;
+                if policy != AckPolicy::All {
+                    return Err(Error::Config(format!(
+                        "nats: consumer {name} acks {policy:?}; this version acks all up to a \
+                         message (made by an earlier version: delete it to read from the start, \
+                         or move its position by hand)"
+                    )));
+                }
+                Ok(consumer)
             })?;
             made.push(consumer);
         }
@@ -320,8 +335,18 @@ impl Source for NatsSource {
     fn commit(&mut self, done: &[(String, String)]) -> Result<()> {
         let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         let Some((client, _)) = link.client.clone() else { return Err(broker("not connected")) };
+        // Per subject, the last message done: acking it acks every one before it (the pump
+        // commits everything it took, in order, so nothing before it is still in flight).
+        let mut last: HashMap<&str, (u64, &(String, String))> = HashMap::new();
+        for k in done {
+            let Ok(seq) = k.1.parse::<u64>() else { continue };
+            let e = last.entry(k.0.as_str()).or_insert((seq, k));
+            if seq >= e.0 {
+                *e = (seq, k);
+            }
+        }
         let replies: Vec<async_nats::Subject> =
-            done.iter().filter_map(|k| self.acks.get(k).cloned()).collect();
+            last.values().filter_map(|(_, k)| self.acks.get(*k).cloned()).collect();
         link.run("acks", async move {
             for r in replies {
                 client.publish(r, bytes::Bytes::new()).await.map_err(broker)?;
@@ -341,6 +366,9 @@ impl Source for NatsSource {
         self.consumers.clear();
     }
 }
+
+/// Answers published and not yet confirmed, at most.
+const IN_FLIGHT: usize = 1_000;
 
 /// The output side.
 pub(crate) struct NatsSink {
@@ -364,20 +392,22 @@ impl Sink for NatsSink {
             .collect();
         let output = self.output.clone();
         link.run("publishing answers", async move {
-            // In chunks: an ack not yet awaited holds one of the context's in-flight places
-            // (5,000), and a publish past them waits for one.
-            for chunk in msgs.chunks(1_000) {
-                let mut acks = Vec::with_capacity(chunk.len());
-                for (source, key, body) in chunk {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert("Nats-Msg-Id", source.as_str());
-                    headers.insert("Streamscore-Key", key.to_string().as_str());
-                    let ack = js.publish_with_headers(output.clone(), headers, body.clone());
-                    acks.push(ack.await.map_err(broker)?);
+            // An ack not yet awaited holds one of the context's in-flight places (5,000), and
+            // a publish past them waits for one: a window of IN_FLIGHT, the oldest awaited as
+            // the next goes out, so the connection never drains between chunks.
+            let mut acks = std::collections::VecDeque::with_capacity(IN_FLIGHT);
+            for (source, key, body) in msgs {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", source.as_str());
+                headers.insert("Streamscore-Key", key.to_string().as_str());
+                let ack = js.publish_with_headers(output.clone(), headers, body);
+                acks.push_back(ack.await.map_err(broker)?);
+                if acks.len() == IN_FLIGHT {
+                    acks.pop_front().expect("full").await.map_err(broker)?;
                 }
-                for ack in acks {
-                    ack.await.map_err(broker)?;
-                }
+            }
+            for ack in acks {
+                ack.await.map_err(broker)?;
             }
             Ok(())
         })
