@@ -282,3 +282,124 @@ fn one_instance_drains_a_backlog() {
     assert_eq!(io.block_on(count(&js, "SCORES")), total as u64);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// End-to-end latency at a steady rate: one instance (the fraud model with its features) is
+/// running when events are published at `STREAMSCORE_NATS_RATE` events/s (default 50,000)
+/// for `STREAMSCORE_NATS_EVENTS` events (default 200,000); each event's latency is from the
+/// moment the test publishes it to the moment JetStream stored its answer (the answer
+/// message's own time stamp; one clock, this machine's), so it includes the broker both
+/// ways, the fetch, scoring and the confirmed publish. A measurement:
+/// `cargo test --release --features nats --test serve_nats -- --ignored --nocapture open_loop`.
+#[test]
+#[ignore = "a measurement: --ignored --nocapture"]
+fn open_loop_latency_broker_in_to_answer_stored() {
+    let env = |name: &str, default: usize| {
+        std::env::var(name).map_or(default, |v| v.parse::<usize>().unwrap())
+    };
+    let (total, rate) =
+        (env("STREAMSCORE_NATS_EVENTS", 200_000), env("STREAMSCORE_NATS_RATE", 50_000));
+    let io = tokio::runtime::Runtime::new().unwrap();
+    let dir = temp_dir("nats-open-loop");
+    let nats = Nats::start(&dir.join("js"));
+    let lines = common::serve_child::repeated(&fraud_events(), total);
+    let js = io.block_on(async {
+        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        for (name, subjects) in
+            [("EVENTS", vec!["events.*".to_string()]), ("SCORES", vec!["scores".into()])]
+        {
+            js.create_stream(stream::Config { name: name.into(), subjects, ..Default::default() })
+                .await
+                .unwrap();
+        }
+        js
+    });
+    let config = dir.join("open.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[checkpoint]\ndir = \"{}\"\nevery_s = 30\n\
+             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [\"events.0\", \"events.1\"]\n\
+             consumer = \"open\"\noutput = \"scores\"\n",
+            fraud_model(),
+            dir.join("checkpoints").display(),
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let s = Serve::start(&config, dir.join("open.log"));
+    std::thread::sleep(Duration::from_secs(1));
+    let now_ns = || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as i128
+    };
+    // Published in ticks of 1 ms, as many as the rate says are due.
+    let sent: Vec<i128> = io.block_on(async {
+        let mut sent = Vec::with_capacity(total);
+        let mut acks = std::collections::VecDeque::new();
+        let start = Instant::now();
+        while sent.len() < total {
+            let due = ((start.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
+            for (key, event) in &lines[sent.len()..due] {
+                sent.push(now_ns());
+                acks.push_back(
+                    js.publish(format!("events.{}", key % 2), event.clone().into()).await.unwrap(),
+                );
+                if acks.len() > 1_000 {
+                    acks.pop_front().unwrap().await.unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+        sent
+    });
+    let offered = total as f64 / (now_ns() - sent[0]) as f64 * 1e9;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while io.block_on(count(&js, "SCORES")) < total as u64 {
+        assert!(Instant::now() < deadline, "not every event answered in 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = s.metrics();
+    let (ok, log) = s.term();
+    assert!(ok, "{log}");
+    // Each answer's latency: its stored time against its event's publish time.
+    let mut latency: Vec<i128> = io.block_on(async {
+        let c = js
+            .get_stream("SCORES")
+            .await
+            .unwrap()
+            .create_consumer(consumer::pull::Config {
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::with_capacity(total);
+        while out.len() < total {
+            let mut batch = c.fetch().max_messages(10_000).messages().await.unwrap();
+            while let Some(m) = batch.next().await {
+                let m = m.unwrap();
+                let stored = m.info().unwrap().published.unix_timestamp_nanos();
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                out.push(stored - sent[v["id"].as_u64().unwrap() as usize]);
+            }
+        }
+        out
+    });
+    latency.sort_unstable();
+    let q = |p: f64| latency[((latency.len() - 1) as f64 * p) as usize] as f64 / 1e6;
+    eprintln!(
+        "{total} events offered at {offered:.0}/s: broker in to answer stored p50 {:.2} ms, \
+         p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms",
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        q(1.0)
+    );
+    for l in metrics.lines().filter(|l| l.contains("busy_seconds") && !l.starts_with('#')) {
+        eprintln!("{l}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

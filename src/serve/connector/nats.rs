@@ -1,5 +1,5 @@
-//! NATS JetStream (`[nats]`): one durable pull consumer per partition subject, acked (one
-//! ack per subject, acking all before it) when the pump commits, answers published to a subject a stream captures and confirmed
+//! NATS JetStream (`[nats]`): one durable pull consumer per partition subject, explicit acks
+//! sent when the pump commits, answers published to a subject a stream captures and confirmed
 //! by their publish acknowledgements.
 
 use std::collections::HashMap;
@@ -19,8 +19,7 @@ use crate::error::{Error, Result};
 /// subjects (e.g. `events.<key % n>`, put there by the producer or a subject mapping). An
 /// instance reads the subjects in `subjects` (its partitions; the assignment is static: give
 /// each instance its own, and a restarted instance the same), each through a durable pull
-/// consumer `<consumer>_<subject>` whose ack policy is `all` (one ack per subject per commit
-/// acks every message up to it). Each answer is published to `output`
+/// consumer `<consumer>_<subject>` with explicit acks. Each answer is published to `output`
 /// (which a stream must capture) with the headers `Nats-Msg-Id: <subject>/<stream sequence>`
 /// (so JetStream's duplicate window drops a replayed answer) and `Streamscore-Key`; its body is the answer line with
 /// `"source"` in place of `"line"`.
@@ -229,9 +228,7 @@ impl NatsSource {
             let config = pull::Config {
                 durable_name: Some(name.clone()),
                 filter_subject: subject.clone(),
-                // An ack of a message acks every message before it: the pump commits what it
-                // took in order, so one ack per subject per commit.
-                ack_policy: AckPolicy::All,
+                ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(c.ack_wait_s),
                 max_ack_pending: -1,
                 deliver_policy: match resume {
@@ -247,19 +244,7 @@ impl NatsSource {
                     // Where to resume is ours to say, not the broker's old cursor.
                     let _ = stream.delete_consumer(&name).await;
                 }
-                let mut consumer: Consumer = stream
-                    .get_or_create_consumer::<pull::Config>(&name, config)
-                    .await
-                    .map_err(broker)?;
-                let policy = consumer.info().await.map_err(broker)?.config.ack_policy;
-                if policy != AckPolicy::All {
-                    return Err(Error::Config(format!(
-                        "nats: consumer {name} acks {policy:?}; this version acks all up to a \
-                         message (made by an earlier version: delete it to read from the start, \
-                         or move its position by hand)"
-                    )));
-                }
-                Ok(consumer)
+                stream.get_or_create_consumer::<pull::Config>(&name, config).await.map_err(broker)
             })?;
             made.push(consumer);
         }
@@ -273,35 +258,24 @@ impl Source for NatsSource {
         self.consumers()?;
         let n = self.consumers.len();
         let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        // Round robin over the partitions: whatever one has ready at once, else a short wait
-        // on each in turn.
-        for round in 0..2 {
+        // Round robin over the partitions: whatever one has ready at once; when none has
+        // anything, again after a pause (1 ms doubling to 10 ms) until `wait` is over. No
+        // waiting pulls: one the server lets expire without its 408 status holds the client
+        // for 5 s more (nats.rs #860), and what it collects waits until it is full.
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(1);
+        loop {
             for _ in 0..n {
                 let i = self.next;
                 self.next = (self.next + 1) % n;
                 let consumer = self.consumers[i].clone();
-                let per = (wait / n as u32).max(Duration::from_millis(50));
                 let got = link.run("a fetch", async move {
                     let mut out = Vec::new();
-                    // First what is there at once (a no-wait fetch the server ends itself),
-                    // then a pull that waits up to `per`.
-                    if round == 0 {
-                        let mut batch =
-                            consumer.fetch().max_messages(max).messages().await.map_err(broker)?;
-                        while let Some(m) = batch.next().await {
-                            out.push(m.map_err(broker)?);
-                        }
-                    } else {
-                        let mut batch = consumer
-                            .batch()
-                            .max_messages(max)
-                            .expires(per)
-                            .messages()
-                            .await
-                            .map_err(broker)?;
-                        while let Some(m) = batch.next().await {
-                            out.push(m.map_err(broker)?);
-                        }
+                    // A no-wait fetch: the server ends it itself, at once.
+                    let mut batch =
+                        consumer.fetch().max_messages(max).messages().await.map_err(broker)?;
+                    while let Some(m) = batch.next().await {
+                        out.push(m.map_err(broker)?);
                     }
                     Ok(out)
                 })?;
@@ -328,25 +302,20 @@ impl Source for NatsSource {
                 }
                 return Ok(());
             }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(10));
         }
-        Ok(())
     }
 
     fn commit(&mut self, done: &[(String, String)]) -> Result<()> {
         let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         let Some((client, _)) = link.client.clone() else { return Err(broker("not connected")) };
-        // Per subject, the last message done: acking it acks every one before it (the pump
-        // commits everything it took, in order, so nothing before it is still in flight).
-        let mut last: HashMap<&str, (u64, &(String, String))> = HashMap::new();
-        for k in done {
-            let Ok(seq) = k.1.parse::<u64>() else { continue };
-            let e = last.entry(k.0.as_str()).or_insert((seq, k));
-            if seq >= e.0 {
-                *e = (seq, k);
-            }
-        }
         let replies: Vec<async_nats::Subject> =
-            last.values().filter_map(|(_, k)| self.acks.get(*k).cloned()).collect();
+            done.iter().filter_map(|k| self.acks.get(k).cloned()).collect();
         link.run("acks", async move {
             for r in replies {
                 client.publish(r, bytes::Bytes::new()).await.map_err(broker)?;
