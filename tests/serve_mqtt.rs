@@ -120,12 +120,14 @@ fn subscribed(serve: &Serve) {
     });
 }
 
-#[test]
-fn sensor_events_on_mqtt_survive_sigkill_and_a_stalled_broker() {
-    let dir = temp_dir("mqtt");
-    let broker = Broker::start(&dir);
-    let collector = Collector::start(&broker);
-    // LightGBM's golden inputs and predictions, repeated under new ids over four topics.
+/// LightGBM's golden binary model.
+fn model() -> std::path::PathBuf {
+    common::root().join("models/golden/lgb_binary_sigmoid/model.txt")
+}
+
+/// The model's golden inputs `copies` times under new ids, as events over four topics, and
+/// LightGBM's prediction for each input row (event `i` is row `i % rows`).
+fn golden_events(copies: usize) -> (Vec<(String, Vec<u8>)>, Vec<f64>) {
     let case = common::root().join("models/golden/lgb_binary_sigmoid");
     let input = std::fs::read_to_string(case.join("input.csv")).unwrap();
     let mut rows = input.lines();
@@ -137,21 +139,34 @@ fn sensor_events_on_mqtt_survive_sigkill_and_a_stalled_broker() {
         .map(|l| l.parse().unwrap())
         .collect();
     assert_eq!(rows.len(), pred.len());
-    let n = 40 * rows.len();
+    let events = (0..copies * rows.len())
+        .map(|i| {
+            let fields: Vec<String> = names
+                .iter()
+                .zip(rows[i % rows.len()].split(','))
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect();
+            let event = format!("{{\"id\":{i},\"fields\":{{{}}}}}", fields.join(","));
+            (format!("sensors/{}/events", i % 4), event.into_bytes())
+        })
+        .collect();
+    (events, pred)
+}
+
+#[test]
+fn sensor_events_on_mqtt_survive_sigkill_and_a_stalled_broker() {
+    let dir = temp_dir("mqtt");
+    let broker = Broker::start(&dir);
+    let collector = Collector::start(&broker);
+    // LightGBM's golden inputs and predictions, repeated under new ids over four topics.
+    let (events, pred) = golden_events(40);
+    let n = events.len();
     let mut messages = vec![
         ("sensors/0/events".to_string(), b"{not json".to_vec()),
         ("sensors/1/events".to_string(), vec![b' '; 5_000]),
     ];
-    for i in 0..n {
-        let fields: Vec<String> = names
-            .iter()
-            .zip(rows[i % rows.len()].split(','))
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| format!("\"{k}\":{v}"))
-            .collect();
-        let event = format!("{{\"id\":{i},\"fields\":{{{}}}}}", fields.join(","));
-        messages.push((format!("sensors/{}/events", i % 4), event.into_bytes()));
-    }
+    messages.extend(events);
 
     let config = dir.join("mqtt.toml");
     std::fs::write(
@@ -161,7 +176,7 @@ fn sensor_events_on_mqtt_survive_sigkill_and_a_stalled_broker() {
              [mqtt]\nurl = \"{}\"\nclient_id = \"scorer-a\"\ntopics = [\"sensors/+/events\"]\n\
              output = \"scores\"\nbatch = 256\nmax_message_bytes = 4096\nkeep_alive_s = 1\n\
              timeout_ms = 500\n",
-            case.join("model.txt").display(),
+            model().display(),
             broker.url()
         ),
     )
@@ -247,5 +262,43 @@ fn sensor_events_on_mqtt_survive_sigkill_and_a_stalled_broker() {
     let (ok, log) = third.term();
     assert!(ok, "{log}");
     drop(collector);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// One instance draining a backlog its session holds (`STREAMSCORE_MQTT_EVENTS` events of the
+/// golden model, default 200,000), answers confirmed: events per second and where the time
+/// went. A measurement:
+/// `cargo test --release --features mqtt --test serve_mqtt -- --ignored --nocapture drain`.
+#[test]
+#[ignore = "a measurement: --ignored --nocapture"]
+fn one_instance_drains_a_backlog() {
+    let total: usize =
+        std::env::var("STREAMSCORE_MQTT_EVENTS").map_or(200_000, |v| v.parse().unwrap());
+    let batch = std::env::var("STREAMSCORE_MQTT_BATCH").unwrap_or_else(|_| "4096".into());
+    let dir = temp_dir("mqtt-drain");
+    let broker = Broker::start(&dir);
+    let config = dir.join("drain.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = \"{}\"\n[http]\naddress = \"127.0.0.1:0\"\n\
+             [mqtt]\nurl = \"{}\"\nclient_id = \"drain\"\ntopics = [\"sensors/+/events\"]\n\
+             output = \"scores\"\nbatch = {batch}\n",
+            model().display(),
+            broker.url()
+        ),
+    )
+    .unwrap();
+    // The session exists (subscribed) before the backlog is published into it.
+    let first = Serve::start(&config, dir.join("first.log"));
+    subscribed(&first);
+    assert!(first.term().0);
+    let (events, _) = golden_events(total.div_ceil(500));
+    let t = Instant::now();
+    publish(&broker, events.into_iter().take(total).collect()).join().unwrap();
+    eprintln!("published {total} events in {:?}", t.elapsed());
+    let start = Instant::now();
+    let s = Serve::start(&config, dir.join("drain.log"));
+    common::serve_child::drain(s, start, total, "the first", broker.child.id());
     std::fs::remove_dir_all(&dir).ok();
 }
