@@ -320,7 +320,8 @@ impl Running {
             chunk: Chunk::new(0),
             text: Vec::new(),
             ends: Vec::new(),
-            sources: Vec::new(),
+            sources: String::new(),
+            source_ends: Vec::new(),
             keys: Vec::new(),
         };
         let thread = std::thread::Builder::new()
@@ -387,8 +388,10 @@ struct Pump {
     text: Vec<u8>,
     /// Where each answer ends in `text`.
     ends: Vec<usize>,
-    /// Each answer's `<partition>/<position>` and event key (0 for a message without one).
-    sources: Vec<String>,
+    /// Each answer's `<partition>/<position>`, one after another, and where each ends.
+    sources: String,
+    source_ends: Vec<usize>,
+    /// Each answer's event key (`None` for a message without one).
     keys: Vec<Option<u64>>,
 }
 
@@ -468,21 +471,26 @@ impl Pump {
         self.text.clear();
         self.ends.clear();
         self.sources.clear();
+        self.source_ends.clear();
         self.keys.clear();
         let mut event = 0;
         for (m, out) in self.messages.iter().zip(&self.chunk.outs) {
-            let source = format!("{}/{}", m.partition, m.position);
+            let start = self.sources.len();
+            self.sources.push_str(&m.partition);
+            self.sources.push('/');
+            self.sources.push_str(&m.position);
+            self.source_ends.push(self.sources.len());
+            let source = &self.sources[start..];
             self.keys.push(match out {
                 Out::Event { .. } => Some(self.chunk.keys[event]),
                 Out::Refused { .. } => None,
             });
-            let at = At::Source(&source);
+            let at = At::Source(source);
             if jsonl::render(&mut self.text, at, out, answer.as_ref(), &mut event) {
                 self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
             }
             // The rendered line ends with `\n`: the answer is the object before it.
             self.ends.push(self.text.len());
-            self.sources.push(source);
         }
         Ok(())
     }
@@ -509,16 +517,17 @@ impl Pump {
     /// Publishes the rendered answers, retrying while the broker is away (nothing taken is
     /// dropped), then records them as confirmed.
     fn publish(&mut self, backoff: &mut Backoff) {
-        let mut start = 0;
+        let (mut start, mut from) = (0, 0);
         let answers: Vec<Answer<'_>> = self
             .ends
             .iter()
-            .zip(&self.sources)
+            .zip(&self.source_ends)
             .zip(&self.keys)
             .zip(&self.messages)
-            .map(|(((&end, source), &key), m)| {
+            .map(|(((&end, &to), &key), m)| {
                 let json = &self.text[start..end - 1];
-                start = end;
+                let source = &self.sources[from..to];
+                (start, from) = (end, to);
                 Answer { source, key: key.unwrap_or(0), broker_key: m.key.as_deref(), json }
             })
             .collect();
@@ -546,10 +555,7 @@ impl Pump {
         }
         backoff.ok(&self.shared.counters);
         self.shared.counters.answered.fetch_add(answers.len() as u64, Ordering::Relaxed);
-        for m in &self.messages {
-            self.covered.insert(m.partition.clone(), m.position.clone());
-            self.uncommitted.push((m.partition.clone(), m.position.clone()));
-        }
+        drop(answers);
         if let Some(p) = &self.partitions {
             let answered = self
                 .messages
@@ -557,6 +563,16 @@ impl Pump {
                 .zip(&self.keys)
                 .map(|(m, &k)| (m.partition.as_str(), m.position.as_str(), k));
             p.lock().unwrap_or_else(|e| e.into_inner()).published(answered);
+        }
+        // The messages are done with: their names move to what is committed next.
+        for m in self.messages.drain(..) {
+            match self.covered.get_mut(&m.partition) {
+                Some(last) => last.clone_from(&m.position),
+                None => {
+                    self.covered.insert(m.partition.clone(), m.position.clone());
+                }
+            }
+            self.uncommitted.push((m.partition, m.position));
         }
     }
 

@@ -181,8 +181,9 @@ pub(crate) struct NatsSource {
     /// broker has them (stateless).
     recreate: bool,
     consumers: Vec<Consumer>,
-    /// The reply subject of every message taken and not yet committed, for its ack.
-    acks: HashMap<(String, String), async_nats::Subject>,
+    /// Per subject, the reply subject of every message taken and not yet committed (by its
+    /// stream sequence), for its ack.
+    acks: HashMap<String, std::collections::BTreeMap<u64, async_nats::Subject>>,
     next: usize,
 }
 
@@ -291,7 +292,11 @@ impl Source for NatsSource {
                     let partition = m.subject.to_string();
                     let position = seq.to_string();
                     if let Some(reply) = &m.reply {
-                        self.acks.insert((partition.clone(), position.clone()), reply.clone());
+                        let acks = match self.acks.get_mut(partition.as_str()) {
+                            Some(a) => a,
+                            None => self.acks.entry(partition.clone()).or_default(),
+                        };
+                        acks.insert(seq, reply.clone());
                     }
                     into.push(Message {
                         partition,
@@ -314,8 +319,11 @@ impl Source for NatsSource {
     fn commit(&mut self, done: &[(String, String)]) -> Result<()> {
         let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         let Some((client, _)) = link.client.clone() else { return Err(broker("not connected")) };
-        let replies: Vec<async_nats::Subject> =
-            done.iter().filter_map(|k| self.acks.get(k).cloned()).collect();
+        let reply = |(p, n): &(String, String)| {
+            let seq = n.parse::<u64>().ok()?;
+            self.acks.get(p.as_str())?.get(&seq).cloned()
+        };
+        let replies: Vec<async_nats::Subject> = done.iter().filter_map(reply).collect();
         link.run("acks", async move {
             for r in replies {
                 client.publish(r, bytes::Bytes::new()).await.map_err(broker)?;
@@ -323,8 +331,10 @@ impl Source for NatsSource {
             client.flush().await.map_err(broker)
         })?;
         drop(link);
-        for k in done {
-            self.acks.remove(k);
+        for (p, n) in done {
+            if let (Some(a), Ok(seq)) = (self.acks.get_mut(p.as_str()), n.parse::<u64>()) {
+                a.remove(&seq);
+            }
         }
         Ok(())
     }
