@@ -18,7 +18,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -29,6 +29,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use common::process::{Process, free_port};
 use common::serve_child::{Serve, fraud_events, fraud_model, metric, repeated, temp_dir};
 
 const PARTITIONS: i32 = 6;
@@ -43,40 +44,31 @@ fn tansu_bin() -> String {
 }
 
 /// `tansu broker` on a free loopback port, its sqlite store in `dir`.
-struct Tansu {
-    child: Child,
-    port: u16,
+struct Tansu(Process);
+
+impl std::ops::Deref for Tansu {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
 }
 
 impl Tansu {
     fn start(dir: &std::path::Path) -> Tansu {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_bin())
+        let mut command = Command::new(tansu_bin());
+        command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(dir)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("tansu.log")).unwrap())
-            .spawn()
-            .expect("tansu (scripts/tansu.sh builds it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Tansu { child, port }
+            .stderr(std::fs::File::create(dir.join("tansu.log")).unwrap());
+        Tansu(Process::start(command, port, "tansu (scripts/tansu.sh builds it)"))
     }
 
     fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

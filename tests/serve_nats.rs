@@ -12,43 +12,37 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 
+use common::process::{Process, free_port};
 use common::serve_child::{
     Serve, fraud_events, fraud_model, metric, temp_dir, uninterrupted_scores,
 };
 
 /// `nats-server -js` on a free loopback port, its store in `dir`.
-struct Nats {
-    child: Child,
-    port: u16,
+struct Nats(Process);
+
+impl std::ops::Deref for Nats {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
 }
 
 impl Nats {
     fn start(dir: &std::path::Path) -> Nats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("nats-server")
+        let port = free_port();
+        let mut command = Command::new("nats-server");
+        command
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (scripts/nats.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nats { child, port }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
+            .stderr(Stdio::null());
+        Nats(Process::start(command, port, "nats-server (scripts/nats.sh installs it)"))
     }
 
     fn url(&self) -> String {
@@ -56,11 +50,46 @@ impl Nats {
     }
 }
 
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A client of `nats` and its JetStream, with the events' stream (`events.*`, `EVENTS`) and
+/// the answers' (`scores`, `SCORES`) made.
+async fn streams(nats: &Nats) -> (async_nats::Client, jetstream::Context) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    for (name, subjects) in
+        [("EVENTS", vec!["events.*".to_string()]), ("SCORES", vec!["scores".into()])]
+    {
+        js.create_stream(stream::Config { name: name.into(), subjects, ..Default::default() })
+            .await
+            .unwrap();
     }
+    (client, js)
+}
+
+/// `<dir>/<consumer>.toml`: the fraud model with its features (and `runtime`, more sections),
+/// checkpoints every `every_s` under `<dir>/checkpoints`, both partition subjects read as
+/// `consumer`, answers to `scores` (and `nats_extra`, more `[nats]` lines).
+fn config(
+    dir: &std::path::Path,
+    nats: &Nats,
+    consumer: &str,
+    runtime: &str,
+    every_s: u64,
+    nats_extra: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{consumer}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "{}{runtime}[checkpoint]\ndir = \"{}\"\nevery_s = {every_s}\n\
+             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [\"events.0\", \"events.1\"]\n\
+             consumer = \"{consumer}\"\noutput = \"scores\"\n{nats_extra}",
+            fraud_model(),
+            dir.join("checkpoints").display(),
+            nats.url()
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// Every answer in the answers' stream: (Nats-Msg-Id, body).
@@ -107,18 +136,7 @@ fn fraud_stream_on_jetstream_survives_crashes_and_a_stalled_broker() {
     let lines = fraud_events();
     let n = lines.len();
     let want = uninterrupted_scores(&dir, &lines);
-    let (client, js) = io.block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let js = jetstream::new(client.clone());
-        for (name, subjects) in
-            [("EVENTS", vec!["events.*".to_string()]), ("SCORES", vec!["scores".into()])]
-        {
-            js.create_stream(stream::Config { name: name.into(), subjects, ..Default::default() })
-                .await
-                .unwrap();
-        }
-        (client, js)
-    });
+    let (client, js) = io.block_on(streams(&nats));
     // Publishes events [from, to) onto `events.<card % 2>`; returns each one's source.
     let publish = |from: usize, to: usize| -> Vec<String> {
         io.block_on(async {
@@ -147,19 +165,7 @@ fn fraud_stream_on_jetstream_survives_crashes_and_a_stalled_broker() {
     }
     let cut = 9_000;
     let mut sources = publish(0, cut);
-    let config = dir.join("nats.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[checkpoint]\ndir = \"{}\"\nevery_s = 1\n\
-             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [\"events.0\", \"events.1\"]\n\
-             consumer = \"scorer-a\"\noutput = \"scores\"\ntimeout_ms = 300\n",
-            fraud_model(),
-            dir.join("checkpoints").display(),
-            nats.url()
-        ),
-    )
-    .unwrap();
+    let config = config(&dir, &nats, "scorer-a", "", 1, "timeout_ms = 300\n");
     let wait = |what: &str, done: &dyn Fn() -> bool| {
         let start = Instant::now();
         while !done() {
@@ -240,16 +246,8 @@ fn one_instance_drains_a_backlog() {
     let dir = temp_dir("nats-drain");
     let nats = Nats::start(&dir.join("js"));
     let lines = common::serve_child::repeated(&fraud_events(), total);
-    let js = io.block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let js = jetstream::new(client);
-        for (name, subjects) in
-            [("EVENTS", vec!["events.*".to_string()]), ("SCORES", vec!["scores".into()])]
-        {
-            js.create_stream(stream::Config { name: name.into(), subjects, ..Default::default() })
-                .await
-                .unwrap();
-        }
+    let (_client, js) = io.block_on(streams(&nats));
+    io.block_on(async {
         let t = Instant::now();
         for chunk in lines.chunks(1_000) {
             let mut acks = Vec::new();
@@ -261,21 +259,9 @@ fn one_instance_drains_a_backlog() {
             }
         }
         eprintln!("published {total} events in {:?}", t.elapsed());
-        js
     });
-    let config = dir.join("drain.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[runtime]\nmax_batch = {batch}\n[checkpoint]\ndir = \"{}\"\nevery_s = 30\n\
-             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [\"events.0\", \"events.1\"]\n\
-             consumer = \"drain\"\noutput = \"scores\"\n",
-            fraud_model(),
-            dir.join("checkpoints").display(),
-            nats.url()
-        ),
-    )
-    .unwrap();
+    let runtime = format!("[runtime]\nmax_batch = {batch}\n");
+    let config = config(&dir, &nats, "drain", &runtime, 30, "");
     let start = Instant::now();
     let s = Serve::start(&config, dir.join("drain.log"));
     common::serve_child::drain(s, start, total, "the first", nats.child.id());
@@ -302,30 +288,8 @@ fn open_loop_latency_broker_in_to_answer_stored() {
     let dir = temp_dir("nats-open-loop");
     let nats = Nats::start(&dir.join("js"));
     let lines = common::serve_child::repeated(&fraud_events(), total);
-    let js = io.block_on(async {
-        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        for (name, subjects) in
-            [("EVENTS", vec!["events.*".to_string()]), ("SCORES", vec!["scores".into()])]
-        {
-            js.create_stream(stream::Config { name: name.into(), subjects, ..Default::default() })
-                .await
-                .unwrap();
-        }
-        js
-    });
-    let config = dir.join("open.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[checkpoint]\ndir = \"{}\"\nevery_s = 30\n\
-             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [\"events.0\", \"events.1\"]\n\
-             consumer = \"open\"\noutput = \"scores\"\n",
-            fraud_model(),
-            dir.join("checkpoints").display(),
-            nats.url()
-        ),
-    )
-    .unwrap();
+    let (_client, js) = io.block_on(streams(&nats));
+    let config = config(&dir, &nats, "open", "", 30, "");
     let s = Serve::start(&config, dir.join("open.log"));
     std::thread::sleep(Duration::from_secs(1));
     let now_ns = || {

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "mqtt")]
 pub mod mosquitto;
+pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 #[cfg(all(feature = "serve", feature = "cli"))]

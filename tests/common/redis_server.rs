@@ -1,21 +1,27 @@
 //! `redis-server` for the tests: started on a free loopback port (or a given one, to come
 //! back where a killed one was), nothing persisted; scripts/redis.sh installs it.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct Server {
-    pub child: Child,
-    pub port: u16,
+use super::process::{Process, free_port};
+
+/// `redis-server` (its child and port in the [`Process`] it derefs to).
+pub struct Server(Process);
+
+impl std::ops::Deref for Server {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
 }
 
 impl Server {
     /// `redis-server` on a free loopback port, nothing persisted.
     pub fn start(port: Option<u16>) -> Server {
-        let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-        });
-        let child = Command::new("redis-server")
+        let port = port.unwrap_or_else(free_port);
+        let mut command = Command::new("redis-server");
+        command
             .args([
                 "--port",
                 &port.to_string(),
@@ -26,10 +32,10 @@ impl Server {
                 "--appendonly",
                 "no",
             ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/redis.sh installs it)");
-        let server = Server { child, port };
+            .stdout(Stdio::null());
+        let server =
+            Server(Process::start(command, port, "redis-server (scripts/redis.sh installs it)"));
+        // Taking connections is not yet answering commands.
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.conn().is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -40,18 +46,6 @@ impl Server {
 
     pub fn conn(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?.get_connection()
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

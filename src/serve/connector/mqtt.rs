@@ -32,7 +32,10 @@ use crate::error::{Error, Result};
 /// (a QoS 0 message is answered but can be lost). The broker's own limits decide what it
 /// keeps for a session: in mosquitto, raise `max_inflight_messages` (default 20 unacknowledged
 /// messages per client) to at least `batch`, and `max_queued_messages` (default 1,000 queued
-/// beyond those; the rest are dropped by the broker) to what a restart must not lose.
+/// beyond those; the rest are dropped by the broker) to what a restart must not lose. The
+/// instance reads every packet the broker sends whole (up to MQTT's 256 MiB: one it refused
+/// would be sent again forever), so the broker's `message_size_limit` is what bounds the
+/// memory one message can take; set it.
 ///
 /// **No feature stage.** MQTT keeps no log to read again from a position and has no
 /// partitions, so a key's window state could not be checkpointed consistently with what the
@@ -363,11 +366,7 @@ impl Source for MqttSource {
             };
             let conn = self.conn.as_mut().expect("connected above");
             match next(&mut conn.connection, left)? {
-                Some(e) => {
-                    let mut got = Vec::new();
-                    self.event(e, &mut got)?;
-                    into.extend(got);
-                }
+                Some(e) => self.event(e, into)?,
                 None if into.len() > start || Instant::now() >= deadline => break,
                 None => {}
             }
