@@ -76,16 +76,34 @@ fn config(
     every_s: u64,
     nats_extra: &str,
 ) -> std::path::PathBuf {
-    let path = dir.join(format!("{consumer}.toml"));
+    let (subjects, file) = (["events.0", "events.1"], format!("{consumer}.toml"));
+    instance(dir, nats, &file, consumer, &subjects, runtime, every_s, nats_extra)
+}
+
+/// `<dir>/<file>`: as [`config`], reading `subjects` through consumers named `consumer_...`.
+#[allow(clippy::too_many_arguments)]
+fn instance(
+    dir: &std::path::Path,
+    nats: &Nats,
+    file: &str,
+    consumer: &str,
+    subjects: &[&str],
+    runtime: &str,
+    every_s: u64,
+    nats_extra: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(file);
+    let subjects: Vec<String> = subjects.iter().map(|s| format!("{s:?}")).collect();
     std::fs::write(
         &path,
         format!(
             "{}{runtime}[checkpoint]\ndir = \"{}\"\nevery_s = {every_s}\n\
-             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [\"events.0\", \"events.1\"]\n\
+             [nats]\nurl = \"{}\"\nstream = \"EVENTS\"\nsubjects = [{}]\n\
              consumer = \"{consumer}\"\noutput = \"scores\"\n{nats_extra}",
             fraud_model(),
             dir.join("checkpoints").display(),
-            nats.url()
+            nats.url(),
+            subjects.join(", ")
         ),
     )
     .unwrap();
@@ -124,6 +142,25 @@ async fn answers(js: &jetstream::Context) -> Vec<(String, String)> {
     }
 }
 
+/// Publishes `lines` onto `events.<card % partitions>`; returns each one's source
+/// (`<subject>/<stream sequence>`).
+async fn publish(js: &jetstream::Context, lines: &[(u64, String)], partitions: u64) -> Vec<String> {
+    // In chunks: an ack not yet awaited holds one of the context's in-flight places.
+    let mut sources = Vec::new();
+    for chunk in lines.chunks(1_000) {
+        let mut acks = Vec::new();
+        for (key, event) in chunk {
+            let subject = format!("events.{}", key % partitions);
+            let ack = js.publish(subject.clone(), event.clone().into()).await.unwrap();
+            acks.push((subject, ack));
+        }
+        for (subject, ack) in acks {
+            sources.push(format!("{subject}/{}", ack.await.unwrap().sequence));
+        }
+    }
+    sources
+}
+
 async fn count(js: &jetstream::Context, name: &str) -> u64 {
     js.get_stream(name).await.unwrap().info().await.unwrap().state.messages
 }
@@ -138,24 +175,7 @@ fn fraud_stream_on_jetstream_survives_crashes_and_a_stalled_broker() {
     let want = uninterrupted_scores(&dir, &lines);
     let (client, js) = io.block_on(streams(&nats));
     // Publishes events [from, to) onto `events.<card % 2>`; returns each one's source.
-    let publish = |from: usize, to: usize| -> Vec<String> {
-        io.block_on(async {
-            // In chunks: an ack not yet awaited holds one of the context's in-flight places.
-            let mut sources = Vec::new();
-            for chunk in lines[from..to].chunks(1_000) {
-                let mut acks = Vec::new();
-                for (key, event) in chunk {
-                    let subject = format!("events.{}", key % 2);
-                    let ack = js.publish(subject.clone(), event.clone().into()).await.unwrap();
-                    acks.push((subject, ack));
-                }
-                for (subject, ack) in acks {
-                    sources.push(format!("{subject}/{}", ack.await.unwrap().sequence));
-                }
-            }
-            sources
-        })
-    };
+    let publish = |from: usize, to: usize| io.block_on(publish(&js, &lines[from..to], 2));
     let mut bad = Vec::new();
     for (subject, body) in [("events.0", ""), ("events.1", "{not json")] {
         let ack = io.block_on(async {
@@ -199,7 +219,7 @@ fn fraud_stream_on_jetstream_survives_crashes_and_a_stalled_broker() {
     let metrics = second.metrics();
     let (ok, log) = second.term();
     assert!(ok, "{log}");
-    assert!(log.contains("restored from"), "{log}");
+    assert!(log.contains("keys restored"), "{log}");
     assert!(log.contains("reachable again"), "{log}");
     assert!(metric(&metrics, "broker_errors_total") > 0, "{metrics}");
     assert_eq!(metric(&metrics, "up"), 1);
@@ -226,6 +246,115 @@ fn fraud_stream_on_jetstream_survives_crashes_and_a_stalled_broker() {
         for p in ["events_0", "events_1"] {
             let info = s.consumer_info(format!("scorer-a_{p}")).await.unwrap();
             assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "{p}");
+        }
+    });
+    drop(client);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Three instances share six partition subjects (static assignment: each reads its own; one
+/// consumer prefix and one checkpoint directory for all), each subject's keys checkpointed on
+/// their own. The fraud stream (`STREAMSCORE_NATS_GROUP_EVENTS` events, default the stream
+/// once; more repeat it with new cards and shifted times) is published over
+/// `events.<card % 6>` in thirds: `b` is SIGKILLed mid-stream and restarted, then
+/// `events.5` moves from `c` to a new instance `d` (`c` stops cleanly, writing its last
+/// checkpoints, and comes back with `events.4` only). Checks: every event answered, a replay
+/// identical to its first answer (JetStream's duplicate window drops it), every score equal
+/// to an uninterrupted run's (the moved subject's keys restored on `d`, bit for bit), and
+/// nothing left unacknowledged.
+#[test]
+fn three_instances_share_the_subjects_through_a_kill_and_a_move() {
+    let io = tokio::runtime::Runtime::new().unwrap();
+    let dir = temp_dir("nats-group");
+    let nats = Nats::start(&dir.join("js"));
+    let base = fraud_events();
+    let lines = match std::env::var("STREAMSCORE_NATS_GROUP_EVENTS") {
+        Ok(n) => common::serve_child::repeated(&base, n.parse().unwrap()),
+        Err(_) => base,
+    };
+    let n = lines.len();
+    let started = Instant::now();
+    let want = uninterrupted_scores(&dir, &lines);
+    eprintln!("reference run over {n} events: {:?}", started.elapsed());
+    let (client, js) = io.block_on(streams(&nats));
+    let publish = |from: usize, to: usize| io.block_on(publish(&js, &lines[from..to], 6));
+    let start = |name: &str, subjects: &[&str]| {
+        let file = format!("{name}.toml");
+        let config = instance(&dir, &nats, &file, "scorers", subjects, "", 1, "timeout_ms = 300\n");
+        Serve::start(&config, dir.join(format!("{name}.log")))
+    };
+    let limit = Duration::from_secs(60 + n as u64 / 5_000);
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < limit, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let scores = || io.block_on(count(&js, "SCORES"));
+    let answered = |s: &Serve| metric(&s.metrics(), "answered_total");
+
+    let third = n / 3;
+    let mut sources = publish(0, third);
+    let a = start("a", &["events.0", "events.1"]);
+    let b = start("b", &["events.2", "events.3"]);
+    let c = start("c", &["events.4", "events.5"]);
+    wait("the first third answered", &|| scores() >= third as u64);
+    wait("b checkpointed", &|| metric(&b.metrics(), "checkpoints_total") > 0);
+    sources.extend(publish(third, 2 * third));
+    wait("b answering the second third", &|| answered(&b) > (third / 3 + third / 6) as u64);
+    let killed = Instant::now();
+    drop(b); // SIGKILL
+    let b2 = start("b2", &["events.2", "events.3"]);
+    wait("b2 answering", &|| answered(&b2) > 0);
+    let served_again = killed.elapsed();
+    wait("the second third answered", &|| scores() >= (2 * third) as u64);
+    // events.5 moves from c to d: c stops cleanly (its last checkpoints), then comes back
+    // with events.4 only.
+    let moved = Instant::now();
+    let (ok, c_log) = c.term();
+    assert!(ok, "{c_log}");
+    let c2 = start("c2", &["events.4"]);
+    let d = start("d", &["events.5"]);
+    sources.extend(publish(2 * third, n));
+    wait("every event answered", &|| scores() >= n as u64);
+    let finished = started.elapsed();
+    let mut logs = String::new();
+    for s in [a, b2, c2, d] {
+        let (ok, log) = s.term();
+        assert!(ok, "{log}");
+        logs += &log;
+    }
+    let restores: Vec<&str> = logs.lines().filter(|l| l.contains("keys restored")).collect();
+    eprintln!("kill to answering again (restart included): {served_again:?}");
+    eprintln!("move of events.5 (stop, two starts) begun {:?} before the end", moved.elapsed());
+    for r in &restores {
+        eprintln!("{r}");
+    }
+    eprintln!("{n} events through the instances in {finished:?} (reference run included)");
+    let moved_in = restores.iter().find(|l| l.contains("subject events.5:")).expect("d restored");
+    assert!(!moved_in.contains(": 0 keys"), "{moved_in}");
+    assert!(restores.iter().any(|l| l.contains("subject events.2:")), "b2 restored");
+
+    let all = io.block_on(answers(&js));
+    let mut by_source: HashMap<&str, &str> = HashMap::new();
+    for (source, body) in &all {
+        if let Some(before) = by_source.insert(source, body) {
+            assert_eq!(before, body.as_str(), "{source} answered twice, differently");
+        }
+    }
+    eprintln!("{} answers, {} duplicates, for {n} events", all.len(), all.len() - by_source.len());
+    assert_eq!(by_source.len(), n, "every event answered");
+    for (i, s) in sources.iter().enumerate() {
+        let a: serde_json::Value = serde_json::from_str(by_source[s.as_str()]).unwrap();
+        assert_eq!(a["id"].as_u64(), Some(i as u64), "{s}");
+        assert_eq!(a["score"].to_string(), want[&(i as u64)], "event {i} ({s})");
+    }
+    io.block_on(async {
+        let s = js.get_stream("EVENTS").await.unwrap();
+        for p in 0..6 {
+            let info = s.consumer_info(format!("scorers_events_{p}")).await.unwrap();
+            assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "events.{p}");
         }
     });
     drop(client);

@@ -155,6 +155,28 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
     Ok((b.build()?, origin, restored))
 }
 
+/// Takes in each of `c`'s subjects' newest checkpoint (`<checkpoint.dir>/partitions/<subject>/`)
+/// and returns where each resumes.
+#[cfg(feature = "nats")]
+fn restore_subjects(
+    p: &mut connector::partitions::Partitions,
+    c: &connector::nats::NatsConfig,
+) -> Result<connector::Positions> {
+    let mut positions = connector::Positions::new();
+    for subject in &c.subjects {
+        if let Some(r) = p.restore(subject)? {
+            eprintln!(
+                "streamscore serve: nats subject {subject}: {} keys restored (sequence {}) in {:.1} ms",
+                r.keys,
+                r.position,
+                r.took.as_secs_f64() * 1e3
+            );
+            positions.insert(subject.clone(), r.position.to_string());
+        }
+    }
+    Ok(positions)
+}
+
 /// Starts the broker connector the config names, if any: with a restored checkpoint, from
 /// the positions written beside it.
 #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(unused_variables))]
@@ -205,11 +227,22 @@ fn start_connector(
     #[cfg(feature = "nats")]
     if let Some(c) = &config.nats {
         use connector::nats::{Link, NatsSink, NatsSource};
-        let positions: connector::Positions = positions();
         let link = Link::new(c)?;
         let stateful = rt.feature_counters().is_some() && config.checkpoint.is_some();
+        // With a feature stage each subject's keys are checkpointed on their own, so a
+        // subject can move to another instance with its state. An instance that restored a
+        // whole checkpoint (written by an earlier version) keeps writing whole ones.
+        let partitions = config.checkpoint.as_ref().filter(|_| stateful && restored.is_none());
+        let partitions = partitions.map(|k| {
+            Arc::new(std::sync::Mutex::new(connector::partitions::Partitions::new(rt.clone(), k)))
+        });
+        let positions: connector::Positions = match &partitions {
+            Some(p) => restore_subjects(&mut p.lock().unwrap_or_else(|e| e.into_inner()), c)?,
+            None => positions(),
+        };
         let source = NatsSource::new(link.clone(), c, &positions, stateful);
         let sink = NatsSink::new(link, c);
+        let whole = partitions.is_none();
         let running = connector::Running::start(
             "nats",
             connector::Shared::new(),
@@ -217,9 +250,9 @@ fn start_connector(
             Box::new(source),
             Box::new(sink),
             c.batch.unwrap_or(rt.config().max_batch.get()),
-            config.checkpoint.clone(),
-            restored.map(|n| (n, positions)),
-            None,
+            config.checkpoint.clone().filter(|_| whole),
+            restored.filter(|_| whole).map(|n| (n, positions)),
+            partitions,
             notices.clone(),
         )?;
         return Ok(Some(running));

@@ -11,8 +11,9 @@
 //! **What is committed when.** Positions are committed only after (a) the answers for every
 //! message up to them are confirmed by the sink and (b) with a feature stage and
 //! `[checkpoint]`, a feature-state checkpoint covers them. A checkpoint is written with the
-//! positions it covers beside it (`positions-<n>.json`, written before `features-<n>.snap`),
-//! so after a crash the restored state and the positions agree: the source skips (and
+//! positions it covers beside it (`positions-<n>.json`, written before `features-<n>.snap`;
+//! for Kafka and NATS each partition's keys on their own, stamped with its position: see
+//! `partitions`), so after a crash the restored state and the positions agree: the source skips (and
 //! commits) the messages the checkpoint already holds, and the broker redelivers the rest,
 //! which are scored again. A crash therefore replays, never skips: the answers to messages in
 //! flight at the crash may be published twice, recognisable by their `source` (the input's

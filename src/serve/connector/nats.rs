@@ -24,12 +24,15 @@ use crate::error::{Error, Result};
 /// (so JetStream's duplicate window drops a replayed answer) and `Streamscore-Key`; its body is the answer line with
 /// `"source"` in place of `"line"`.
 ///
-/// With a feature stage and `[checkpoint]`, the checkpoint's positions (per subject, the
-/// last stream sequence it holds) decide where reading resumes: at start each consumer is
-/// created again from the sequence after its subject's position (from the stream's start
-/// without one), so the broker's own record of acks never disagrees with the restored state.
-/// Acks go out when the pump commits (after the checkpoint); `ack_wait_s` must outlast the
-/// checkpoint interval, or the broker would deliver the same messages again meanwhile.
+/// With a feature stage and `[checkpoint]`, each subject's keys are checkpointed on their own
+/// (`<checkpoint.dir>/partitions/<subject>/`, stamped with the last stream sequence they
+/// hold), so a subject can move to another instance with its state (stop its owner cleanly,
+/// start the new owner with it); the positions decide where reading resumes: at start each
+/// consumer is created again from the sequence after its subject's position (from the
+/// stream's start without one), so the broker's own record of acks never disagrees with the
+/// restored state. Acks go out when the pump commits (after the checkpoint); `ack_wait_s` must
+/// outlast the checkpoint interval, or the broker would deliver the same messages again
+/// meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {

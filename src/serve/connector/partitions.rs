@@ -1,6 +1,7 @@
 //! Feature state that moves with its partitions, for a source whose partitions move between
-//! instances (a Kafka consumer group): each partition's keys are checkpointed on their own,
-//! taken in when the partition is assigned here, and dropped when it is revoked.
+//! instances (a Kafka consumer group; NATS subjects moved by hand): each partition's keys are
+//! checkpointed on their own, taken in when the partition is assigned here (for NATS: at
+//! start, for each subject configured), and dropped when it is revoked.
 //!
 //! A key belongs to the partition its events come from (the producer keys them, so each key
 //! has one). The checkpoint of partition `p` is `<checkpoint.dir>/partitions/<p>/features-<position>.snap`,
