@@ -3,6 +3,11 @@
 Writes into OUT (default target/peers):
   lgb_500x255.txt   LightGBM, 500 trees x 255 leaves, binary objective, on binary.train
   lgb_100x31.txt    LightGBM, 100 trees x 31 leaves, same data
+  lgb_1000x15.txt   LightGBM, 1,000 trees x 15 leaves, same data (many small trees)
+  lgb_300x63_d6.txt LightGBM, 300 trees x up to 63 leaves, depth at most 6, same data
+  lgb_cat_200x63.txt LightGBM, 200 trees x 63 leaves, same data with 8 of its 28 features
+                    cut into 64 quantile bins each and declared categorical (heavy
+                    categorical use)
   xgb_500_d8.json   XGBoost, 500 trees of depth 8, binary:logistic, same data
   <model>.npy       100,000 float32 rows per model (C order, one column per feature)
 
@@ -68,12 +73,19 @@ def main():
     pool = np.concatenate([x, xt])
     rows = np.ascontiguousarray(pool[rng.integers(0, len(pool), ROWS)], dtype=np.float32)
 
-    for name, leaves, trees in [("lgb_500x255", 255, 500), ("lgb_100x31", 31, 100)]:
+    shapes = [
+        ("lgb_500x255", 255, 500, -1),
+        ("lgb_100x31", 31, 100, -1),
+        ("lgb_1000x15", 15, 1000, -1),
+        ("lgb_300x63_d6", 63, 300, 6),
+    ]
+    for name, leaves, trees, depth in shapes:
         path = os.path.join(out, name + ".txt")
         if not os.path.exists(path):
             params = {
                 "objective": "binary",
                 "num_leaves": leaves,
+                "max_depth": depth,
                 "min_data_in_leaf": 5,
                 "learning_rate": 0.05,
                 "verbose": -1,
@@ -84,6 +96,37 @@ def main():
             booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=trees)
             booster.save_model(path)
         np.save(os.path.join(out, name + ".npy"), rows)
+
+    # Heavy categorical use: 8 features cut into 64 quantile bins (edges from the training
+    # rows), the bin number as a category.
+    cat_cols = list(range(0, 28, 4)) + [27]
+    edges = {c: np.quantile(x[:, c], np.linspace(0, 1, 65)[1:-1]) for c in cat_cols}
+
+    def categorised(a):
+        a = a.copy()
+        for c in cat_cols:
+            a[:, c] = np.searchsorted(edges[c], a[:, c])
+        return a
+
+    path = os.path.join(out, "lgb_cat_200x63.txt")
+    if not os.path.exists(path):
+        params = {
+            "objective": "binary",
+            "num_leaves": 63,
+            "min_data_in_leaf": 5,
+            "max_cat_to_onehot": 4,
+            "cat_smooth": 1.0,
+            "learning_rate": 0.05,
+            "verbose": -1,
+            "num_threads": 2,
+            "seed": 1,
+            "deterministic": True,
+        }
+        data = lgb.Dataset(categorised(x), y, categorical_feature=cat_cols)
+        booster = lgb.train(params, data, num_boost_round=200)
+        booster.save_model(path)
+    np.save(os.path.join(out, "lgb_cat_200x63.npy"),
+            np.ascontiguousarray(categorised(rows.astype(np.float64)), dtype=np.float32))
 
     path = os.path.join(out, "xgb_500_d8.json")
     if not os.path.exists(path):

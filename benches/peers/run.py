@@ -29,6 +29,9 @@ BIN = os.path.join(ROOT, "target", "release", "streamscore")
 MODELS = {
     "lgb_500x255": "lgb_500x255.txt",
     "lgb_100x31": "lgb_100x31.txt",
+    "lgb_1000x15": "lgb_1000x15.txt",
+    "lgb_300x63_d6": "lgb_300x63_d6.txt",
+    "lgb_cat_200x63": "lgb_cat_200x63.txt",
     "airline": "airline.txt",
     "NYC_taxi": "NYC_taxi.txt",
     "xgb_500_d8": "xgb_500_d8.json",
