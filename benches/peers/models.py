@@ -65,6 +65,20 @@ def uniform_rows(model_path, rng):
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float32)
 
 
+def lgb_params(**shape):
+    """LightGBM's binary training settings for every model here, with `shape`'s own."""
+    return {
+        "objective": "binary",
+        "min_data_in_leaf": 5,
+        "learning_rate": 0.05,
+        "verbose": -1,
+        "num_threads": 2,
+        "seed": 1,
+        "deterministic": True,
+        **shape,
+    }
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "peers")
     os.makedirs(out, exist_ok=True)
@@ -82,17 +96,7 @@ def main():
     for name, leaves, trees, depth in shapes:
         path = os.path.join(out, name + ".txt")
         if not os.path.exists(path):
-            params = {
-                "objective": "binary",
-                "num_leaves": leaves,
-                "max_depth": depth,
-                "min_data_in_leaf": 5,
-                "learning_rate": 0.05,
-                "verbose": -1,
-                "num_threads": 2,
-                "seed": 1,
-                "deterministic": True,
-            }
+            params = lgb_params(num_leaves=leaves, max_depth=depth)
             booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=trees)
             booster.save_model(path)
         np.save(os.path.join(out, name + ".npy"), rows)
@@ -110,18 +114,7 @@ def main():
 
     path = os.path.join(out, "lgb_cat_200x63.txt")
     if not os.path.exists(path):
-        params = {
-            "objective": "binary",
-            "num_leaves": 63,
-            "min_data_in_leaf": 5,
-            "max_cat_to_onehot": 4,
-            "cat_smooth": 1.0,
-            "learning_rate": 0.05,
-            "verbose": -1,
-            "num_threads": 2,
-            "seed": 1,
-            "deterministic": True,
-        }
+        params = lgb_params(num_leaves=63, max_cat_to_onehot=4, cat_smooth=1.0)
         data = lgb.Dataset(categorised(x), y, categorical_feature=cat_cols)
         booster = lgb.train(params, data, num_boost_round=200)
         booster.save_model(path)

@@ -155,6 +155,17 @@ fn runtime(c: &ServeConfig) -> Result<(Runtime, Origin, Option<u64>)> {
     Ok((b.build()?, origin, restored))
 }
 
+/// With a feature stage and `[checkpoint]`, the per-partition checkpoints of a source whose
+/// partitions can move between instances (Kafka, NATS).
+#[cfg(any(feature = "kafka", feature = "nats"))]
+fn partitioned_state(
+    config: &ServeConfig,
+    rt: &Arc<Runtime>,
+) -> Option<Arc<std::sync::Mutex<connector::partitions::Partitions>>> {
+    let k = config.checkpoint.as_ref().filter(|_| rt.feature_counters().is_some())?;
+    Some(Arc::new(std::sync::Mutex::new(connector::partitions::Partitions::new(rt.clone(), k))))
+}
+
 /// Takes in each of `c`'s subjects' newest checkpoint (`<checkpoint.dir>/partitions/<subject>/`)
 /// and returns where each resumes.
 #[cfg(feature = "nats")]
@@ -204,10 +215,7 @@ fn start_connector(
     if let Some(c) = &config.kafka {
         use connector::kafka::{KafkaSink, KafkaSource};
         let shared = connector::Shared::new();
-        let partitions = config.checkpoint.as_ref().filter(|_| rt.feature_counters().is_some());
-        let partitions = partitions.map(|k| {
-            Arc::new(std::sync::Mutex::new(connector::partitions::Partitions::new(rt.clone(), k)))
-        });
+        let partitions = partitioned_state(config, rt);
         let source = KafkaSource::new(c, shared.clone(), partitions.clone())?;
         let sink = KafkaSink::new(c)?;
         let running = connector::Running::start(
@@ -232,10 +240,7 @@ fn start_connector(
         // With a feature stage each subject's keys are checkpointed on their own, so a
         // subject can move to another instance with its state. An instance that restored a
         // whole checkpoint (written by an earlier version) keeps writing whole ones.
-        let partitions = config.checkpoint.as_ref().filter(|_| stateful && restored.is_none());
-        let partitions = partitions.map(|k| {
-            Arc::new(std::sync::Mutex::new(connector::partitions::Partitions::new(rt.clone(), k)))
-        });
+        let partitions = partitioned_state(config, rt).filter(|_| restored.is_none());
         let positions: connector::Positions = match &partitions {
             Some(p) => restore_subjects(&mut p.lock().unwrap_or_else(|e| e.into_inner()), c)?,
             None => positions(),
